@@ -1,0 +1,1 @@
+"""OMS: an event-driven order management system for brokerages."""

@@ -1,0 +1,91 @@
+"""All configuration in one place: environment variables with the prefix `OMS_` (see README)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = ("auth", "order", "account")
+
+
+class ExecutionMode(StrEnum):
+    IMMEDIATE = "immediate"
+    MANUAL = "manual"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OMS_", extra="ignore")
+
+    data_dir: Path = Path(".oms")
+    host: str = "127.0.0.1"
+    order_port: int = 666
+    account_port: int = 667
+    auth_port: int = 668
+    backoffice_port: int = 669
+
+    # Embedded servers: kept off the machine's own 5432/4222.
+    pg_port: int = 15432
+    nats_port: int = 14222
+    nats_monitor_port: int = 18222
+
+    # External servers (`oms up --external`, or any single `oms serve`): full URLs.
+    external: bool = False
+    auth_database_url: str | None = None
+    order_database_url: str | None = None
+    account_database_url: str | None = None
+    nats_url: str = "nats://127.0.0.1:14222"
+
+    # Tokens.
+    auth_url: str = "http://127.0.0.1:668"
+    token_issuer: str = "oms-auth"
+    token_audience: str = "oms"
+    token_lifetime_seconds: int = Field(default=3600, ge=60, le=86400)
+    private_key_file: Path | None = None
+
+    # The first admin.
+    admin_username: str | None = None
+    admin_password: SecretStr | None = None
+
+    # Brute-force protection of /login.
+    login_user_max_failures: int = 5
+    login_address_max_failures: int = 20
+    login_failure_window_seconds: int = 900
+    login_max_lockout_seconds: int = 900
+
+    execution: ExecutionMode = ExecutionMode.IMMEDIATE
+    customer_deposits: bool = True
+    log_format: str = "auto"  # auto | json | text
+    log_level: str = "INFO"
+
+    def port_of(self, component: str) -> int:
+        port: int = getattr(self, f"{component}_port")
+        return port
+
+    def database_url(self, service: str) -> str:
+        url: str | None = getattr(self, f"{service}_database_url")
+        if not url:
+            raise RuntimeError(
+                f"no database configured for the {service} service: set OMS_{service.upper()}_DATABASE_URL"
+            )
+        return url
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.data_dir / "secrets"
+
+    @property
+    def key_file(self) -> Path:
+        return self.private_key_file or self.secrets_dir / "auth-ed25519.pem"
+
+
+def port_env_name(component: str) -> str:
+    return f"OMS_{component.upper()}_PORT"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,34 @@
+"""Free-port checks that name the setting to change, so a start never half-succeeds."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+
+class PortUnavailable(RuntimeError):
+    """A port the system needs cannot be bound."""
+
+
+def check_bindable(host: str, port: int, what: str, setting: str) -> None:
+    """Raise PortUnavailable (one line, naming `setting`) if `host:port` cannot be bound right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            reason = {
+                errno.EACCES: "permission denied (ports below 1024 need root)",
+                errno.EADDRINUSE: "already in use",
+            }.get(exc.errno or 0, exc.strerror or str(exc))
+            raise PortUnavailable(
+                f"cannot bind port {port} for {what} on {host}: {reason}; choose another with {setting}=<port>"
+            ) from None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that is free at this moment (for tests and temporary servers)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port

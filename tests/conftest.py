@@ -1,0 +1,60 @@
+"""Real servers for the whole test session: an embedded PostgreSQL and a NATS JetStream server, started
+on free ports under a temporary folder (never the machine's own 5432/4222)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from oms.runtime.nats import EmbeddedNats
+from oms.runtime.ports import free_port
+from oms.runtime.postgres import EmbeddedPostgres
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    server = EmbeddedNats(tmp_path_factory.mktemp("nats"), free_port(), free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def make_database(pg_server: EmbeddedPostgres) -> Callable[[str], str]:
+    """Create a new empty database and return its URL; each test module gets its own."""
+
+    def make(prefix: str) -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        pg_server.create_databases([name])
+        return pg_server.url(name)
+
+    return make
+
+
+def execute(url: str, sql: str) -> list[tuple[object, ...]]:
+    """Run one statement synchronously (for test set-up and assertions)."""
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "oms-data"
