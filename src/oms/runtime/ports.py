@@ -21,9 +21,8 @@ def check_bindable(host: str, port: int, what: str, setting: str) -> None:
                 errno.EACCES: "permission denied (ports below 1024 need root)",
                 errno.EADDRINUSE: "already in use",
             }.get(exc.errno or 0, exc.strerror or str(exc))
-            raise PortUnavailable(
-                f"cannot bind port {port} for {what} on {host}: {reason}; choose another with {setting}=<port>"
-            ) from None
+            message = f"cannot bind port {port} for {what} on {host}: {reason}"
+            raise PortUnavailable(f"{message}; choose another with {setting}=<port>") from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:

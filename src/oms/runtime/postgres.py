@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import psycopg2
 
-from oms.runtime.processes import as_user, spawn, stop, tail
+from oms.runtime.processes import Identity, spawn, stop, tail
 
 SUPERUSER = "oms"
 # PostgreSQL refuses to run as root; as root we run it as this system user.
@@ -92,20 +92,25 @@ class EmbeddedPostgres:
                 _open_path_for(self.run_as, self.pgdata)
                 _open_path_for(self.run_as, pwfile)
             pwfile.chmod(0o400)
-            user = as_user(self.run_as) if self.run_as else {}
+            who = Identity.of(self.run_as)
             result = subprocess.run(
                 [
                     str(bin_dir() / "initdb"),
-                    "-D", str(self.pgdata),
-                    "-U", SUPERUSER,
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    SUPERUSER,
                     "--auth=scram-sha-256",
                     f"--pwfile={pwfile}",
-                    "-E", "UTF8",
+                    "-E",
+                    "UTF8",
                     "--locale=C",
                 ],
                 capture_output=True,
                 text=True,
-                **user,  # type: ignore[arg-type]
+                user=who.uid,
+                group=who.gid,
+                extra_groups=who.extra_groups,
             )
         finally:
             pwfile.unlink(missing_ok=True)

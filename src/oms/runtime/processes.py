@@ -8,6 +8,7 @@ import pwd
 import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
@@ -22,10 +23,20 @@ def _die_with_parent(sig: int) -> Callable[[], None]:
     return preexec
 
 
-def as_user(name: str) -> dict[str, object]:
-    """Popen keyword arguments that run a child as system user `name` with only its own group."""
-    entry = pwd.getpwnam(name)
-    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+@dataclass(frozen=True)
+class Identity:
+    """Who a child runs as: system user `name` with only its own group, or (None) as we do."""
+
+    uid: int | None = None
+    gid: int | None = None
+    extra_groups: list[int] | None = None
+
+    @classmethod
+    def of(cls, name: str | None) -> Identity:
+        if name is None:
+            return cls()
+        entry = pwd.getpwnam(name)
+        return cls(entry.pw_uid, entry.pw_gid, [])
 
 
 def spawn(
@@ -40,8 +51,8 @@ def spawn(
     `log_file`, and killed with `death_signal` if this process dies without stopping it."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
-        user = as_user(run_as) if run_as is not None else {}
-        return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+        who = Identity.of(run_as)
+        return subprocess.Popen(
             [str(a) for a in argv],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -49,7 +60,9 @@ def spawn(
             env=dict(env) if env is not None else None,
             start_new_session=True,
             preexec_fn=_die_with_parent(death_signal),
-            **user,
+            user=who.uid,
+            group=who.gid,
+            extra_groups=who.extra_groups,
         )
 
 

@@ -1,0 +1,109 @@
+"""The `oms` command line."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from oms.kernel.settings import ExecutionMode, Settings, port_env_name
+from oms.runtime.ports import PortUnavailable
+
+app = typer.Typer(help="OMS: an order management system for brokerages.", no_args_is_help=True)
+admin_app = typer.Typer(help="Manage users directly in the auth database.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
+console = Console(soft_wrap=True)
+
+
+def fail(message: str) -> NoReturn:
+    """Exit non-zero with a one-line reason on stderr."""
+    print(f"oms: {message}", file=sys.stderr)
+    raise typer.Exit(1)
+
+
+def _settings(**overrides: object) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data folder [env OMS_DATA_DIR; ./.oms]")]
+
+
+@app.command()
+def up(
+    data_dir: DataDir = None,
+    execution: Annotated[
+        ExecutionMode | None, typer.Option(help="immediate: executed at the limit price; manual: by an admin")
+    ] = None,
+    external: Annotated[
+        bool, typer.Option("--external", help="Use the configured PostgreSQL and NATS servers")
+    ] = False,
+    auth_port: Annotated[int | None, typer.Option(help="[env OMS_AUTH_PORT; 668]")] = None,
+) -> None:
+    """Run everything in the foreground: PostgreSQL, NATS, the services. Ctrl-C stops it all."""
+    from oms.runtime.supervisor import StartError, run
+
+    settings = _settings(
+        data_dir=data_dir, execution=execution, external=external or None, auth_port=auth_port
+    )
+    try:
+        run(settings, console)
+    except (StartError, PortUnavailable) as exc:
+        fail(str(exc))
+    except Exception as exc:
+        fail(f"{type(exc).__name__}: {exc}")
+
+
+class Component(StrEnum):
+    auth = "auth"
+
+
+@app.command()
+def serve(
+    component: Component,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [env OMS_<COMPONENT>_PORT]")] = None,
+) -> None:
+    """Run one component in the foreground (for replicas and for `oms up`)."""
+    import uvicorn
+
+    from oms.kernel.logging import configure_logging
+    from oms.runtime.ports import check_bindable
+
+    settings = _settings(**{f"{component.value}_port": port})
+    configure_logging(component.value, settings.log_format, settings.log_level)
+    port_number = settings.port_of(component.value)
+    try:
+        check_bindable(settings.host, port_number, f"the {component.value} service", port_env_name(component))
+    except PortUnavailable as exc:
+        fail(str(exc))
+    if component is Component.auth:
+        from oms.auth.app import create_app
+
+        api = create_app(settings)
+    uvicorn.run(api, host=settings.host, port=port_number, log_config=None, access_log=False)
+
+
+@admin_app.command("create")
+def admin_create(
+    name: str,
+    data_dir: DataDir = None,
+    password: Annotated[
+        str,
+        typer.Option(prompt=True, hide_input=True, confirmation_prompt=True, envvar="OMS_NEW_ADMIN_PASSWORD"),
+    ] = "",
+) -> None:
+    """Create an admin user (asks for the password)."""
+    from oms.runtime.admin import create_admin
+
+    try:
+        create_admin(_settings(data_dir=data_dir), name, password)
+    except Exception as exc:
+        fail(str(exc))
+    console.print(f"admin {name!r} created")
+
+
+def main() -> None:
+    app()

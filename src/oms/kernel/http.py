@@ -1,0 +1,92 @@
+"""The common shape of every service's HTTP app: errors, /health, /metrics, request metrics, /docs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from oms.kernel.errors import install_error_handlers
+
+HealthCheck = Callable[[], Awaitable[None]]
+
+REQUESTS = Counter("oms_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram(
+    "oms_http_request_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+class RequestMetrics:
+    """Counts and times requests by route template (never by raw path, which would explode labels)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
+            REQUESTS.labels(scope["method"], route, str(status)).inc()
+
+
+def create_service_app(
+    *,
+    title: str,
+    description: str,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    routers: list[APIRouter],
+    health_checks: Callable[[FastAPI], Mapping[str, HealthCheck]],
+) -> FastAPI:
+    """A FastAPI app with the project's error shape, `/health` (live + ready) and `/metrics`."""
+    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+    app.add_middleware(RequestMetrics)
+    for router in routers:
+        app.include_router(router)
+
+    @app.get("/health", tags=["operations"])
+    async def health() -> JSONResponse:
+        """Live and ready: every dependency (database, broker) answers."""
+        checks: dict[str, Any] = {}
+        for name, check in health_checks(app).items():
+            try:
+                await check()
+                checks[name] = "ok"
+            except Exception as exc:
+                checks[name] = f"unavailable: {type(exc).__name__}"
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus metrics of this process."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def no_op() -> AsyncIterator[None]:
+    yield

@@ -1,0 +1,296 @@
+"""`oms up`: the whole system as supervised child processes, started and stopped in order."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import IO
+
+import httpx
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from oms.kernel.settings import SERVICES, Settings, port_env_name
+from oms.runtime.nats import EmbeddedNats
+from oms.runtime.ports import check_bindable
+from oms.runtime.postgres import EmbeddedPostgres
+from oms.runtime.processes import spawn, stop, tail
+
+DEFAULT_ADMIN = "admin"
+
+
+class StartError(RuntimeError):
+    """The system could not be started; the message is one line for the user."""
+
+
+class StopRequested(BaseException):
+    """SIGINT or SIGTERM arrived: stop everything in order."""
+
+
+@dataclass
+class Child:
+    """One supervised `oms serve …` process."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_file: Path
+    health_url: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_restart: float = 0.0
+    crashes: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.process = spawn(self.argv, log_file=self.log_file, env=self.env)
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.health_url is not None:
+            if self.process is None or self.process.poll() is not None:
+                raise StartError(f"{self.name} exited at start; its log ends:\n{tail(self.log_file)}")
+            try:
+                if httpx.get(self.health_url, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise StartError(f"{self.name} not healthy after {timeout:.0f}s (see {self.log_file})")
+            time.sleep(0.1)
+
+
+@contextmanager
+def exclusive(data_dir: Path) -> Iterator[IO[str]]:
+    """One `oms up` per data folder: a second one stops at once instead of sharing the servers."""
+    run_dir = data_dir / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "oms.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise StartError(f"oms is already running on {data_dir} (pid {lock.read().strip()})") from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield lock
+
+
+def admin_credentials(settings: Settings) -> tuple[str, str, bool]:
+    """The first admin's name and password, and whether the password was generated (kept in secrets)."""
+    if settings.admin_username and settings.admin_password:
+        return settings.admin_username, settings.admin_password.get_secret_value(), False
+    path = settings.secrets_dir / "admin-password"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.write_text(secrets.token_urlsafe(12) + "\n")
+        path.chmod(0o600)
+    return settings.admin_username or DEFAULT_ADMIN, path.read_text().strip(), True
+
+
+class System:
+    """The servers and services of one data folder."""
+
+    def __init__(self, settings: Settings, console: Console) -> None:
+        self.settings = settings
+        self.console = console
+        self.data_dir = settings.data_dir.resolve()
+        self.postgres: EmbeddedPostgres | None = None
+        self.nats: EmbeddedNats | None = None
+        self.children: list[Child] = []
+
+    # -- start ---------------------------------------------------------------------------------
+    def check_ports(self) -> None:
+        s = self.settings
+        wanted = [(c, s.port_of(c), f"the {c} service", port_env_name(c)) for c in self.components()]
+        if not s.external:
+            wanted += [
+                ("pg", s.pg_port, "PostgreSQL", "OMS_PG_PORT"),
+                ("nats", s.nats_port, "NATS", "OMS_NATS_PORT"),
+                ("nats-monitor", s.nats_monitor_port, "NATS monitoring", "OMS_NATS_MONITOR_PORT"),
+            ]
+        for _, port, what, setting in wanted:
+            check_bindable(s.host, port, what, setting)
+
+    def components(self) -> list[str]:
+        return ["auth"]
+
+    def start(self) -> None:
+        self.check_ports()
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        ) as progress:
+            if not self.settings.external:
+                self._step(progress, "PostgreSQL (embedded)", self._start_postgres)
+                self._step(progress, "NATS JetStream (embedded)", self._start_nats)
+            for name in self.components():
+                self._step(progress, f"{name} service", partial(self._start_child, name))
+
+    def _step(self, progress: Progress, what: str, action: Callable[[], None]) -> None:
+        task = progress.add_task(f"starting {what}", total=1)
+        action()
+        progress.update(task, completed=1, description=f"[green]✓[/] {what}")
+
+    def _start_postgres(self) -> None:
+        self.postgres = EmbeddedPostgres(self.data_dir, self.settings.pg_port, self.settings.host)
+        self.postgres.start()
+        self.postgres.create_databases(list(SERVICES))
+
+    def _start_nats(self) -> None:
+        s = self.settings
+        self.nats = EmbeddedNats(self.data_dir, s.nats_port, s.nats_monitor_port, s.host)
+        self.nats.start()
+
+    def child_env(self) -> dict[str, str]:
+        s = self.settings
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OMS_")}
+        env.update(
+            {
+                "OMS_DATA_DIR": str(self.data_dir),
+                "OMS_HOST": s.host,
+                "OMS_AUTH_URL": f"http://{s.host}:{s.auth_port}",
+                "OMS_EXECUTION": s.execution.value,
+                "OMS_CUSTOMER_DEPOSITS": str(s.customer_deposits).lower(),
+                "OMS_LOG_FORMAT": "json",
+                "OMS_NATS_URL": self.nats.url if self.nats else s.nats_url,
+            }
+        )
+        for name in SERVICES:
+            env[f"OMS_{name.upper()}_DATABASE_URL"] = (
+                self.postgres.url(name) if self.postgres else s.database_url(name)
+            )
+        for component in self.components():
+            env[port_env_name(component)] = str(s.port_of(component))
+        username, password, _ = admin_credentials(s)
+        env["OMS_ADMIN_USERNAME"], env["OMS_ADMIN_PASSWORD"] = username, password
+        return env
+
+    def _start_child(self, name: str) -> None:
+        port = self.settings.port_of(name)
+        child = Child(
+            name=name,
+            argv=[sys.executable, "-m", "oms", "serve", name],
+            env=self.child_env(),
+            log_file=self.data_dir / "logs" / f"{name}.log",
+            health_url=f"http://{self.settings.host}:{port}/health",
+        )
+        child.start()
+        self.children.append(child)
+        child.wait_healthy()
+
+    # -- run -------------------------------------------------------------------------------------
+    def watch(self, poll_seconds: float = 0.5) -> None:
+        """Restart whatever dies, with backoff, until asked to stop."""
+        while True:
+            time.sleep(poll_seconds)
+            self._revive_servers()
+            for child in self.children:
+                self._revive(child)
+
+    def _revive_servers(self) -> None:
+        for server, name in ((self.postgres, "PostgreSQL"), (self.nats, "NATS")):
+            if server is not None and server.process is not None and server.process.poll() is not None:
+                self.console.print(f"[red]{name} exited with code {server.process.returncode}; restarting")
+                server.start()
+
+    def _revive(self, child: Child) -> None:
+        if child.process is None or child.process.poll() is None:
+            return
+        now = time.monotonic()
+        if child.next_restart == 0.0:
+            child.crashes = [t for t in child.crashes if now - t < 60] + [now]
+            delay = min(2 ** (len(child.crashes) - 1), 30)
+            child.next_restart = now + delay
+            self.console.print(
+                f"[red]{child.name} exited with code {child.process.returncode}; "
+                f"restarting in {delay}s (log: {child.log_file})"
+            )
+        elif now >= child.next_restart:
+            child.next_restart = 0.0
+            child.restarts += 1
+            child.start()
+
+    # -- stop ------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Services first (newest first), then the broker, then the database."""
+        for child in reversed(self.children):
+            if child.process is not None:
+                stop(child.process)
+        if self.nats is not None:
+            self.nats.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+    def write_state(self) -> None:
+        state = {
+            "pid": os.getpid(),
+            "pg_port": self.postgres.port if self.postgres else None,
+            "nats_url": self.nats.url if self.nats else self.settings.nats_url,
+            "urls": {c: f"http://{self.settings.host}:{self.settings.port_of(c)}" for c in self.components()},
+        }
+        (self.data_dir / "run" / "state.json").write_text(json.dumps(state, indent=2))
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise StopRequested(signum)
+
+
+def run(settings: Settings, console: Console) -> None:
+    """Start everything, print how to use it, supervise until SIGINT/SIGTERM, then stop everything."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    system = System(settings, console)
+    with exclusive(settings.data_dir):
+        previous = signal.signal(signal.SIGTERM, _raise_stop)
+        try:
+            system.start()
+            system.write_state()
+            _welcome(system, console)
+            system.watch()
+        except (KeyboardInterrupt, StopRequested):
+            console.print("stopping…")
+        finally:
+            # A second Ctrl-C must not leave children behind half-way through the stop.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            system.stop()
+            (settings.data_dir / "run" / "state.json").unlink(missing_ok=True)
+            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        console.print("stopped")
+
+
+def _welcome(system: System, console: Console) -> None:
+    s = system.settings
+    username, password, generated = admin_credentials(s)
+    console.print()
+    for component in system.components():
+        console.print(f"  {component:<11} http://{s.host}:{s.port_of(component)}  (API docs: /docs)")
+    if system.postgres:
+        console.print(f"  PostgreSQL  {s.host}:{system.postgres.port} (databases auth, order, account)")
+    if system.nats:
+        console.print(f"  NATS        {system.nats.url} (monitoring {system.nats.monitor_url})")
+    where = f" (kept in {s.secrets_dir / 'admin-password'})" if generated else ""
+    console.print(f"\n  Admin login: [bold]{username}[/] / [bold]{password}[/]{where}")
+    console.print(
+        f"  e.g. curl -s -X POST http://{s.host}:{s.auth_port}/login -H 'Content-Type: application/json' "
+        f'-d \'{{"username": "{username}", "password": "…"}}\''
+    )
+    console.print(
+        f"  Data in {system.data_dir}; logs in {system.data_dir / 'logs'}. Ctrl-C stops everything.\n"
+    )
+    console.print("[bold green]ready")
