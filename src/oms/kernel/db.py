@@ -13,6 +13,7 @@ from alembic.config import Config
 
 def _alembic_config(service: str, url: str) -> Config:
     config = Config()
+    config.set_main_option("path_separator", "os")
     config.set_main_option("script_location", str(Path(__file__).parent / "alembic"))
     config.set_main_option("version_locations", str(files(f"oms.{service}") / "migrations" / "versions"))
     config.attributes["url"] = url.replace("postgresql://", "postgresql+psycopg2://", 1)

@@ -1,0 +1,134 @@
+"""Token verification against forgeries: only EdDSA tokens signed by the auth key are accepted."""
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import uuid4
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
+
+from oms.auth.domain import User, token_claims
+from oms.auth.keys import SigningKey
+from oms.kernel.tokens import Role, StaticKeys, TokenError, TokenVerifier
+
+ISSUER, AUDIENCE = "oms-auth", "oms"
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory: pytest.TempPathFactory) -> SigningKey:
+    return SigningKey.load_or_create(tmp_path_factory.mktemp("keys") / "k.pem")
+
+
+@pytest.fixture(scope="module")
+def verifier(key: SigningKey) -> TokenVerifier:
+    return TokenVerifier(StaticKeys(key.jwks), ISSUER, AUDIENCE)
+
+
+def claims(**changes: object) -> dict[str, object]:
+    user = User(uuid4(), "alice", Role.CUSTOMER, "hash", datetime.now(UTC))
+    base = token_claims(
+        user, now=datetime.now(UTC), lifetime=timedelta(hours=1), issuer=ISSUER, audience=AUDIENCE
+    )
+    return {**base, **changes}
+
+
+def _b64(data: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+async def test_verify_genuine_token_gives_principal(key: SigningKey, verifier: TokenVerifier) -> None:
+    c = claims(role="admin")
+    principal = await verifier.verify(key.sign(c))
+    assert (principal.user_id, principal.username, principal.role) == (c["sub"], "alice", Role.ADMIN)
+
+
+async def test_verify_alg_none_is_refused(key: SigningKey, verifier: TokenVerifier) -> None:
+    token = f"{_b64({'alg': 'none', 'typ': 'JWT', 'kid': key.kid})}.{_b64(claims(role='admin'))}."
+    with pytest.raises(TokenError):
+        await verifier.verify(token)
+
+
+@pytest.mark.parametrize("secret_form", ["jwk", "x"])
+async def test_verify_hs256_signed_with_public_key_is_refused(
+    key: SigningKey, verifier: TokenVerifier, secret_form: str
+) -> None:
+    # The classic confusion attack: the public key, known to all, used as an HMAC secret.
+    secret = json.dumps(key.public_jwk) if secret_form == "jwk" else key.public_jwk["x"]
+    signing_input = f"{_b64({'alg': 'HS256', 'typ': 'JWT', 'kid': key.kid})}.{_b64(claims(role='admin'))}"
+    mac = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+    token = f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+    with pytest.raises(TokenError, match="not signed by the auth service"):
+        await verifier.verify(token)
+
+
+async def test_verify_token_of_another_ed25519_key_with_our_kid_is_refused(
+    key: SigningKey, verifier: TokenVerifier
+) -> None:
+    token = jwt.encode(claims(), Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"kid": key.kid})
+    with pytest.raises(TokenError, match="invalid token"):
+        await verifier.verify(token)
+
+
+async def test_verify_rs256_token_is_refused(key: SigningKey, verifier: TokenVerifier) -> None:
+    rsa = generate_private_key(public_exponent=65537, key_size=2048)
+    token = jwt.encode(claims(), rsa, algorithm="RS256", headers={"kid": key.kid})
+    with pytest.raises(TokenError):
+        await verifier.verify(token)
+
+
+async def test_verify_unknown_kid_is_refused(verifier: TokenVerifier, tmp_path: Path) -> None:
+    other = SigningKey.load_or_create(tmp_path / "other.pem")
+    with pytest.raises(TokenError, match="unknown key"):
+        await verifier.verify(other.sign(claims()))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"exp": int(time.time()) - 10}, "expired"),
+        ({"aud": "someone-else"}, "invalid"),
+        ({"iss": "evil"}, "invalid"),
+        ({"role": "superuser"}, "invalid"),
+    ],
+)
+async def test_verify_wrong_claims_are_refused(
+    key: SigningKey, verifier: TokenVerifier, change: dict[str, object], message: str
+) -> None:
+    with pytest.raises(TokenError, match=message):
+        await verifier.verify(key.sign(claims(**change)))
+
+
+@pytest.mark.parametrize("missing", ["exp", "jti", "sub", "aud", "iss", "role"])
+async def test_verify_missing_claim_is_refused(
+    key: SigningKey, verifier: TokenVerifier, missing: str
+) -> None:
+    c = claims()
+    del c[missing]
+    with pytest.raises(TokenError):
+        await verifier.verify(key.sign(c))
+
+
+async def test_verify_tampered_payload_is_refused(key: SigningKey, verifier: TokenVerifier) -> None:
+    header, _, signature = key.sign(claims()).split(".")
+    with pytest.raises(TokenError):
+        await verifier.verify(f"{header}.{_b64(claims(role='admin'))}.{signature}")
+
+
+@pytest.mark.parametrize("garbage", ["", "abc", "a.b.c", "Bearer x"])
+async def test_verify_garbage_is_refused(verifier: TokenVerifier, garbage: str) -> None:
+    with pytest.raises(TokenError):
+        await verifier.verify(garbage)
+
+
+def test_signing_key_is_kept_and_reloaded(tmp_path: Path) -> None:
+    first = SigningKey.load_or_create(tmp_path / "k.pem")
+    again = SigningKey.load_or_create(tmp_path / "k.pem")
+    assert first.kid == again.kid
+    assert (tmp_path / "k.pem").stat().st_mode & 0o077 == 0
