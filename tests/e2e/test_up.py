@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,8 @@ from fastapi import FastAPI
 
 from oms.kernel.errors import install_error_handlers
 from oms.kernel.tokens import AdminUser, CurrentUser, JwksKeys, TokenVerifier
+from oms.runtime.nats import EmbeddedNats
+from tests.conftest import execute
 from tests.e2e.conftest import RunningSystem, system_env
 
 pytestmark = pytest.mark.e2e
@@ -170,6 +173,22 @@ def test_admin_create_works_with_and_without_a_running_system(tmp_path: Path) ->
             token = login(running, name, f"{name}-password").json()["token"]
             users = httpx.get(f"{running.url('auth')}/users", headers={"Authorization": f"Bearer {token}"})
             assert users.status_code == 200
+    finally:
+        running.stop()
+    assert running.leftovers() == []
+
+
+def test_up_external_uses_the_configured_servers(
+    tmp_path: Path, make_database: Callable[[str], str], nats_server: EmbeddedNats
+) -> None:
+    urls = {f"OMS_{name.upper()}_DATABASE_URL": make_database(name) for name in ("auth", "order", "account")}
+    running = RunningSystem(tmp_path / "data", system_env(**urls, OMS_NATS_URL=nats_server.url))
+    running.start("--external")
+    try:
+        assert login(running, "boss", "boss-password").status_code == 200
+        assert "PostgreSQL" not in "".join(running.output)
+        assert not (running.data_dir / "pg").exists()
+        assert execute(urls["OMS_AUTH_DATABASE_URL"], "SELECT username FROM users") == [("boss",)]
     finally:
         running.stop()
     assert running.leftovers() == []
