@@ -3,18 +3,37 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from decimal import Decimal
+from typing import Annotated, Any
 
+import simplejson
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pydantic import BaseModel, WithJsonSchema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oms.kernel.errors import install_error_handlers
 
 HealthCheck = Callable[[], Awaitable[None]]
+
+# Money and sizes leave as exact JSON numbers: pydantic would send strings and floats would round.
+ExactNumber = Annotated[Decimal, WithJsonSchema({"type": "number"})]
+
+
+class ExactJSONResponse(JSONResponse):
+    """JSON with `Decimal`s written as exact numbers (e.g. 0.10000000000000000001, not 0.1)."""
+
+    def render(self, content: Any) -> bytes:
+        return simplejson.dumps(content, use_decimal=True, separators=(",", ":"), default=str).encode()
+
+
+def exact_json(model: BaseModel, status_code: int = 200) -> ExactJSONResponse:
+    """Answer with `model` (declare it as the route's response_model for the docs)."""
+    return ExactJSONResponse(model.model_dump(mode="python", by_alias=True), status_code)
+
 
 REQUESTS = Counter("oms_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -86,7 +105,3 @@ def create_service_app(
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-async def no_op() -> AsyncIterator[None]:
-    yield
