@@ -42,12 +42,19 @@ def up(
         bool, typer.Option("--external", help="Use the configured PostgreSQL and NATS servers")
     ] = False,
     auth_port: Annotated[int | None, typer.Option(help="[env OMS_AUTH_PORT; 668]")] = None,
+    order_port: Annotated[int | None, typer.Option(help="[env OMS_ORDER_PORT; 666]")] = None,
+    account_port: Annotated[int | None, typer.Option(help="[env OMS_ACCOUNT_PORT; 667]")] = None,
 ) -> None:
     """Run everything in the foreground: PostgreSQL, NATS, the services. Ctrl-C stops it all."""
     from oms.runtime.supervisor import StartError, run
 
     settings = _settings(
-        data_dir=data_dir, execution=execution, external=external or None, auth_port=auth_port
+        data_dir=data_dir,
+        execution=execution,
+        external=external or None,
+        auth_port=auth_port,
+        order_port=order_port,
+        account_port=account_port,
     )
     try:
         run(settings, console)
@@ -59,31 +66,62 @@ def up(
 
 class Component(StrEnum):
     auth = "auth"
+    order = "order"
+    account = "account"
+    relay = "relay"
+
+
+class Relayed(StrEnum):
+    order = "order"
+    account = "account"
 
 
 @app.command()
 def serve(
     component: Component,
     port: Annotated[int | None, typer.Option(help="Port to listen on [env OMS_<COMPONENT>_PORT]")] = None,
+    service: Annotated[Relayed | None, typer.Option(help="The database a relay reads (relay only)")] = None,
 ) -> None:
     """Run one component in the foreground (for replicas and for `oms up`)."""
-    import uvicorn
-
     from oms.kernel.logging import configure_logging
-    from oms.runtime.ports import check_bindable
 
+    if component is Component.relay:
+        if service is None:
+            fail("oms serve relay needs --service order|account")
+        settings = _settings()
+        configure_logging(f"relay-{service.value}", settings.log_format, settings.log_level)
+        _serve_relay(settings, service.value)
+        return
     settings = _settings(**{f"{component.value}_port": port})
     configure_logging(component.value, settings.log_format, settings.log_level)
-    port_number = settings.port_of(component.value)
+    _serve_http(settings, component.value)
+
+
+def _serve_http(settings: Settings, component: str) -> None:
+    import importlib
+
+    import uvicorn
+
+    from oms.runtime.ports import check_bindable
+
+    port = settings.port_of(component)
     try:
-        check_bindable(settings.host, port_number, f"the {component.value} service", port_env_name(component))
+        check_bindable(settings.host, port, f"the {component} service", port_env_name(component))
     except PortUnavailable as exc:
         fail(str(exc))
-    if component is Component.auth:
-        from oms.auth.app import create_app
+    api = importlib.import_module(f"oms.{component}.app").create_app(settings)
+    uvicorn.run(api, host=settings.host, port=port, log_config=None, access_log=False)
 
-        api = create_app(settings)
-    uvicorn.run(api, host=settings.host, port=port_number, log_config=None, access_log=False)
+
+def _serve_relay(settings: Settings, service: str) -> None:
+    import threading
+
+    from oms.kernel.relay import RelayConfigError, run_relay
+
+    try:
+        run_relay(service, settings.database_url(service), settings.nats_url, threading.Event())
+    except (RelayConfigError, RuntimeError) as exc:
+        fail(str(exc))
 
 
 @admin_app.command("create")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -27,7 +28,13 @@ class ExactJSONResponse(JSONResponse):
     """JSON with `Decimal`s written as exact numbers (e.g. 0.10000000000000000001, not 0.1)."""
 
     def render(self, content: Any) -> bytes:
-        return simplejson.dumps(content, use_decimal=True, separators=(",", ":"), default=str).encode()
+        return simplejson.dumps(content, use_decimal=True, separators=(",", ":"), default=_plain).encode()
+
+
+def _plain(value: object) -> str:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)  # UUIDs
 
 
 def exact_json(model: BaseModel, status_code: int = 200) -> ExactJSONResponse:

@@ -28,6 +28,7 @@ from oms.runtime.postgres import EmbeddedPostgres
 from oms.runtime.processes import spawn, stop, tail
 
 DEFAULT_ADMIN = "admin"
+RELAYED = ("order", "account")  # the databases with an outbox
 
 
 class StartError(RuntimeError):
@@ -56,10 +57,16 @@ class Child:
         self.process = spawn(self.argv, log_file=self.log_file, env=self.env)
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.health_url is not None:
+        """Until /health answers 200; a child without one must at least survive its first second."""
+        deadline = time.monotonic() + (timeout if self.health_url else 1.0)
+        while True:
             if self.process is None or self.process.poll() is not None:
                 raise StartError(f"{self.name} exited at start; its log ends:\n{tail(self.log_file)}")
+            if self.health_url is None:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.1)
+                continue
             try:
                 if httpx.get(self.health_url, timeout=1).status_code == 200:
                     return
@@ -124,7 +131,17 @@ class System:
             check_bindable(s.host, port, what, setting)
 
     def components(self) -> list[str]:
-        return ["auth"]
+        """The HTTP services, in start order (auth first: the others fetch its public keys)."""
+        return ["auth", "order", "account"]
+
+    def child_specs(self) -> list[tuple[str, list[str], str | None]]:
+        """(name, `oms serve` arguments, health URL) of every child, in start order."""
+        specs: list[tuple[str, list[str], str | None]] = [
+            (c, [c], f"http://{self.settings.host}:{self.settings.port_of(c)}/health")
+            for c in self.components()
+        ]
+        specs += [(f"relay-{s}", ["relay", "--service", s], None) for s in RELAYED]
+        return specs
 
     def start(self) -> None:
         self.check_ports()
@@ -138,8 +155,11 @@ class System:
             if not self.settings.external:
                 self._step(progress, "PostgreSQL (embedded)", self._start_postgres)
                 self._step(progress, "NATS JetStream (embedded)", self._start_nats)
-            for name in self.components():
-                self._step(progress, f"{name} service", partial(self._start_child, name))
+            # auth first (the others fetch its keys); relays last (the services create their outboxes).
+            specs = self.child_specs()
+            for group in (specs[:1], specs[1:3], specs[3:]):
+                names = ", ".join(name for name, _, _ in group)
+                self._step(progress, names, partial(self._start_children, group))
 
     def _step(self, progress: Progress, what: str, action: Callable[[], None]) -> None:
         task = progress.add_task(f"starting {what}", total=1)
@@ -180,18 +200,23 @@ class System:
         env["OMS_ADMIN_USERNAME"], env["OMS_ADMIN_PASSWORD"] = username, password
         return env
 
-    def _start_child(self, name: str) -> None:
-        port = self.settings.port_of(name)
-        child = Child(
-            name=name,
-            argv=[sys.executable, "-m", "oms", "serve", name],
-            env=self.child_env(),
-            log_file=self.data_dir / "logs" / f"{name}.log",
-            health_url=f"http://{self.settings.host}:{port}/health",
-        )
-        child.start()
-        self.children.append(child)
-        child.wait_healthy()
+    def _start_children(self, specs: list[tuple[str, list[str], str | None]]) -> None:
+        """Start these children together, then wait until each is healthy."""
+        env = self.child_env()
+        started = []
+        for name, args, health_url in specs:
+            child = Child(
+                name=name,
+                argv=[sys.executable, "-m", "oms", "serve", *args],
+                env=env,
+                log_file=self.data_dir / "logs" / f"{name}.log",
+                health_url=health_url,
+            )
+            child.start()
+            self.children.append(child)
+            started.append(child)
+        for child in started:
+            child.wait_healthy()
 
     # -- run -------------------------------------------------------------------------------------
     def watch(self, poll_seconds: float = 0.5) -> None:

@@ -1,0 +1,218 @@
+"""The account service's HTTP API: deposits, withdrawals, balances and the ledger."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import APIRouter, Depends, Header, Query, Request
+from pydantic import BaseModel
+
+from oms.account import domain, store
+from oms.account.domain import Effect, EntryKind, Problem
+from oms.account.handlers import commit_effect
+from oms.account.iban import InvalidIban, parse_iban
+from oms.kernel import idempotency
+from oms.kernel.errors import ApiError
+from oms.kernel.http import ExactJSONResponse, ExactNumber, exact_json
+from oms.kernel.money import CASH, NonNegativeDecimal, PositiveDecimal, Symbol
+from oms.kernel.settings import Settings
+from oms.kernel.tokens import CurrentUser, Principal
+
+router = APIRouter(prefix="/api/v1", tags=["accounts"])
+
+
+def _pool(request: Request) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+Pool = Annotated[asyncpg.Pool, Depends(_pool)]
+AppSettings = Annotated[Settings, Depends(_settings)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", max_length=idempotency.MAX_KEY_LENGTH, description="Makes retries safe"),
+]
+
+
+class DepositRequest(BaseModel):
+    customerId: uuid.UUID
+    assetName: Symbol
+    totalSize: NonNegativeDecimal
+    usableSize: NonNegativeDecimal
+
+
+class WithdrawRequest(BaseModel):
+    customerId: uuid.UUID
+    amount: PositiveDecimal
+    iban: str
+
+
+class Id(BaseModel):
+    id: str
+
+
+class AssetView(BaseModel):
+    id: uuid.UUID
+    customerId: uuid.UUID
+    assetName: str
+    totalSize: ExactNumber
+    usableSize: ExactNumber
+
+
+class AssetList(BaseModel):
+    assets: list[AssetView]
+
+
+class LedgerEntryView(BaseModel):
+    seq: int
+    customerId: uuid.UUID
+    assetName: str
+    kind: EntryKind
+    deltaTotal: ExactNumber
+    deltaUsable: ExactNumber
+    orderId: uuid.UUID | None
+    reference: str | None
+    createdAt: datetime
+
+
+class LedgerPage(BaseModel):
+    entries: list[LedgerEntryView]
+    nextCursor: str | None
+
+
+def own_customer(principal: Principal, customer_id: uuid.UUID | None) -> uuid.UUID | None:
+    """The customer a request may act on: customers only themselves (403 for another), admins anyone."""
+    if principal.is_admin:
+        return customer_id
+    if customer_id is not None and str(customer_id) != principal.user_id:
+        raise ApiError(403, "customers may only act on their own account")
+    return uuid.UUID(principal.user_id)
+
+
+def _check_refusal(effect: Effect) -> None:
+    if effect.refused is not None:
+        status = 409 if effect.refused.problem is Problem.INSUFFICIENT else 422
+        raise ApiError(status, effect.refused.message)
+
+
+def _deposit_policy(user: Principal, body: DepositRequest, settings: Settings) -> None:
+    own_customer(user, body.customerId)
+    if user.is_admin:
+        return
+    if not settings.customer_deposits:
+        raise ApiError(403, "deposits are made by an admin")
+    if body.assetName != CASH:
+        raise ApiError(403, f"customers may deposit only {CASH}; other assets are credited by an admin")
+
+
+@router.post("/assets", response_model=Id, responses={403: {}, 422: {}})
+async def deposit(
+    body: DepositRequest, user: CurrentUser, pool: Pool, settings: AppSettings, key: IdempotencyKey = None
+) -> ExactJSONResponse:
+    """Deposit: add totalSize (of which usableSize is usable) to the asset, creating it if missing."""
+    _deposit_policy(user, body, settings)
+    if body.usableSize > body.totalSize:
+        raise ApiError(422, "usableSize must not exceed totalSize")
+
+    async def credit() -> dict[str, Any]:
+        balances = await store.lock_balances(conn, body.customerId, [body.assetName], create=[body.assetName])
+        effect = domain.deposit(
+            balances.get(body.assetName),
+            body.customerId,
+            body.assetName,
+            body.totalSize,
+            body.usableSize,
+            reference=f"deposit by {user.username}",
+        )
+        _check_refusal(effect)
+        await commit_effect(conn, effect)
+        return {"id": str(await store.asset_id(conn, body.customerId, body.assetName))}
+
+    request = ("POST", "/api/v1/assets", body.model_dump(mode="json"))
+    async with pool.acquire() as conn, conn.transaction():
+        answer = await idempotency.once(conn, user.user_id, key, request, credit)
+    return ExactJSONResponse(answer)
+
+
+@router.post("/assets/withdraw", response_model=Id, responses={403: {}, 409: {}, 422: {}})
+async def withdraw(
+    body: WithdrawRequest, user: CurrentUser, pool: Pool, key: IdempotencyKey = None
+) -> ExactJSONResponse:
+    """Withdraw usable TRY to a bank account (IBAN, checksum verified)."""
+    own_customer(user, body.customerId)
+    try:
+        iban = parse_iban(body.iban)
+    except InvalidIban as exc:
+        raise ApiError(422, str(exc)) from None
+
+    async def pay_out() -> dict[str, Any]:
+        withdrawal_id = uuid.uuid4()
+        balances = await store.lock_balances(conn, body.customerId, [CASH])
+        effect = domain.withdraw(balances.get(CASH), body.amount, reference=str(withdrawal_id))
+        _check_refusal(effect)
+        await store.add_withdrawal(conn, withdrawal_id, body.customerId, body.amount, iban)
+        await commit_effect(conn, effect)
+        return {"id": str(withdrawal_id)}
+
+    request = ("POST", "/api/v1/assets/withdraw", body.model_dump(mode="json"))
+    async with pool.acquire() as conn, conn.transaction():
+        answer = await idempotency.once(conn, user.user_id, key, request, pay_out)
+    return ExactJSONResponse(answer)
+
+
+@router.get("/assets", response_model=AssetList, responses={403: {}})
+async def list_assets(
+    user: CurrentUser, pool: Pool, customerId: uuid.UUID | None = None, assetName: Symbol | None = None
+) -> ExactJSONResponse:
+    """Balances: total and usable (total - usable is reserved for pending orders)."""
+    async with pool.acquire() as conn:
+        assets = await store.balances(conn, own_customer(user, customerId), assetName)
+    views = [
+        AssetView(
+            id=a.id,
+            customerId=a.customer_id,
+            assetName=a.asset_name,
+            totalSize=a.total_size,
+            usableSize=a.usable_size,
+        )
+        for a in assets
+    ]
+    return exact_json(AssetList(assets=views))
+
+
+@router.get("/ledger", response_model=LedgerPage, responses={403: {}})
+async def ledger(
+    user: CurrentUser,
+    pool: Pool,
+    customerId: uuid.UUID | None = None,
+    assetName: Symbol | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[int | None, Query(ge=1, description="nextCursor of the previous page")] = None,
+) -> ExactJSONResponse:
+    """Every balance movement, newest first: deposits, withdrawals, reservations, releases, settlements."""
+    async with pool.acquire() as conn:
+        rows = await store.ledger_page(conn, own_customer(user, customerId), assetName, limit + 1, cursor)
+    entries = [
+        LedgerEntryView(
+            seq=r["seq"],
+            customerId=r["customer_id"],
+            assetName=r["asset_name"],
+            kind=EntryKind(r["kind"]),
+            deltaTotal=r["delta_total"],
+            deltaUsable=r["delta_usable"],
+            orderId=r["order_id"],
+            reference=r["reference"],
+            createdAt=r["created_at"],
+        )
+        for r in rows[:limit]
+    ]
+    next_cursor = str(rows[limit - 1]["seq"]) if len(rows) > limit else None
+    return exact_json(LedgerPage(entries=entries, nextCursor=next_cursor))

@@ -1,0 +1,402 @@
+"""Balances, reservations and the ledger: every movement of money or assets, as pure functions.
+
+Each function takes the current state (loaded and locked by the handler) and returns an `Effect`: the new
+balances, the reservation or tombstone to store, the ledger entries and the events to write, all in one
+transaction, or a `Refused` saying why nothing happens. Nothing here does I/O or raises for a client's
+mistake; a `ValueError` means the caller broke a rule of this module (a bug).
+
+Invariants, per customer and asset, after every effect:
+- 0 <= usable_size <= total_size, and total_size - usable_size = sum of HELD reservations;
+- each balance equals the sum of its ledger entries; every entry kind has one shape:
+  DEPOSIT (+a, +a), WITHDRAWAL (-a, -a), RESERVE (0, -a), RELEASE (0, +a), SETTLE_DEBIT (-a, 0),
+  SETTLE_CREDIT (+a, +a) as (delta_total, delta_usable).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from enum import StrEnum
+from typing import ClassVar, Final
+
+from oms.kernel.money import CASH, EXACT, Side, add, cost, plain, sub, symbol_problem
+
+NOT_RESERVED_BEFORE_CANCEL: Final = "order canceled before its funds were reserved"
+
+
+class ReservationStatus(StrEnum):
+    HELD = "HELD"
+    RELEASED = "RELEASED"
+    SETTLED = "SETTLED"
+
+
+class EntryKind(StrEnum):
+    DEPOSIT = "DEPOSIT"
+    WITHDRAWAL = "WITHDRAWAL"
+    RESERVE = "RESERVE"
+    RELEASE = "RELEASE"
+    SETTLE_DEBIT = "SETTLE_DEBIT"
+    SETTLE_CREDIT = "SETTLE_CREDIT"
+
+
+class Problem(StrEnum):
+    INVALID = "invalid"  # bad input: 422
+    INSUFFICIENT = "insufficient"  # not enough usable balance: 409
+    INCONSISTENT = "inconsistent"  # an event contradicts the stored state: alert, dead-letter
+
+
+HELD, RELEASED, SETTLED = ReservationStatus.HELD, ReservationStatus.RELEASED, ReservationStatus.SETTLED
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One customer's balance of one asset: `locked` (total - usable) is what HELD reservations hold."""
+
+    id: uuid.UUID
+    customer_id: uuid.UUID
+    asset_name: str
+    total_size: Decimal
+    usable_size: Decimal
+
+    def __post_init__(self) -> None:
+        if not Decimal(0) <= self.usable_size <= self.total_size:
+            raise ValueError(f"balance out of bounds: usable {self.usable_size}, total {self.total_size}")
+
+    @property
+    def locked_size(self) -> Decimal:
+        """What HELD reservations hold: total - usable."""
+        return sub(self.total_size, self.usable_size)
+
+    def moved(self, delta_total: Decimal, delta_usable: Decimal) -> Asset:
+        """This balance after a movement (raises if it would leave the bounds)."""
+        return replace(
+            self,
+            total_size=add(self.total_size, delta_total),
+            usable_size=add(self.usable_size, delta_usable),
+        )
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Funds set aside for an order (`order_id`), or a hold on a deposit's unusable part (no order)."""
+
+    id: uuid.UUID
+    order_id: uuid.UUID | None
+    customer_id: uuid.UUID
+    asset_name: str
+    amount: Decimal
+    status: ReservationStatus = HELD
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """An order the account decided never to reserve for: canceled before order.created arrived, or
+    rejected. A later order.created for it is answered with funds.rejected again, never reserved."""
+
+    order_id: uuid.UUID
+    customer_id: uuid.UUID
+    reason: str
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    kind: EntryKind
+    customer_id: uuid.UUID
+    asset_name: str
+    delta_total: Decimal
+    delta_usable: Decimal
+    order_id: uuid.UUID | None = None
+    reference: str | None = None  # the reservation id, or the deposit/withdrawal the caller names
+
+
+@dataclass(frozen=True)
+class OrderTerms:
+    """What the account needs of an order, from order.created or order.matched."""
+
+    order_id: uuid.UUID
+    customer_id: uuid.UUID
+    asset_name: str
+    side: Side
+    size: Decimal
+    price: Decimal
+
+    @property
+    def reserved_asset(self) -> str:
+        """A BUY pays in TRY; a SELL delivers the asset itself."""
+        return CASH if self.side is Side.BUY else self.asset_name
+
+    @property
+    def reserved_amount(self) -> Decimal:
+        """size * price TRY for a BUY, exactly; size of the asset for a SELL."""
+        return cost(self.size, self.price) if self.side is Side.BUY else self.size
+
+
+@dataclass(frozen=True)
+class FundsReserved:
+    event_type: ClassVar[str] = "funds.reserved"
+    order_id: uuid.UUID
+    customer_id: uuid.UUID
+    reservation_id: uuid.UUID
+    asset_name: str
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class FundsRejected:
+    event_type: ClassVar[str] = "funds.rejected"
+    order_id: uuid.UUID
+    customer_id: uuid.UUID
+    reason: str
+
+
+AccountEvent = FundsReserved | FundsRejected
+
+
+@dataclass(frozen=True)
+class Refused:
+    problem: Problem
+    message: str
+
+
+@dataclass(frozen=True)
+class Effect:
+    """What to store and publish in one transaction. Empty means: nothing to do (e.g. a duplicate)."""
+
+    assets: tuple[Asset, ...] = ()  # new balances, to insert or update by id
+    reservation: Reservation | None = None  # to insert or update by id
+    tombstone: Tombstone | None = None  # to insert
+    entries: tuple[LedgerEntry, ...] = ()  # to append
+    events: tuple[AccountEvent, ...] = ()  # to the outbox
+    refused: Refused | None = None
+
+    @property
+    def changed(self) -> bool:
+        """True when there is anything to store."""
+        return bool(self.assets or self.reservation or self.tombstone or self.entries)
+
+
+NOTHING: Final = Effect()
+
+
+def deposit(
+    asset: Asset | None,
+    customer_id: uuid.UUID,
+    asset_name: str,
+    total: Decimal,
+    usable: Decimal,
+    *,
+    reference: str | None = None,
+) -> Effect:
+    """Add `total` to a balance (created if missing); all but `usable` of it stays held until released."""
+    problem = _deposit_problem(asset_name, total, usable)
+    if problem:
+        return _refused(Problem.INVALID, problem)
+    current = _balance(asset, customer_id, asset_name)
+    entries = [_entry(EntryKind.DEPOSIT, current, total, reference=reference)]
+    hold = None
+    if usable < total:
+        # Only HELD reservations may make usable < total; the unusable part becomes a hold without an order.
+        hold = Reservation(uuid.uuid4(), None, customer_id, asset_name, sub(total, usable))
+        entries.append(_entry(EntryKind.RESERVE, current, hold.amount, reference=str(hold.id)))
+    return Effect(assets=(_apply(current, entries),), reservation=hold, entries=tuple(entries))
+
+
+def withdraw(cash: Asset | None, amount: Decimal, *, reference: str | None = None) -> Effect:
+    """Take `amount` TRY out of the usable cash balance; refused when it is short."""
+    if not amount.is_finite() or amount <= 0:
+        return _refused(Problem.INVALID, "amount must be greater than 0")
+    usable = cash.usable_size if cash else Decimal(0)
+    if cash is None or usable < amount:
+        return _refused(
+            Problem.INSUFFICIENT,
+            f"insufficient usable {CASH}: {plain(usable)} usable, {plain(amount)} requested",
+        )
+    if cash.asset_name != CASH:
+        raise ValueError(f"withdrawals are paid from {CASH}, not {cash.asset_name}")
+    entry = _entry(EntryKind.WITHDRAWAL, cash, amount, reference=reference)
+    return Effect(assets=(_apply(cash, [entry]),), entries=(entry,))
+
+
+def reserve_funds(
+    order: OrderTerms,
+    balances: Mapping[str, Asset],
+    *,
+    reservation: Reservation | None = None,
+    tombstone: Tombstone | None = None,
+) -> Effect:
+    """Answer order.created: hold size * price TRY (BUY) or size of the asset (SELL), or reject it.
+
+    `balances` are the customer's, by asset name (at least the one to reserve); `reservation` and
+    `tombstone` are what is already stored for this order, which makes a repeated call harmless."""
+    if tombstone is not None:
+        # Canceled before it got here, or rejected before: rejected (again), never reserved.
+        return Effect(events=(FundsRejected(order.order_id, order.customer_id, tombstone.reason),))
+    if reservation is not None:
+        return NOTHING  # already reserved; funds.reserved went out with the reservation
+    asset = balances.get(order.reserved_asset)
+    problem = _order_problem(order, asset)
+    if problem or asset is None:
+        return _reject(order, problem or "no balance")
+    asset = _balance(asset, order.customer_id, order.reserved_asset)
+    held = Reservation(
+        uuid.uuid4(), order.order_id, order.customer_id, asset.asset_name, order.reserved_amount
+    )
+    entry = _entry(EntryKind.RESERVE, asset, held.amount, order_id=order.order_id, reference=str(held.id))
+    event = FundsReserved(order.order_id, order.customer_id, held.id, held.asset_name, held.amount)
+    return Effect(assets=(_apply(asset, [entry]),), reservation=held, entries=(entry,), events=(event,))
+
+
+def release_reservation(reservation: Reservation, asset: Asset | None) -> Effect:
+    """HELD -> RELEASED: the amount becomes usable again. Releasing twice changes nothing."""
+    if reservation.status is RELEASED:
+        return NOTHING
+    if reservation.status is SETTLED:
+        return _refused(Problem.INCONSISTENT, f"reservation {reservation.id} is already SETTLED")
+    asset = _reserved_balance(reservation, asset)
+    entry = _entry(EntryKind.RELEASE, asset, reservation.amount, reservation.order_id, str(reservation.id))
+    return Effect(
+        assets=(_apply(asset, [entry]),),
+        reservation=replace(reservation, status=RELEASED),
+        entries=(entry,),
+    )
+
+
+def release_canceled_order(
+    order_id: uuid.UUID,
+    customer_id: uuid.UUID,
+    *,
+    reservation: Reservation | None,
+    tombstone: Tombstone | None,
+    asset: Asset | None,
+) -> Effect:
+    """Answer order.canceled (or order.release_requested): release the held reservation, or, if none was
+    made yet, leave a tombstone so that a late order.created is rejected instead of reserved."""
+    if reservation is not None:
+        return release_reservation(reservation, asset)
+    if tombstone is not None:
+        return NOTHING
+    return Effect(tombstone=Tombstone(order_id, customer_id, NOT_RESERVED_BEFORE_CANCEL))
+
+
+def settle(reservation: Reservation | None, order: OrderTerms, balances: Mapping[str, Asset]) -> Effect:
+    """Answer order.matched: pay the held amount away and credit what was bought or the sale's proceeds.
+
+    BUY: TRY total -= cost; asset total and usable += size (asset created if missing).
+    SELL: asset total -= size; TRY total and usable += size * price. HELD -> SETTLED; settling twice changes
+    nothing. `balances` are the customer's, by asset name (at least the two involved)."""
+    if reservation is None:
+        return _refused(Problem.INCONSISTENT, f"order {order.order_id} was matched but nothing is reserved")
+    if reservation.status is SETTLED:
+        return NOTHING
+    problem = _settlement_problem(reservation, order)
+    if problem:
+        return _refused(Problem.INCONSISTENT, problem)
+    paid = _reserved_balance(reservation, balances.get(reservation.asset_name))
+    received_name = order.asset_name if order.side is Side.BUY else CASH
+    received = _balance(balances.get(received_name), order.customer_id, received_name)
+    proceeds = order.size if order.side is Side.BUY else cost(order.size, order.price)
+    link = (order.order_id, str(reservation.id))
+    debit = _entry(EntryKind.SETTLE_DEBIT, paid, reservation.amount, *link)
+    credit = _entry(EntryKind.SETTLE_CREDIT, received, proceeds, *link)
+    return Effect(
+        assets=(_apply(paid, [debit]), _apply(received, [credit])),
+        reservation=replace(reservation, status=SETTLED),
+        entries=(debit, credit),
+    )
+
+
+# --- Helpers -----------------------------------------------------------------------------------------------
+
+_SIGNS: Final = {
+    EntryKind.DEPOSIT: (1, 1),
+    EntryKind.WITHDRAWAL: (-1, -1),
+    EntryKind.RESERVE: (0, -1),
+    EntryKind.RELEASE: (0, 1),
+    EntryKind.SETTLE_DEBIT: (-1, 0),
+    EntryKind.SETTLE_CREDIT: (1, 1),
+}
+
+
+def _entry(
+    kind: EntryKind,
+    asset: Asset,
+    amount: Decimal,
+    order_id: uuid.UUID | None = None,
+    reference: str | None = None,
+) -> LedgerEntry:
+    total_sign, usable_sign = _SIGNS[kind]
+    return LedgerEntry(
+        kind,
+        asset.customer_id,
+        asset.asset_name,
+        EXACT.multiply(Decimal(total_sign), amount),
+        EXACT.multiply(Decimal(usable_sign), amount),
+        order_id,
+        reference,
+    )
+
+
+def _apply(asset: Asset, entries: list[LedgerEntry]) -> Asset:
+    """The balance after its entries: balances move only through ledger entries."""
+    for entry in entries:
+        asset = asset.moved(entry.delta_total, entry.delta_usable)
+    return asset
+
+
+def _refused(problem: Problem, message: str) -> Effect:
+    return Effect(refused=Refused(problem, message))
+
+
+def _reject(order: OrderTerms, reason: str) -> Effect:
+    return Effect(
+        tombstone=Tombstone(order.order_id, order.customer_id, reason),
+        events=(FundsRejected(order.order_id, order.customer_id, reason),),
+    )
+
+
+def _balance(asset: Asset | None, customer_id: uuid.UUID, asset_name: str) -> Asset:
+    if asset is None:
+        return Asset(uuid.uuid4(), customer_id, asset_name, Decimal(0), Decimal(0))
+    if (asset.customer_id, asset.asset_name) != (customer_id, asset_name):
+        raise ValueError(f"balance of {asset.asset_name} for {asset.customer_id} given for {asset_name}")
+    return asset
+
+
+def _reserved_balance(reservation: Reservation, asset: Asset | None) -> Asset:
+    # A HELD reservation is part of its balance's locked size, so the balance must exist.
+    if asset is None:
+        raise ValueError(f"no {reservation.asset_name} balance for reservation {reservation.id}")
+    return _balance(asset, reservation.customer_id, reservation.asset_name)
+
+
+def _deposit_problem(asset_name: str, total: Decimal, usable: Decimal) -> str | None:
+    if not (total.is_finite() and usable.is_finite()) or total < 0 or usable < 0:
+        return "totalSize and usableSize must not be negative"
+    if usable > total:
+        return "usableSize must not exceed totalSize"
+    return symbol_problem(asset_name)
+
+
+def _order_problem(order: OrderTerms, asset: Asset | None) -> str | None:
+    if order.asset_name == CASH or symbol_problem(order.asset_name):
+        return f"{order.asset_name} cannot be traded"
+    if not (order.size > 0 and order.price > 0):
+        return "size and price must be greater than 0"
+    needed, name = order.reserved_amount, order.reserved_asset
+    if asset is None:
+        return f"no {name} held: {plain(needed)} {name} needed"
+    if asset.usable_size < needed:
+        return f"insufficient usable {name}: {plain(needed)} needed, {plain(asset.usable_size)} usable"
+    return None
+
+
+def _settlement_problem(reservation: Reservation, order: OrderTerms) -> str | None:
+    if reservation.status is RELEASED:
+        return f"order {order.order_id} was matched but its reservation was released"
+    expected = (order.order_id, order.customer_id, order.reserved_asset, order.reserved_amount)
+    actual = (reservation.order_id, reservation.customer_id, reservation.asset_name, reservation.amount)
+    if actual != expected:
+        return f"order {order.order_id} was matched on terms its reservation does not hold: {actual}"
+    return None

@@ -1,0 +1,351 @@
+"""The message broker behind a small interface, and its NATS JetStream implementation.
+
+The interface is what the relay, the consumers and the dead-letter tools need, and no more, so that Kafka can
+be a second implementation: publish with a message id the broker deduplicates by, fetch from a durable
+consumer, settle each delivery (ack, nak with a delay, term), and a dead-letter queue to list and empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RawStreamMsg, StorageType, StreamConfig
+
+from oms.kernel.events import SUBJECT_ROOT
+
+log = logging.getLogger(__name__)
+
+EVENTS_STREAM: Final = "OMS_EVENTS"
+DLQ_STREAM: Final = "OMS_DLQ"
+DLQ_ROOT: Final = "oms_dlq"
+# Durable consumer (one per consuming service, shared by its replicas) → the events it reads.
+CONSUMERS: Final[Mapping[str, str]] = {"account": "oms.order.>", "order": "oms.funds.>"}
+
+MAX_DELIVER: Final = 5  # deliveries of one message before the consumer runner dead-letters it
+DUPLICATE_WINDOW: Final = 120.0  # seconds in which a repeated Nats-Msg-Id is dropped
+EVENTS_MAX_AGE: Final = 7 * 24 * 3600.0  # consumers down for longer than this lose events
+# Redelivery of a delivery that was never settled (its consumer died): also the longest a handler may take.
+# Failed handlers are retried sooner, by a nak with the consumer runner's delay. (No server-side BackOff:
+# the server then stretches every nak delay by the difference between backoff steps.)
+ACK_WAIT: Final = 30.0
+# The server stops redelivering after this many deliveries. It is above MAX_DELIVER so that a consumer that
+# dies between dead-lettering a message and settling it still gets the message back to finish the job.
+SERVER_MAX_DELIVER: Final = MAX_DELIVER + 3
+
+MSG_ID: Final = "Nats-Msg-Id"
+ERROR_HEADER: Final = "Oms-Error"
+SUBJECT_HEADER: Final = "Oms-Original-Subject"
+COUNT_HEADER: Final = "Oms-Delivery-Count"
+CONSUMER_HEADER: Final = "Oms-Consumer"
+ORIGINAL_ID_HEADER: Final = "Oms-Original-Msg-Id"
+
+_STREAM_IN_USE: Final = 10058  # JetStream: stream name already in use with a different configuration
+
+
+class PublishAborted(RuntimeError):
+    """Publishing stopped (shutdown or give-up) before every message was acknowledged."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message to publish; the broker drops a repeat of `msg_id` within its duplicate window."""
+
+    subject: str
+    payload: bytes
+    msg_id: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message a consumer gave up on, as kept in the dead-letter queue."""
+
+    seq: int
+    subject: str  # where it was originally published
+    consumer: str
+    error: str
+    deliveries: int
+    msg_id: str
+    payload: bytes
+    failed_at: datetime | None
+
+
+class Delivery(Protocol):
+    """One delivery of a message to a durable consumer."""
+
+    @property
+    def subject(self) -> str: ...
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def msg_id(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...  # 1 on the first delivery
+    @property
+    def position(self) -> int: ...  # the message's place in the stream (a Kafka offset later)
+    async def ack(self) -> None: ...
+    async def nak(self, delay: float) -> None: ...
+    async def term(self) -> None: ...
+
+
+class Broker(Protocol):
+    @property
+    def connected(self) -> bool: ...
+    async def ensure_topology(self) -> None: ...
+    async def publish(
+        self,
+        messages: Sequence[Outgoing],
+        *,
+        give_up: Callable[[], bool] | None = None,
+        on_retry: Callable[[int], None] | None = None,
+    ) -> None: ...
+    async def fetch(self, consumer: str, batch: int, max_wait: float) -> list[Delivery]: ...
+    async def dead_letter(self, delivery: Delivery, consumer: str, error: str) -> None: ...
+    async def dead_letters(self, limit: int = 1000, start: int = 1) -> list[DeadLetter]: ...
+    async def remove_dead_letter(self, seq: int) -> None: ...
+    async def close(self) -> None: ...
+
+
+def one_line(text: str, limit: int = 2000) -> str:
+    """Header-safe text: headers may not contain line breaks."""
+    return " ".join(text.split())[:limit]
+
+
+class JetStreamDelivery:
+    __slots__ = ("_msg",)
+
+    def __init__(self, msg: Msg) -> None:
+        self._msg = msg
+
+    @property
+    def subject(self) -> str:
+        return self._msg.subject
+
+    @property
+    def data(self) -> bytes:
+        return self._msg.data
+
+    @property
+    def msg_id(self) -> str:
+        return (self._msg.headers or {}).get(MSG_ID, "")
+
+    @property
+    def attempt(self) -> int:
+        return self._msg.metadata.num_delivered
+
+    @property
+    def position(self) -> int:
+        return self._msg.metadata.sequence.stream
+
+    async def ack(self) -> None:
+        await self._msg.ack()
+
+    async def nak(self, delay: float) -> None:
+        await self._msg.nak(delay=delay)
+
+    async def term(self) -> None:
+        await self._msg.term()
+
+
+async def _log_error(exc: Exception) -> None:
+    log.warning("NATS connection: %s", exc)
+
+
+async def connect_nats(url: str, *, name: str = "oms") -> NatsClient:
+    """A NATS connection that reconnects for ever (a publisher retries through the outage)."""
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    return await nats.connect(
+        servers=servers,
+        name=name,
+        connect_timeout=2,
+        reconnect_time_wait=0.5,
+        max_reconnect_attempts=-1,
+        error_cb=_log_error,
+    )
+
+
+class JetStreamBroker:
+    """NATS JetStream: stream OMS_EVENTS (`oms.>`), dead letters in OMS_DLQ (`oms_dlq.>`), file storage."""
+
+    def __init__(self, nc: NatsClient, *, ack_timeout: float = 5.0) -> None:
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream(timeout=ack_timeout)
+        self._ack_timeout = ack_timeout
+        self._subscriptions: dict[str, JetStreamContext.PullSubscription] = {}
+
+    @classmethod
+    async def connect(cls, url: str, *, name: str = "oms") -> JetStreamBroker:
+        return cls(await connect_nats(url, name=name))
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._nc.is_connected)
+
+    async def close(self) -> None:
+        """Send what is buffered (acks included) and disconnect."""
+        if self._nc.is_closed:
+            return
+        for subscription in self._subscriptions.values():
+            with suppress(nats.errors.Error):
+                await subscription.unsubscribe()
+        with suppress(nats.errors.Error, TimeoutError):
+            await self._nc.flush(timeout=2)
+        await self._nc.close()
+
+    async def ensure_topology(self) -> None:
+        """Create (or bring up to date) the streams and the durable consumers; safe to run concurrently."""
+        await self._ensure_stream(
+            StreamConfig(
+                name=EVENTS_STREAM,
+                subjects=[f"{SUBJECT_ROOT}.>"],
+                storage=StorageType.FILE,
+                duplicate_window=DUPLICATE_WINDOW,
+                max_age=EVENTS_MAX_AGE,
+            )
+        )
+        await self._ensure_stream(
+            StreamConfig(
+                name=DLQ_STREAM,
+                subjects=[f"{DLQ_ROOT}.>"],
+                storage=StorageType.FILE,
+                duplicate_window=DUPLICATE_WINDOW,
+            )
+        )
+        for consumer, subjects in CONSUMERS.items():
+            await self._js.add_consumer(EVENTS_STREAM, _consumer_config(consumer, subjects))
+
+    async def _ensure_stream(self, config: StreamConfig) -> None:
+        try:
+            await self._js.add_stream(config)
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != _STREAM_IN_USE:
+                raise
+            await self._js.update_stream(config)
+
+    async def publish(
+        self,
+        messages: Sequence[Outgoing],
+        *,
+        give_up: Callable[[], bool] | None = None,
+        on_retry: Callable[[int], None] | None = None,
+    ) -> None:
+        """Publish all `messages` and wait until the broker has acknowledged each one, retrying the others
+        (same message id, so a retry of a stored message is dropped) with backoff until `give_up()`."""
+        pending = list(messages)
+        delay = 0.1
+        while pending:
+            pending = await self._publish_once(pending)
+            if not pending:
+                return
+            if give_up is not None and give_up():
+                raise PublishAborted(f"{len(pending)} message(s) not acknowledged")
+            if on_retry is not None:
+                on_retry(len(pending))
+            log.warning("%d publish(es) not acknowledged; retrying in %.1fs", len(pending), delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _publish_once(self, messages: list[Outgoing]) -> list[Outgoing]:
+        """Publish pipelined, then wait for every acknowledgement; returns the messages not acknowledged."""
+        acks: list[asyncio.Future[Any] | None] = []
+        for message in messages:
+            headers = {**message.headers, MSG_ID: message.msg_id}
+            try:
+                acks.append(await self._js.publish_async(message.subject, message.payload, headers=headers))
+            except Exception as exc:  # a closed or congested connection: this one is retried
+                log.debug("publish of %s failed: %s", message.msg_id, exc)
+                acks.append(None)
+        waiting = [ack for ack in acks if ack is not None]
+        if waiting:
+            await asyncio.wait(waiting, timeout=self._ack_timeout)
+        for ack in waiting:
+            ack.cancel()  # no-op when done; frees the in-flight slot of an ack that never came
+        return [message for message, ack in zip(messages, acks, strict=True) if not _acknowledged(ack)]
+
+    async def fetch(self, consumer: str, batch: int, max_wait: float) -> list[Delivery]:
+        subscription = self._subscriptions.get(consumer)
+        if subscription is None:
+            subscription = await self._js.pull_subscribe_bind(durable=consumer, stream=EVENTS_STREAM)
+            self._subscriptions[consumer] = subscription
+        try:
+            messages = await subscription.fetch(batch, timeout=max_wait)
+        except (nats.errors.TimeoutError, TimeoutError):
+            return []
+        return [JetStreamDelivery(m) for m in messages]
+
+    async def dead_letter(self, delivery: Delivery, consumer: str, error: str) -> None:
+        """Move `delivery` to the dead-letter queue with why and how often it failed, then settle it."""
+        headers = {
+            ERROR_HEADER: one_line(error) or "unknown error",
+            SUBJECT_HEADER: delivery.subject,
+            COUNT_HEADER: str(delivery.attempt),
+            CONSUMER_HEADER: consumer,
+            ORIGINAL_ID_HEADER: delivery.msg_id,
+        }
+        # One dead letter per failed stream message and consumer, however often this is retried.
+        msg_id = f"dlq:{consumer}:{delivery.position}"
+        deadline = time.monotonic() + 30
+        await self.publish(
+            [Outgoing(f"{DLQ_ROOT}.{consumer}.{delivery.subject}", delivery.data, msg_id, headers)],
+            give_up=lambda: time.monotonic() > deadline,
+        )
+        await delivery.term()
+
+    async def dead_letters(self, limit: int = 1000, start: int = 1) -> list[DeadLetter]:
+        """Up to `limit` dead letters from queue position `start` on, oldest first."""
+        letters: list[DeadLetter] = []
+        seq = start
+        while len(letters) < limit:
+            try:
+                raw = await self._js.get_msg(DLQ_STREAM, seq=seq, subject=f"{DLQ_ROOT}.>", next=True)
+            except nats.js.errors.NotFoundError:
+                break
+            letters.append(_dead_letter(raw))
+            seq = letters[-1].seq + 1
+        return letters
+
+    async def remove_dead_letter(self, seq: int) -> None:
+        await self._js.delete_msg(DLQ_STREAM, seq)
+
+
+def _acknowledged(ack: asyncio.Future[Any] | None) -> bool:
+    return ack is not None and ack.done() and not ack.cancelled() and ack.exception() is None
+
+
+def _consumer_config(name: str, subjects: str) -> ConsumerConfig:
+    return ConsumerConfig(
+        name=name,
+        durable_name=name,
+        filter_subject=subjects,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ACK_WAIT,
+        max_deliver=SERVER_MAX_DELIVER,
+    )
+
+
+def _dead_letter(raw: RawStreamMsg) -> DeadLetter:
+    headers = raw.headers or {}
+    return DeadLetter(
+        seq=raw.seq or 0,
+        subject=headers.get(SUBJECT_HEADER, ""),
+        consumer=headers.get(CONSUMER_HEADER, ""),
+        error=headers.get(ERROR_HEADER, ""),
+        deliveries=int(headers.get(COUNT_HEADER, "0")),
+        msg_id=headers.get(ORIGINAL_ID_HEADER, ""),
+        payload=raw.data or b"",
+        failed_at=raw.time.astimezone(UTC) if raw.time else None,
+    )

@@ -1,0 +1,108 @@
+"""`Idempotency-Key`: a retried request gets the first answer and creates nothing new.
+
+The key is claimed in the same transaction as the request's effect: a concurrent retry waits on the key's
+row until the first request commits (then reads its answer) or rolls back (then runs itself). Refusals are
+not stored, so a retry after a 4xx runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import asyncpg
+
+from oms.kernel.errors import ApiError
+
+IDEMPOTENCY_DDL: Final = """
+CREATE TABLE idempotency_keys (
+    principal text NOT NULL,
+    key text NOT NULL,
+    request_hash text NOT NULL,
+    status_code integer,
+    response jsonb,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (principal, key)
+);
+CREATE INDEX idempotency_keys_created_at ON idempotency_keys (created_at);
+"""
+
+MAX_KEY_LENGTH: Final = 200
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    status_code: int
+    body: dict[str, Any]
+
+
+class KeyReused(Exception):
+    """The key was used before for a different request."""
+
+
+def request_hash(method: str, path: str, body: Any) -> str:
+    canonical = json.dumps([method, path, body], sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def claim(conn: asyncpg.Connection, principal: str, key: str, fingerprint: str) -> StoredAnswer | None:
+    """Claim `key` in the caller's transaction: None if the request should run now, else the stored
+    answer of the first request with this key."""
+    inserted = await conn.fetchval(
+        "INSERT INTO idempotency_keys (principal, key, request_hash) VALUES ($1, $2, $3) "
+        "ON CONFLICT DO NOTHING RETURNING true",
+        principal,
+        key,
+        fingerprint,
+    )
+    if inserted:
+        return None
+    row = await conn.fetchrow(
+        "SELECT request_hash, status_code, response::text AS response FROM idempotency_keys "
+        "WHERE principal = $1 AND key = $2",
+        principal,
+        key,
+    )
+    assert row is not None
+    if row["request_hash"] != fingerprint:
+        raise KeyReused(key)
+    return StoredAnswer(row["status_code"], json.loads(row["response"]))
+
+
+async def remember(
+    conn: asyncpg.Connection, principal: str, key: str, status_code: int, body: dict[str, Any]
+) -> None:
+    """Store the answer for `key` (same transaction as the effect)."""
+    await conn.execute(
+        "UPDATE idempotency_keys SET status_code = $3, response = $4::text::jsonb "
+        "WHERE principal = $1 AND key = $2",
+        principal,
+        key,
+        status_code,
+        json.dumps(body, default=str),
+    )
+
+
+async def once(
+    conn: asyncpg.Connection,
+    principal: str,
+    key: str | None,
+    request: tuple[str, str, Any],
+    action: Callable[[], Awaitable[dict[str, Any]]],
+) -> dict[str, Any]:
+    """Run `action` in the caller's transaction unless `key` already has an answer; then return that.
+    `request` is (method, path, body): the same key with another request is refused (422)."""
+    if key is None:
+        return await action()
+    try:
+        stored = await claim(conn, principal, key, request_hash(*request))
+    except KeyReused:
+        raise ApiError(422, "Idempotency-Key was already used for a different request") from None
+    if stored is not None:
+        return stored.body
+    answer = await action()
+    await remember(conn, principal, key, 200, answer)
+    return answer

@@ -1,0 +1,60 @@
+"""The transactional outbox: events are written in the same transaction as the state change they describe;
+the relay (`oms.kernel.relay`) reads them from the write-ahead log and publishes them.
+
+A service's Alembic migration creates the table and the publication:
+
+    from oms.kernel import outbox
+    op.execute(outbox.OUTBOX_DDL)
+    op.execute(outbox.PUBLICATION_DDL)
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import asyncpg
+
+from oms.kernel.events import Envelope
+
+TABLE: Final = "outbox"
+PUBLICATION: Final = "oms_outbox"
+
+OUTBOX_DDL: Final = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq bigserial NOT NULL,
+    id uuid PRIMARY KEY,
+    subject text NOT NULL,
+    payload jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+-- Every row is deleted soon after it is inserted (docs/decisions/004): vacuum it often, not at 20% dead.
+ALTER TABLE outbox SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000);
+"""
+
+# Inserts only: the relay's own deletes of relayed rows must not come back through the stream.
+PUBLICATION_DDL: Final = """
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'oms_outbox') THEN
+        CREATE PUBLICATION oms_outbox FOR TABLE outbox WITH (publish = 'insert');
+    END IF;
+END
+$$;
+"""
+
+DROP_DDL: Final = "DROP PUBLICATION IF EXISTS oms_outbox; DROP TABLE IF EXISTS outbox;"
+
+_INSERT: Final = "INSERT INTO outbox (id, subject, payload) VALUES ($1, $2, $3::text::jsonb)"
+
+
+class OutsideTransaction(RuntimeError):
+    """An outbox or inbox write outside a transaction: an event could be published without its state change,
+    or an effect applied twice."""
+
+
+async def add_to_outbox(conn: asyncpg.Connection, event: Envelope) -> None:
+    """Queue `event` for publishing, in the caller's open transaction (it is sent only if that commits)."""
+    if not conn.is_in_transaction():
+        raise OutsideTransaction("add_to_outbox must run inside the transaction that changes the state")
+    # Through text, so the result does not depend on a jsonb codec the connection may have.
+    await conn.execute(_INSERT, event.id, event.subject, event.to_json().decode())

@@ -1,0 +1,84 @@
+"""The composition root shared by the event-driven services (order, account): database, token
+verification, broker and the service's durable consumer, around the service's own routes and handler."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import asyncpg
+from fastapi import APIRouter, FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from oms.kernel.broker import JetStreamBroker
+from oms.kernel.consumer import ConsumerRunner, Handler
+from oms.kernel.db import create_pool, migrate
+from oms.kernel.http import HealthCheck, create_service_app
+from oms.kernel.settings import Settings
+from oms.kernel.tokens import JwksKeys, TokenVerifier
+
+CONSUMER_CONCURRENCY = 8
+
+
+def create_event_service(
+    *,
+    service: str,
+    description: str,
+    settings: Settings,
+    routers: list[APIRouter],
+    make_handler: Callable[[asyncpg.Pool, Settings], Handler],
+) -> FastAPI:
+    """A service app whose lifespan migrates its database, connects to the broker and consumes the
+    events for durable consumer `service` with `make_handler(pool, settings)`."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = settings.database_url(service)
+        await run_in_threadpool(migrate, service, url)
+        app.state.settings = settings
+        app.state.token_verifier = TokenVerifier(
+            JwksKeys(f"{settings.auth_url}/.well-known/jwks.json"),
+            settings.token_issuer,
+            settings.token_audience,
+        )
+        app.state.pool = await create_pool(url)
+        app.state.broker = await JetStreamBroker.connect(settings.nats_url, name=f"oms-{service}")
+        stop = asyncio.Event()
+        consumer: asyncio.Task[None] | None = None
+        try:
+            await app.state.broker.ensure_topology()
+            runner = ConsumerRunner(
+                app.state.broker,
+                service,
+                make_handler(app.state.pool, settings),
+                concurrency=CONSUMER_CONCURRENCY,
+            )
+            consumer = asyncio.create_task(runner.run(stop), name=f"{service}-consumer")
+            yield
+        finally:
+            stop.set()
+            if consumer is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await consumer
+            await app.state.broker.close()
+            await app.state.pool.close()
+
+    def health_checks(app: FastAPI) -> dict[str, HealthCheck]:
+        async def database() -> None:
+            await app.state.pool.fetchval("SELECT 1")
+
+        async def broker() -> None:
+            if not app.state.broker.connected:
+                raise ConnectionError("not connected to the broker")
+
+        return {"database": database, "broker": broker}
+
+    return create_service_app(
+        title=f"OMS {service}",
+        description=description,
+        lifespan=lifespan,
+        routers=routers,
+        health_checks=health_checks,
+    )

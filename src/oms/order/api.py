@@ -1,0 +1,198 @@
+"""The order service's HTTP API: place, list, get, cancel and match orders."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import APIRouter, Depends, Header, Query, Request
+from pydantic import BaseModel
+
+from oms.kernel import idempotency
+from oms.kernel.errors import ApiError
+from oms.kernel.http import ExactJSONResponse, ExactNumber, exact_json
+from oms.kernel.money import PositiveDecimal, Side, Symbol
+from oms.kernel.tokens import AdminUser, CurrentUser, Principal
+from oms.order import store
+from oms.order.domain import (
+    CANCELED_BY_ADMIN,
+    CANCELED_BY_CUSTOMER,
+    Order,
+    OrderInvalid,
+    OrderStatus,
+    PlaceOrder,
+    TransitionRefused,
+    place_order,
+)
+from oms.order.handlers import cancel, change_order, match, record
+
+router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
+
+
+def _pool(request: Request) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
+
+
+Pool = Annotated[asyncpg.Pool, Depends(_pool)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", max_length=idempotency.MAX_KEY_LENGTH, description="Makes retries safe"),
+]
+
+
+class PlaceOrderRequest(BaseModel):
+    customerId: uuid.UUID
+    assetName: Symbol
+    orderSide: Side
+    size: PositiveDecimal
+    price: PositiveDecimal
+
+
+class OrderId(BaseModel):
+    id: str
+
+
+class OrderView(BaseModel):
+    id: uuid.UUID
+    customerId: uuid.UUID
+    assetName: str
+    orderSide: Side
+    size: ExactNumber
+    price: ExactNumber
+    status: OrderStatus
+    reason: str | None
+    createDate: datetime
+    updateDate: datetime
+
+    @classmethod
+    def of(cls, order: Order) -> OrderView:
+        return cls(
+            id=order.id,
+            customerId=order.customer_id,
+            assetName=order.asset_name,
+            orderSide=order.side,
+            size=order.size,
+            price=order.price,
+            status=order.status,
+            reason=order.reason,
+            createDate=order.created_at,
+            updateDate=order.updated_at,
+        )
+
+
+class OrderList(BaseModel):
+    orders: list[OrderView]
+    nextCursor: str | None
+
+
+class Canceled(BaseModel):
+    message: str
+    status: OrderStatus
+
+
+def own_customer(principal: Principal, customer_id: uuid.UUID | None) -> uuid.UUID | None:
+    """The customer a request may act on: customers only themselves (403 for another), admins anyone."""
+    if principal.is_admin:
+        return customer_id
+    if customer_id is not None and str(customer_id) != principal.user_id:
+        raise ApiError(403, "customers may only act on their own account")
+    return uuid.UUID(principal.user_id)
+
+
+@router.post("", response_model=OrderId, responses={409: {}, 422: {}})
+async def create_order(
+    body: PlaceOrderRequest, user: CurrentUser, pool: Pool, key: IdempotencyKey = None
+) -> ExactJSONResponse:
+    """Place a limit order; it is PENDING until the account service reserves its funds."""
+    own_customer(user, body.customerId)
+    command = PlaceOrder(body.customerId, body.assetName, body.orderSide, body.size, body.price)
+    placed = place_order(command, datetime.now(UTC))
+    if isinstance(placed, OrderInvalid):
+        raise ApiError(422, "; ".join(placed.problems))
+    request = ("POST", "/api/v1/orders", body.model_dump(mode="json"))
+
+    async def place() -> dict[str, Any]:
+        await record(conn, placed.order, [placed.event], new=True)
+        return {"id": str(placed.order.id)}
+
+    async with pool.acquire() as conn, conn.transaction():
+        answer = await idempotency.once(conn, user.user_id, key, request, place)
+    return ExactJSONResponse(answer)
+
+
+@router.get("", response_model=OrderList, responses={403: {}})
+async def list_orders(
+    user: CurrentUser,
+    pool: Pool,
+    customerId: uuid.UUID | None = None,
+    startDate: date | None = None,
+    endDate: date | None = None,
+    status: OrderStatus | None = None,
+    assetName: Symbol | None = None,
+    orderSide: Side | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> ExactJSONResponse:
+    """Orders newest first; dates are inclusive UTC days. Customers see only their own."""
+    if startDate and endDate and startDate > endDate:
+        raise ApiError(422, "startDate is after endDate")
+    where = store.OrderFilter(
+        customer_id=own_customer(user, customerId),
+        start=datetime.combine(startDate, time(), UTC) if startDate else None,
+        end=datetime.combine(endDate + timedelta(days=1), time(), UTC) if endDate else None,
+        status=status,
+        asset_name=assetName,
+        side=orderSide,
+    )
+    try:
+        after = store.decode_cursor(cursor) if cursor else None
+    except store.InvalidCursor:
+        raise ApiError(422, "invalid cursor") from None
+    async with pool.acquire() as conn:
+        orders = await store.page(conn, where, limit + 1, after)
+    next_cursor = store.encode_cursor(orders[limit - 1]) if len(orders) > limit else None
+    return exact_json(OrderList(orders=[OrderView.of(o) for o in orders[:limit]], nextCursor=next_cursor))
+
+
+def _visible(user: Principal, order: Order | None) -> Order:
+    if order is None or not (user.is_admin or str(order.customer_id) == user.user_id):
+        raise ApiError(404, "order not found")
+    return order
+
+
+@router.get("/{order_id}", response_model=OrderView, responses={404: {}})
+async def get_order(order_id: uuid.UUID, user: CurrentUser, pool: Pool) -> ExactJSONResponse:
+    """One order."""
+    async with pool.acquire() as conn:
+        order = _visible(user, await store.get(conn, order_id))
+    return exact_json(OrderView.of(order))
+
+
+def _refused(refusal: TransitionRefused) -> ApiError:
+    return ApiError(409, refusal.message, {"status": refusal.current.value})
+
+
+@router.delete("", response_model=Canceled, responses={404: {}, 409: {}})
+async def cancel_order(orderId: uuid.UUID, user: CurrentUser, pool: Pool) -> Canceled:
+    """Cancel a PENDING order (409 once it is MATCHED or CANCELED)."""
+    async with pool.acquire() as conn:
+        _visible(user, await store.get(conn, orderId))
+    reason = CANCELED_BY_ADMIN if user.is_admin else CANCELED_BY_CUSTOMER
+    outcome = await change_order(pool, orderId, cancel(reason))
+    if isinstance(outcome, TransitionRefused):
+        raise _refused(outcome)
+    return Canceled(message="order canceled", status=OrderStatus.CANCELED)
+
+
+@router.post("/{order_id}/match", response_model=OrderView, responses={404: {}, 409: {}})
+async def match_order(order_id: uuid.UUID, _: AdminUser, pool: Pool) -> ExactJSONResponse:
+    """Execute a PENDING order whose funds are reserved, at its limit price (admins)."""
+    outcome = await change_order(pool, order_id, match)
+    if outcome is None:
+        raise ApiError(404, "order not found")
+    if isinstance(outcome, TransitionRefused):
+        raise _refused(outcome)
+    return exact_json(OrderView.of(outcome))

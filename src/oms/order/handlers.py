@@ -1,0 +1,129 @@
+"""The order service's commands and event handlers: load, ask the domain, store, queue the events —
+all in one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+from oms.kernel import events as wire
+from oms.kernel.inbox import first_delivery
+from oms.kernel.outbox import add_to_outbox
+from oms.kernel.settings import ExecutionMode
+from oms.order import store
+from oms.order.domain import (
+    Order,
+    OrderCanceled,
+    OrderCreated,
+    OrderEvent,
+    OrderMatched,
+    ReleaseRequested,
+    TransitionRefused,
+)
+
+
+def to_wire(event: OrderEvent) -> wire.Envelope:
+    """The published form of a domain event."""
+    match event:
+        case OrderCreated():
+            return wire.OrderCreated.new(
+                order_id=event.order_id,
+                customer_id=event.customer_id,
+                data=wire.OrderCreatedData(
+                    order_id=event.order_id,
+                    customer_id=event.customer_id,
+                    asset_name=event.asset_name,
+                    order_side=event.side,
+                    size=event.size,
+                    price=event.price,
+                ),
+            )
+        case OrderMatched():
+            return wire.OrderMatched.new(
+                order_id=event.order_id,
+                customer_id=event.customer_id,
+                data=wire.OrderMatchedData(
+                    asset_name=event.asset_name, order_side=event.side, size=event.size, price=event.price
+                ),
+            )
+        case OrderCanceled() | ReleaseRequested():
+            # A release request is a repeated cancel: the account releases a HELD reservation once.
+            return wire.OrderCanceled.new(
+                order_id=event.order_id,
+                customer_id=event.customer_id,
+                data=wire.OrderCanceledData(reason=event.reason),
+            )
+
+
+async def record(
+    conn: asyncpg.Connection, order: Order, events: list[OrderEvent], *, new: bool = False
+) -> None:
+    """Store the order's new state and queue its events, in the caller's transaction."""
+    if new:
+        await store.add(conn, order)
+    else:
+        await store.save(conn, order)
+    for event in events:
+        await add_to_outbox(conn, to_wire(event))
+
+
+class UnknownOrder(Exception):
+    """An event for an order this database does not have (retried, then dead-lettered)."""
+
+
+@dataclass(frozen=True)
+class OrderHandlers:
+    pool: asyncpg.Pool
+    mode: ExecutionMode
+
+    async def handle(self, event: wire.Envelope) -> None:
+        """Apply one event from the account service, at most once."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await first_delivery(conn, event.id):
+                return
+            order = await store.get(conn, event.order_id, for_update=True)
+            if order is None:
+                raise UnknownOrder(str(event.order_id))
+            before = (order.status, order.reserved)
+            now = datetime.now(UTC)
+            if isinstance(event, wire.FundsReserved):
+                events = order.reserve_funds_confirmed(self.mode, now)
+            elif isinstance(event, wire.FundsRejected):
+                events = order.reserve_funds_rejected(event.data.reason, now)
+            else:
+                return  # not for us
+            if (order.status, order.reserved) != before:
+                await store.save(conn, order)
+            for domain_event in events:
+                await add_to_outbox(conn, to_wire(domain_event))
+
+
+Change = Callable[[Order, datetime], list[OrderEvent] | TransitionRefused]
+
+
+def cancel(reason: str) -> Change:
+    return lambda order, now: order.cancel(reason, now)
+
+
+def match(order: Order, now: datetime) -> list[OrderEvent] | TransitionRefused:
+    return order.match(now)
+
+
+async def change_order(
+    pool: asyncpg.Pool, order_id: uuid.UUID, change: Change
+) -> Order | TransitionRefused | None:
+    """Cancel or match an order (a command from the API), the row locked so that a racing cancel and match
+    queue up and the second is refused. None if there is no such order."""
+    async with pool.acquire() as conn, conn.transaction():
+        order = await store.get(conn, order_id, for_update=True)
+        if order is None:
+            return None
+        outcome = change(order, datetime.now(UTC))
+        if isinstance(outcome, TransitionRefused):
+            return outcome
+        await record(conn, order, outcome)
+        return order

@@ -1,0 +1,130 @@
+"""Orders in the order database."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from oms.kernel.money import Side
+from oms.order.domain import Order, OrderStatus
+
+_COLUMNS = "id, customer_id, asset_name, side, size, price, status, reason, reserved, created_at, updated_at"
+
+
+def _order(row: asyncpg.Record) -> Order:
+    return Order(
+        id=row["id"],
+        customer_id=row["customer_id"],
+        asset_name=row["asset_name"],
+        side=Side(row["side"]),
+        size=row["size"],
+        price=row["price"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        status=OrderStatus(row["status"]),
+        reason=row["reason"],
+        reserved=row["reserved"],
+    )
+
+
+async def add(conn: asyncpg.Connection, order: Order) -> None:
+    await conn.execute(
+        f"INSERT INTO orders ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        order.id,
+        order.customer_id,
+        order.asset_name,
+        order.side.value,
+        order.size,
+        order.price,
+        order.status.value,
+        order.reason,
+        order.reserved,
+        order.created_at,
+        order.updated_at,
+    )
+
+
+async def get(conn: asyncpg.Connection, order_id: uuid.UUID, *, for_update: bool = False) -> Order | None:
+    """One order; with `for_update`, row-locked until the transaction ends (cancel and match queue here)."""
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM orders WHERE id = $1{lock}", order_id)
+    return _order(row) if row else None
+
+
+async def save(conn: asyncpg.Connection, order: Order) -> None:
+    """Write an order's new state; only a PENDING row can change, so a lost race changes nothing."""
+    status = await conn.execute(
+        "UPDATE orders SET status = $2, reason = $3, reserved = $4, updated_at = $5 "
+        "WHERE id = $1 AND status = 'PENDING'",
+        order.id,
+        order.status.value,
+        order.reason,
+        order.reserved,
+        order.updated_at,
+    )
+    if status != "UPDATE 1":
+        raise RuntimeError(f"order {order.id} is no longer PENDING")
+
+
+@dataclass(frozen=True)
+class OrderFilter:
+    customer_id: uuid.UUID | None = None
+    start: datetime | None = None
+    end: datetime | None = None  # exclusive
+    status: OrderStatus | None = None
+    asset_name: str | None = None
+    side: Side | None = None
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+def encode_cursor(order: Order) -> str:
+    return base64.urlsafe_b64encode(f"{order.created_at.isoformat()}|{order.id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        created, order_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(created), uuid.UUID(order_id)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidCursor("invalid cursor") from exc
+
+
+async def page(
+    conn: asyncpg.Connection, where: OrderFilter, limit: int, after: tuple[datetime, uuid.UUID] | None
+) -> list[Order]:
+    """Orders matching `where`, newest first, `limit` of them after the cursor position `after`.
+    (created_at, id) keyset paging walks one index whether or not a customer is given."""
+    clauses, args = [], []
+
+    def arg(value: object) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if where.customer_id is not None:
+        clauses.append(f"customer_id = {arg(where.customer_id)}")
+    if where.start is not None:
+        clauses.append(f"created_at >= {arg(where.start)}")
+    if where.end is not None:
+        clauses.append(f"created_at < {arg(where.end)}")
+    if where.status is not None:
+        clauses.append(f"status = {arg(where.status.value)}")
+    if where.asset_name is not None:
+        clauses.append(f"asset_name = {arg(where.asset_name)}")
+    if where.side is not None:
+        clauses.append(f"side = {arg(where.side.value)}")
+    if after is not None:
+        clauses.append(f"(created_at, id) < ({arg(after[0])}, {arg(after[1])})")
+    condition = " AND ".join(clauses) or "true"
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM orders WHERE {condition} "
+        f"ORDER BY created_at DESC, id DESC LIMIT {arg(limit)}",
+        *args,
+    )
+    return [_order(r) for r in rows]

@@ -1,0 +1,106 @@
+"""A small client of the running system for tests: users, deposits, orders, waiting for outcomes."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from tests.e2e.conftest import RunningSystem
+
+
+def exact(response: httpx.Response) -> Any:
+    """The JSON body with numbers as exact Decimals (never through float)."""
+    return json.loads(response.text, parse_float=Decimal, parse_int=Decimal)
+
+
+@dataclass
+class User:
+    id: str
+    username: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+class Api:
+    def __init__(self, system: RunningSystem) -> None:
+        self.system = system
+        self.http = httpx.Client(timeout=30)
+
+    def url(self, component: str, path: str) -> str:
+        return f"{self.system.url(component)}{path}"
+
+    def login(self, username: str, password: str) -> str:
+        response = self.http.post(self.url("auth", "/login"), json={"username": username, "password": password})
+        response.raise_for_status()
+        token: str = response.json()["token"]
+        return token
+
+    def admin(self) -> User:
+        token = self.login("boss", "boss-password")
+        users = self.http.get(self.url("auth", "/users"), headers={"Authorization": f"Bearer {token}"})
+        boss = next(u for u in users.json()["users"] if u["username"] == "boss")
+        return User(boss["id"], "boss", token)
+
+    def customer(self) -> User:
+        name = f"c-{uuid.uuid4().hex[:10]}"
+        created = self.http.post(self.url("auth", "/register"), json={"username": name, "password": "password-1"})
+        created.raise_for_status()
+        return User(created.json()["id"], name, self.login(name, "password-1"))
+
+    def deposit(self, by: User, customer: User, asset: str, total: Any, usable: Any = None) -> httpx.Response:
+        body = {"customerId": customer.id, "assetName": asset, "totalSize": total, "usableSize": usable or total}
+        return self.http.post(self.url("account", "/api/v1/assets"), json=body, headers=by.headers)
+
+    def order(self, by: User, customer: User, side: str, asset: str, size: Any, price: Any) -> httpx.Response:
+        body = {"customerId": customer.id, "assetName": asset, "orderSide": side, "size": size, "price": price}
+        return self.http.post(self.url("order", "/api/v1/orders"), json=body, headers=by.headers)
+
+    def place(self, customer: User, side: str, asset: str, size: Any, price: Any) -> str:
+        response = self.order(customer, customer, side, asset, size, price)
+        assert response.status_code == 200, response.text
+        order_id: str = response.json()["id"]
+        return order_id
+
+    def get_order(self, by: User, order_id: str) -> httpx.Response:
+        return self.http.get(self.url("order", f"/api/v1/orders/{order_id}"), headers=by.headers)
+
+    def wait_order(self, by: User, order_id: str, *, until: set[str] | None = None, timeout: float = 20) -> dict[str, Any]:
+        """The order once its status is in `until` (default: terminal)."""
+        wanted = until or {"MATCHED", "CANCELED"}
+        deadline = time.monotonic() + timeout
+        while True:
+            order: dict[str, Any] = self.get_order(by, order_id).json()
+            if order["status"] in wanted or time.monotonic() > deadline:
+                return order
+            time.sleep(0.05)
+
+    def balances(self, by: User, customer: User) -> dict[str, tuple[Decimal, Decimal]]:
+        response = self.http.get(
+            self.url("account", "/api/v1/assets"), params={"customerId": customer.id}, headers=by.headers
+        )
+        response.raise_for_status()
+        return {
+            a["assetName"]: (Decimal(a["totalSize"]), Decimal(a["usableSize"]))
+            for a in exact(response)["assets"]
+        }
+
+    def wait_balances(
+        self, by: User, customer: User, expected: dict[str, tuple[Any, Any]], timeout: float = 20
+    ) -> dict[str, tuple[Decimal, Decimal]]:
+        """The balances once they equal `expected` (or whatever they are at the timeout)."""
+        want = {k: (Decimal(str(t)), Decimal(str(u))) for k, (t, u) in expected.items()}
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.balances(by, customer)
+            if got == want or time.monotonic() > deadline:
+                return got
+            time.sleep(0.05)

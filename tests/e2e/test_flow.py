@@ -1,0 +1,139 @@
+"""Orders and accounts end to end, immediate mode: the running system over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import pytest
+
+from tests.e2e.api import Api, exact
+from tests.e2e.conftest import RunningSystem
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def api(system: RunningSystem) -> Iterator[Api]:
+    yield Api(system)
+
+
+def test_buy_with_enough_try_is_matched_and_settled_exactly(api: Api) -> None:
+    admin, alice = api.admin(), api.customer()
+    assert api.deposit(admin, alice, "TRY", "1000.50").status_code == 200
+    order_id = api.place(alice, "BUY", "AAPL", "3", "100.1")
+    order = api.wait_order(alice, order_id)
+    assert order["status"] == "MATCHED", order
+    assert order["reason"] is None
+    balances = api.wait_balances(admin, alice, {"TRY": ("700.2", "700.2"), "AAPL": ("3", "3")})
+    assert balances == {"TRY": (Decimal("700.2"), Decimal("700.2")), "AAPL": (Decimal(3), Decimal(3))}
+
+
+def test_sell_of_held_stock_is_matched_and_pays_proceeds(api: Api) -> None:
+    admin, bob = api.admin(), api.customer()
+    assert api.deposit(admin, bob, "AAPL", "10").status_code == 200
+    order = api.wait_order(bob, api.place(bob, "SELL", "AAPL", "4", "12.25"))
+    assert order["status"] == "MATCHED"
+    expected = {"AAPL": ("6", "6"), "TRY": ("49", "49")}
+    assert api.wait_balances(admin, bob, expected) == {
+        "AAPL": (Decimal(6), Decimal(6)),
+        "TRY": (Decimal(49), Decimal(49)),
+    }
+
+
+def test_buy_without_enough_try_is_canceled_with_the_reason(api: Api) -> None:
+    admin, carol = api.admin(), api.customer()
+    api.deposit(admin, carol, "TRY", "99.99")
+    order = api.wait_order(carol, api.place(carol, "BUY", "MSFT", "1", "100"))
+    assert order["status"] == "CANCELED"
+    assert "insufficient usable TRY" in order["reason"]
+    assert api.balances(admin, carol) == {"TRY": (Decimal("99.99"), Decimal("99.99"))}
+
+
+def test_sell_of_stock_not_held_is_canceled(api: Api) -> None:
+    dave = api.customer()
+    order = api.wait_order(dave, api.place(dave, "SELL", "TSLA", "1", "1"))
+    assert order["status"] == "CANCELED"
+    assert "no TSLA held" in order["reason"]
+
+
+def test_exact_decimals_survive_the_whole_flow(api: Api) -> None:
+    admin, erin = api.admin(), api.customer()
+    api.deposit(admin, erin, "TRY", "1")
+    order = api.wait_order(erin, api.place(erin, "BUY", "XU100", "0.00000003", "0.33333333"))
+    assert order["status"] == "MATCHED"
+    left = Decimal(1) - Decimal("0.00000003") * Decimal("0.33333333")
+    assert api.wait_balances(admin, erin, {"TRY": (left, left), "XU100": ("0.00000003", "0.00000003")})[
+        "TRY"
+    ] == (left, left)
+    listed = exact(api.get_order(erin, order["id"]))
+    assert listed["size"] == Decimal("0.00000003") and listed["price"] == Decimal("0.33333333")
+
+
+def test_200_concurrent_buys_against_200_try_match_exactly_20(api: Api) -> None:
+    admin, frank = api.admin(), api.customer()
+    api.deposit(admin, frank, "TRY", "200")
+    with ThreadPoolExecutor(16) as pool:
+        order_ids = list(pool.map(lambda _: api.place(frank, "BUY", "AAPL", "1", "10"), range(200)))
+    statuses = [api.wait_order(frank, order_id)["status"] for order_id in order_ids]
+    assert statuses.count("MATCHED") == 20
+    assert statuses.count("CANCELED") == 180
+    balances = api.wait_balances(admin, frank, {"TRY": ("0", "0"), "AAPL": ("20", "20")})
+    assert balances == {"TRY": (Decimal(0), Decimal(0)), "AAPL": (Decimal(20), Decimal(20))}
+
+
+def test_idempotency_key_makes_a_retried_order_and_deposit_count_once(api: Api) -> None:
+    admin, gina = api.admin(), api.customer()
+    deposit = {"customerId": gina.id, "assetName": "TRY", "totalSize": "50", "usableSize": "50"}
+    headers = {**gina.headers, "Idempotency-Key": "dep-1"}
+    first = api.http.post(api.url("account", "/api/v1/assets"), json=deposit, headers=headers)
+    again = api.http.post(api.url("account", "/api/v1/assets"), json=deposit, headers=headers)
+    assert first.status_code == again.status_code == 200 and first.json() == again.json()
+    assert api.balances(admin, gina) == {"TRY": (Decimal(50), Decimal(50))}
+    other = {**deposit, "totalSize": "60", "usableSize": "60"}
+    assert api.http.post(api.url("account", "/api/v1/assets"), json=other, headers=headers).status_code == 422
+
+    body = {"customerId": gina.id, "assetName": "AAPL", "orderSide": "BUY", "size": "1", "price": "5"}
+    headers = {**gina.headers, "Idempotency-Key": "order-1"}
+    answers = [api.http.post(api.url("order", "/api/v1/orders"), json=body, headers=headers) for _ in range(3)]
+    assert len({a.json()["id"] for a in answers}) == 1
+    listed = api.http.get(api.url("order", "/api/v1/orders"), headers=gina.headers).json()["orders"]
+    assert len(listed) == 1
+
+
+def test_list_orders_filters_pages_and_is_newest_first(api: Api) -> None:
+    admin, hank = api.admin(), api.customer()
+    api.deposit(admin, hank, "TRY", "1000")
+    ids = [api.place(hank, "BUY", "AAPL" if i % 2 else "MSFT", "1", "1") for i in range(5)]
+    for order_id in ids:
+        api.wait_order(hank, order_id)
+    url = api.url("order", "/api/v1/orders")
+    first = api.http.get(url, params={"limit": 2}, headers=hank.headers).json()
+    second = api.http.get(url, params={"limit": 2, "cursor": first["nextCursor"]}, headers=hank.headers).json()
+    third = api.http.get(url, params={"limit": 2, "cursor": second["nextCursor"]}, headers=hank.headers).json()
+    paged = [o["id"] for page in (first, second, third) for o in page["orders"]]
+    assert paged == list(reversed(ids))
+    assert third["nextCursor"] is None
+    msft = api.http.get(url, params={"assetName": "MSFT"}, headers=hank.headers).json()["orders"]
+    assert {o["assetName"] for o in msft} == {"MSFT"} and len(msft) == 3
+    today = msft[0]["createDate"][:10]
+    dated = api.http.get(url, params={"startDate": today, "endDate": today}, headers=hank.headers).json()
+    assert len(dated["orders"]) == 5
+    none = api.http.get(url, params={"endDate": "2000-01-01"}, headers=hank.headers).json()
+    assert none["orders"] == []
+
+
+def test_withdraw_to_a_valid_iban_takes_usable_try(api: Api) -> None:
+    admin, ivy = api.admin(), api.customer()
+    api.deposit(admin, ivy, "TRY", "100")
+    url = api.url("account", "/api/v1/assets/withdraw")
+    good = {"customerId": ivy.id, "amount": "30.5", "iban": "TR33 0006 1005 1978 6457 8413 26"}
+    assert api.http.post(url, json=good, headers=ivy.headers).status_code == 200
+    bad_iban = {**good, "iban": "TR33 0006 1005 1978 6457 8413 27"}
+    assert api.http.post(url, json=bad_iban, headers=ivy.headers).status_code == 422
+    too_much = {**good, "amount": "70"}
+    assert api.http.post(url, json=too_much, headers=ivy.headers).status_code == 409
+    assert api.balances(admin, ivy) == {"TRY": (Decimal("69.5"), Decimal("69.5"))}
+    ledger = api.http.get(api.url("account", "/api/v1/ledger"), headers=ivy.headers).json()["entries"]
+    assert [e["kind"] for e in ledger] == ["WITHDRAWAL", "DEPOSIT"]

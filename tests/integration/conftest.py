@@ -1,0 +1,157 @@
+"""Fixtures for the messaging kernel's tests: a service database with outbox and inbox, fresh JetStream
+streams for every test, and a relay running in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+import nats
+import nats.js.errors
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
+
+from oms.kernel import inbox, outbox
+from oms.kernel.broker import DLQ_STREAM, EVENTS_STREAM, JetStreamBroker
+from oms.kernel.events import OrderCanceled, OrderCanceledData
+from oms.kernel.relay import run_relay, slot_name
+from oms.runtime.nats import EmbeddedNats
+from tests.conftest import execute
+
+
+@dataclass
+class ServiceDatabase:
+    """A database as a service's migration leaves it (outbox, publication, inbox), relayed as `service`."""
+
+    service: str
+    url: str
+
+
+@pytest.fixture
+def service_db(make_database: Callable[[str], str]) -> Iterator[ServiceDatabase]:
+    service = f"t{uuid.uuid4().hex[:10]}"  # replication slots are per server: one name per test
+    url = make_database(service)
+    execute(url, outbox.OUTBOX_DDL + outbox.PUBLICATION_DDL + inbox.INBOX_DDL)
+    yield ServiceDatabase(service, url)
+    with suppress(Exception):
+        execute(url, f"SELECT pg_drop_replication_slot('{slot_name(service)}')")
+
+
+@pytest.fixture
+async def js(nats_server: EmbeddedNats) -> AsyncIterator[JetStreamContext]:
+    """Raw JetStream access, after deleting the streams another test may have filled."""
+    nc: NatsClient = await nats.connect(servers=[nats_server.url])
+    context = nc.jetstream()
+    for stream in (EVENTS_STREAM, DLQ_STREAM):
+        with suppress(nats.js.errors.NotFoundError):
+            await context.delete_stream(stream)
+    yield context
+    await nc.close()
+
+
+@pytest.fixture
+async def broker(js: JetStreamContext, nats_server: EmbeddedNats) -> AsyncIterator[JetStreamBroker]:
+    connected = await JetStreamBroker.connect(nats_server.url, name="test")
+    await connected.ensure_topology()
+    yield connected
+    await connected.close()
+
+
+async def stream_messages(js: JetStreamContext, stream: str = EVENTS_STREAM) -> list[RawStreamMsg]:
+    """Every message now in `stream`, in stream order."""
+    messages: list[RawStreamMsg] = []
+    subjects = "oms_dlq.>" if stream == DLQ_STREAM else "oms.>"
+    while True:
+        start = (messages[-1].seq or 0) + 1 if messages else 1
+        try:
+            messages.append(await js.get_msg(stream, seq=start, subject=subjects, next=True))
+        except nats.js.errors.NotFoundError:
+            return messages
+
+
+async def message_count(js: JetStreamContext, stream: str = EVENTS_STREAM) -> int:
+    try:
+        return int((await js.stream_info(stream)).state.messages)
+    except nats.js.errors.NotFoundError:  # the relay has not created it yet
+        return 0
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0, what: str = "") -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what or check}")
+        await asyncio.sleep(0.05)
+
+
+def canceled_event(reason: str = "test") -> OrderCanceled:
+    return OrderCanceled.new(
+        order_id=uuid.uuid4(), customer_id=uuid.uuid4(), data=OrderCanceledData(reason=reason)
+    )
+
+
+def wait_until_streaming(db: ServiceDatabase, timeout: float = 15.0) -> None:
+    # A walsender holds the slot (while the slot is being created, a normal backend holds it).
+    query = (
+        "SELECT 1 FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid"
+        f" WHERE s.slot_name = '{slot_name(db.service)}'"
+    )
+    deadline = time.monotonic() + timeout
+    while not execute(db.url, query):
+        if time.monotonic() > deadline:
+            pytest.fail(f"the relay of {db.service} did not start streaming")
+        time.sleep(0.05)
+
+
+@dataclass
+class RelayThread:
+    """`run_relay` in a thread of the test process, as a supervisor would run it."""
+
+    db: ServiceDatabase
+    nats_url: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+    thread: threading.Thread | None = None
+
+    def start(self) -> RelayThread:
+        """Start the relay and wait until it streams from its replication slot."""
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"relay-{self.db.service}", daemon=True)
+        self.thread.start()
+        wait_until_streaming(self.db)
+        return self
+
+    def _run(self) -> None:
+        try:
+            run_relay(self.db.service, self.db.url, self.nats_url, self.stop)
+        except BaseException as exc:
+            self.error = exc
+
+    def halt(self) -> None:
+        if self.thread is not None:
+            self.stop.set()
+            self.thread.join(timeout=20)
+            assert not self.thread.is_alive(), "relay did not stop"
+            self.thread = None
+        if self.error is not None:
+            raise self.error
+
+
+@pytest.fixture
+def relay(service_db: ServiceDatabase, nats_server: EmbeddedNats) -> Iterator[RelayThread]:
+    """A relay for `service_db`, not started yet."""
+    running = RelayThread(service_db, nats_server.url)
+    yield running
+    running.halt()
+
+
+@pytest.fixture
+def nats_server_url(nats_server: EmbeddedNats) -> str:
+    return nats_server.url

@@ -1,0 +1,112 @@
+"""The JetStream broker: topology, deduplication by message id, publishing through errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, StorageType
+
+from oms.kernel.broker import (
+    ACK_WAIT,
+    CONSUMERS,
+    DLQ_STREAM,
+    EVENTS_STREAM,
+    MAX_DELIVER,
+    MSG_ID,
+    SERVER_MAX_DELIVER,
+    JetStreamBroker,
+    Outgoing,
+    PublishAborted,
+)
+from tests.integration.conftest import stream_messages
+
+
+async def test_ensure_topology_creates_durable_streams_and_consumers_idempotently(
+    broker: JetStreamBroker, js: JetStreamContext
+) -> None:
+    await broker.ensure_topology()  # a second replica starting
+
+    events = (await js.stream_info(EVENTS_STREAM)).config
+    assert events.subjects == ["oms.>"]
+    assert events.storage == StorageType.FILE
+    assert (events.duplicate_window or 0) >= 120
+    dead_letters = (await js.stream_info(DLQ_STREAM)).config
+    assert dead_letters.subjects == ["oms_dlq.>"]
+    assert dead_letters.storage == StorageType.FILE
+    for name, subjects in CONSUMERS.items():
+        consumer = (await js.consumer_info(EVENTS_STREAM, name)).config
+        assert consumer.durable_name == name
+        assert consumer.filter_subject == subjects
+        assert consumer.ack_policy == AckPolicy.EXPLICIT
+        assert (consumer.max_deliver or 0) >= MAX_DELIVER
+        assert consumer.ack_wait == ACK_WAIT
+
+
+async def test_publish_of_the_same_message_id_twice_is_stored_once(
+    broker: JetStreamBroker, js: JetStreamContext
+) -> None:
+    message = Outgoing("oms.order.created", b"{}", "event-1")
+    await broker.publish([message, Outgoing("oms.order.created", b"{}", "event-2")])
+    await broker.publish([message])
+
+    assert [(m.headers or {})[MSG_ID] for m in await stream_messages(js)] == ["event-1", "event-2"]
+
+
+async def test_publish_retries_until_the_stream_exists_then_stores_each_message_once(
+    js: JetStreamContext, nats_server_url: str
+) -> None:
+    broker = await JetStreamBroker.connect(nats_server_url, name="test")
+    retries: list[int] = []
+    try:
+        publishing = asyncio.create_task(
+            broker.publish(
+                [Outgoing("oms.funds.reserved", b"{}", f"e{i}") for i in range(3)], on_retry=retries.append
+            )
+        )
+        await asyncio.sleep(0.5)
+        assert not publishing.done()
+        await broker.ensure_topology()
+        await asyncio.wait_for(publishing, 10)
+    finally:
+        await broker.close()
+
+    assert retries and all(count == 3 for count in retries)
+    assert [(m.headers or {})[MSG_ID] for m in await stream_messages(js)] == ["e0", "e1", "e2"]
+
+
+async def test_publish_gives_up_only_when_asked(js: JetStreamContext, nats_server_url: str) -> None:
+    broker = await JetStreamBroker.connect(nats_server_url, name="test")
+    attempts: list[int] = []
+    try:
+        with pytest.raises(PublishAborted):
+            await broker.publish(
+                [Outgoing("oms.order.created", b"{}", "lost")],
+                give_up=lambda: len(attempts) >= 2,
+                on_retry=attempts.append,
+            )
+    finally:
+        await broker.close()
+    assert attempts == [1, 1]
+
+
+async def test_ensure_topology_brings_an_older_stream_and_consumer_up_to_date(
+    js: JetStreamContext, nats_server_url: str
+) -> None:
+    await js.add_stream(name=EVENTS_STREAM, subjects=["oms.>"], storage=StorageType.FILE, duplicate_window=10)
+    await js.add_consumer(
+        EVENTS_STREAM,
+        durable_name="account",
+        filter_subject="oms.order.>",
+        ack_policy=AckPolicy.EXPLICIT,
+        max_deliver=2,
+    )
+    broker = await JetStreamBroker.connect(nats_server_url, name="test")
+    try:
+        await broker.ensure_topology()
+    finally:
+        await broker.close()
+
+    assert (await js.stream_info(EVENTS_STREAM)).config.duplicate_window == 120
+    assert (await js.consumer_info(EVENTS_STREAM, "account")).config.max_deliver == SERVER_MAX_DELIVER

@@ -1,0 +1,99 @@
+"""Poison and malformed messages go to the dead-letter queue; a replay brings them back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from nats.js import JetStreamContext
+
+from oms.kernel.broker import DLQ_STREAM, MAX_DELIVER, JetStreamBroker, Outgoing
+from oms.kernel.consumer import ConsumerRunner, RetryPolicy
+from oms.kernel.dlq import list_dead_letters, replay
+from oms.kernel.events import Envelope
+from tests.integration.conftest import canceled_event, message_count
+
+FAST = RetryPolicy(nak_delays=(0.05,))
+
+
+class FlakyHandler:
+    """Fails every event while `poisoned`; records what it handled."""
+
+    def __init__(self) -> None:
+        self.poisoned = True
+        self.handled: list[Envelope] = []
+        self.failures = 0
+
+    async def __call__(self, event: Envelope) -> None:
+        if self.poisoned:
+            self.failures += 1
+            raise ValueError("balance row missing\nfor this customer")
+        self.handled.append(event)
+
+
+async def consume_until(runner: ConsumerRunner, done: Callable[[], object], rounds: int = 100) -> None:
+    for _ in range(rounds):
+        if done():
+            return
+        await runner.run_once()
+    raise AssertionError("condition not reached")
+
+
+async def test_poison_message_is_dead_lettered_after_max_deliveries_and_replay_processes_it(
+    broker: JetStreamBroker, js: JetStreamContext
+) -> None:
+    event = canceled_event()
+    await broker.publish([Outgoing(event.subject, event.to_json(), str(event.id))])
+    handler = FlakyHandler()
+    runner = ConsumerRunner(broker, "account", handler, policy=FAST, fetch_timeout=0.2)
+
+    await consume_until(runner, lambda: handler.failures == MAX_DELIVER)
+    await runner.run_once()
+    assert handler.failures == MAX_DELIVER  # no delivery after the last one
+
+    [letter] = await list_dead_letters(broker)
+    assert letter.subject == "oms.order.canceled"
+    assert letter.consumer == "account"
+    assert letter.deliveries == MAX_DELIVER
+    assert letter.error == "ValueError: balance row missing for this customer"
+    assert letter.msg_id == str(event.id)
+    assert letter.payload == event.to_json()
+
+    handler.poisoned = False
+    assert await replay(broker, letter.seq) == 1
+    await consume_until(runner, lambda: handler.handled)
+    assert handler.handled == [event]
+    assert await list_dead_letters(broker) == []
+    assert await message_count(js, DLQ_STREAM) == 0
+
+
+async def test_malformed_messages_are_dead_lettered_at_once(broker: JetStreamBroker) -> None:
+    await broker.publish(
+        [
+            Outgoing("oms.order.created", b"not json", "m1"),
+            Outgoing("oms.order.created", b'{"type": "order.exploded"}', "m2"),
+        ]
+    )
+    handler = FlakyHandler()
+    runner = ConsumerRunner(broker, "account", handler, policy=FAST, fetch_timeout=0.2)
+
+    assert await runner.run_once() == 2
+
+    letters = await list_dead_letters(broker)
+    assert [(letter.msg_id, letter.deliveries) for letter in letters] == [("m1", 1), ("m2", 1)]
+    assert all(letter.error.startswith("malformed event:") for letter in letters)
+    assert handler.failures == 0
+
+
+async def test_replay_all_sends_every_dead_letter_back(broker: JetStreamBroker) -> None:
+    events = [canceled_event(), canceled_event()]
+    await broker.publish([Outgoing(e.subject, e.to_json(), str(e.id)) for e in events])
+    handler = FlakyHandler()
+    runner = ConsumerRunner(broker, "account", handler, policy=FAST, fetch_timeout=0.2)
+    await consume_until(runner, lambda: handler.failures == 2 * MAX_DELIVER)
+    assert len(await list_dead_letters(broker)) == 2
+
+    handler.poisoned = False
+    assert await replay(broker, "all") == 2
+    await consume_until(runner, lambda: len(handler.handled) == 2)
+    assert sorted(e.id for e in handler.handled) == sorted(e.id for e in events)
+    assert await list_dead_letters(broker) == []

@@ -1,0 +1,267 @@
+"""The outbox relay against a real PostgreSQL (logical replication) and a real NATS JetStream server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from nats.js import JetStreamContext
+from prometheus_client import REGISTRY
+
+from oms.kernel import outbox
+from oms.kernel import relay as relay_module
+from oms.kernel.broker import MSG_ID
+from oms.kernel.events import Envelope, parse
+from oms.kernel.outbox import OutsideTransaction, add_to_outbox
+from oms.kernel.relay import RelayConfigError, run_relay, slot_name
+from oms.runtime.nats import EmbeddedNats
+from oms.runtime.ports import free_port
+from oms.runtime.postgres import EmbeddedPostgres
+from tests.conftest import execute
+from tests.integration.conftest import (
+    RelayThread,
+    ServiceDatabase,
+    canceled_event,
+    eventually,
+    message_count,
+    stream_messages,
+    wait_until_streaming,
+)
+
+
+async def commit_events(url: str, count: int, per_transaction: int = 1) -> list[Envelope]:
+    events: list[Envelope] = []
+    conn = await asyncpg.connect(url)
+    try:
+        for _ in range(count):
+            async with conn.transaction():
+                for _ in range(per_transaction):
+                    events.append(canceled_event())
+                    await add_to_outbox(conn, events[-1])
+    finally:
+        await conn.close()
+    return events
+
+
+def outbox_rows(url: str) -> int:
+    [(count,)] = execute(url, "SELECT count(*) FROM outbox")
+    return int(str(count))
+
+
+async def relayed_ids(js: JetStreamContext) -> list[str]:
+    return [(m.headers or {})[MSG_ID] for m in await stream_messages(js)]
+
+
+async def wait_for_messages(js: JetStreamContext, count: int, within: float = 15.0) -> None:
+    async def arrived() -> bool:
+        return await message_count(js) >= count
+
+    await eventually(arrived, within, f"{count} messages on the stream")
+
+
+async def test_relay_publishes_outbox_row_with_event_id_as_message_id(
+    service_db: ServiceDatabase, relay: RelayThread, js: JetStreamContext
+) -> None:
+    relay.start()
+    [event] = await commit_events(service_db.url, 1)
+
+    await wait_for_messages(js, 1)
+    [message] = await stream_messages(js)
+    assert message.subject == "oms.order.canceled"
+    assert (message.headers or {})[MSG_ID] == str(event.id)
+    assert parse(message.data or b"") == event
+
+    async def row_deleted() -> bool:
+        return outbox_rows(service_db.url) == 0
+
+    await eventually(row_deleted, what="the relayed row to be deleted")
+
+
+async def test_relay_publishes_in_commit_order_not_insert_order(
+    service_db: ServiceDatabase, relay: RelayThread, js: JetStreamContext
+) -> None:
+    relay.start()
+    first_in, second_in = await asyncpg.connect(service_db.url), await asyncpg.connect(service_db.url)
+    early, late = canceled_event("inserted first"), canceled_event("inserted second")
+    try:
+        slow = first_in.transaction()
+        await slow.start()
+        await add_to_outbox(first_in, early)
+        async with second_in.transaction():
+            await add_to_outbox(second_in, late)
+        await slow.commit()
+    finally:
+        await first_in.close()
+        await second_in.close()
+    rest = await commit_events(service_db.url, 10, per_transaction=3)
+
+    await wait_for_messages(js, 32)
+    assert await relayed_ids(js) == [str(e.id) for e in [late, early, *rest]]
+
+
+async def test_relay_never_publishes_a_rolled_back_transaction(
+    service_db: ServiceDatabase, relay: RelayThread, js: JetStreamContext
+) -> None:
+    relay.start()
+    conn = await asyncpg.connect(service_db.url)
+    try:
+        doomed = conn.transaction()
+        await doomed.start()
+        await add_to_outbox(conn, canceled_event("rolled back"))
+        await doomed.rollback()
+    finally:
+        await conn.close()
+    kept = await commit_events(service_db.url, 1)
+
+    await wait_for_messages(js, 1)
+    await asyncio.sleep(0.3)
+    assert await relayed_ids(js) == [str(kept[0].id)]
+
+
+async def test_outbox_write_outside_a_transaction_is_refused(service_db: ServiceDatabase) -> None:
+    conn = await asyncpg.connect(service_db.url)
+    try:
+        with pytest.raises(OutsideTransaction):
+            await add_to_outbox(conn, canceled_event())
+    finally:
+        await conn.close()
+
+
+async def test_relay_publishes_rows_left_when_its_slot_is_missing(
+    service_db: ServiceDatabase, relay: RelayThread, js: JetStreamContext
+) -> None:
+    before_any_slot = await commit_events(service_db.url, 5)
+    relay.start()
+    await wait_for_messages(js, 5)
+    relay.halt()
+
+    left_behind = await commit_events(service_db.url, 3)
+    execute(service_db.url, f"SELECT pg_drop_replication_slot('{slot_name(service_db.service)}')")
+    relay.start()
+    await wait_for_messages(js, 8)
+    after = await commit_events(service_db.url, 2)
+    await wait_for_messages(js, 10)
+
+    assert await relayed_ids(js) == [str(e.id) for e in [*before_any_slot, *left_behind, *after]]
+    assert outbox_rows(service_db.url) == 0
+
+
+def start_relay_process(
+    db: ServiceDatabase, nats_url: str, log: Path, metrics_port: int
+) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "oms.kernel.relay", "--service", db.service]
+    argv += ["--database-url", db.url, "--nats-url", nats_url, "--metrics-port", str(metrics_port)]
+    with open(log, "ab") as output:
+        return subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT)
+
+
+async def test_relay_killed_mid_stream_resumes_without_loss_or_duplicates(
+    service_db: ServiceDatabase, nats_server: EmbeddedNats, js: JetStreamContext, tmp_path: Path
+) -> None:
+    log = tmp_path / "relay.log"
+    process = start_relay_process(service_db, nats_server.url, log, free_port())
+    try:
+        wait_until_streaming(service_db)
+        producing = asyncio.create_task(commit_events(service_db.url, 1000))
+        await wait_for_messages(js, 150, within=30)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        killed_at = await message_count(js)
+        events = await producing
+        assert killed_at < len(events), "the relay was not killed mid-stream"
+
+        metrics_port = free_port()
+        process = start_relay_process(service_db, nats_server.url, log, metrics_port)
+        await wait_for_messages(js, 1000, within=30)
+        await asyncio.sleep(0.5)  # time for duplicates, if any, to show
+        ids = await relayed_ids(js)
+        assert sorted(ids) == sorted(str(e.id) for e in events), log.read_text()
+        assert len(ids) == len(set(ids)) == 1000
+        assert relayed_count(metrics_port, service_db.service) >= 1000 - killed_at
+
+        async def all_rows_deleted() -> bool:
+            return outbox_rows(service_db.url) == 0
+
+        await eventually(all_rows_deleted, what="relayed rows to be deleted")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def relayed_count(metrics_port: int, service: str) -> float:
+    metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+    [line] = [
+        m for m in metrics.splitlines() if m.startswith(f'oms_relay_events_total{{service="{service}"}}')
+    ]
+    return float(line.split()[-1])
+
+
+async def test_relay_restarted_before_confirming_republishes_and_the_broker_drops_duplicates(
+    service_db: ServiceDatabase, relay: RelayThread, js: JetStreamContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def relayed() -> float:
+        return REGISTRY.get_sample_value("oms_relay_events_total", {"service": service_db.service}) or 0.0
+
+    before = relayed()
+    with monkeypatch.context() as patch:
+        patch.setattr(relay_module, "_send_feedback", lambda *args, **kwargs: None)
+        relay.start()
+        events = await commit_events(service_db.url, 50)
+        await wait_for_messages(js, 50)
+        relay.halt()
+    relay.start()
+
+    async def relayed_again() -> bool:
+        return relayed() - before >= 100
+
+    await eventually(relayed_again, what="the unconfirmed events to be published again")
+    assert await relayed_ids(js) == [str(e.id) for e in events]
+
+
+class ReplicaLevelPostgres(EmbeddedPostgres):
+    """PostgreSQL as many servers run by default: wal_level=replica, no logical decoding."""
+
+    def command(self) -> list[str]:
+        return [arg.replace("wal_level=logical", "wal_level=replica") for arg in super().command()]
+
+
+@pytest.fixture(scope="module")
+def replica_level_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    server = ReplicaLevelPostgres(tmp_path_factory.mktemp("pg-replica"), free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_relay_refuses_to_start_without_logical_wal_level(
+    replica_level_server: EmbeddedPostgres, nats_server: EmbeddedNats
+) -> None:
+    replica_level_server.create_databases(["orders"])
+    url = replica_level_server.url("orders")
+    execute(url, outbox.OUTBOX_DDL + outbox.PUBLICATION_DDL)
+
+    with pytest.raises(RelayConfigError, match=r"wal_level=replica.*set wal_level=logical"):
+        run_relay("order", url, nats_server.url, threading.Event())
+
+
+def test_relay_command_exits_2_with_the_reason_without_logical_wal_level(
+    replica_level_server: EmbeddedPostgres, nats_server: EmbeddedNats
+) -> None:
+    replica_level_server.create_databases(["orders"])
+    argv = [sys.executable, "-m", "oms.kernel.relay", "--service", "order"]
+    argv += ["--database-url", replica_level_server.url("orders"), "--nats-url", nats_server.url]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=os.environ)
+    assert result.returncode == 2
+    assert "wal_level=logical" in result.stderr.splitlines()[-1]

@@ -1,0 +1,657 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from oms.account.domain import (
+    NOT_RESERVED_BEFORE_CANCEL,
+    NOTHING,
+    Asset,
+    Effect,
+    EntryKind,
+    FundsRejected,
+    FundsReserved,
+    LedgerEntry,
+    OrderTerms,
+    Problem,
+    Reservation,
+    ReservationStatus,
+    Tombstone,
+    deposit,
+    release_canceled_order,
+    release_reservation,
+    reserve_funds,
+    settle,
+    withdraw,
+)
+from oms.kernel.money import CASH, Side, add, sub
+from oms.kernel.settings import ExecutionMode
+from oms.order.domain import (
+    CANCELED,
+    MATCHED,
+    PENDING,
+    Order,
+    OrderEvent,
+    OrderPlaced,
+    PlaceOrder,
+    ReleaseRequested,
+    TransitionRefused,
+    place_order,
+)
+
+CUSTOMER = uuid.uuid4()
+D = Decimal
+HELD, RELEASED, SETTLED = ReservationStatus.HELD, ReservationStatus.RELEASED, ReservationStatus.SETTLED
+
+
+def balance(name: str, total: str, usable: str | None = None, customer: uuid.UUID = CUSTOMER) -> Asset:
+    return Asset(uuid.uuid4(), customer, name, D(total), D(usable if usable is not None else total))
+
+
+def terms(side: Side = Side.BUY, size: str = "10", price: str = "2.5", asset: str = "AAPL") -> OrderTerms:
+    return OrderTerms(uuid.uuid4(), CUSTOMER, asset, side, D(size), D(price))
+
+
+def by_name(*assets: Asset) -> dict[str, Asset]:
+    return {a.asset_name: a for a in assets}
+
+
+def changed(effect: Effect, name: str) -> Asset:
+    (asset,) = [a for a in effect.assets if a.asset_name == name]
+    return asset
+
+
+def sizes(asset: Asset) -> tuple[Decimal, Decimal]:
+    return asset.total_size, asset.usable_size
+
+
+def assert_ledger_matches(before: Iterable[Asset], effect: Effect) -> None:
+    """Each changed balance moved by exactly the sum of its ledger entries."""
+    old = {a.asset_name: a for a in before}
+    for asset in effect.assets:
+        start = old.get(asset.asset_name)
+        total, usable = (start.total_size, start.usable_size) if start else (D(0), D(0))
+        for entry in effect.entries:
+            if entry.asset_name == asset.asset_name:
+                total, usable = add(total, entry.delta_total), add(usable, entry.delta_usable)
+        assert (total, usable) == sizes(asset)
+    assert {e.asset_name for e in effect.entries} == {a.asset_name for a in effect.assets}
+
+
+# --- Asset -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("total", "usable"), [("1", "2"), ("1", "-1"), ("-1", "-1")])
+def test_asset_out_of_bounds_sizes_raise(total: str, usable: str) -> None:
+    with pytest.raises(ValueError, match="out of bounds"):
+        balance(CASH, total, usable)
+
+
+def test_asset_locked_size_is_total_minus_usable() -> None:
+    assert balance(CASH, "10", "4").locked_size == D(6)
+
+
+# --- Deposit -----------------------------------------------------------------------------------------------
+
+
+def test_deposit_new_asset_created_with_both_sizes() -> None:
+    effect = deposit(None, CUSTOMER, CASH, D("100.5"), D("100.5"), reference="dep-1")
+    assert sizes(changed(effect, CASH)) == (D("100.5"), D("100.5"))
+    assert effect.entries == (LedgerEntry(EntryKind.DEPOSIT, CUSTOMER, CASH, D("100.5"), D("100.5"), None, "dep-1"),)
+    assert (effect.reservation, effect.events, effect.refused) == (None, (), None)
+
+
+def test_deposit_existing_asset_both_sizes_added_same_id() -> None:
+    cash = balance(CASH, "10", "4")
+    effect = deposit(cash, CUSTOMER, CASH, D("5"), D("5"))
+    assert changed(effect, CASH).id == cash.id
+    assert sizes(changed(effect, CASH)) == (D(15), D(9))
+    assert_ledger_matches([cash], effect)
+
+
+def test_deposit_usable_below_total_rest_held_without_order() -> None:
+    effect = deposit(None, CUSTOMER, "AAPL", D(10), D(7))
+    hold = effect.reservation
+    assert hold is not None
+    assert (hold.order_id, hold.asset_name, hold.amount, hold.status) == (None, "AAPL", D(3), HELD)
+    assert [e.kind for e in effect.entries] == [EntryKind.DEPOSIT, EntryKind.RESERVE]
+    assert changed(effect, "AAPL").locked_size == hold.amount
+    assert_ledger_matches([], effect)
+
+
+def test_deposit_zero_sizes_opens_empty_asset() -> None:
+    effect = deposit(None, CUSTOMER, "AAPL", D(0), D(0))
+    assert sizes(changed(effect, "AAPL")) == (D(0), D(0))
+
+
+@pytest.mark.parametrize(
+    ("name", "total", "usable", "message"),
+    [
+        (CASH, "1", "2", "usableSize must not exceed totalSize"),
+        (CASH, "-1", "0", "must not be negative"),
+        (CASH, "1", "-1", "must not be negative"),
+        (CASH, "NaN", "1", "must not be negative"),
+        ("aapl", "1", "1", "asset name"),
+    ],
+)
+def test_deposit_invalid_sizes_refused_nothing_changed(name: str, total: str, usable: str, message: str) -> None:
+    effect = deposit(None, CUSTOMER, name, D(total), D(usable))
+    assert effect.refused is not None
+    assert effect.refused.problem is Problem.INVALID
+    assert message in effect.refused.message
+    assert not effect.changed
+
+
+def test_deposit_other_customers_asset_raises() -> None:
+    with pytest.raises(ValueError, match="given for"):
+        deposit(balance(CASH, "1", customer=uuid.uuid4()), CUSTOMER, CASH, D(1), D(1))
+
+
+# --- Withdraw ----------------------------------------------------------------------------------------------
+
+
+def test_withdraw_enough_usable_cash_total_and_usable_reduced() -> None:
+    cash = balance(CASH, "100", "60")
+    effect = withdraw(cash, D("60"), reference="wd-1")
+    assert sizes(changed(effect, CASH)) == (D(40), D(0))
+    assert effect.entries[0].kind is EntryKind.WITHDRAWAL
+    assert effect.entries[0].reference == "wd-1"
+    assert_ledger_matches([cash], effect)
+
+
+def test_withdraw_more_than_usable_refused_as_insufficient() -> None:
+    effect = withdraw(balance(CASH, "100", "60"), D("60.01"))
+    assert effect.refused is not None
+    assert effect.refused.problem is Problem.INSUFFICIENT
+    assert effect.refused.message == "insufficient usable TRY: 60 usable, 60.01 requested"
+    assert not effect.changed
+
+
+def test_withdraw_no_cash_asset_refused_as_insufficient() -> None:
+    effect = withdraw(None, D(1))
+    assert effect.refused is not None
+    assert effect.refused.problem is Problem.INSUFFICIENT
+
+
+@pytest.mark.parametrize("amount", ["0", "-1"])
+def test_withdraw_non_positive_amount_refused_as_invalid(amount: str) -> None:
+    effect = withdraw(balance(CASH, "100"), D(amount))
+    assert effect.refused is not None
+    assert effect.refused.problem is Problem.INVALID
+
+
+def test_withdraw_from_non_cash_asset_raises() -> None:
+    with pytest.raises(ValueError, match="paid from TRY"):
+        withdraw(balance("AAPL", "10"), D(1))
+
+
+# --- Reserve -----------------------------------------------------------------------------------------------
+
+
+def test_reserve_funds_buy_holds_size_times_price_cash() -> None:
+    cash, order = balance(CASH, "100"), terms(Side.BUY, "10", "2.5")
+    effect = reserve_funds(order, by_name(cash))
+    held = effect.reservation
+    assert held is not None
+    assert (held.order_id, held.asset_name, held.amount, held.status) == (order.order_id, CASH, D(25), HELD)
+    assert sizes(changed(effect, CASH)) == (D(100), D(75))
+    assert effect.events == (FundsReserved(order.order_id, CUSTOMER, held.id, CASH, D(25)),)
+    assert effect.entries[0].kind is EntryKind.RESERVE
+    assert effect.entries[0].order_id == order.order_id
+    assert_ledger_matches([cash], effect)
+
+
+def test_reserve_funds_sell_holds_size_of_asset() -> None:
+    shares, order = balance("AAPL", "10"), terms(Side.SELL, "4", "2.5")
+    effect = reserve_funds(order, by_name(shares, balance(CASH, "0")))
+    assert effect.reservation is not None
+    assert (effect.reservation.asset_name, effect.reservation.amount) == ("AAPL", D(4))
+    assert sizes(changed(effect, "AAPL")) == (D(10), D(6))
+    assert_ledger_matches([shares], effect)
+
+
+def test_reserve_funds_exact_usable_reserved_to_zero() -> None:
+    effect = reserve_funds(terms(Side.BUY, "10", "2.5"), by_name(balance(CASH, "25")))
+    assert sizes(changed(effect, CASH)) == (D(25), D(0))
+
+
+@pytest.mark.parametrize(
+    ("order", "assets", "reason"),
+    [
+        (terms(Side.BUY, "10", "2.5"), [balance(CASH, "30", "24.99")], "insufficient usable TRY: 25 needed, 24.99"),
+        (terms(Side.BUY), [], "no TRY held: 25 TRY needed"),
+        (terms(Side.SELL, "4"), [balance("AAPL", "3")], "insufficient usable AAPL: 4 needed, 3 usable"),
+        (terms(Side.SELL, "4"), [balance(CASH, "100")], "no AAPL held"),
+        (terms(asset=CASH), [balance(CASH, "100")], "TRY cannot be traded"),
+        (terms(size="0"), [balance(CASH, "100")], "size and price must be greater than 0"),
+    ],
+)
+def test_reserve_funds_not_coverable_rejected_and_remembered(
+    order: OrderTerms, assets: list[Asset], reason: str
+) -> None:
+    effect = reserve_funds(order, by_name(*assets))
+    (event,) = effect.events
+    assert isinstance(event, FundsRejected)
+    assert event.reason.startswith(reason)
+    assert effect.tombstone == Tombstone(order.order_id, CUSTOMER, event.reason)
+    assert (effect.assets, effect.reservation, effect.entries) == ((), None, ())
+
+
+def test_reserve_funds_after_cancel_tombstone_rejected_not_reserved() -> None:
+    order = terms()
+    tombstone = Tombstone(order.order_id, CUSTOMER, NOT_RESERVED_BEFORE_CANCEL)
+    effect = reserve_funds(order, by_name(balance(CASH, "100")), tombstone=tombstone)
+    assert effect.events == (FundsRejected(order.order_id, CUSTOMER, NOT_RESERVED_BEFORE_CANCEL),)
+    assert not effect.changed
+
+
+def test_reserve_funds_already_reserved_nothing_more() -> None:
+    order, cash = terms(), balance(CASH, "100", "75")
+    held = Reservation(uuid.uuid4(), order.order_id, CUSTOMER, CASH, D(25))
+    assert reserve_funds(order, by_name(cash), reservation=held) == NOTHING
+
+
+def test_event_types_match_envelope_names() -> None:
+    assert (FundsReserved.event_type, FundsRejected.event_type) == ("funds.reserved", "funds.rejected")
+
+
+# --- Release -----------------------------------------------------------------------------------------------
+
+
+def held_for(order: OrderTerms, status: ReservationStatus = HELD) -> Reservation:
+    return Reservation(uuid.uuid4(), order.order_id, CUSTOMER, order.reserved_asset, order.reserved_amount, status)
+
+
+def test_release_reservation_held_amount_usable_again() -> None:
+    order, cash = terms(), balance(CASH, "100", "75")
+    effect = release_reservation(held_for(order), cash)
+    assert sizes(changed(effect, CASH)) == (D(100), D(100))
+    assert effect.reservation is not None
+    assert effect.reservation.status is RELEASED
+    assert effect.entries[0].kind is EntryKind.RELEASE
+    assert_ledger_matches([cash], effect)
+
+
+def test_release_reservation_second_time_nothing() -> None:
+    assert release_reservation(held_for(terms(), RELEASED), balance(CASH, "100")) == NOTHING
+
+
+def test_release_reservation_settled_refused_as_inconsistent() -> None:
+    effect = release_reservation(held_for(terms(), SETTLED), balance(CASH, "100"))
+    assert effect.refused is not None
+    assert effect.refused.problem is Problem.INCONSISTENT
+
+
+def test_release_reservation_deposit_hold_released() -> None:
+    placed = deposit(None, CUSTOMER, "AAPL", D(10), D(7))
+    assert placed.reservation is not None
+    effect = release_reservation(placed.reservation, changed(placed, "AAPL"))
+    assert sizes(changed(effect, "AAPL")) == (D(10), D(10))
+
+
+def test_release_reservation_missing_balance_raises() -> None:
+    with pytest.raises(ValueError, match="no TRY balance"):
+        release_reservation(held_for(terms()), None)
+
+
+def test_release_canceled_order_held_reservation_released() -> None:
+    order, cash = terms(), balance(CASH, "100", "75")
+    effect = release_canceled_order(
+        order.order_id, CUSTOMER, reservation=held_for(order), tombstone=None, asset=cash
+    )
+    assert sizes(changed(effect, CASH)) == (D(100), D(100))
+
+
+def test_release_canceled_order_nothing_reserved_yet_tombstone_left() -> None:
+    order_id = uuid.uuid4()
+    effect = release_canceled_order(order_id, CUSTOMER, reservation=None, tombstone=None, asset=None)
+    assert effect == Effect(tombstone=Tombstone(order_id, CUSTOMER, NOT_RESERVED_BEFORE_CANCEL))
+
+
+def test_release_canceled_order_already_tombstoned_nothing() -> None:
+    order_id = uuid.uuid4()
+    tombstone = Tombstone(order_id, CUSTOMER, "insufficient usable TRY")
+    assert release_canceled_order(order_id, CUSTOMER, reservation=None, tombstone=tombstone, asset=None) == NOTHING
+
+
+# --- Settle ------------------------------------------------------------------------------------------------
+
+
+def test_settle_buy_cash_paid_and_asset_created() -> None:
+    order = terms(Side.BUY, "10", "2.5")
+    cash = balance(CASH, "100", "75")
+    effect = settle(held_for(order), order, by_name(cash))
+    assert sizes(changed(effect, CASH)) == (D(75), D(75))
+    assert sizes(changed(effect, "AAPL")) == (D(10), D(10))
+    assert effect.reservation is not None
+    assert effect.reservation.status is SETTLED
+    assert [e.kind for e in effect.entries] == [EntryKind.SETTLE_DEBIT, EntryKind.SETTLE_CREDIT]
+    assert_ledger_matches([cash], effect)
+
+
+def test_settle_buy_existing_asset_increased_same_id() -> None:
+    order = terms(Side.BUY, "10", "2.5")
+    shares = balance("AAPL", "5", "1")
+    effect = settle(held_for(order), order, by_name(balance(CASH, "25", "0"), shares))
+    assert changed(effect, "AAPL").id == shares.id
+    assert sizes(changed(effect, "AAPL")) == (D(15), D(11))
+
+
+def test_settle_sell_asset_delivered_and_proceeds_credited() -> None:
+    order = terms(Side.SELL, "4", "2.5")
+    shares = balance("AAPL", "10", "6")
+    effect = settle(held_for(order), order, by_name(shares))
+    assert sizes(changed(effect, "AAPL")) == (D(6), D(6))
+    assert sizes(changed(effect, CASH)) == (D(10), D(10))
+    assert_ledger_matches([shares], effect)
+
+
+def test_settle_exact_cost_no_rounding() -> None:
+    order = terms(Side.SELL, "99999999999999999999.99999999", "99999999999999999999.99999999")
+    shares = balance("AAPL", str(order.size), "0")
+    effect = settle(held_for(order), order, by_name(shares))
+    assert changed(effect, CASH).total_size == D("9999999999999999999999999998000000000000.0000000000000001")
+
+
+def test_settle_already_settled_nothing() -> None:
+    order = terms()
+    assert settle(held_for(order, SETTLED), order, by_name(balance(CASH, "100"))) == NOTHING
+
+
+@pytest.mark.parametrize(
+    ("reservation", "message"),
+    [
+        (None, "nothing is reserved"),
+        ("released", "reservation was released"),
+        ("wrong amount", "does not hold"),
+    ],
+)
+def test_settle_contradicting_state_refused_as_inconsistent(reservation: str | None, message: str) -> None:
+    order = terms()
+    held = None
+    if reservation == "released":
+        held = held_for(order, RELEASED)
+    elif reservation == "wrong amount":
+        held = Reservation(uuid.uuid4(), order.order_id, CUSTOMER, CASH, D(24))
+    effect = settle(held, order, by_name(balance(CASH, "100", "75")))
+    assert effect.refused is not None
+    assert (effect.refused.problem, effect.changed) == (Problem.INCONSISTENT, False)
+    assert message in effect.refused.message
+
+
+# --- Both services, any interleaving -----------------------------------------------------------------------
+# The order and account domains driven together the way their handlers will drive them, with every event
+# delivered late, out of order or twice, and no inbox to hide duplicates: the domain alone must cope.
+
+CUSTOMERS = (uuid.UUID(int=1), uuid.UUID(int=2))
+ASSETS = (CASH, "AAPL", "MSFT")
+T_START = datetime(2026, 1, 2, tzinfo=UTC)
+amounts = st.decimals(min_value=0, max_value=1000, places=2)
+sizes_ = st.decimals(min_value=D("0.01"), max_value=20, places=2)
+prices = st.decimals(min_value=D("0.0001"), max_value=10, places=4)
+
+
+class Lifecycle(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mode = ExecutionMode.IMMEDIATE
+        self.assets: dict[tuple[uuid.UUID, str], Asset] = {}
+        self.reservations: dict[uuid.UUID, Reservation] = {}
+        self.tombstones: dict[uuid.UUID, Tombstone] = {}
+        self.ledger: list[LedgerEntry] = []
+        self.orders: dict[uuid.UUID, Order] = {}
+        self.inflight: list[tuple[str, uuid.UUID]] = []  # (event type, order id) on its way
+        self.delivered: list[tuple[str, uuid.UUID]] = []
+        self.deposited: dict[tuple[uuid.UUID, str], Decimal] = {}
+        self.withdrawn: dict[uuid.UUID, Decimal] = {}
+        self.clock = T_START
+
+    @initialize(mode=st.sampled_from(list(ExecutionMode)), funded=st.booleans())
+    def start(self, mode: ExecutionMode, funded: bool) -> None:
+        self.mode = mode
+        for customer in CUSTOMERS if funded else ():  # most orders then find their funds
+            for name, size in ((CASH, D(2000)), ("AAPL", D(40)), ("MSFT", D(40))):
+                self.deposit(customer, name, size, size)
+
+    # --- what users and admins do ---
+
+    @rule(customer=st.sampled_from(CUSTOMERS), name=st.sampled_from(ASSETS), total=amounts, share=st.data())
+    def deposit_some(self, customer: uuid.UUID, name: str, total: Decimal, share: st.DataObject) -> None:
+        usable = share.draw(st.sampled_from([total, total / 2, D(0)]))
+        self.deposit(customer, name, total, usable)
+
+    def deposit(self, customer: uuid.UUID, name: str, total: Decimal, usable: Decimal) -> None:
+        effect = deposit(self.assets.get((customer, name)), customer, name, total, usable)
+        self.store(effect)
+        key = (customer, name)
+        self.deposited[key] = add(self.deposited.get(key, D(0)), total)
+
+    @rule(customer=st.sampled_from(CUSTOMERS), amount=amounts)
+    def withdraw(self, customer: uuid.UUID, amount: Decimal) -> None:
+        effect = withdraw(self.assets.get((customer, CASH)), amount)
+        if effect.refused is None:
+            self.withdrawn[customer] = add(self.withdrawn.get(customer, D(0)), amount)
+        self.store(effect)
+
+    @rule(
+        customer=st.sampled_from(CUSTOMERS),
+        name=st.sampled_from(ASSETS[1:]),
+        side=st.sampled_from(list(Side)),
+        size=sizes_,
+        price=prices,
+    )
+    def place(self, customer: uuid.UUID, name: str, side: Side, size: Decimal, price: Decimal) -> None:
+        placed = place_order(PlaceOrder(customer, name, side, size, price), self.tick())
+        assert isinstance(placed, OrderPlaced)
+        self.orders[placed.order.id] = placed.order
+        self.send([placed.event])
+
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        order = self.pick_order(data)
+        if order:
+            self.send_if_applied(order.cancel("canceled by customer", self.tick()))
+
+    @precondition(lambda self: bool(self.ready_orders()))
+    @rule(data=st.data())
+    def admin_match(self, data: st.DataObject) -> None:
+        order = data.draw(st.sampled_from(self.ready_orders()))
+        self.send_if_applied(order.match(self.tick()))
+
+    @rule(data=st.data())
+    def admin_match_any(self, data: st.DataObject) -> None:
+        order = self.pick_order(data)
+        if order:
+            self.send_if_applied(order.match(self.tick()))
+
+    def ready_orders(self) -> list[Order]:
+        return [o for o in self.orders.values() if o.reserved and o.status is PENDING]
+
+    @rule(data=st.data())
+    def release_a_deposit_hold(self, data: st.DataObject) -> None:
+        holds = [r for r in self.reservations.values() if r.order_id is None and r.status is HELD]
+        if holds:
+            hold = data.draw(st.sampled_from(holds))
+            self.store(release_reservation(hold, self.assets[(hold.customer_id, hold.asset_name)]))
+
+    # --- the broker: any message, any order, possibly twice ---
+
+    @precondition(lambda self: bool(self.inflight))
+    @rule(data=st.data())
+    def deliver(self, data: st.DataObject) -> None:
+        index = data.draw(st.integers(min_value=0, max_value=len(self.inflight) - 1))
+        self.handle(*self.inflight.pop(index))
+
+    @precondition(lambda self: bool(self.delivered))
+    @rule(data=st.data())
+    def deliver_again(self, data: st.DataObject) -> None:
+        """An at-least-once broker: any message already handled may come back, however late."""
+        self.handle(*data.draw(st.sampled_from(self.delivered)))
+
+    @precondition(lambda self: bool(self.racing_orders()))
+    @rule(data=st.data())
+    def race_created_and_canceled(self, data: st.DataObject) -> None:
+        """Two account replicas handle order.created and order.canceled at once, each blind to the other."""
+        order = self.orders[data.draw(st.sampled_from(self.racing_orders()))]
+        self.inflight.remove(("order.created", order.id))
+        self.inflight.remove(("order.canceled", order.id))
+        created, canceled = self.account_effect("order.created", order), self.account_effect("order.canceled", order)
+        self.store(created)
+        if created.tombstone and canceled.tombstone:  # the unique key fails one; its retry sees the other
+            canceled = self.account_effect("order.canceled", order)
+        self.store(canceled)
+
+    def racing_orders(self) -> list[uuid.UUID]:
+        return [i for kind, i in self.inflight if kind == "order.created" and ("order.canceled", i) in self.inflight]
+
+    @precondition(lambda self: bool(self.inflight))
+    @rule()
+    def deliver_oldest(self) -> None:
+        self.handle(*self.inflight.pop(0))
+
+    def teardown(self) -> None:
+        while self.inflight:
+            self.handle(*self.inflight.pop(0))
+        self.check_balances()
+        for order in self.orders.values():
+            self.check_settled(order)
+
+    # --- handlers, as the services will run them ---
+
+    def handle(self, kind: str, order_id: uuid.UUID) -> None:
+        self.delivered.append((kind, order_id))
+        order = self.orders[order_id]
+        if kind == "funds.reserved":
+            self.send(order.reserve_funds_confirmed(self.mode, self.tick()))
+        elif kind == "funds.rejected":
+            self.send(order.reserve_funds_rejected("rejected", self.tick()))
+        else:
+            self.store(self.account_effect(kind, order))
+
+    def account_effect(self, kind: str, order: Order) -> Effect:
+        terms = OrderTerms(order.id, order.customer_id, order.asset_name, order.side, order.size, order.price)
+        held = next((r for r in self.reservations.values() if r.order_id == order.id), None)
+        balances = {name: a for (c, name), a in self.assets.items() if c == order.customer_id}
+        if kind == "order.created":
+            return reserve_funds(terms, balances, reservation=held, tombstone=self.tombstones.get(order.id))
+        if kind == "order.matched":
+            return settle(held, terms, balances)
+        asset = balances.get(held.asset_name) if held else None
+        tombstone = self.tombstones.get(order.id)
+        return release_canceled_order(order.id, order.customer_id, reservation=held, tombstone=tombstone, asset=asset)
+
+    def store(self, effect: Effect) -> None:
+        assert effect.refused is None or effect.refused.problem is not Problem.INCONSISTENT, effect.refused
+        for asset in effect.assets:
+            known = self.assets.get((asset.customer_id, asset.asset_name))
+            assert known is None or known.id == asset.id  # one balance per customer and asset
+            self.assets[(asset.customer_id, asset.asset_name)] = asset
+        if effect.reservation:
+            self.reservations[effect.reservation.id] = effect.reservation
+        if effect.tombstone:
+            assert effect.tombstone.order_id not in self.tombstones
+            self.tombstones[effect.tombstone.order_id] = effect.tombstone
+        self.ledger.extend(effect.entries)
+        self.send(effect.events)
+
+    def send(self, events: Iterable[object]) -> None:
+        self.inflight.extend((e.event_type, e.order_id) for e in events)  # type: ignore[attr-defined]
+
+    def send_if_applied(self, result: list[OrderEvent] | TransitionRefused) -> None:
+        if isinstance(result, list):
+            self.send(result)
+
+    def pick_order(self, data: st.DataObject) -> Order | None:
+        return data.draw(st.sampled_from(list(self.orders.values()))) if self.orders else None
+
+    def tick(self) -> datetime:
+        self.clock += timedelta(seconds=1)
+        return self.clock
+
+    # --- SPEC section 3 invariants ---
+
+    @invariant()
+    def check_balances(self) -> None:
+        for (customer, name), asset in self.assets.items():
+            assert D(0) <= asset.usable_size <= asset.total_size
+            held = [r.amount for r in self.reservations.values() if self.owns(r, customer, name) and r.status is HELD]
+            assert asset.locked_size == sum_exact(held)
+            entries = [e for e in self.ledger if (e.customer_id, e.asset_name) == (customer, name)]
+            assert sum_exact(e.delta_total for e in entries) == asset.total_size
+            assert sum_exact(e.delta_usable for e in entries) == asset.usable_size
+            assert asset.total_size == self.expected_total(customer, name)
+
+    def expected_total(self, customer: uuid.UUID, name: str) -> Decimal:
+        """Conservation: deposits - withdrawals - what settled orders paid + what they received."""
+        total = sub(self.deposited.get((customer, name), D(0)), self.withdrawn.get(customer, D(0)) if name == CASH else D(0))
+        for reservation in self.reservations.values():
+            order = self.orders.get(reservation.order_id) if reservation.order_id else None
+            if order is None or reservation.status is not SETTLED or order.customer_id != customer:
+                continue
+            paid, received = (CASH, order.asset_name) if order.side is Side.BUY else (order.asset_name, CASH)
+            if name == paid:
+                total = sub(total, order.cost if order.side is Side.BUY else order.size)
+            elif name == received:
+                total = add(total, order.size if order.side is Side.BUY else order.cost)
+        return total
+
+    @staticmethod
+    def owns(reservation: Reservation, customer: uuid.UUID, name: str) -> bool:
+        return (reservation.customer_id, reservation.asset_name) == (customer, name)
+
+    def check_settled(self, order: Order) -> None:
+        """Once every event is delivered, each order agrees with the account."""
+        held = [r for r in self.reservations.values() if r.order_id == order.id]
+        assert len(held) <= 1
+        status = held[0].status if held else None
+        if order.status is MATCHED:
+            assert status is SETTLED
+        elif order.status is CANCELED:
+            assert status in (None, RELEASED)
+        else:
+            assert self.mode is ExecutionMode.MANUAL
+            assert order.reserved and status is HELD
+
+
+def sum_exact(values: Iterable[Decimal]) -> Decimal:
+    total = D(0)
+    for value in values:
+        total = add(total, value)
+    return total
+
+
+Lifecycle.TestCase.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
+test_lifecycle_any_interleaving_keeps_spec_invariants = Lifecycle.TestCase
+
+
+def test_lifecycle_reservation_racing_cancel_released_on_request() -> None:
+    """Two account replicas: one reserves for order.created while the other, not seeing it yet, handles
+    order.canceled and leaves a tombstone. The order service answers the late funds.reserved with a release
+    request, and the money comes back."""
+    placed = place_order(PlaceOrder(CUSTOMER, "AAPL", Side.BUY, D(10), D("2.5")), T_START)
+    assert isinstance(placed, OrderPlaced)
+    order, cash = placed.order, balance(CASH, "100")
+    terms = OrderTerms(order.id, CUSTOMER, "AAPL", Side.BUY, order.size, order.price)
+    order.cancel("canceled by customer", T_START)
+    reserved = reserve_funds(terms, by_name(cash))
+    tombstoned = release_canceled_order(order.id, CUSTOMER, reservation=None, tombstone=None, asset=None)
+    assert reserved.reservation is not None and tombstoned.tombstone is not None
+
+    (request,) = order.reserve_funds_confirmed(ExecutionMode.IMMEDIATE, T_START)
+    assert isinstance(request, ReleaseRequested)
+    effect = release_canceled_order(
+        order.id,
+        CUSTOMER,
+        reservation=reserved.reservation,
+        tombstone=tombstoned.tombstone,
+        asset=changed(reserved, CASH),
+    )
+    assert sizes(changed(effect, CASH)) == (D(100), D(100))
+    assert order.status is CANCELED
