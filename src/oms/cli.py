@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -16,6 +16,8 @@ from oms.runtime.ports import PortUnavailable
 app = typer.Typer(help="OMS: an order management system for brokerages.", no_args_is_help=True)
 admin_app = typer.Typer(help="Manage users directly in the auth database.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
+dlq_app = typer.Typer(help="The dead-letter queue: messages consumers gave up on.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
 console = Console(soft_wrap=True)
 
 
@@ -141,6 +143,118 @@ def admin_create(
     except Exception as exc:
         fail(str(exc))
     console.print(f"admin {name!r} created")
+
+
+@app.command()
+def audit(
+    data_dir: DataDir = None,
+    settle_seconds: Annotated[
+        float, typer.Option(help="How long orders still in flight may take to settle before they count")
+    ] = 10.0,
+) -> None:
+    """Check every invariant of the order and account databases; exit 1 on any violation."""
+    import asyncio
+
+    from rich.table import Table
+
+    from oms.runtime.audit import run_audit
+    from oms.runtime.databases import service_databases
+
+    try:
+        with service_databases(_settings(data_dir=data_dir)) as urls:
+            report = asyncio.run(run_audit(urls["order"], urls["account"], settle_seconds))
+    except Exception as exc:
+        fail(f"audit could not run: {exc}")
+    table = Table("checked", "count", title="oms audit")
+    for label, value in [
+        ("customers with balances", report.customers),
+        ("balances", report.balances),
+        ("ledger entries", report.ledger_entries),
+        ("orders", report.orders),
+        ("orders not yet answered by the account", report.pending_unreserved),
+        ("TRY held by customers", report.try_total),
+        ("violations", len(report.violations)),
+    ]:
+        table.add_row(label, str(value))
+    console.print(table)
+    for violation in report.violations[:100]:
+        console.print(f"[red]✗[/] {violation}")
+    if not report.clean:
+        raise typer.Exit(1)
+    console.print("[green]✓ every invariant holds")
+
+
+def _broker_url(settings: Settings) -> str:
+    from oms.runtime.databases import running_state
+
+    state = running_state(settings)
+    return str(state["nats_url"]) if state and not settings.external else settings.nats_url
+
+
+@dlq_app.command("list")
+def dlq_list(data_dir: DataDir = None) -> None:
+    """The messages consumers gave up on, with the error of each."""
+    import asyncio
+
+    from rich.table import Table
+
+    from oms.kernel.broker import JetStreamBroker
+    from oms.kernel.dlq import list_dead_letters
+
+    async def letters() -> list[Any]:
+        broker = await JetStreamBroker.connect(_broker_url(_settings(data_dir=data_dir)), name="oms-cli")
+        try:
+            await broker.ensure_topology()
+            return await list_dead_letters(broker)
+        finally:
+            await broker.close()
+
+    try:
+        found = asyncio.run(asyncio.wait_for(letters(), 30))
+    except Exception as exc:
+        fail(f"cannot read the dead-letter queue: {exc}")
+    table = Table("seq", "subject", "consumer", "deliveries", "failed at", "error", title="dead letters")
+    for letter in found:
+        table.add_row(
+            str(letter.seq),
+            letter.subject,
+            letter.consumer,
+            str(letter.deliveries),
+            str(letter.failed_at or ""),
+            letter.error,
+        )
+    console.print(table)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    which: Annotated[str, typer.Argument(help="The seq of one dead letter, or --all")] = "",
+    every: Annotated[bool, typer.Option("--all", help="Replay every dead letter")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Send dead letters back to their consumers."""
+    import asyncio
+
+    from oms.kernel.broker import JetStreamBroker
+    from oms.kernel.dlq import replay
+
+    if every == bool(which):
+        fail("give either a dead letter's seq or --all")
+    if which and not which.isdigit():
+        fail(f"not a dead letter seq: {which!r}")
+
+    async def send_back() -> int:
+        broker = await JetStreamBroker.connect(_broker_url(_settings(data_dir=data_dir)), name="oms-cli")
+        try:
+            return await replay(broker, "all" if every else int(which))
+        finally:
+            await broker.close()
+
+    try:
+        count = asyncio.run(asyncio.wait_for(send_back(), 60))
+    except Exception as exc:
+        fail(f"replay failed: {exc}")
+    console.print(f"replayed {count} dead letter(s)")
 
 
 def main() -> None:

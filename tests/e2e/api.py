@@ -39,7 +39,9 @@ class Api:
         return f"{self.system.url(component)}{path}"
 
     def login(self, username: str, password: str) -> str:
-        response = self.http.post(self.url("auth", "/login"), json={"username": username, "password": password})
+        response = self.http.post(
+            self.url("auth", "/login"), json={"username": username, "password": password}
+        )
         response.raise_for_status()
         token: str = response.json()["token"]
         return token
@@ -52,16 +54,29 @@ class Api:
 
     def customer(self) -> User:
         name = f"c-{uuid.uuid4().hex[:10]}"
-        created = self.http.post(self.url("auth", "/register"), json={"username": name, "password": "password-1"})
+        created = self.http.post(
+            self.url("auth", "/register"), json={"username": name, "password": "password-1"}
+        )
         created.raise_for_status()
         return User(created.json()["id"], name, self.login(name, "password-1"))
 
     def deposit(self, by: User, customer: User, asset: str, total: Any, usable: Any = None) -> httpx.Response:
-        body = {"customerId": customer.id, "assetName": asset, "totalSize": total, "usableSize": usable or total}
+        body = {
+            "customerId": customer.id,
+            "assetName": asset,
+            "totalSize": total,
+            "usableSize": usable or total,
+        }
         return self.http.post(self.url("account", "/api/v1/assets"), json=body, headers=by.headers)
 
     def order(self, by: User, customer: User, side: str, asset: str, size: Any, price: Any) -> httpx.Response:
-        body = {"customerId": customer.id, "assetName": asset, "orderSide": side, "size": size, "price": price}
+        body = {
+            "customerId": customer.id,
+            "assetName": asset,
+            "orderSide": side,
+            "size": size,
+            "price": price,
+        }
         return self.http.post(self.url("order", "/api/v1/orders"), json=body, headers=by.headers)
 
     def place(self, customer: User, side: str, asset: str, size: Any, price: Any) -> str:
@@ -73,7 +88,9 @@ class Api:
     def get_order(self, by: User, order_id: str) -> httpx.Response:
         return self.http.get(self.url("order", f"/api/v1/orders/{order_id}"), headers=by.headers)
 
-    def wait_order(self, by: User, order_id: str, *, until: set[str] | None = None, timeout: float = 20) -> dict[str, Any]:
+    def wait_order(
+        self, by: User, order_id: str, *, until: set[str] | None = None, timeout: float = 20
+    ) -> dict[str, Any]:
         """The order once its status is in `until` (default: terminal)."""
         wanted = until or {"MATCHED", "CANCELED"}
         deadline = time.monotonic() + timeout

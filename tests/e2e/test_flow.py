@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -96,7 +98,9 @@ def test_idempotency_key_makes_a_retried_order_and_deposit_count_once(api: Api) 
 
     body = {"customerId": gina.id, "assetName": "AAPL", "orderSide": "BUY", "size": "1", "price": "5"}
     headers = {**gina.headers, "Idempotency-Key": "order-1"}
-    answers = [api.http.post(api.url("order", "/api/v1/orders"), json=body, headers=headers) for _ in range(3)]
+    answers = [
+        api.http.post(api.url("order", "/api/v1/orders"), json=body, headers=headers) for _ in range(3)
+    ]
     assert len({a.json()["id"] for a in answers}) == 1
     listed = api.http.get(api.url("order", "/api/v1/orders"), headers=gina.headers).json()["orders"]
     assert len(listed) == 1
@@ -110,8 +114,12 @@ def test_list_orders_filters_pages_and_is_newest_first(api: Api) -> None:
         api.wait_order(hank, order_id)
     url = api.url("order", "/api/v1/orders")
     first = api.http.get(url, params={"limit": 2}, headers=hank.headers).json()
-    second = api.http.get(url, params={"limit": 2, "cursor": first["nextCursor"]}, headers=hank.headers).json()
-    third = api.http.get(url, params={"limit": 2, "cursor": second["nextCursor"]}, headers=hank.headers).json()
+    second = api.http.get(
+        url, params={"limit": 2, "cursor": first["nextCursor"]}, headers=hank.headers
+    ).json()
+    third = api.http.get(
+        url, params={"limit": 2, "cursor": second["nextCursor"]}, headers=hank.headers
+    ).json()
     paged = [o["id"] for page in (first, second, third) for o in page["orders"]]
     assert paged == list(reversed(ids))
     assert third["nextCursor"] is None
@@ -137,3 +145,15 @@ def test_withdraw_to_a_valid_iban_takes_usable_try(api: Api) -> None:
     assert api.balances(admin, ivy) == {"TRY": (Decimal("69.5"), Decimal("69.5"))}
     ledger = api.http.get(api.url("account", "/api/v1/ledger"), headers=ivy.headers).json()["entries"]
     assert [e["kind"] for e in ledger] == ["WITHDRAWAL", "DEPOSIT"]
+
+
+def test_audit_is_clean_after_every_flow_above(system: RunningSystem) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "oms", "audit", "--data-dir", str(system.data_dir)],
+        env=system.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "every invariant holds" in result.stdout

@@ -2,8 +2,8 @@
 
 An `Order` is changed only through its methods. Each returns the events to write to the outbox in the same
 transaction, or a `TransitionRefused` when a command (match, cancel) asks for a move the table forbids.
-Events from the account service (funds reserved or rejected) are facts: they are never refused, but a late or
-duplicated one may change nothing, or ask the account to undo what it did (see `Order.reserve_funds_confirmed`).
+Events from the account service (funds reserved or rejected) are facts: they are never refused, but a late
+or duplicated one may change nothing, or ask the account to undo what it did (see `reserve_funds_confirmed`).
 """
 
 from __future__ import annotations
@@ -91,9 +91,10 @@ class ReleaseRequested:
     """funds.reserved arrived for an order that is already CANCELED: the account must release the funds.
 
     Normally the account has already released them on order.canceled (or refused to reserve after it); this
-    covers the reservation that was made while the cancel was in flight, so no money stays locked."""
+    covers the reservation that was made while the cancel was in flight, so no money stays locked. It is
+    published as a repeated order.canceled, which the account handles idempotently."""
 
-    event_type: ClassVar[str] = "order.release_requested"
+    event_type: ClassVar[str] = "order.canceled"
     order_id: uuid.UUID
     customer_id: uuid.UUID
     reason: str
