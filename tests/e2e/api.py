@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -17,6 +18,10 @@ from tests.e2e.conftest import RunningSystem
 def exact(response: httpx.Response) -> Any:
     """The JSON body with numbers as exact Decimals (never through float)."""
     return json.loads(response.text, parse_float=Decimal, parse_int=Decimal)
+
+
+def is_terminal(order: dict[str, Any]) -> bool:
+    return order["status"] in {"MATCHED", "CANCELED"}
 
 
 @dataclass
@@ -89,14 +94,18 @@ class Api:
         return self.http.get(self.url("order", f"/api/v1/orders/{order_id}"), headers=by.headers)
 
     def wait_order(
-        self, by: User, order_id: str, *, until: set[str] | None = None, timeout: float = 20
+        self,
+        by: User,
+        order_id: str,
+        *,
+        until: Callable[[dict[str, Any]], bool] = is_terminal,
+        timeout: float = 20,
     ) -> dict[str, Any]:
-        """The order once its status is in `until` (default: terminal)."""
-        wanted = until or {"MATCHED", "CANCELED"}
+        """The order once `until(order)` holds (default: terminal), or as it is at the timeout."""
         deadline = time.monotonic() + timeout
         while True:
             order: dict[str, Any] = self.get_order(by, order_id).json()
-            if order["status"] in wanted or time.monotonic() > deadline:
+            if until(order) or time.monotonic() > deadline:
                 return order
             time.sleep(0.05)
 

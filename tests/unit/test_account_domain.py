@@ -104,7 +104,9 @@ def test_asset_locked_size_is_total_minus_usable() -> None:
 def test_deposit_new_asset_created_with_both_sizes() -> None:
     effect = deposit(None, CUSTOMER, CASH, D("100.5"), D("100.5"), reference="dep-1")
     assert sizes(changed(effect, CASH)) == (D("100.5"), D("100.5"))
-    assert effect.entries == (LedgerEntry(EntryKind.DEPOSIT, CUSTOMER, CASH, D("100.5"), D("100.5"), None, "dep-1"),)
+    assert effect.entries == (
+        LedgerEntry(EntryKind.DEPOSIT, CUSTOMER, CASH, D("100.5"), D("100.5"), None, "dep-1"),
+    )
     assert (effect.reservation, effect.events, effect.refused) == (None, (), None)
 
 
@@ -141,7 +143,9 @@ def test_deposit_zero_sizes_opens_empty_asset() -> None:
         ("aapl", "1", "1", "asset name"),
     ],
 )
-def test_deposit_invalid_sizes_refused_nothing_changed(name: str, total: str, usable: str, message: str) -> None:
+def test_deposit_invalid_sizes_refused_nothing_changed(
+    name: str, total: str, usable: str, message: str
+) -> None:
     effect = deposit(None, CUSTOMER, name, D(total), D(usable))
     assert effect.refused is not None
     assert effect.refused.problem is Problem.INVALID
@@ -225,7 +229,11 @@ def test_reserve_funds_exact_usable_reserved_to_zero() -> None:
 @pytest.mark.parametrize(
     ("order", "assets", "reason"),
     [
-        (terms(Side.BUY, "10", "2.5"), [balance(CASH, "30", "24.99")], "insufficient usable TRY: 25 needed, 24.99"),
+        (
+            terms(Side.BUY, "10", "2.5"),
+            [balance(CASH, "30", "24.99")],
+            "insufficient usable TRY: 25 needed, 24.99",
+        ),
         (terms(Side.BUY), [], "no TRY held: 25 TRY needed"),
         (terms(Side.SELL, "4"), [balance("AAPL", "3")], "insufficient usable AAPL: 4 needed, 3 usable"),
         (terms(Side.SELL, "4"), [balance(CASH, "100")], "no AAPL held"),
@@ -266,7 +274,9 @@ def test_event_types_match_envelope_names() -> None:
 
 
 def held_for(order: OrderTerms, status: ReservationStatus = HELD) -> Reservation:
-    return Reservation(uuid.uuid4(), order.order_id, CUSTOMER, order.reserved_asset, order.reserved_amount, status)
+    return Reservation(
+        uuid.uuid4(), order.order_id, CUSTOMER, order.reserved_asset, order.reserved_amount, status
+    )
 
 
 def test_release_reservation_held_amount_usable_again() -> None:
@@ -318,7 +328,10 @@ def test_release_canceled_order_nothing_reserved_yet_tombstone_left() -> None:
 def test_release_canceled_order_already_tombstoned_nothing() -> None:
     order_id = uuid.uuid4()
     tombstone = Tombstone(order_id, CUSTOMER, "insufficient usable TRY")
-    assert release_canceled_order(order_id, CUSTOMER, reservation=None, tombstone=tombstone, asset=None) == NOTHING
+    assert (
+        release_canceled_order(order_id, CUSTOMER, reservation=None, tombstone=tombstone, asset=None)
+        == NOTHING
+    )
 
 
 # --- Settle ------------------------------------------------------------------------------------------------
@@ -502,14 +515,21 @@ class Lifecycle(RuleBasedStateMachine):
         order = self.orders[data.draw(st.sampled_from(self.racing_orders()))]
         self.inflight.remove(("order.created", order.id))
         self.inflight.remove(("order.canceled", order.id))
-        created, canceled = self.account_effect("order.created", order), self.account_effect("order.canceled", order)
+        created, canceled = (
+            self.account_effect("order.created", order),
+            self.account_effect("order.canceled", order),
+        )
         self.store(created)
         if created.tombstone and canceled.tombstone:  # the unique key fails one; its retry sees the other
             canceled = self.account_effect("order.canceled", order)
         self.store(canceled)
 
     def racing_orders(self) -> list[uuid.UUID]:
-        return [i for kind, i in self.inflight if kind == "order.created" and ("order.canceled", i) in self.inflight]
+        return [
+            i
+            for kind, i in self.inflight
+            if kind == "order.created" and ("order.canceled", i) in self.inflight
+        ]
 
     @precondition(lambda self: bool(self.inflight))
     @rule()
@@ -545,7 +565,9 @@ class Lifecycle(RuleBasedStateMachine):
             return settle(held, terms, balances)
         asset = balances.get(held.asset_name) if held else None
         tombstone = self.tombstones.get(order.id)
-        return release_canceled_order(order.id, order.customer_id, reservation=held, tombstone=tombstone, asset=asset)
+        return release_canceled_order(
+            order.id, order.customer_id, reservation=held, tombstone=tombstone, asset=asset
+        )
 
     def store(self, effect: Effect) -> None:
         assert effect.refused is None or effect.refused.problem is not Problem.INCONSISTENT, effect.refused
@@ -581,7 +603,11 @@ class Lifecycle(RuleBasedStateMachine):
     def check_balances(self) -> None:
         for (customer, name), asset in self.assets.items():
             assert D(0) <= asset.usable_size <= asset.total_size
-            held = [r.amount for r in self.reservations.values() if self.owns(r, customer, name) and r.status is HELD]
+            held = [
+                r.amount
+                for r in self.reservations.values()
+                if self.owns(r, customer, name) and r.status is HELD
+            ]
             assert asset.locked_size == sum_exact(held)
             entries = [e for e in self.ledger if (e.customer_id, e.asset_name) == (customer, name)]
             assert sum_exact(e.delta_total for e in entries) == asset.total_size
@@ -590,7 +616,10 @@ class Lifecycle(RuleBasedStateMachine):
 
     def expected_total(self, customer: uuid.UUID, name: str) -> Decimal:
         """Conservation: deposits - withdrawals - what settled orders paid + what they received."""
-        total = sub(self.deposited.get((customer, name), D(0)), self.withdrawn.get(customer, D(0)) if name == CASH else D(0))
+        total = sub(
+            self.deposited.get((customer, name), D(0)),
+            self.withdrawn.get(customer, D(0)) if name == CASH else D(0),
+        )
         for reservation in self.reservations.values():
             order = self.orders.get(reservation.order_id) if reservation.order_id else None
             if order is None or reservation.status is not SETTLED or order.customer_id != customer:

@@ -51,7 +51,7 @@ def test_parse_iban_non_breaking_spaces_normalized() -> None:
         ("", "2-letter country code"),
         ("TR", "2-letter country code"),
         ("TR33-0006-1005", "2-letter country code"),
-        ("TR3３0006100519786457841326", "2-letter country code"),  # a full-width digit
+        ("TR3\uff130006100519786457841326", "2-letter country code"),  # a full-width digit
         ("XX330006100519786457841326", "country XX is not supported"),
         ("TR33000610051978645784132", "TR IBAN has 26 characters, not 25"),
         ("TR3300061005197864578413261", "TR IBAN has 26 characters, not 27"),

@@ -87,7 +87,7 @@ def test_parse_amount_zero_allowed_gives_plain_zero() -> None:
 
 
 def test_parse_amount_field_name_in_message() -> None:
-    with pytest.raises(InvalidValue, match="^price must be greater than 0$"):
+    with pytest.raises(InvalidValue, match=r"^price must be greater than 0$"):
         parse_amount("0", field="price")
 
 

@@ -271,7 +271,7 @@ def test_order_any_sequence_follows_table_and_terminal_never_changes(
 
 
 def expected_events(operation: str, before: OrderStatus, after: OrderStatus) -> list[type]:
-    """A change to MATCHED or CANCELED is announced once; funds reserved for a canceled order are sent back."""
+    """A change to MATCHED or CANCELED is announced once; funds reserved for a canceled order go back."""
     if before is PENDING and after is MATCHED:
         return [OrderMatched]
     if before is PENDING and after is CANCELED:

@@ -271,8 +271,8 @@ def release_canceled_order(
     tombstone: Tombstone | None,
     asset: Asset | None,
 ) -> Effect:
-    """Answer order.canceled (or order.release_requested): release the held reservation, or, if none was
-    made yet, leave a tombstone so that a late order.created is rejected instead of reserved."""
+    """Answer order.canceled (also sent again as a release request): release the held reservation, or, if
+    none was made yet, leave a tombstone so that a late order.created is rejected instead of reserved."""
     if reservation is not None:
         return release_reservation(reservation, asset)
     if tombstone is not None:

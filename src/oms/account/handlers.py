@@ -91,6 +91,9 @@ class AccountHandlers:
         async with self.pool.acquire() as conn, conn.transaction():
             if not await first_delivery(conn, event.id):
                 return
+            # One order's events one at a time, across replicas too: a cancel handled while its order's
+            # creation is being handled elsewhere would otherwise miss the reservation being made.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", str(event.order_id))
             if isinstance(event, wire.OrderCreated):
                 effect = await _reserve(conn, event)
             elif isinstance(event, wire.OrderCanceled):

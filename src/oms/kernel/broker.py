@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
@@ -180,15 +180,16 @@ async def connect_nats(url: str, *, name: str = "oms") -> NatsClient:
 class JetStreamBroker:
     """NATS JetStream: stream OMS_EVENTS (`oms.>`), dead letters in OMS_DLQ (`oms_dlq.>`), file storage."""
 
-    def __init__(self, nc: NatsClient, *, ack_timeout: float = 5.0) -> None:
+    def __init__(self, nc: NatsClient, *, ack_timeout: float = 5.0, replicas: int = 1) -> None:
         self._nc = nc
+        self._replicas = replicas  # 3 on a NATS cluster: a single node can lose acknowledged messages
         self._js: JetStreamContext = nc.jetstream(timeout=ack_timeout)
         self._ack_timeout = ack_timeout
         self._subscriptions: dict[str, JetStreamContext.PullSubscription] = {}
 
     @classmethod
-    async def connect(cls, url: str, *, name: str = "oms") -> JetStreamBroker:
-        return cls(await connect_nats(url, name=name))
+    async def connect(cls, url: str, *, name: str = "oms", replicas: int = 1) -> JetStreamBroker:
+        return cls(await connect_nats(url, name=name), replicas=replicas)
 
     @property
     def connected(self) -> bool:
@@ -212,6 +213,7 @@ class JetStreamBroker:
                 name=EVENTS_STREAM,
                 subjects=[f"{SUBJECT_ROOT}.>"],
                 storage=StorageType.FILE,
+                num_replicas=self._replicas,
                 duplicate_window=DUPLICATE_WINDOW,
                 max_age=EVENTS_MAX_AGE,
             )
@@ -221,6 +223,7 @@ class JetStreamBroker:
                 name=DLQ_STREAM,
                 subjects=[f"{DLQ_ROOT}.>"],
                 storage=StorageType.FILE,
+                num_replicas=self._replicas,
                 duplicate_window=DUPLICATE_WINDOW,
             )
         )
@@ -233,7 +236,10 @@ class JetStreamBroker:
         except nats.js.errors.BadRequestError as exc:
             if exc.err_code != _STREAM_IN_USE:
                 raise
-            await self._js.update_stream(config)
+            # Replicas are chosen when the stream is created; changing them is an operator's decision, not
+            # something the last process to start should do.
+            existing = (await self._js.stream_info(config.name or "")).config
+            await self._js.update_stream(replace(config, num_replicas=existing.num_replicas))
 
     async def publish(
         self,

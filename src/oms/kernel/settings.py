@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     pg_port: int = 15432
     nats_port: int = 14222
     nats_monitor_port: int = 18222
+    # JetStream fsync: "always" (every message on disk before its ack) or an interval such as "1s", "2m".
+    nats_sync_interval: str = "always"
 
     # External servers (`oms up --external`, or any single `oms serve`): full URLs.
     external: bool = False

@@ -64,6 +64,7 @@ class OrderView(BaseModel):
     price: ExactNumber
     status: OrderStatus
     reason: str | None
+    fundsReserved: bool
     createDate: datetime
     updateDate: datetime
 
@@ -78,6 +79,7 @@ class OrderView(BaseModel):
             price=order.price,
             status=order.status,
             reason=order.reason,
+            fundsReserved=order.reserved,
             createDate=order.created_at,
             updateDate=order.updated_at,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -31,9 +32,18 @@ def nats_server_binary() -> str:
 class EmbeddedNats:
     """One NATS server, JetStream on file storage in `<data_dir>/nats`."""
 
-    def __init__(self, data_dir: Path, port: int, monitor_port: int, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        monitor_port: int,
+        host: str = "127.0.0.1",
+        sync_interval: str = "always",
+    ) -> None:
         self.data_dir = data_dir.resolve()
         self.store_dir = self.data_dir / "nats"
+        self.config_file = self.store_dir / "nats.conf"
+        self.sync_interval = sync_interval
         self.port = port
         self.monitor_port = monitor_port
         self.host = host
@@ -48,19 +58,28 @@ class EmbeddedNats:
     def monitor_url(self) -> str:
         return f"http://{self.host}:{self.monitor_port}"
 
+    def config(self) -> str:
+        # sync_interval "always": a message is on disk before it is acknowledged, so an acked event
+        # survives a power cut too (docs/decisions/005). JSON strings are valid NATS config strings.
+        return "\n".join(
+            [
+                f"server_name: {json.dumps('oms')}",
+                f"listen: {json.dumps(f'{self.host}:{self.port}')}",
+                f"http: {json.dumps(f'{self.host}:{self.monitor_port}')}",
+                "jetstream {",
+                f"  store_dir: {json.dumps(str(self.store_dir))}",
+                f"  sync_interval: {json.dumps(self.sync_interval)}",
+                "}",
+                "",
+            ]
+        )
+
     def command(self) -> list[str]:
-        return [
-            nats_server_binary(),
-            "--name", "oms",
-            "--addr", self.host,
-            "--port", str(self.port),
-            "--http_port", str(self.monitor_port),
-            "--jetstream",
-            "--store_dir", str(self.store_dir),
-        ]  # fmt: skip
+        return [nats_server_binary(), "--config", str(self.config_file)]
 
     def start(self, timeout: float = 20.0) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(self.config())
         self.process = spawn(self.command(), log_file=self.log_file)
         self.wait_ready(timeout)
 

@@ -173,7 +173,9 @@ class System:
 
     def _start_nats(self) -> None:
         s = self.settings
-        self.nats = EmbeddedNats(self.data_dir, s.nats_port, s.nats_monitor_port, s.host)
+        self.nats = EmbeddedNats(
+            self.data_dir, s.nats_port, s.nats_monitor_port, s.host, s.nats_sync_interval
+        )
         self.nats.start()
 
     def child_env(self) -> dict[str, str]:
