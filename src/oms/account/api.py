@@ -6,8 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-import asyncpg
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from oms.account import domain, store
@@ -15,6 +14,7 @@ from oms.account.domain import Effect, EntryKind, Problem
 from oms.account.handlers import commit_effect
 from oms.account.iban import InvalidIban, parse_iban
 from oms.kernel import idempotency
+from oms.kernel.deps import AppSettings, IdempotencyKey, Pool, own_customer
 from oms.kernel.errors import ApiError
 from oms.kernel.http import ExactJSONResponse, ExactNumber, exact_json
 from oms.kernel.money import CASH, NonNegativeDecimal, PositiveDecimal, Symbol
@@ -22,24 +22,6 @@ from oms.kernel.settings import Settings
 from oms.kernel.tokens import CurrentUser, Principal
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
-
-
-def _pool(request: Request) -> asyncpg.Pool:
-    pool: asyncpg.Pool = request.app.state.pool
-    return pool
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-Pool = Annotated[asyncpg.Pool, Depends(_pool)]
-AppSettings = Annotated[Settings, Depends(_settings)]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(alias="Idempotency-Key", max_length=idempotency.MAX_KEY_LENGTH, description="Makes retries safe"),
-]
 
 
 class DepositRequest(BaseModel):
@@ -86,15 +68,6 @@ class LedgerEntryView(BaseModel):
 class LedgerPage(BaseModel):
     entries: list[LedgerEntryView]
     nextCursor: str | None
-
-
-def own_customer(principal: Principal, customer_id: uuid.UUID | None) -> uuid.UUID | None:
-    """The customer a request may act on: customers only themselves (403 for another), admins anyone."""
-    if principal.is_admin:
-        return customer_id
-    if customer_id is not None and str(customer_id) != principal.user_id:
-        raise ApiError(403, "customers may only act on their own account")
-    return uuid.UUID(principal.user_id)
 
 
 def _check_refusal(effect: Effect) -> None:

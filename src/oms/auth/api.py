@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Any
 
 import asyncpg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from oms.auth import domain, store
 from oms.auth.keys import SigningKey
+from oms.kernel.deps import Pool
 from oms.kernel.errors import ApiError
 from oms.kernel.settings import Settings
 from oms.kernel.tokens import AdminUser, MaybeUser, Role
@@ -41,14 +42,6 @@ class Passwords:
                 return await run_in_threadpool(self._hasher.verify, password_hash or self._decoy, password)
             except (VerificationError, InvalidHashError):
                 return False
-
-
-def _pool(request: Request) -> asyncpg.Pool:
-    pool: asyncpg.Pool = request.app.state.pool
-    return pool
-
-
-Pool = Annotated[asyncpg.Pool, Depends(_pool)]
 
 
 class RegisterRequest(BaseModel):

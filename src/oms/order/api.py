@@ -6,11 +6,11 @@ import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 
-import asyncpg
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from oms.kernel import idempotency
+from oms.kernel.deps import IdempotencyKey, Pool, own_customer
 from oms.kernel.errors import ApiError
 from oms.kernel.http import ExactJSONResponse, ExactNumber, exact_json
 from oms.kernel.money import PositiveDecimal, Side, Symbol
@@ -29,18 +29,6 @@ from oms.order.domain import (
 from oms.order.handlers import cancel, change_order, match, record
 
 router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
-
-
-def _pool(request: Request) -> asyncpg.Pool:
-    pool: asyncpg.Pool = request.app.state.pool
-    return pool
-
-
-Pool = Annotated[asyncpg.Pool, Depends(_pool)]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(alias="Idempotency-Key", max_length=idempotency.MAX_KEY_LENGTH, description="Makes retries safe"),
-]
 
 
 class PlaceOrderRequest(BaseModel):
@@ -93,15 +81,6 @@ class OrderList(BaseModel):
 class Canceled(BaseModel):
     message: str
     status: OrderStatus
-
-
-def own_customer(principal: Principal, customer_id: uuid.UUID | None) -> uuid.UUID | None:
-    """The customer a request may act on: customers only themselves (403 for another), admins anyone."""
-    if principal.is_admin:
-        return customer_id
-    if customer_id is not None and str(customer_id) != principal.user_id:
-        raise ApiError(403, "customers may only act on their own account")
-    return uuid.UUID(principal.user_id)
 
 
 @router.post("", response_model=OrderId, responses={409: {}, 422: {}})

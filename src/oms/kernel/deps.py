@@ -1,0 +1,42 @@
+"""FastAPI dependencies shared by the services' routes."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import asyncpg
+from fastapi import Depends, Header, Request
+
+from oms.kernel.errors import ApiError
+from oms.kernel.idempotency import MAX_KEY_LENGTH
+from oms.kernel.settings import Settings
+from oms.kernel.tokens import Principal
+
+
+def _pool(request: Request) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+Pool = Annotated[asyncpg.Pool, Depends(_pool)]
+AppSettings = Annotated[Settings, Depends(_settings)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", max_length=MAX_KEY_LENGTH, description="Makes retries safe"),
+]
+
+
+def own_customer(principal: Principal, customer_id: uuid.UUID | None) -> uuid.UUID | None:
+    """The customer a request may act on: customers only themselves (403 for another), admins anyone
+    (None: every customer)."""
+    if principal.is_admin:
+        return customer_id
+    if customer_id is not None and str(customer_id) != principal.user_id:
+        raise ApiError(403, "customers may only act on their own account")
+    return uuid.UUID(principal.user_id)
