@@ -30,8 +30,8 @@ def settled_buy(
     order_id = uuid.uuid4()
     execute(
         order_url,
-        f"INSERT INTO orders VALUES ('{order_id}', '{CUSTOMER}', 'AAPL', 'BUY', 2, 10, '{order_status}', NULL, "
-        "true, now(), now())",
+        f"INSERT INTO orders VALUES ('{order_id}', '{CUSTOMER}', 'AAPL', 'BUY', 2, 10, '{order_status}', "
+        "NULL, true, now(), now())",
     )
     execute(
         account_url,
@@ -61,7 +61,8 @@ async def test_audit_balance_that_differs_from_its_ledger_is_a_violation(dbs: tu
     settled_buy(*dbs)
     execute(
         dbs[1],
-        "UPDATE assets SET total_size = total_size + 1, usable_size = usable_size + 1 WHERE asset_name = 'TRY'",
+        "UPDATE assets SET total_size = total_size + 1, usable_size = usable_size + 1 "
+        "WHERE asset_name = 'TRY'",
     )
     report = await run_audit(*dbs, settle_seconds=0)
     assert any("ledger sums" in v for v in report.violations)
