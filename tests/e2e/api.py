@@ -130,3 +130,51 @@ class Api:
             if got == want or time.monotonic() > deadline:
                 return got
             time.sleep(0.05)
+
+    # --- added for the authorization, crash and dead-letter tests ------------------------------------------
+
+    def call(
+        self,
+        method: str,
+        component: str,
+        path: str,
+        *,
+        by: User | None = None,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Any request to `component`, as `by` (its bearer token) or with `headers` (none, or a bad token)."""
+        sent = {**(by.headers if by else {}), **(headers or {})}
+        return self.http.request(method, self.url(component, path), headers=sent, **kwargs)
+
+    def cancel(self, by: User, order_id: str) -> httpx.Response:
+        return self.call("DELETE", "order", "/api/v1/orders", by=by, params={"orderId": order_id})
+
+    def match(self, by: User, order_id: str) -> httpx.Response:
+        return self.call("POST", "order", f"/api/v1/orders/{order_id}/match", by=by)
+
+    def orders_of(self, by: User, customer: User) -> list[dict[str, Any]]:
+        """Every order of `customer`, newest first, through all pages (numbers as exact Decimals)."""
+        orders: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"customerId": customer.id, "limit": 1000}
+        while True:
+            response = self.call("GET", "order", "/api/v1/orders", by=by, params=params)
+            response.raise_for_status()
+            page = exact(response)
+            orders += page["orders"]
+            if not page["nextCursor"]:
+                return orders
+            params["cursor"] = page["nextCursor"]
+
+    def ledger_of(self, by: User, customer: User) -> list[dict[str, Any]]:
+        """Every ledger entry of `customer`, newest first, through all pages (exact Decimals)."""
+        entries: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"customerId": customer.id, "limit": 1000}
+        while True:
+            response = self.call("GET", "account", "/api/v1/ledger", by=by, params=params)
+            response.raise_for_status()
+            page = exact(response)
+            entries += page["entries"]
+            if not page["nextCursor"]:
+                return entries
+            params["cursor"] = str(page["nextCursor"])

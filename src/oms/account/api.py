@@ -168,7 +168,9 @@ async def ledger(
     customerId: uuid.UUID | None = None,
     assetName: Symbol | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[int | None, Query(ge=1, description="nextCursor of the previous page")] = None,
+    cursor: Annotated[
+        int | None, Query(ge=1, le=2**63 - 1, description="nextCursor of the previous page")
+    ] = None,
 ) -> ExactJSONResponse:
     """Every balance movement, newest first: deposits, withdrawals, reservations, releases, settlements."""
     async with pool.acquire() as conn:

@@ -94,7 +94,9 @@ async def create_user(pool: asyncpg.Pool, passwords: Passwords, body: RegisterRe
 async def register(body: RegisterRequest, request: Request, pool: Pool, caller: MaybeUser) -> Created:
     """Create a customer (anyone) or an admin (admins only)."""
     if body.role is Role.ADMIN and caller is None:
-        raise ApiError(401, "creating an admin needs an admin's bearer token")
+        raise ApiError(
+            401, "creating an admin needs an admin's bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
     if body.role is Role.ADMIN and caller is not None and not caller.is_admin:
         raise ApiError(403, "only an admin can create an admin")
     user = await create_user(pool, request.app.state.passwords, body)
@@ -129,6 +131,8 @@ async def login(body: LoginRequest, request: Request, pool: Pool) -> TokenRespon
     async with pool.acquire() as conn:
         async with conn.transaction():
             await _count_attempt(conn, address_key, address_policy)
+        if domain.username_problem(body.username):
+            raise ApiError(401, "invalid username or password")  # no such user can exist
         async with conn.transaction():
             await _count_attempt(conn, user_key, user_policy)
         user = await store.user_named(conn, body.username)

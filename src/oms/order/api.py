@@ -123,7 +123,9 @@ async def list_orders(
     where = store.OrderFilter(
         customer_id=own_customer(user, customerId),
         start=datetime.combine(startDate, time(), UTC) if startDate else None,
-        end=datetime.combine(endDate + timedelta(days=1), time(), UTC) if endDate else None,
+        end=datetime.combine(endDate + timedelta(days=1), time(), UTC)
+        if endDate and endDate < date.max
+        else None,
         status=status,
         asset_name=assetName,
         side=orderSide,
