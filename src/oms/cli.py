@@ -46,6 +46,7 @@ def up(
     auth_port: Annotated[int | None, typer.Option(help="[env OMS_AUTH_PORT; 668]")] = None,
     order_port: Annotated[int | None, typer.Option(help="[env OMS_ORDER_PORT; 666]")] = None,
     account_port: Annotated[int | None, typer.Option(help="[env OMS_ACCOUNT_PORT; 667]")] = None,
+    backoffice_port: Annotated[int | None, typer.Option(help="[env OMS_BACKOFFICE_PORT; 669]")] = None,
 ) -> None:
     """Run everything in the foreground: PostgreSQL, NATS, the services. Ctrl-C stops it all."""
     from oms.runtime.supervisor import StartError, run
@@ -57,6 +58,7 @@ def up(
         auth_port=auth_port,
         order_port=order_port,
         account_port=account_port,
+        backoffice_port=backoffice_port,
     )
     try:
         run(settings, console)
@@ -70,6 +72,7 @@ class Component(StrEnum):
     auth = "auth"
     order = "order"
     account = "account"
+    backoffice = "backoffice"
     relay = "relay"
 
 

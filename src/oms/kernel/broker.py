@@ -83,6 +83,17 @@ class DeadLetter:
     failed_at: datetime | None
 
 
+@dataclass(frozen=True)
+class ConsumerStats:
+    """How far behind a durable consumer is, for operators."""
+
+    consumer: str
+    pending: int  # in the stream, not yet delivered
+    ack_pending: int  # delivered, not yet acknowledged
+    redelivered: int  # delivered more than once and not yet acknowledged
+    waiting: int  # fetch requests waiting for messages (consumers connected and idle)
+
+
 class Delivery(Protocol):
     """One delivery of a message to a durable consumer."""
 
@@ -325,6 +336,17 @@ class JetStreamBroker:
 
     async def remove_dead_letter(self, seq: int) -> None:
         await self._js.delete_msg(DLQ_STREAM, seq)
+
+    async def consumer_stats(self, consumer: str) -> ConsumerStats:
+        """Pending, unacknowledged and redelivered counts of durable consumer `consumer`."""
+        info = await self._js.consumer_info(EVENTS_STREAM, consumer)
+        return ConsumerStats(
+            consumer=consumer,
+            pending=info.num_pending or 0,
+            ack_pending=info.num_ack_pending or 0,
+            redelivered=info.num_redelivered or 0,
+            waiting=info.num_waiting or 0,
+        )
 
 
 def _acknowledged(ack: asyncio.Future[Any] | None) -> bool:

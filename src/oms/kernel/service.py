@@ -16,6 +16,7 @@ from oms.kernel.broker import JetStreamBroker
 from oms.kernel.consumer import ConsumerRunner, Handler
 from oms.kernel.db import create_pool, migrate
 from oms.kernel.http import HealthCheck, create_service_app
+from oms.kernel.ops import ops_router
 from oms.kernel.settings import Settings
 from oms.kernel.tokens import JwksKeys, TokenVerifier
 
@@ -79,6 +80,6 @@ def create_event_service(
         title=f"OMS {service}",
         description=description,
         lifespan=lifespan,
-        routers=routers,
+        routers=[*routers, ops_router(service)],
         health_checks=health_checks,
     )

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     token_lifetime_seconds: int = Field(default=3600, ge=60, le=86400)
     private_key_file: Path | None = None
 
+    # The back office: where it finds the services and the NATS monitor (`oms up` sets them), and the key
+    # that encrypts its session cookies (a Fernet key; default: <data-dir>/secrets/backoffice-session.key).
+    order_url: str = "http://127.0.0.1:666"
+    account_url: str = "http://127.0.0.1:667"
+    nats_monitor_url: str = "http://127.0.0.1:18222"
+    backoffice_session_key: SecretStr | None = None
+
     # The first admin.
     admin_username: str | None = None
     admin_password: SecretStr | None = None

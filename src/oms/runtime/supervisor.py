@@ -131,8 +131,9 @@ class System:
             check_bindable(s.host, port, what, setting)
 
     def components(self) -> list[str]:
-        """The HTTP services, in start order (auth first: the others fetch its public keys)."""
-        return ["auth", "order", "account"]
+        """The HTTP services, in start order (auth first: the others fetch its public keys; the back office
+        starts with the relays, after the services it calls)."""
+        return ["auth", "order", "account", "backoffice"]
 
     def child_specs(self) -> list[tuple[str, list[str], str | None]]:
         """(name, `oms serve` arguments, health URL) of every child, in start order."""
@@ -190,6 +191,9 @@ class System:
                 "OMS_CUSTOMER_DEPOSITS": str(s.customer_deposits).lower(),
                 "OMS_LOG_FORMAT": "json",
                 "OMS_NATS_URL": self.nats.url if self.nats else s.nats_url,
+                "OMS_NATS_MONITOR_URL": self.nats.monitor_url if self.nats else s.nats_monitor_url,
+                "OMS_ORDER_URL": f"http://{s.host}:{s.order_port}",
+                "OMS_ACCOUNT_URL": f"http://{s.host}:{s.account_port}",
             }
         )
         for name in SERVICES:
@@ -306,7 +310,8 @@ def _welcome(system: System, console: Console) -> None:
     username, password, generated = admin_credentials(s)
     console.print()
     for component in system.components():
-        console.print(f"  {component:<11} http://{s.host}:{s.port_of(component)}  (API docs: /docs)")
+        note = "web back office" if component == "backoffice" else "API docs: /docs"
+        console.print(f"  {component:<11} http://{s.host}:{s.port_of(component)}  ({note})")
     if system.postgres:
         console.print(f"  PostgreSQL  {s.host}:{system.postgres.port} (databases auth, order, account)")
     if system.nats:

@@ -1,0 +1,60 @@
+"""The back office (port 669): composition root. Server-rendered pages (Jinja2 + htmx) over the three
+services' APIs, called with the signed-in user's token; every asset is served from `static/`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from oms.backoffice import admin, customer, public, system
+from oms.backoffice.errors import install_page_errors
+from oms.backoffice.services import Services
+from oms.backoffice.sessions import SessionCodec, session_key
+from oms.kernel.http import HealthCheck, create_service_app
+from oms.kernel.settings import Settings
+from oms.kernel.tokens import JwksKeys, TokenVerifier
+
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    # Every page calls the services: a log line per call would drown the back office's own log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(timeout=10) as http:
+            app.state.services = Services(http, settings)
+            yield
+
+    def health_checks(app: FastAPI) -> dict[str, HealthCheck]:
+        async def auth() -> None:
+            response = await app.state.services.http.get(f"{settings.auth_url}/.well-known/jwks.json")
+            response.raise_for_status()
+
+        return {"auth": auth}
+
+    app = create_service_app(
+        title="OMS back office",
+        description="The web back office of admins and customers (HTML pages; no API of its own).",
+        lifespan=lifespan,
+        routers=[public.router, customer.router, admin.router, system.router],
+        health_checks=health_checks,
+    )
+    app.state.settings = settings
+    app.state.sessions = SessionCodec(session_key(settings))
+    app.state.token_verifier = TokenVerifier(
+        JwksKeys(f"{settings.auth_url}/.well-known/jwks.json"), settings.token_issuer, settings.token_audience
+    )
+    app.state.audit_lock = asyncio.Lock()
+    app.state.last_audit = None
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    install_page_errors(app)
+    return app

@@ -1,0 +1,164 @@
+"""What the back office shows, read from the services' JSON answers (exact decimals, UTC times)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from oms.kernel.money import CASH
+
+
+def decimal(value: Any) -> Decimal:
+    """An exact decimal from a JSON number (parsed as Decimal or int) or string."""
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def moment(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class Balance:
+    asset: str
+    total: Decimal
+    usable: Decimal
+
+    @property
+    def reserved(self) -> Decimal:
+        """Held for PENDING orders: total − usable."""
+        return self.total - self.usable
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> Balance:
+        return cls(data["assetName"], decimal(data["totalSize"]), decimal(data["usableSize"]))
+
+
+def sorted_balances(balances: list[Balance]) -> list[Balance]:
+    """Cash first, then the other assets by name."""
+    return sorted(balances, key=lambda b: (b.asset != CASH, b.asset))
+
+
+@dataclass(frozen=True)
+class Order:
+    id: str
+    customer_id: str
+    asset: str
+    side: str
+    size: Decimal
+    price: Decimal
+    status: str
+    reason: str | None
+    funds_reserved: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def cost(self) -> Decimal:
+        return self.size * self.price
+
+    @property
+    def pending(self) -> bool:
+        return self.status == "PENDING"
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> Order:
+        return cls(
+            id=data["id"],
+            customer_id=data["customerId"],
+            asset=data["assetName"],
+            side=data["orderSide"],
+            size=decimal(data["size"]),
+            price=decimal(data["price"]),
+            status=data["status"],
+            reason=data.get("reason"),
+            funds_reserved=bool(data.get("fundsReserved")),
+            created_at=moment(data["createDate"]),
+            updated_at=moment(data["updateDate"]),
+        )
+
+
+@dataclass(frozen=True)
+class OrderPage:
+    orders: list[Order]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class OrderFilter:
+    """The order list's filters, as the order API takes them."""
+
+    customer_id: str | None = None
+    start: date | None = None
+    end: date | None = None
+    status: str | None = None
+    asset: str | None = None
+    side: str | None = None
+
+    def params(self) -> dict[str, str]:
+        values = {
+            "customerId": self.customer_id,
+            "startDate": self.start.isoformat() if self.start else None,
+            "endDate": self.end.isoformat() if self.end else None,
+            "status": self.status,
+            "assetName": self.asset,
+            "orderSide": self.side,
+        }
+        return {k: v for k, v in values.items() if v}
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    seq: int
+    asset: str
+    kind: str
+    delta_total: Decimal
+    delta_usable: Decimal
+    order_id: str | None
+    reference: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> LedgerEntry:
+        return cls(
+            seq=int(data["seq"]),
+            asset=data["assetName"],
+            kind=data["kind"],
+            delta_total=decimal(data["deltaTotal"]),
+            delta_usable=decimal(data["deltaUsable"]),
+            order_id=data.get("orderId"),
+            reference=data.get("reference"),
+            created_at=moment(data["createdAt"]),
+        )
+
+
+@dataclass(frozen=True)
+class LedgerPage:
+    entries: list[LedgerEntry]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    id: str
+    username: str
+    role: str
+    created_at: datetime
+
+    @property
+    def is_customer(self) -> bool:
+        return self.role == "customer"
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> UserRecord:
+        return cls(data["id"], data["username"], data["role"], moment(data["createdAt"]))
+
+
+@dataclass(frozen=True)
+class Health:
+    """One component's answer to its health check."""
+
+    component: str
+    ok: bool
+    detail: str

@@ -1,0 +1,101 @@
+"""Signing in and out, and registering as a customer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlencode
+
+import jwt
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import Response
+
+from oms.backoffice.services import ServiceError
+from oms.backoffice.sessions import (
+    Login,
+    clear_session,
+    new_session,
+    read_session,
+    require_csrf,
+    write_session,
+)
+from oms.backoffice.views import ServicesDep, local_path, render, see_other
+from oms.kernel.tokens import KeysUnavailable, TokenError, TokenVerifier
+
+router = APIRouter(dependencies=[Depends(require_csrf)])
+
+
+def _home(login: Login) -> str:
+    return "/admin" if login.is_admin else "/"
+
+
+@router.get("/login")
+async def login_page(request: Request, next: str = "/", username: str = "") -> Response:
+    """The sign-in form (straight on to the user's home when already signed in)."""
+    session = read_session(request)
+    if session and session.signed_in:
+        return see_other(_home(session.signed_in))
+    return render(request, "login.html", {"next": local_path(next), "username": username})
+
+
+async def _login(request: Request, token: str) -> Login:
+    verifier: TokenVerifier = request.app.state.token_verifier
+    principal = await verifier.verify(token)
+    expires_at = float(jwt.decode(token, options={"verify_signature": False})["exp"])
+    return Login(token, principal.user_id, principal.username, principal.role, expires_at)
+
+
+@router.post("/login")
+async def login(
+    request: Request,
+    services: ServicesDep,
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/",
+) -> Response:
+    """Exchange the username and password for a token, kept in the encrypted session cookie."""
+    try:
+        login = await _login(request, await services.login(username, password))
+    except ServiceError as exc:
+        message = "Invalid username or password." if exc.status in (401, 422) else exc.message
+        context = {"next": local_path(next), "username": username, "error": message}
+        return render(request, "login.html", context, status=exc.status if exc.status < 500 else 503)
+    except (TokenError, KeysUnavailable):
+        context = {"next": local_path(next), "username": username, "error": "Cannot sign in right now."}
+        return render(request, "login.html", context, status=503)
+    target = local_path(next)
+    response = see_other(_home(login) if target == "/" else target)
+    write_session(request, response, new_session(login))
+    return response
+
+
+@router.post("/logout")
+async def logout() -> Response:
+    """Forget the session (its cookie) and go back to the sign-in form."""
+    response = see_other("/login?notice=signed-out")
+    clear_session(response)
+    return response
+
+
+@router.get("/register")
+async def register_page(request: Request) -> Response:
+    """The form to open a customer account."""
+    return render(request, "register.html", {"username": ""})
+
+
+@router.post("/register")
+async def register(
+    request: Request,
+    services: ServicesDep,
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    confirm: Annotated[str, Form()] = "",
+) -> Response:
+    """Open a customer account, then sign in with it."""
+    if password != confirm:
+        context = {"username": username, "error": "The two passwords differ."}
+        return render(request, "register.html", context, status=422)
+    try:
+        await services.register(username, password, "customer")
+    except ServiceError as exc:
+        return render(request, "register.html", {"username": username, "error": exc.message}, exc.status)
+    return see_other("/login?" + urlencode({"notice": "registered", "username": username}))

@@ -1,0 +1,205 @@
+"""The three services' HTTP APIs, called with the signed-in user's token: the back office holds no data of
+its own and decides nothing the services would not decide for that user."""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from oms.backoffice.models import (
+    Balance,
+    Health,
+    LedgerEntry,
+    LedgerPage,
+    Order,
+    OrderFilter,
+    OrderPage,
+    UserRecord,
+)
+from oms.kernel.settings import Settings
+
+OPERATED = ("order", "account")
+NAMES_TTL = (
+    5.0  # seconds the id → username map is reused  # the services with a relay, a consumer and dead letters
+)
+
+
+class ServiceError(Exception):
+    """A service refused the request (its message is meant for the user) or could not be reached."""
+
+    def __init__(self, status: int, message: str, detail: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.detail = detail
+
+
+def _body(response: httpx.Response) -> Any:
+    return json.loads(response.text, parse_float=Decimal) if response.content else None
+
+
+def _refusal(service: str, response: httpx.Response) -> ServiceError:
+    try:
+        body = _body(response)
+        message, detail = str(body["error"]), body.get("detail")
+    except (ValueError, KeyError, TypeError):
+        message, detail = f"the {service} service answered {response.status_code}", None
+    if isinstance(detail, list) and detail and all(isinstance(d, dict) for d in detail):
+        message = "; ".join(f"{d.get('field')}: {d.get('message')}" for d in detail)  # 422 field errors
+    return ServiceError(response.status_code, message, detail)
+
+
+class Services:
+    def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
+        self.http = http
+        self.urls = {
+            "auth": settings.auth_url.rstrip("/"),
+            "order": settings.order_url.rstrip("/"),
+            "account": settings.account_url.rstrip("/"),
+        }
+        self.nats_monitor_url = settings.nats_monitor_url.rstrip("/")
+        self._names: tuple[dict[str, str], float] = ({}, float("-inf"))
+
+    async def _call(
+        self, method: str, service: str, path: str, token: str | None = None, **kwargs: Any
+    ) -> Any:
+        headers = dict(kwargs.pop("headers", {}))
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            response = await self.http.request(
+                method, f"{self.urls[service]}{path}", headers=headers, **kwargs
+            )
+        except httpx.HTTPError as exc:
+            raise ServiceError(
+                503, f"the {service} service cannot be reached ({type(exc).__name__})"
+            ) from None
+        if not response.is_success:
+            raise _refusal(service, response)
+        return _body(response)
+
+    # -- auth ---------------------------------------------------------------------------------------
+    async def login(self, username: str, password: str) -> str:
+        answer = await self._call("POST", "auth", "/login", json={"username": username, "password": password})
+        token: str = answer["token"]
+        return token
+
+    async def register(self, username: str, password: str, role: str, token: str | None = None) -> str:
+        body = {"username": username, "password": password, "role": role}
+        answer = await self._call("POST", "auth", "/register", token, json=body)
+        return str(answer["id"])
+
+    async def users(self, token: str) -> list[UserRecord]:
+        """Every user (admins only)."""
+        answer = await self._call("GET", "auth", "/users", token)
+        users = [UserRecord.of(u) for u in answer["users"]]
+        self._names = ({u.id: u.username for u in users}, time.monotonic())
+        return users
+
+    async def usernames(self, token: str) -> dict[str, str]:
+        """User id → username (admins only), fetched at most every few seconds: order rows refreshed by
+        the browser every second or two must not each list every user."""
+        names, fetched_at = self._names
+        if time.monotonic() - fetched_at > NAMES_TTL:
+            await self.users(token)
+            names = self._names[0]
+        return names
+
+    def forget_usernames(self) -> None:
+        self._names = ({}, float("-inf"))
+
+    # -- account ------------------------------------------------------------------------------------
+    async def balances(self, token: str, customer_id: str | None = None) -> list[Balance]:
+        params = {"customerId": customer_id} if customer_id else {}
+        answer = await self._call("GET", "account", "/api/v1/assets", token, params=params)
+        return [Balance.of(a) for a in answer["assets"]]
+
+    async def ledger(
+        self,
+        token: str,
+        *,
+        customer_id: str | None = None,
+        asset: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> LedgerPage:
+        wanted = {"customerId": customer_id, "assetName": asset, "limit": str(limit), "cursor": cursor}
+        params = {k: v for k, v in wanted.items() if v}
+        answer = await self._call("GET", "account", "/api/v1/ledger", token, params=params)
+        return LedgerPage([LedgerEntry.of(e) for e in answer["entries"]], answer.get("nextCursor"))
+
+    async def deposit(self, token: str, customer_id: str, asset: str, amount: Decimal, key: str) -> str:
+        body = {
+            "customerId": customer_id,
+            "assetName": asset,
+            "totalSize": str(amount),
+            "usableSize": str(amount),
+        }
+        headers = {"Idempotency-Key": key}
+        answer = await self._call("POST", "account", "/api/v1/assets", token, json=body, headers=headers)
+        return str(answer["id"])
+
+    # -- orders -------------------------------------------------------------------------------------
+    async def orders(
+        self, token: str, where: OrderFilter, *, limit: int = 20, cursor: str | None = None
+    ) -> OrderPage:
+        params = {**where.params(), "limit": str(limit), **({"cursor": cursor} if cursor else {})}
+        answer = await self._call("GET", "order", "/api/v1/orders", token, params=params)
+        return OrderPage([Order.of(o) for o in answer["orders"]], answer.get("nextCursor"))
+
+    async def order(self, token: str, order_id: str) -> Order:
+        return Order.of(await self._call("GET", "order", f"/api/v1/orders/{order_id}", token))
+
+    async def place_order(self, token: str, body: dict[str, str], key: str) -> str:
+        headers = {"Idempotency-Key": key}
+        answer = await self._call("POST", "order", "/api/v1/orders", token, json=body, headers=headers)
+        return str(answer["id"])
+
+    async def cancel_order(self, token: str, order_id: str) -> None:
+        await self._call("DELETE", "order", "/api/v1/orders", token, params={"orderId": order_id})
+
+    async def match_order(self, token: str, order_id: str) -> None:
+        await self._call("POST", "order", f"/api/v1/orders/{order_id}/match", token)
+
+    # -- operations ---------------------------------------------------------------------------------
+    async def ops_status(self, token: str, service: str) -> dict[str, Any]:
+        status: dict[str, Any] = await self._call("GET", service, "/api/v1/ops/status", token)
+        return status
+
+    async def dead_letters(self, token: str, service: str) -> list[dict[str, Any]]:
+        answer = await self._call("GET", service, "/api/v1/ops/dead-letters", token)
+        letters: list[dict[str, Any]] = answer["deadLetters"]
+        return letters
+
+    async def replay(self, token: str, service: str, seq: int) -> None:
+        await self._call("POST", service, f"/api/v1/ops/dead-letters/{seq}/replay", token)
+
+    async def health(self, component: str) -> Health:
+        """A service's /health, or the NATS monitor's JetStream health check."""
+        url = (
+            f"{self.nats_monitor_url}/healthz?js-enabled-only=true"
+            if component == "nats"
+            else f"{self.urls[component]}/health"
+        )
+        try:
+            response = await self.http.get(url, timeout=3)
+        except httpx.HTTPError as exc:
+            return Health(component, False, f"unreachable ({type(exc).__name__})")
+        return Health(component, response.is_success, _health_detail(response))
+
+
+def _health_detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}"
+    checks = body.get("checks") if isinstance(body, dict) else None
+    if isinstance(checks, dict):
+        return ", ".join(f"{name} {state}" for name, state in checks.items())
+    if isinstance(body, dict) and body.get("status"):
+        return str(body["status"])
+    return f"HTTP {response.status_code}"

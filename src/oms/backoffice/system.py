@@ -1,0 +1,117 @@
+"""The admins' System page: health of every component, relay lag, consumer backlog and redeliveries, the
+dead letters with a Replay button, and `oms audit` with a Run button (docs/decisions/006)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import Response
+
+from oms.backoffice.services import OPERATED, ServiceError, Services
+from oms.backoffice.sessions import Login, SignedInAdmin, require_csrf, signed_in_admin
+from oms.backoffice.views import ServicesDep, render, see_other
+from oms.kernel.settings import Settings
+from oms.runtime.audit import AuditReport, run_audit
+
+router = APIRouter(prefix="/admin/system", dependencies=[Depends(require_csrf), Depends(signed_in_admin)])
+COMPONENTS = ("auth", "order", "account", "nats")
+AUDIT_SETTLE_SECONDS = 5.0  # orders still in flight may take this long before they count as violations
+AUDIT_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class AuditRun:
+    """The last audit this back office ran: when, how long, and its report or why it could not run."""
+
+    finished_at: datetime
+    seconds: float
+    report: AuditReport | None
+    error: str | None = None
+
+
+async def _ops(services: Services, login: Login, service: str) -> dict[str, Any]:
+    try:
+        return await services.ops_status(login.token, service)
+    except ServiceError as exc:
+        return {"service": service, "error": exc.message}
+
+
+async def _dead_letters(services: Services, login: Login) -> tuple[list[dict[str, Any]], list[str]]:
+    letters, problems = [], []
+    for service in OPERATED:
+        try:
+            letters += [
+                {**letter, "service": service} for letter in await services.dead_letters(login.token, service)
+            ]
+        except ServiceError as exc:
+            problems.append(f"{service}: {exc.message}")
+    return letters, problems
+
+
+async def status_context(services: Services, login: Login) -> dict[str, Any]:
+    """Health of every component and the operations status of the relayed services, fetched together."""
+    health = await asyncio.gather(*(services.health(c) for c in COMPONENTS))
+    ops = await asyncio.gather(*(_ops(services, login, s) for s in OPERATED))
+    return {"health": health, "ops": ops, "checked_at": datetime.now(UTC)}
+
+
+@router.get("")
+async def system_page(request: Request, login: SignedInAdmin, services: ServicesDep) -> Response:
+    """Everything an operator checks daily, in one page."""
+    letters, problems = await _dead_letters(services, login)
+    context = {
+        **await status_context(services, login),
+        "letters": letters,
+        "letter_problems": problems,
+        "audit": request.app.state.last_audit,
+        "audit_running": request.app.state.audit_lock.locked(),
+    }
+    return render(request, "admin/system.html", context)
+
+
+@router.get("/status")
+async def system_status(request: Request, login: SignedInAdmin, services: ServicesDep) -> Response:
+    """The health and backlog panel alone (the page refreshes it every few seconds)."""
+    return render(request, "admin/_system_status.html", await status_context(services, login))
+
+
+@router.post("/dead-letters/{service}/{seq}/replay")
+async def replay(
+    service: Literal["order", "account"],
+    seq: Annotated[int, Path(ge=1)],
+    login: SignedInAdmin,
+    services: ServicesDep,
+) -> Response:
+    """Send one dead letter back to its consumer."""
+    await services.replay(login.token, service, seq)
+    return see_other("/admin/system?notice=replayed#dead-letters")
+
+
+async def audit_now(settings: Settings) -> AuditRun:
+    """Run `oms audit` against both databases (the one place the back office reads them)."""
+    started = time.monotonic()
+    if not (settings.order_database_url and settings.account_database_url):
+        error = "no database URLs: set OMS_ORDER_DATABASE_URL and OMS_ACCOUNT_DATABASE_URL"
+        return AuditRun(datetime.now(UTC), 0.0, None, error)
+    try:
+        report = await asyncio.wait_for(
+            run_audit(settings.order_database_url, settings.account_database_url, AUDIT_SETTLE_SECONDS),
+            AUDIT_TIMEOUT,
+        )
+    except Exception as exc:
+        return AuditRun(datetime.now(UTC), time.monotonic() - started, None, f"{type(exc).__name__}: {exc}")
+    return AuditRun(datetime.now(UTC), time.monotonic() - started, report)
+
+
+@router.post("/audit")
+async def run_audit_now(request: Request, _: SignedInAdmin) -> Response:
+    """Check every invariant across the order and account databases now (one audit at a time)."""
+    lock: asyncio.Lock = request.app.state.audit_lock
+    async with lock:
+        request.app.state.last_audit = await audit_now(request.app.state.settings)
+    return see_other("/admin/system?notice=audited#audit")

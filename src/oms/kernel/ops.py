@@ -1,0 +1,169 @@
+"""Operations endpoints of an event-driven service (admins only): how far its relay and its consumer are
+behind, and its consumer's dead letters, listed and replayed. The back office's System page reads them, so
+that no one needs another service's database or the broker's tools for daily operation."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Protocol
+
+import asyncpg
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel
+
+from oms.kernel.broker import Broker, ConsumerStats, DeadLetter
+from oms.kernel.dlq import replay_one
+from oms.kernel.errors import ApiError
+from oms.kernel.outbox import TABLE
+from oms.kernel.tokens import AdminUser
+
+SCANNED_DEAD_LETTERS = 1000  # the queue is shared by every consumer: read this many to find this one's
+PAYLOAD_PREVIEW = 2000
+
+
+class StatsSource(Protocol):
+    async def consumer_stats(self, consumer: str) -> ConsumerStats: ...
+
+
+class RelayStatus(BaseModel):
+    slot: str
+    slotExists: bool
+    relayConnected: bool  # a relay is streaming the slot right now
+    lagBytes: int | None  # WAL written but not yet confirmed by the relay
+    outboxBacklog: int  # events not yet relayed (rows are deleted once the broker acknowledged them)
+    oldestUnrelayedSeconds: float | None
+
+
+class ConsumerStatus(BaseModel):
+    name: str
+    pending: int
+    ackPending: int
+    redelivered: int
+    waiting: int
+
+
+class OpsStatus(BaseModel):
+    service: str
+    relay: RelayStatus
+    consumer: ConsumerStatus
+    deadLetters: int
+
+
+class DeadLetterView(BaseModel):
+    seq: int
+    subject: str
+    consumer: str
+    error: str
+    deliveries: int
+    msgId: str
+    eventType: str | None
+    orderId: str | None
+    failedAt: datetime | None
+    payload: str
+
+    @classmethod
+    def of(cls, letter: DeadLetter) -> DeadLetterView:
+        text = letter.payload.decode("utf-8", "replace")
+        try:
+            event = json.loads(text)
+        except ValueError:
+            event = None
+        fields = event if isinstance(event, dict) else {}
+        return cls(
+            seq=letter.seq,
+            subject=letter.subject,
+            consumer=letter.consumer,
+            error=letter.error,
+            deliveries=letter.deliveries,
+            msgId=letter.msg_id,
+            eventType=_text(fields.get("type")),
+            orderId=_text(fields.get("orderId")),
+            failedAt=letter.failed_at,
+            payload=text[:PAYLOAD_PREVIEW],
+        )
+
+
+class DeadLetterList(BaseModel):
+    deadLetters: list[DeadLetterView]
+
+
+class Replayed(BaseModel):
+    replayed: int
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+async def relay_status(pool: asyncpg.Pool, slot: str) -> RelayStatus:
+    """The relay's position in this service's own database: slot lag and what waits in the outbox."""
+    row = await pool.fetchrow(
+        "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint AS lag"
+        " FROM pg_replication_slots WHERE slot_name = $1",
+        slot,
+    )
+    backlog = await pool.fetchrow(
+        f"SELECT count(*) AS n, extract(epoch FROM now() - min(created_at))::float8 AS age FROM {TABLE}"
+    )
+    return RelayStatus(
+        slot=slot,
+        slotExists=row is not None,
+        relayConnected=bool(row and row["active"]),
+        lagBytes=row["lag"] if row else None,
+        outboxBacklog=backlog["n"] if backlog else 0,
+        oldestUnrelayedSeconds=backlog["age"] if backlog else None,
+    )
+
+
+async def consumer_dead_letters(broker: Broker, consumer: str) -> list[DeadLetter]:
+    """This consumer's dead letters, oldest first (the queue is shared by all consumers)."""
+    return [
+        letter
+        for letter in await broker.dead_letters(limit=SCANNED_DEAD_LETTERS)
+        if letter.consumer == consumer
+    ]
+
+
+def ops_router(service: str) -> APIRouter:
+    """The /api/v1/ops endpoints of `service` (its relay slot and durable consumer share its name)."""
+    router = APIRouter(prefix="/api/v1/ops", tags=["operations"])
+
+    @router.get("/status", response_model=OpsStatus)
+    async def status(_: AdminUser, request: Request) -> OpsStatus:
+        """Relay lag, outbox backlog, consumer pending and redelivery counts, dead letters (admins)."""
+        broker: Broker = request.app.state.broker
+        stats_source: StatsSource = request.app.state.broker
+        stats = await stats_source.consumer_stats(service)
+        return OpsStatus(
+            service=service,
+            relay=await relay_status(request.app.state.pool, f"oms_{service}_outbox"),
+            consumer=ConsumerStatus(
+                name=stats.consumer,
+                pending=stats.pending,
+                ackPending=stats.ack_pending,
+                redelivered=stats.redelivered,
+                waiting=stats.waiting,
+            ),
+            deadLetters=len(await consumer_dead_letters(broker, service)),
+        )
+
+    @router.get("/dead-letters", response_model=DeadLetterList)
+    async def dead_letters(
+        _: AdminUser, request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> DeadLetterList:
+        """The messages this service's consumer gave up on, oldest first (admins)."""
+        letters = await consumer_dead_letters(request.app.state.broker, service)
+        return DeadLetterList(deadLetters=[DeadLetterView.of(letter) for letter in letters[:limit]])
+
+    @router.post("/dead-letters/{seq}/replay", response_model=Replayed, responses={404: {}})
+    async def replay(seq: Annotated[int, Path(ge=1)], _: AdminUser, request: Request) -> Replayed:
+        """Send one dead letter back to this service's consumer (admins)."""
+        broker: Broker = request.app.state.broker
+        found = [letter for letter in await broker.dead_letters(limit=1, start=seq) if letter.seq == seq]
+        if not found or found[0].consumer != service:
+            raise ApiError(404, f"no dead letter {seq} of the {service} consumer")
+        await replay_one(broker, found[0])
+        return Replayed(replayed=1)
+
+    return router

@@ -1,0 +1,68 @@
+"""A person at the back office in a real browser (Debian's Chromium, driven by playwright): sign in, go to
+pages, fill forms, take screenshots into artifacts/screens/."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, ViewportSize, expect
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENS = Path(__file__).resolve().parents[2] / "artifacts" / "screens"
+DESKTOP: ViewportSize = {"width": 1280, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
+
+expect.set_options(timeout=20_000)
+
+
+class Desk:
+    """One browser context (its own cookies) on the back office at `base`."""
+
+    def __init__(
+        self, browser: Browser, base: str, viewport: ViewportSize = DESKTOP, like: Desk | None = None
+    ) -> None:
+        """`like`: start signed in as that desk's user (a copy of its cookies)."""
+        self.base = base
+        state = like.context.storage_state() if like else None
+        self.context: BrowserContext = browser.new_context(viewport=viewport, storage_state=state)
+        self.page: Page = self.context.new_page()
+
+    def go(self, path: str) -> Page:
+        self.page.goto(f"{self.base}{path}")
+        return self.page
+
+    def sign_in(self, username: str, password: str) -> None:
+        """Sign in with the keyboard only: type, Tab to the password, Enter to submit."""
+        self.go("/login")
+        self.page.locator("#username").fill(username)
+        self.page.keyboard.press("Tab")
+        expect(self.page.locator("#password")).to_be_focused()
+        self.page.keyboard.type(password)
+        self.page.keyboard.press("Enter")
+        expect(self.page).not_to_have_url(re.compile(r"/login"))
+
+    def shot(self, name: str) -> None:
+        SCREENS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SCREENS / f"{name}.png"), full_page=True)
+
+    def cell(self, asset: str, field: str) -> Locator:
+        """A figure of the balances table: total, usable or reserved of `asset`."""
+        return self.page.locator(f"#balances tr[data-asset='{asset}'] td[data-field='{field}']")
+
+    def fits_width(self) -> bool:
+        """No sideways scrolling of the whole page (tables may scroll inside their own box)."""
+        width: int = self.page.evaluate("document.documentElement.scrollWidth")
+        viewport: int = self.page.evaluate("window.innerWidth")
+        return width <= viewport
+
+    def close(self) -> None:
+        self.context.close()

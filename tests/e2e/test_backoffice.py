@@ -1,0 +1,318 @@
+"""The back office in a real browser (Debian's Chromium via playwright) against the running system: the
+customer's journey, an admin's work in both execution modes, the System page, and what a customer must not
+reach. Screenshots of the main pages go to artifacts/screens/."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import nats
+import pytest
+from playwright.sync_api import Browser, expect, sync_playwright
+
+from tests.e2e.api import Api, User
+from tests.e2e.conftest import RunningSystem, system_env
+from tests.e2e.desk import CHROMIUM, CHROMIUM_ARGS, PHONE, Desk
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.skip("browser tests need Debian's Chromium at /usr/bin/chromium (apt-get install -y chromium)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def api(system: RunningSystem) -> Api:
+    return Api(system)
+
+
+@pytest.fixture(scope="module")
+def manual(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    running = RunningSystem(tmp_path_factory.mktemp("bo-manual") / "data", system_env())
+    running.start("--execution", "manual")
+    yield Api(running)
+    running.stop()
+
+
+def desk(browser: Browser, api: Api) -> Desk:
+    return Desk(browser, api.system.url("backoffice"))
+
+
+def place(customer: Desk, side: str, asset: str, size: str, price: str) -> str:
+    """Place an order through the Trade form; returns its id (from the order page it leads to)."""
+    page = customer.go("/trade")
+    page.locator(f"label[for=side-{side.lower()}]").click()
+    page.locator("#asset").fill(asset)
+    page.locator("#size").fill(size)
+    page.locator("#price").fill(price)
+    page.get_by_role("button", name="Place order").click()
+    expect(page).to_have_url(re.compile(r"/orders/[0-9a-f-]{36}$"))
+    return page.url.rsplit("/", 1)[1]
+
+
+def test_customer_registers_is_funded_buys_and_sees_a_refusal_explained(browser: Browser, api: Api) -> None:
+    name = f"ayse-{uuid.uuid4().hex[:6]}"
+    customer = desk(browser, api)
+    page = customer.go("/register")
+    customer.shot("register")
+    page.locator("#username").fill(name)
+    page.locator("#password").fill("ayse-password")
+    page.locator("#confirm").fill("ayse-password")
+    page.get_by_role("button", name="Open account").click()
+    expect(page.locator(".notice")).to_contain_text("Your account is ready")
+    customer.shot("login")
+    customer.sign_in(name, "ayse-password")
+    expect(page.locator("#no-balances")).to_be_visible()
+    assert page.evaluate("document.cookie") == ""  # the session cookie is HttpOnly: no script sees it
+    customer.shot("customer-balances-empty")
+
+    admin = desk(browser, api)
+    admin.sign_in("boss", "boss-password")
+    admin.go("/admin/users").locator(f"tr[data-username='{name}']").get_by_role(
+        "link", name="Account"
+    ).click()
+    admin.page.locator("#deposit-amount").fill("1000")
+    admin.page.get_by_role("button", name="Deposit").click()
+    expect(admin.page.locator(".notice")).to_have_text("Deposit recorded.")
+    expect(admin.cell("TRY", "usable")).to_have_text("1,000")
+    admin.shot("admin-customer")
+
+    page = customer.go("/trade")
+    page.locator("#asset").fill("TRY")
+    page.locator("#size").fill("0")
+    page.locator("#price").fill("ten")
+    page.get_by_role("button", name="Place order").click()
+    expect(page.locator("#asset-error")).to_contain_text("TRY is cash")
+    expect(page.locator("#size-error")).to_have_text("Size must be greater than 0.")
+    expect(page.locator("#price-error")).to_contain_text("Price must be a decimal number")
+    customer.shot("customer-trade-errors")
+
+    bought = place(customer, "BUY", "AAPL", "3", "100.1")
+    expect(customer.page.locator("#order-status")).to_have_attribute("data-status", "MATCHED")
+    customer.shot("customer-order-matched")
+    customer.go("/")  # the table follows the settlement on its own
+    for asset, field, value in (
+        ("TRY", "total", "699.7"),
+        ("TRY", "usable", "699.7"),
+        ("AAPL", "total", "3"),
+    ):
+        expect(customer.cell(asset, field)).to_have_text(value)
+    customer.page.reload()  # the chart is drawn with the page
+    expect(customer.page.locator("figure.chart svg circle")).to_have_count(3)  # deposit, reserve, settle
+    customer.shot("customer-balances")
+
+    refused = place(customer, "BUY", "MSFT", "10", "100")
+    expect(customer.page.locator("#order-status")).to_have_attribute("data-status", "CANCELED")
+    expect(customer.page.locator("#order-reason")).to_contain_text("insufficient usable TRY")
+    customer.shot("customer-order-canceled")
+
+    page = customer.go("/orders?status=CANCELED")
+    expect(page.locator("#orders tbody tr")).to_have_count(1)
+    expect(page.locator(f"#order-{refused} .reason")).to_contain_text("1000 needed, 699.7 usable")
+    page = customer.go("/orders")
+    expect(page.locator(f"#order-{bought}")).to_have_attribute("data-status", "MATCHED")
+    customer.shot("customer-orders")
+    page = customer.go("/ledger")
+    expect(page.locator("#ledger tbody tr")).to_have_count(4)
+    customer.shot("customer-ledger")
+
+    phone = Desk(browser, customer.base, PHONE, like=customer)
+    for path, shot in (("/", "phone-balances"), ("/trade", "phone-trade"), ("/orders", "phone-orders")):
+        phone.go(path)
+        assert phone.fits_width(), path
+        phone.shot(shot)
+    for person in (customer, admin, phone):
+        person.close()
+
+
+def test_a_customer_cannot_reach_admin_pages_or_another_customers_data(browser: Browser, api: Api) -> None:
+    admin, mine, theirs = api.admin(), api.customer(), api.customer()
+    api.deposit(admin, theirs, "TRY", "500")
+    their_order = api.place(theirs, "BUY", "AAPL", "1", "10")
+    customer = desk(browser, api)
+    customer.sign_in(mine.username, "password-1")
+    for path in ("/admin", "/admin/users", "/admin/orders", f"/admin/customers/{theirs.id}", "/admin/system"):
+        page = customer.go(path)
+        expect(page.locator("h1")).to_have_text("Not allowed")
+        expect(page.locator("main")).to_contain_text("admins only")
+        if path == "/admin/system":
+            customer.shot("customer-refused-admin-page")
+    page = customer.go(f"/orders/{their_order}")
+    expect(page.locator("h1")).to_have_text("Not found")
+    page = customer.go(f"/orders?customer={theirs.id}&customerId={theirs.id}")
+    expect(page.locator("#no-orders")).to_be_visible()
+    page = customer.go(f"/ledger?customerId={theirs.id}")
+    expect(page.locator("#ledger")).to_have_count(0)
+    page = customer.go(f"/?customerId={theirs.id}")
+    expect(page.locator("#no-balances")).to_be_visible()
+    customer.close()
+
+
+def _poison(nats_port: str) -> None:
+    """Publish a message no consumer can read: the account consumer dead-letters it at once."""
+
+    async def publish() -> None:
+        client = await nats.connect(f"nats://127.0.0.1:{nats_port}")
+        try:
+            await client.jetstream().publish(
+                "oms.order.created", b"not an event", headers={"Nats-Msg-Id": str(uuid.uuid4())}
+            )
+        finally:
+            await client.close()
+
+    with ThreadPoolExecutor(1) as thread:  # playwright's own event loop runs in this thread
+        thread.submit(asyncio.run, publish()).result(timeout=30)
+
+
+def test_system_page_shows_health_backlog_dead_letters_and_runs_the_audit(browser: Browser, api: Api) -> None:
+    _poison(api.system.env["OMS_NATS_PORT"])
+    admin = desk(browser, api)
+    admin.sign_in("boss", "boss-password")
+    page = admin.go("/admin/system")
+    for component in ("auth", "order", "account", "nats", "relay-order", "relay-account"):
+        expect(page.locator(f"#health tr[data-component='{component}']")).to_have_attribute("data-ok", "true")
+    expect(page.locator("#backlog tr[data-measure='redelivered'] td")).to_have_count(2)
+    for _ in range(50):  # the dead letter is written a moment after the publish
+        if page.locator("#dead-letter-list tbody tr").count():
+            break
+        page.wait_for_timeout(200)
+        page.reload()
+    letter = page.locator("#dead-letter-list tbody tr").first
+    expect(letter).to_contain_text("malformed event")
+    seq = letter.get_attribute("data-seq")
+    page.get_by_role("button", name="Run audit").click()
+    expect(page.locator("#audit-result")).to_have_attribute("data-clean", "true")
+    expect(page.locator("#audit-result")).to_contain_text("Every invariant holds")
+    admin.shot("admin-system")
+    letter.get_by_role("button", name="Replay").click()
+    expect(page.locator(".notice").first).to_have_text("Dead letter sent back to its consumer.")
+    expect(page.locator(f"#dead-letter-list tr[data-seq='{seq}']")).to_have_count(0)
+    admin.close()
+
+
+def _reserved(api: Api, customer: User, order_id: str) -> None:
+    order = api.wait_order(customer, order_id, until=lambda o: o["fundsReserved"])
+    assert (order["status"], order["fundsReserved"]) == ("PENDING", True)
+
+
+def test_admin_in_manual_mode_matches_and_cancels_while_the_customer_watches(
+    browser: Browser, manual: Api
+) -> None:
+    boss, buyer = manual.admin(), manual.customer()
+    manual.deposit(boss, buyer, "TRY", "1000")
+    customer = desk(browser, manual)
+    customer.sign_in(buyer.username, "password-1")
+    to_match = place(customer, "BUY", "AAPL", "2", "15")
+    _reserved(manual, buyer, to_match)
+    expect(customer.page.locator("#order-status")).to_contain_text("Funds reserved; waiting to be matched")
+    customer.page.evaluate("window.stillTheSamePage = true")
+
+    admin = desk(browser, manual)
+    admin.sign_in("boss", "boss-password")
+    expect(admin.page.locator(f"#order-{to_match}")).to_be_visible()  # the overview lists what waits
+    admin.shot("admin-overview")
+    page = admin.go(f"/admin/orders?status=PENDING&customer={buyer.id}")
+    admin.shot("admin-orders-manual")
+    page.locator(f"#order-{to_match}").get_by_role("button", name="Match").click()
+    expect(page.locator(".notice")).to_have_text("Order matched.")
+
+    expect(customer.page.locator("#order-status")).to_have_attribute("data-status", "MATCHED")
+    assert customer.page.evaluate("window.stillTheSamePage") is True  # changed on screen, no reload
+
+    manual.wait_balances(boss, buyer, {"TRY": ("970", "970"), "AAPL": ("2", "2")})
+    to_cancel = manual.place(buyer, "SELL", "AAPL", "1", "20")
+    _reserved(manual, buyer, to_cancel)
+    page = admin.go(f"/orders/{to_cancel}")
+    page.get_by_role("button", name="Cancel order").click()
+    expect(page.locator("#order-status")).to_have_attribute("data-status", "CANCELED")
+    expect(page.locator("#order-reason")).to_have_text("Reason: canceled by admin")
+    page = customer.go("/orders")
+    expect(page.locator(f"#order-{to_cancel}")).to_contain_text("canceled by admin")
+    expect(page.locator(f"#order-{to_match}")).to_have_attribute("data-status", "MATCHED")
+    customer.go("/")
+    expect(customer.cell("TRY", "total")).to_have_text("970")
+    expect(customer.cell("AAPL", "total")).to_have_text("2")
+    for person in (customer, admin):
+        person.close()
+
+
+def _csrf_token(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "no CSRF token on the page"
+    return found.group(1)
+
+
+REFUSED = "did not come from this site"
+
+
+def test_posts_without_the_sessions_csrf_token_are_refused(api: Api) -> None:
+    base = api.system.url("backoffice")
+    with httpx.Client(base_url=base) as stranger:
+        refused = stranger.post("/login", data={"username": "boss", "password": "boss-password"})
+        assert (refused.status_code, REFUSED in refused.text) == (403, True)
+        other_sessions_token = _csrf_token(stranger.get("/login").text)
+    with httpx.Client(base_url=base) as http:
+        token = _csrf_token(http.get("/login").text)
+        signed_in = http.post(
+            "/login", data={"username": "boss", "password": "boss-password", "csrf_token": token}
+        )
+        assert signed_in.status_code == 303
+        cookie = next(c for c in signed_in.headers.get_list("set-cookie") if c.startswith("oms_session="))
+        assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
+        assert "eyJ" not in cookie  # the token is encrypted in the cookie, not a readable JWT
+        page = http.get("/admin/users")
+        assert page.status_code == 200 and "eyJ" not in page.text
+        token = _csrf_token(page.text)
+        some = uuid.uuid4()
+        for path in (
+            "/login",
+            "/register",
+            "/logout",
+            "/trade",
+            f"/orders/{some}/cancel",
+            "/admin/users",
+            f"/admin/customers/{some}/deposit",
+            f"/admin/orders/{some}/match",
+            "/admin/system/audit",
+            "/admin/system/dead-letters/order/1/replay",
+        ):
+            for form in ({}, {"csrf_token": "forged"}, {"csrf_token": other_sessions_token}):
+                response = http.post(path, data=form)
+                assert (response.status_code, REFUSED in response.text) == (403, True), (path, form)
+        with_token = http.post("/admin/users", data={"csrf_token": token, "username": "", "password": ""})
+        assert with_token.status_code == 422 and "Enter a username." in with_token.text
+        assert http.post("/trade", headers={"X-CSRF-Token": token}).status_code != 403  # htmx sends a header
+        assert http.get("/admin/users").status_code == 200  # the refusals changed nothing
+
+
+def test_ops_endpoints_are_for_admins_and_describe_their_own_service(api: Api) -> None:
+    admin, customer = api.admin(), api.customer()
+    for service in ("order", "account"):
+        for path in ("/api/v1/ops/status", "/api/v1/ops/dead-letters"):
+            assert api.http.get(api.url(service, path), headers=customer.headers).status_code == 403
+        replay = api.http.post(
+            api.url(service, "/api/v1/ops/dead-letters/1/replay"), headers=customer.headers
+        )
+        assert replay.status_code == 403
+        status = api.http.get(api.url(service, "/api/v1/ops/status"), headers=admin.headers).json()
+        assert status["service"] == service
+        assert status["relay"]["slot"] == f"oms_{service}_outbox" and status["relay"]["slotExists"]
+        assert status["consumer"]["name"] == service
+        assert {"pending", "ackPending", "redelivered", "waiting"} <= set(status["consumer"])
+        missing = api.http.post(
+            api.url(service, "/api/v1/ops/dead-letters/999999/replay"), headers=admin.headers
+        )
+        assert missing.status_code == 404
