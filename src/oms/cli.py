@@ -95,7 +95,7 @@ def serve(
             fail("oms serve relay needs --service order|account")
         settings = _settings()
         configure_logging(f"relay-{service.value}", settings.log_format, settings.log_level)
-        _serve_relay(settings, service.value)
+        _serve_relay(_settings(**{f"{service.value}_relay_port": port}), service.value)
         return
     settings = _settings(**{f"{component.value}_port": port})
     configure_logging(component.value, settings.log_format, settings.log_level)
@@ -122,10 +122,16 @@ def _serve_relay(settings: Settings, service: str) -> None:
     import threading
 
     from oms.kernel.relay import RelayConfigError, run_relay
+    from oms.runtime.ports import check_bindable
 
+    component = f"{service}_relay"
+    metrics_port = settings.port_of(component)
     try:
-        run_relay(service, settings.database_url(service), settings.nats_url, threading.Event())
-    except (RelayConfigError, RuntimeError) as exc:
+        check_bindable(
+            settings.host, metrics_port, f"the {service} relay's metrics", port_env_name(component)
+        )
+        run_relay(service, settings.database_url(service), settings.nats_url, threading.Event(), metrics_port)
+    except (RelayConfigError, RuntimeError, PortUnavailable) as exc:
         fail(str(exc))
 
 

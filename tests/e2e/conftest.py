@@ -72,6 +72,8 @@ def system_env(**extra: str) -> dict[str, str]:
             "OMS_ORDER_PORT": str(free_port()),
             "OMS_ACCOUNT_PORT": str(free_port()),
             "OMS_BACKOFFICE_PORT": str(free_port()),
+            "OMS_ORDER_RELAY_PORT": str(free_port()),
+            "OMS_ACCOUNT_RELAY_PORT": str(free_port()),
             "OMS_PG_PORT": str(free_port()),
             "OMS_NATS_PORT": str(free_port()),
             "OMS_NATS_MONITOR_PORT": str(free_port()),

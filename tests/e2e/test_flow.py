@@ -157,3 +157,16 @@ def test_audit_is_clean_after_every_flow_above(system: RunningSystem) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "every invariant holds" in result.stdout
+
+
+def test_relays_export_their_metrics(system: RunningSystem, api: Api) -> None:
+    for service in ("order", "account"):
+        port = system.env[f"OMS_{service.upper()}_RELAY_PORT"]
+        metrics = api.http.get(f"http://127.0.0.1:{port}/metrics").text
+        relayed = next(
+            line
+            for line in metrics.splitlines()
+            if line.startswith(f'oms_relay_events_total{{service="{service}"}}')
+        )
+        assert float(relayed.split()[-1]) > 0
+        assert f'oms_relay_lag_bytes{{service="{service}"}}' in metrics

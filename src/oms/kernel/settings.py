@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     account_port: int = 667
     auth_port: int = 668
     backoffice_port: int = 669
+    # Each relay serves its Prometheus metrics (events relayed, lag, commit→ack latency) on its own port.
+    order_relay_port: int = 16666
+    account_relay_port: int = 16667
 
     # Embedded servers: kept off the machine's own 5432/4222.
     pg_port: int = 15432

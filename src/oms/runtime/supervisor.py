@@ -121,6 +121,10 @@ class System:
     def check_ports(self) -> None:
         s = self.settings
         wanted = [(c, s.port_of(c), f"the {c} service", port_env_name(c)) for c in self.components()]
+        wanted += [
+            (f"{r}_relay", s.port_of(f"{r}_relay"), f"the {r} relay's metrics", port_env_name(f"{r}_relay"))
+            for r in RELAYED
+        ]
         if not s.external:
             wanted += [
                 ("pg", s.pg_port, "PostgreSQL", "OMS_PG_PORT"),
@@ -141,7 +145,14 @@ class System:
             (c, [c], f"http://{self.settings.host}:{self.settings.port_of(c)}/health")
             for c in self.components()
         ]
-        specs += [(f"relay-{s}", ["relay", "--service", s], None) for s in RELAYED]
+        specs += [
+            (
+                f"relay-{s}",
+                ["relay", "--service", s],
+                f"http://127.0.0.1:{self.settings.port_of(f'{s}_relay')}/",
+            )
+            for s in RELAYED
+        ]
         return specs
 
     def start(self) -> None:
@@ -200,7 +211,7 @@ class System:
             env[f"OMS_{name.upper()}_DATABASE_URL"] = (
                 self.postgres.url(name) if self.postgres else s.database_url(name)
             )
-        for component in self.components():
+        for component in [*self.components(), *(f"{r}_relay" for r in RELAYED)]:
             env[port_env_name(component)] = str(s.port_of(component))
         username, password, _ = admin_credentials(s)
         env["OMS_ADMIN_USERNAME"], env["OMS_ADMIN_PASSWORD"] = username, password
