@@ -15,7 +15,7 @@ from oms.account.handlers import commit_effect
 from oms.account.iban import InvalidIban, parse_iban
 from oms.kernel import idempotency
 from oms.kernel.deps import AppSettings, IdempotencyKey, Pool, own_customer
-from oms.kernel.errors import ApiError
+from oms.kernel.errors import ApiError, error_responses
 from oms.kernel.http import ExactJSONResponse, ExactNumber, exact_json
 from oms.kernel.money import CASH, NonNegativeDecimal, PositiveDecimal, Symbol
 from oms.kernel.settings import Settings
@@ -86,7 +86,7 @@ def _deposit_policy(user: Principal, body: DepositRequest, settings: Settings) -
         raise ApiError(403, f"customers may deposit only {CASH}; other assets are credited by an admin")
 
 
-@router.post("/assets", response_model=Id, responses={403: {}, 422: {}})
+@router.post("/assets", response_model=Id, responses=error_responses(403, 422))
 async def deposit(
     body: DepositRequest, user: CurrentUser, pool: Pool, settings: AppSettings, key: IdempotencyKey = None
 ) -> ExactJSONResponse:
@@ -115,7 +115,7 @@ async def deposit(
     return ExactJSONResponse(answer)
 
 
-@router.post("/assets/withdraw", response_model=Id, responses={403: {}, 409: {}, 422: {}})
+@router.post("/assets/withdraw", response_model=Id, responses=error_responses(403, 409, 422))
 async def withdraw(
     body: WithdrawRequest, user: CurrentUser, pool: Pool, key: IdempotencyKey = None
 ) -> ExactJSONResponse:
@@ -141,7 +141,7 @@ async def withdraw(
     return ExactJSONResponse(answer)
 
 
-@router.get("/assets", response_model=AssetList, responses={403: {}})
+@router.get("/assets", response_model=AssetList, responses=error_responses(403))
 async def list_assets(
     user: CurrentUser, pool: Pool, customerId: uuid.UUID | None = None, assetName: Symbol | None = None
 ) -> ExactJSONResponse:
@@ -161,7 +161,7 @@ async def list_assets(
     return exact_json(AssetList(assets=views))
 
 
-@router.get("/ledger", response_model=LedgerPage, responses={403: {}})
+@router.get("/ledger", response_model=LedgerPage, responses=error_responses(403))
 async def ledger(
     user: CurrentUser,
     pool: Pool,

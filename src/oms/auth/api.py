@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from oms.auth import domain, store
 from oms.auth.keys import SigningKey
 from oms.kernel.deps import Pool
-from oms.kernel.errors import ApiError
+from oms.kernel.errors import ApiError, error_responses
 from oms.kernel.settings import Settings
 from oms.kernel.tokens import AdminUser, MaybeUser, Role
 
@@ -90,7 +90,9 @@ async def create_user(pool: asyncpg.Pool, passwords: Passwords, body: RegisterRe
         raise ApiError(409, "username already taken") from None
 
 
-@router.post("/register", status_code=201, response_model=Created, tags=["users"])
+@router.post(
+    "/register", status_code=201, response_model=Created, tags=["users"], responses=error_responses(409)
+)
 async def register(body: RegisterRequest, request: Request, pool: Pool, caller: MaybeUser) -> Created:
     """Create a customer (anyone) or an admin (admins only)."""
     if body.role is Role.ADMIN and caller is None:
@@ -121,7 +123,7 @@ def _policies(settings: Settings) -> tuple[domain.ThrottlePolicy, domain.Throttl
     )
 
 
-@router.post("/login", response_model=TokenResponse, tags=["users"])
+@router.post("/login", response_model=TokenResponse, tags=["users"], responses=error_responses(429))
 async def login(body: LoginRequest, request: Request, pool: Pool) -> TokenResponse:
     """Exchange a username and password for a bearer token."""
     settings: Settings = request.app.state.settings

@@ -8,9 +8,34 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
+
+
+class ErrorBody(BaseModel):
+    """Every refusal: what is wrong, and details such as the invalid fields."""
+
+    error: str
+    detail: Any = None
+
+
+_MEANING = {
+    400: "The body is not JSON",
+    401: "No valid bearer token",
+    403: "Not allowed for this user",
+    404: "No such resource (or not yours)",
+    409: "Conflicts with the current state",
+    422: "Invalid request",
+    429: "Too many attempts; see Retry-After",
+    503: "A dependency is unavailable",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error codes, each with the ErrorBody schema."""
+    return {code: {"model": ErrorBody, "description": _MEANING[code]} for code in codes}
 
 
 class ApiError(HTTPException):

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from pydantic import BaseModel, WithJsonSchema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from oms.kernel.errors import install_error_handlers
+from oms.kernel.errors import error_responses, install_error_handlers
 
 HealthCheck = Callable[[], Awaitable[None]]
 
@@ -91,7 +91,8 @@ def create_service_app(
     install_error_handlers(app)
     app.add_middleware(RequestMetrics)
     for router in routers:
-        app.include_router(router)
+        # Any route may refuse a caller or a request; 404/409 are declared by the routes that answer them.
+        app.include_router(router, responses=error_responses(400, 401, 403, 422, 503))
 
     @app.get("/health", tags=["operations"])
     async def health() -> JSONResponse:

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from oms.kernel.broker import Broker, ConsumerStats, DeadLetter
 from oms.kernel.dlq import replay_one
-from oms.kernel.errors import ApiError
+from oms.kernel.errors import ApiError, error_responses
 from oms.kernel.outbox import TABLE
 from oms.kernel.tokens import AdminUser
 
@@ -156,8 +156,10 @@ def ops_router(service: str) -> APIRouter:
         letters = await consumer_dead_letters(request.app.state.broker, service)
         return DeadLetterList(deadLetters=[DeadLetterView.of(letter) for letter in letters[:limit]])
 
-    @router.post("/dead-letters/{seq}/replay", response_model=Replayed, responses={404: {}})
-    async def replay(seq: Annotated[int, Path(ge=1)], _: AdminUser, request: Request) -> Replayed:
+    @router.post("/dead-letters/{seq}/replay", response_model=Replayed, responses=error_responses(404))
+    async def replay(
+        seq: Annotated[int, Path(ge=1, le=2**63 - 1)], _: AdminUser, request: Request
+    ) -> Replayed:
         """Send one dead letter back to this service's consumer (admins)."""
         broker: Broker = request.app.state.broker
         found = [letter for letter in await broker.dead_letters(limit=1, start=seq) if letter.seq == seq]

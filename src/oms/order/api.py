@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from oms.kernel import idempotency
 from oms.kernel.deps import IdempotencyKey, Pool, own_customer
-from oms.kernel.errors import ApiError
+from oms.kernel.errors import ApiError, error_responses
 from oms.kernel.http import ExactJSONResponse, ExactNumber, exact_json
 from oms.kernel.money import PositiveDecimal, Side, Symbol
 from oms.kernel.tokens import AdminUser, CurrentUser, Principal
@@ -83,7 +83,7 @@ class Canceled(BaseModel):
     status: OrderStatus
 
 
-@router.post("", response_model=OrderId, responses={409: {}, 422: {}})
+@router.post("", response_model=OrderId, responses=error_responses(409, 422))
 async def create_order(
     body: PlaceOrderRequest, user: CurrentUser, pool: Pool, key: IdempotencyKey = None
 ) -> ExactJSONResponse:
@@ -104,7 +104,7 @@ async def create_order(
     return ExactJSONResponse(answer)
 
 
-@router.get("", response_model=OrderList, responses={403: {}})
+@router.get("", response_model=OrderList, responses=error_responses(403))
 async def list_orders(
     user: CurrentUser,
     pool: Pool,
@@ -146,7 +146,7 @@ def _visible(user: Principal, order: Order | None) -> Order:
     return order
 
 
-@router.get("/{order_id}", response_model=OrderView, responses={404: {}})
+@router.get("/{order_id}", response_model=OrderView, responses=error_responses(404))
 async def get_order(order_id: uuid.UUID, user: CurrentUser, pool: Pool) -> ExactJSONResponse:
     """One order."""
     async with pool.acquire() as conn:
@@ -158,7 +158,7 @@ def _refused(refusal: TransitionRefused) -> ApiError:
     return ApiError(409, refusal.message, {"status": refusal.current.value})
 
 
-@router.delete("", response_model=Canceled, responses={404: {}, 409: {}})
+@router.delete("", response_model=Canceled, responses=error_responses(404, 409))
 async def cancel_order(orderId: uuid.UUID, user: CurrentUser, pool: Pool) -> Canceled:
     """Cancel a PENDING order (409 once it is MATCHED or CANCELED)."""
     async with pool.acquire() as conn:
@@ -170,7 +170,7 @@ async def cancel_order(orderId: uuid.UUID, user: CurrentUser, pool: Pool) -> Can
     return Canceled(message="order canceled", status=OrderStatus.CANCELED)
 
 
-@router.post("/{order_id}/match", response_model=OrderView, responses={404: {}, 409: {}})
+@router.post("/{order_id}/match", response_model=OrderView, responses=error_responses(404, 409))
 async def match_order(order_id: uuid.UUID, _: AdminUser, pool: Pool) -> ExactJSONResponse:
     """Execute a PENDING order whose funds are reserved, at its limit price (admins)."""
     outcome = await change_order(pool, order_id, match)
