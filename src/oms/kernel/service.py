@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from oms.kernel.broker import JetStreamBroker
 from oms.kernel.consumer import ConsumerRunner, Handler
 from oms.kernel.db import create_pool, migrate
+from oms.kernel.housekeeping import keep_tidy
 from oms.kernel.http import HealthCheck, create_service_app
 from oms.kernel.ops import ops_router
 from oms.kernel.settings import Settings
@@ -48,6 +49,7 @@ def create_event_service(
         app.state.broker = await JetStreamBroker.connect(settings.nats_url, name=f"oms-{service}")
         stop = asyncio.Event()
         consumer: asyncio.Task[None] | None = None
+        tidy = asyncio.create_task(keep_tidy(app.state.pool, stop), name=f"{service}-housekeeping")
         try:
             await app.state.broker.ensure_topology()
             runner = ConsumerRunner(
@@ -60,9 +62,10 @@ def create_event_service(
             yield
         finally:
             stop.set()
-            if consumer is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await consumer
+            for task in (consumer, tidy):
+                if task is not None:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await app.state.broker.close()
             await app.state.pool.close()
 
