@@ -266,5 +266,16 @@ def dlq_replay(
     console.print(f"replayed {count} dead letter(s)")
 
 
+def _register_proof_commands() -> None:
+    from oms.bench.cli import register as register_bench
+    from oms.chaos.cli import register as register_chaos
+
+    register_bench(app)
+    register_chaos(app)
+
+
+_register_proof_commands()
+
+
 def main() -> None:
     app()

@@ -134,6 +134,10 @@ class Relay:
         self.batch = batch
         self.confirmed_lsn = 0
         self.undeleted: dict[str, float] = {}  # event id → when its row was first found invisible
+        # Transactions whose relayed rows could not be deleted yet: (position before it, its end, row ids).
+        # The position is confirmed only up to the first of them, so a restart relays them again and the
+        # new session deletes their rows instead of leaving them for ever.
+        self.waiting: list[tuple[int, int, set[str]]] = []
 
     async def run(self) -> None:
         pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=2)
@@ -206,6 +210,7 @@ class Relay:
     async def _publish(
         self, cursor: ReplicationCursor, queue: asyncio.Queue[Transaction], pool: asyncpg.Pool
     ) -> None:
+        previous = self.confirmed_lsn
         while True:
             batch = await self._next_batch(queue)
             if not batch:
@@ -213,6 +218,7 @@ class Relay:
                     return
                 if self.undeleted:
                     await self._forget(pool, [])
+                    self._confirm(cursor, previous)
                 continue
             events = [event for transaction in batch for event in transaction.events]
             await self._deliver(events, pool)
@@ -221,8 +227,19 @@ class Relay:
                 if transaction.events:
                     age = (acked_at - transaction.commit_time).total_seconds()
                     COMMIT_TO_ACK.labels(self.service).observe(max(age, 0.0))
-            self.confirmed_lsn = batch[-1].end_lsn
-            _send_feedback(cursor, flush_lsn=self.confirmed_lsn)
+                left = {event.msg_id for event in transaction.events} & self.undeleted.keys()
+                if left:
+                    self.waiting.append((previous, transaction.end_lsn, left))
+                previous = transaction.end_lsn
+            self._confirm(cursor, previous)
+
+    def _confirm(self, cursor: ReplicationCursor, newest: int) -> None:
+        """Confirm `newest`, or the position before the first transaction whose rows are not deleted yet."""
+        self.waiting = [(before, end, ids & self.undeleted.keys()) for before, end, ids in self.waiting]
+        self.waiting = [entry for entry in self.waiting if entry[2]]
+        safe = self.waiting[0][0] if self.waiting else newest
+        self.confirmed_lsn = max(self.confirmed_lsn, safe)
+        _send_feedback(cursor, flush_lsn=self.confirmed_lsn)
 
     async def _next_batch(self, queue: asyncio.Queue[Transaction]) -> list[Transaction]:
         try:

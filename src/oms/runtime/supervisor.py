@@ -22,9 +22,9 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from oms.kernel.settings import SERVICES, Settings, port_env_name
-from oms.runtime.nats import EmbeddedNats
+from oms.runtime.nats import EmbeddedNats, NatsError
 from oms.runtime.ports import check_bindable
-from oms.runtime.postgres import EmbeddedPostgres
+from oms.runtime.postgres import EmbeddedPostgres, PostgresError
 from oms.runtime.processes import spawn, stop, tail
 
 DEFAULT_ADMIN = "admin"
@@ -116,6 +116,8 @@ class System:
         self.postgres: EmbeddedPostgres | None = None
         self.nats: EmbeddedNats | None = None
         self.children: list[Child] = []
+        self.server_failures: dict[str, int] = {}
+        self.server_retry_at: dict[str, float] = {}
 
     # -- start ---------------------------------------------------------------------------------
     def check_ports(self) -> None:
@@ -245,10 +247,26 @@ class System:
                 self._revive(child)
 
     def _revive_servers(self) -> None:
+        """Restart a dead PostgreSQL or NATS; a restart that fails is tried again later, with backoff,
+        while the services keep running (they reconnect once it is back)."""
+        now = time.monotonic()
         for server, name in ((self.postgres, "PostgreSQL"), (self.nats, "NATS")):
-            if server is not None and server.process is not None and server.process.poll() is not None:
-                self.console.print(f"[red]{name} exited with code {server.process.returncode}; restarting")
+            if server is None or server.process is None or server.process.poll() is None:
+                continue
+            if now < self.server_retry_at.get(name, 0.0):
+                continue
+            self.console.print(f"[red]{name} exited with code {server.process.returncode}; restarting")
+            try:
                 server.start()
+            except (PostgresError, NatsError, OSError) as exc:
+                failures = self.server_failures.get(name, 0) + 1
+                self.server_failures[name] = failures
+                delay = min(2 ** (failures - 1), 30)
+                self.server_retry_at[name] = now + delay
+                self.console.print(f"[red]{name} did not start ({exc}); trying again in {delay}s")
+            else:
+                self.server_failures.pop(name, None)
+                self.server_retry_at.pop(name, None)
 
     def _revive(self, child: Child) -> None:
         if child.process is None or child.process.poll() is None:

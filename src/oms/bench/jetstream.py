@@ -1,0 +1,133 @@
+"""JetStream figures: the broker's own limit (acked publishes/s on a scratch stream of the same server) and,
+read back after a run, how long each event took from its creation to being stored in the stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import nats
+import nats.errors
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+
+from oms.kernel.broker import EVENTS_STREAM
+
+
+async def last_seq(nats_url: str, stream: str = EVENTS_STREAM) -> int:
+    nc = await nats.connect(servers=[nats_url])
+    try:
+        info = await nc.jetstream().stream_info(stream)
+        return int(info.state.last_seq)
+    finally:
+        await nc.close()
+
+
+async def read_stream(
+    nats_url: str,
+    stream: str,
+    subjects: str,
+    after_seq: int,
+    until_seq: int,
+    visit: Callable[[bytes, datetime], None],
+) -> int:
+    """`visit(payload, stored_at)` for each message on `subjects` of `stream` in (after_seq, until_seq]."""
+    if until_seq <= after_seq:
+        return 0
+    nc = await nats.connect(servers=[nats_url])
+    seen = 0
+    try:
+        js = nc.jetstream()
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=after_seq + 1,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=30.0,
+            max_waiting=1,
+        )
+        subscription = await js.pull_subscribe(subjects, stream=stream, config=config)
+        while True:
+            try:
+                messages = await subscription.fetch(1000, timeout=2)
+            except (nats.errors.TimeoutError, TimeoutError):
+                break
+            for message in messages:
+                metadata = message.metadata
+                if metadata.sequence.stream > until_seq:
+                    return seen
+                visit(message.data, metadata.timestamp)
+                seen += 1
+                if metadata.sequence.stream == until_seq:
+                    return seen
+        return seen
+    finally:
+        await nc.close()
+
+
+async def event_latencies(nats_url: str, after_seq: int, until_seq: int) -> dict[str, list[float]]:
+    """Seconds from each event's `occurredAt` (set just before its transaction commits) to the moment
+    JetStream stored it (after the relay read it from the WAL and published it), by event type."""
+    by_type: dict[str, list[float]] = defaultdict(list)
+
+    def visit(payload: bytes, stored_at: datetime) -> None:
+        try:
+            event = json.loads(payload)
+            occurred = datetime.fromisoformat(event["occurredAt"].replace("Z", "+00:00"))
+        except (ValueError, KeyError, TypeError):
+            return
+        by_type[str(event.get("type"))].append((stored_at - occurred).total_seconds())
+
+    await read_stream(nats_url, EVENTS_STREAM, "oms.>", after_seq, until_seq, visit)
+    return dict(by_type)
+
+
+async def publish_limit(
+    nats_url: str, seconds: float = 5.0, in_flight: int = 4000, payload_bytes: int = 450
+) -> dict[str, Any]:
+    """Acked publishes/s to a scratch file-stored stream on the same server (the server's own fsync
+    setting applies), pipelined with `in_flight` unacknowledged publishes, each with a unique message id."""
+    stream = f"BENCH_LIMIT_{uuid.uuid4().hex[:8].upper()}"
+    subject = f"bench_limit.{stream.lower()}"
+    nc = await nats.connect(servers=[nats_url])
+    js = nc.jetstream(publish_async_max_pending=in_flight)
+    await js.add_stream(StreamConfig(name=stream, subjects=[subject], storage=StorageType.FILE))
+    payload = b"x" * payload_bytes
+    acked = failed = 0
+    try:
+        started = time.perf_counter()
+        deadline = started + seconds
+        pending: set[asyncio.Future[Any]] = set()
+
+        def done(future: asyncio.Future[Any]) -> None:
+            nonlocal acked, failed
+            pending.discard(future)
+            if future.cancelled() or future.exception() is not None:
+                failed += 1
+            else:
+                acked += 1
+
+        sent = 0
+        while time.perf_counter() < deadline:
+            future = await js.publish_async(subject, payload, headers={"Nats-Msg-Id": f"{stream}-{sent}"})
+            pending.add(future)
+            future.add_done_callback(done)
+            sent += 1
+        if pending:
+            await asyncio.wait(list(pending), timeout=10)
+        elapsed = time.perf_counter() - started
+    finally:
+        await js.delete_stream(stream)
+        await nc.close()
+    return {
+        "acked_per_s": round(acked / elapsed, 1),
+        "acked": acked,
+        "failed": failed,
+        "in_flight": in_flight,
+        "payload_bytes": payload_bytes,
+        "seconds": round(elapsed, 2),
+    }

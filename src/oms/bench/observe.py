@@ -1,0 +1,151 @@
+"""Watching the system without disturbing it: order outcomes and relay lag read from the service databases
+in bulk (a partial index counts the PENDING orders; outcomes are fetched once, at the end), or — when only
+the URLs are known — through the list API, customer by customer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from oms.bench.client import Client, Principal
+from oms.bench.system import Target
+
+RELAYED = ("order", "account")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """An order as it ended: status and the database's own create and last-change times."""
+
+    id: str
+    status: str
+    created: datetime
+    updated: datetime
+
+    @property
+    def latency(self) -> float:
+        return (self.updated - self.created).total_seconds()
+
+
+class Observer:
+    """Reads outcomes and relay lag from the order and account databases."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.pools: dict[str, asyncpg.Pool] = {}
+        self.lag: list[dict[str, Any]] = []  # one sample per second while `sample_lag` runs
+
+    async def open(self) -> None:
+        for service in RELAYED:
+            url = self.target.database_url(service)
+            assert url is not None, "the observer needs the databases"
+            self.pools[service] = await asyncpg.create_pool(url, min_size=1, max_size=2)
+
+    async def close(self) -> None:
+        for pool in self.pools.values():
+            await pool.close()
+
+    async def pending_orders(self) -> int:
+        count: int = await self.pools["order"].fetchval(
+            "SELECT count(*) FROM orders WHERE status = 'PENDING'"
+        )
+        return count
+
+    async def held_reservations(self) -> int:
+        count: int = await self.pools["account"].fetchval(
+            "SELECT count(*) FROM reservations WHERE status = 'HELD' AND order_id IS NOT NULL"
+        )
+        return count
+
+    async def wait_quiet(self, within: float) -> float | None:
+        """Seconds until no order is PENDING and no reservation HELD (immediate mode), None on timeout."""
+        started = time.perf_counter()
+        while time.perf_counter() - started < within:
+            if await self.pending_orders() == 0 and await self.held_reservations() == 0:
+                return time.perf_counter() - started
+            await asyncio.sleep(0.1)
+        return None
+
+    async def outcomes(self, order_ids: list[str]) -> list[Outcome]:
+        rows = await self.pools["order"].fetch(
+            "SELECT id::text, status, created_at, updated_at FROM orders WHERE id = ANY($1::uuid[])",
+            order_ids,
+        )
+        return [Outcome(r["id"], r["status"], r["created_at"], r["updated_at"]) for r in rows]
+
+    async def settled_at(self, order_ids: list[str]) -> dict[str, datetime]:
+        """When the account settled (or released) each order's reservation."""
+        rows = await self.pools["account"].fetch(
+            "SELECT order_id::text, updated_at FROM reservations WHERE order_id = ANY($1::uuid[]) "
+            "AND status <> 'HELD'",
+            order_ids,
+        )
+        return {r["order_id"]: r["updated_at"] for r in rows}
+
+    async def relay_lag_now(self) -> dict[str, Any]:
+        sample: dict[str, Any] = {"t": time.time()}
+        for service, pool in self.pools.items():
+            row = await pool.fetchrow(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint AS lag, "
+                "(SELECT count(*) FROM outbox) AS backlog, "
+                "(SELECT extract(epoch FROM now() - min(created_at)) FROM outbox)::float8 AS oldest "
+                "FROM pg_replication_slots WHERE slot_name = $1",
+                f"oms_{service}_outbox",
+            )
+            if row is not None:
+                sample[service] = {
+                    "lag_bytes": row["lag"] or 0,
+                    "outbox_rows": row["backlog"],
+                    "oldest_s": row["oldest"] or 0.0,
+                }
+        return sample
+
+    async def sample_lag(self, stop: asyncio.Event, every: float = 1.0) -> None:
+        while not stop.is_set():
+            self.lag.append(await self.relay_lag_now())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+
+    def lag_summary(self, since: float, until: float) -> dict[str, Any]:
+        window = [s for s in self.lag if since <= s["t"] <= until]
+        summary: dict[str, Any] = {}
+        for service in self.pools:
+            points = [s[service] for s in window if service in s]
+            if points:
+                summary[service] = {
+                    "max_lag_bytes": max(p["lag_bytes"] for p in points),
+                    "max_outbox_rows": max(p["outbox_rows"] for p in points),
+                    "max_oldest_unrelayed_ms": round(max(p["oldest_s"] for p in points) * 1000, 1),
+                }
+        return summary
+
+
+async def outcomes_by_api(
+    client: Client, admin: Principal, customers: list[Principal], order_ids: list[str], within: float
+) -> tuple[list[Outcome], float | None]:
+    """Without database access: every customer's orders through the list API, until none is PENDING."""
+    wanted = set(order_ids)
+    started = time.perf_counter()
+    while True:
+        listed = await asyncio.gather(*(client.all_orders(admin, c.id) for c in customers))
+        found = [
+            Outcome(
+                o["id"],
+                o["status"],
+                datetime.fromisoformat(o["createDate"]),
+                datetime.fromisoformat(o["updateDate"]),
+            )
+            for orders in listed
+            for o in orders
+            if o["id"] in wanted
+        ]
+        drained = time.perf_counter() - started
+        if all(o.status != "PENDING" for o in found) or drained > within:
+            return found, (drained if drained <= within else None)
+        await asyncio.sleep(0.5)

@@ -1,0 +1,160 @@
+"""The system under test: a fresh `oms up` in a temporary data folder on free ports, or one already running.
+
+Everything the bench and the chaos suite need to reach it is in `Target`: the service URLs, the admin login,
+the PostgreSQL server (for pgbench and for reading outcomes from the order and account databases), the
+broker, and the process tree (for CPU and memory figures).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import psutil
+
+from oms.kernel.settings import Settings
+from oms.runtime.ports import free_port
+
+ADMIN_USERNAME = "bench-admin"
+ADMIN_PASSWORD = "bench-admin-password"  # a throw-away system's; never a real one's
+
+
+class TargetError(RuntimeError):
+    """The system under test could not be started or reached."""
+
+
+@dataclass
+class Target:
+    """Where the system under test is and how to log in to it."""
+
+    urls: dict[str, str]  # auth, order, account → base URL
+    admin: tuple[str, str]
+    pg_host: str | None = None
+    pg_port: int | None = None
+    pg_user: str = "oms"
+    pg_password: str | None = None
+    nats_url: str | None = None
+    root_pid: int | None = None  # `oms up` (its descendants are the system's processes)
+
+    def database_url(self, database: str) -> str | None:
+        if self.pg_port is None or self.pg_password is None:
+            return None
+        password = quote(self.pg_password)
+        return f"postgresql://{self.pg_user}:{password}@{self.pg_host}:{self.pg_port}/{database}"
+
+    @property
+    def has_database(self) -> bool:
+        return self.database_url("order") is not None
+
+    def processes(self) -> list[psutil.Process]:
+        """Every process of the system (the supervisor and all its descendants) alive now."""
+        if self.root_pid is None:
+            return []
+        try:
+            root = psutil.Process(self.root_pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+
+def attach(data_dir: Path | None, urls: dict[str, str], admin: tuple[str, str]) -> Target:
+    """A running system: its URLs, and — given its data folder — its databases, broker and processes."""
+    target = Target(urls=urls, admin=admin)
+    if data_dir is None:
+        return target
+    state_file = data_dir / "run" / "state.json"
+    if not state_file.exists():
+        raise TargetError(f"no running system in {data_dir} (no run/state.json)")
+    state = json.loads(state_file.read_text())
+    target.root_pid = int(state["pid"])
+    target.nats_url = state.get("nats_url")
+    if state.get("pg_port"):
+        target.pg_host = urlsplit(urls["order"]).hostname or "127.0.0.1"
+        target.pg_port = int(state["pg_port"])
+        target.pg_password = (data_dir / "secrets" / "pg-password").read_text().strip()
+    return target
+
+
+def port_settings() -> list[str]:
+    """The names of the settings that are ports (`auth_port`, `pg_port`, …)."""
+    return [name for name in Settings.model_fields if name.endswith("_port")]
+
+
+@dataclass
+class LaunchedSystem:
+    """`oms up` as a child process of ours, in `data_dir`, on free ports."""
+
+    data_dir: Path
+    execution: str = "immediate"
+    extra_env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[str] | None = None
+    output: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start(self, timeout: float = 120.0, attempts: int = 3) -> Target:
+        """Start it and wait for "ready"; a free port taken by someone else meanwhile means a new try."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once(timeout)
+            except TargetError as exc:
+                if "cannot bind port" not in str(exc) or attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> Target:
+        self.output = []
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("OMS_")}
+        # Every port setting there is (services, relay metrics, embedded servers), so that nothing collides
+        # with another system on this machine.
+        ports = {name.removesuffix("_port").upper(): str(free_port()) for name in port_settings()}
+        self.env.update({f"OMS_{name}_PORT": port for name, port in ports.items()})
+        self.env.update(
+            {
+                "OMS_ADMIN_USERNAME": ADMIN_USERNAME,
+                "OMS_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                "OMS_EXECUTION": self.execution,
+                **self.extra_env,
+            }
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "oms", "up", "--data-dir", str(self.data_dir)],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not any(line.strip() == "ready" for line in self.output):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise TargetError("oms up did not become ready:\n" + "".join(self.output[-30:]))
+            time.sleep(0.1)
+        urls = {c: f"http://127.0.0.1:{ports[c.upper()]}" for c in ("auth", "order", "account")}
+        return attach(self.data_dir, urls, (ADMIN_USERNAME, ADMIN_PASSWORD))
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.output.append(line)
+
+    def stop(self) -> None:
+        """Ctrl-C, as a user stops it; killed if it does not stop within a minute."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(2)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None

@@ -1,0 +1,138 @@
+"""Watching the system under chaos: the consumers' counters (scraped from /metrics across restarts), the
+broker's delivery counts, and the wait for quiescence once the faults stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections import defaultdict
+from typing import Any
+
+import asyncpg
+import httpx
+import nats
+import nats.errors
+
+from oms.bench.system import Target
+from oms.kernel.broker import CONSUMERS, EVENTS_STREAM
+
+RECENT_OUTBOX = "SELECT count(*) FROM outbox WHERE created_at > now() - interval '15 seconds'"
+_COUNTER = re.compile(r'^oms_consumer_messages_total\{consumer="(\w+)",outcome="(\w+)"\} ([0-9.e+]+)$', re.M)
+
+
+class ConsumerMetrics:
+    """Sums `oms_consumer_messages_total` of the order and account services over their lifetimes: a counter
+    that went down belongs to a restarted process, so what the last one had counted is kept. (What a killed
+    process counted after its last scrape is lost: these are lower bounds.)"""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.last: dict[tuple[str, str], float] = {}
+        self.base: dict[tuple[str, str], float] = defaultdict(float)
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        result: dict[str, dict[str, int]] = defaultdict(dict)
+        for (consumer, outcome), value in self.last.items():
+            result[consumer][outcome] = int(self.base[(consumer, outcome)] + value)
+        return dict(result)
+
+    async def scrape(self, http: httpx.AsyncClient) -> None:
+        for service in ("order", "account"):
+            with contextlib.suppress(httpx.HTTPError):
+                text = (await http.get(f"{self.target.urls[service]}/metrics", timeout=2)).text
+                for consumer, outcome, value in _COUNTER.findall(text):
+                    key, now = (consumer, outcome), float(value)
+                    if now < self.last.get(key, 0.0):
+                        self.base[key] += self.last[key]
+                    self.last[key] = now
+
+    async def run(self, stop: asyncio.Event, every: float = 1.0) -> None:
+        async with httpx.AsyncClient() as http:
+            while not stop.is_set():
+                await self.scrape(http)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), every)
+            await self.scrape(http)
+
+
+async def consumer_stats(nats_url: str) -> dict[str, dict[str, Any]]:
+    """Per durable consumer: deliveries made (redeliveries included), messages on its subjects, and what is
+    still pending or unacknowledged."""
+    nc = await nats.connect(servers=[nats_url])
+    try:
+        js = nc.jetstream()
+        stats = {}
+        for consumer, subjects in CONSUMERS.items():
+            info = await js.consumer_info(EVENTS_STREAM, consumer)
+            stream = await js.stream_info(EVENTS_STREAM, subjects_filter=subjects)
+            messages = sum((stream.state.subjects or {}).values())
+            deliveries = info.delivered.consumer_seq if info.delivered else 0
+            stats[consumer] = {
+                "deliveries": deliveries,
+                "messages": messages,
+                "redeliveries": max(0, deliveries - messages),
+                "pending": info.num_pending or 0,
+                "unacknowledged": info.num_ack_pending or 0,
+                "ack_floor_seq": info.ack_floor.stream_seq if info.ack_floor else 0,
+            }
+        return stats
+    finally:
+        await nc.close()
+
+
+async def _healthy(http: httpx.AsyncClient, target: Target) -> bool:
+    try:
+        answers = [await http.get(f"{target.urls[s]}/health", timeout=2) for s in ("order", "account")]
+    except httpx.HTTPError:
+        return False
+    return all(a.status_code == 200 for a in answers)
+
+
+async def _settled(target: Target) -> dict[str, int]:
+    """What is still on its way: PENDING orders, HELD reservations, outbox rows written in the last seconds
+    (an older row is not "on its way" any more: the checks after quiescence tell whether it was lost or left
+    behind after being relayed)."""
+    order_url, account_url = target.database_url("order"), target.database_url("account")
+    assert order_url and account_url
+    order = await asyncpg.connect(order_url, timeout=5)
+    account = await asyncpg.connect(account_url, timeout=5)
+    try:
+        return {
+            "pending_orders": await order.fetchval("SELECT count(*) FROM orders WHERE status = 'PENDING'"),
+            "order_outbox": await order.fetchval(RECENT_OUTBOX),
+            "held_reservations": await account.fetchval(
+                "SELECT count(*) FROM reservations WHERE status = 'HELD' AND order_id IS NOT NULL"
+            ),
+            "account_outbox": await account.fetchval(RECENT_OUTBOX),
+        }
+    finally:
+        await order.close()
+        await account.close()
+
+
+async def wait_quiet(target: Target, within: float) -> tuple[float | None, dict[str, Any]]:
+    """Seconds until the services answer, nothing is on its way in either database and both consumers have
+    nothing pending or unacknowledged (twice in a row); None and the last state seen on timeout."""
+    assert target.nats_url
+    started = time.monotonic()
+    state: dict[str, Any] = {}
+    calm = 0
+    async with httpx.AsyncClient() as http:
+        while time.monotonic() - started < within:
+            try:
+                state = {"healthy": await _healthy(http, target), **await _settled(target)}
+                consumers = await consumer_stats(target.nats_url)
+                state["consumers_busy"] = sum(c["pending"] + c["unacknowledged"] for c in consumers.values())
+            except (OSError, asyncpg.PostgresError, nats.errors.Error, TimeoutError) as exc:
+                state = {"error": f"{type(exc).__name__}: {exc}"}
+                calm = 0
+                await asyncio.sleep(1)
+                continue
+            quiet = state["healthy"] and not any(v for k, v in state.items() if k != "healthy")
+            calm = calm + 1 if quiet else 0
+            if calm >= 2:
+                return time.monotonic() - started, state
+            await asyncio.sleep(0.5)
+    return None, state

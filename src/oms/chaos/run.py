@@ -1,0 +1,148 @@
+"""`oms chaos`: a workload under faults, then quiescence, then every check. The same code runs full-size from
+the command line and CI-sized in `tests/e2e/test_chaos.py`."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from oms.bench.client import Client
+from oms.bench.system import Target
+from oms.chaos.faults import FaultInjector, FaultLog, duplicate_events, schedule
+from oms.chaos.observe import ConsumerMetrics, consumer_stats, wait_quiet
+from oms.chaos.verify import verify
+from oms.chaos.workload import Ledger, Workload
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    orders: int = 10_000
+    customers: int = 200
+    duration: float = 720.0  # seconds over which the workload and the faults are spread
+    kills: int = 100
+    nats_restarts: int = 5
+    pg_restarts: int = 3
+    duplicates: int = 300
+    seed: int = 5
+    drain_timeout: float = 300.0
+    in_flight: int = 64
+
+    @classmethod
+    def ci(cls) -> ChaosConfig:
+        """The size `make test` runs: ≥ 1,000 orders, ≥ 10 kills, one restart of each server, ~3 minutes."""
+        return cls(
+            orders=1000, customers=50, duration=80.0, kills=12, nats_restarts=1, pg_restarts=1, duplicates=40
+        )
+
+    @property
+    def min_gap(self) -> float:
+        """Seconds before the same process is killed again: the supervisor doubles its restart delay for a
+        child that crashed within the last minute, and a child that is never up cannot be killed."""
+        return min(20.0, 3.5 * self.duration / max(1, self.kills + self.nats_restarts + self.pg_restarts))
+
+
+def _operations(book: Ledger) -> dict[str, dict[str, int]]:
+    table: dict[str, dict[str, int]] = {}
+    for kind, ops in (
+        ("orders", book.orders),
+        ("cancels", book.cancels),
+        ("deposits", book.deposits),
+        ("withdrawals", book.withdrawals),
+    ):
+        counts = {"sent": len(ops)}
+        for op in ops:
+            counts[op.outcome] = counts.get(op.outcome, 0) + 1
+        table[kind] = counts
+    return table
+
+
+async def run_chaos(config: ChaosConfig, target: Target, console: Console) -> dict[str, Any]:
+    """Run the workload with faults against `target` (a system started for it); returns the report."""
+    rng = random.Random(config.seed)  # noqa: S311 - faults and load, not secrets
+    client = Client(target, connections=config.in_flight + 16, timeout=10)
+    faults = FaultLog()
+    injector = FaultInjector(target, rng, faults)
+    metrics = ConsumerMetrics(target)
+    stop_metrics = asyncio.Event()
+    report: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "config": asdict(config)}
+    try:
+        admin = await client.admin()
+        workload = Workload(client, admin, [str(uuid.uuid4()) for _ in range(config.customers)], rng)
+        console.print(f"funding {config.customers} customers …")
+        await workload.fund()
+        scraper = asyncio.create_task(metrics.run(stop_metrics))
+        plan = schedule(config.kills, config.nats_restarts, config.pg_restarts, rng)
+        started = time.monotonic()
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+        ) as bar:
+            task = bar.add_task("chaos", total=None)
+
+            def tick(book: Ledger) -> None:
+                accepted = sum(op.accepted for op in book.orders)
+                bar.update(
+                    task,
+                    description=(
+                        f"{len(book.orders)} orders ({accepted} accepted), {len(book.cancels)} cancels, "
+                        f"{len(book.deposits)} deposits, {len(book.withdrawals)} withdrawals; "
+                        f"{faults.total_kills} kills, {faults.nats_restarts} NATS and "
+                        f"{faults.pg_restarts} PostgreSQL restarts, {len(faults.duplicates)} duplicates; "
+                        f"{book.retries} retries"
+                    ),
+                )
+
+            await asyncio.gather(
+                workload.run(config.orders, config.duration, config.in_flight, on_tick=tick),
+                injector.run(plan, config.duration, config.min_gap),
+                duplicate_events(target, faults, config.duplicates, config.duration, rng),
+            )
+            tick(workload.book)
+        load_seconds = time.monotonic() - started
+        console.print("faults stopped; waiting for every restart and for quiescence …")
+        await injector.settle()
+        drain, state = await wait_quiet(target, config.drain_timeout)
+        stop_metrics.set()
+        await scraper
+        assert target.nats_url
+        consumers = await consumer_stats(target.nats_url)
+        console.print("verifying …")
+        verdict = await verify(target, workload.book, faults)
+        if drain is None:
+            verdict.violations.insert(
+                0, f"the system did not go quiet within {config.drain_timeout:.0f}s: {state}"
+            )
+    finally:
+        stop_metrics.set()
+        await client.close()
+    report.update(
+        {
+            "finished": datetime.now(UTC).isoformat(),
+            "load_seconds": round(load_seconds, 1),
+            "drain_seconds": None if drain is None else round(drain, 1),
+            "operations": _operations(workload.book),
+            "retries": workload.book.retries,
+            "http_errors": dict(workload.book.http_errors),
+            "faults": {
+                "kills": dict(faults.kills),
+                "total_kills": faults.total_kills,
+                "nats_restarts": faults.nats_restarts,
+                "pg_restarts": faults.pg_restarts,
+                "restart_seconds": faults.restart_seconds,
+                "duplicates_published": len(faults.duplicates),
+                "duplicate_publish_failures": faults.duplicate_failures,
+                "service_kills_while_busy": faults.busy_kills,
+            },
+            "delivery": {"consumers": consumers, "consumer_metrics": metrics.totals(), **verdict.figures},
+            "violations": verdict.violations,
+            "timeline": faults.timeline,
+        }
+    )
+    return report

@@ -1,0 +1,278 @@
+"""After the faults: every invariant, and every request the workload saw accepted, checked against the
+databases and the broker. Each broken expectation is one line in `violations`, which must stay empty."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from oms.bench.system import Target
+from oms.chaos.faults import FaultLog
+from oms.chaos.workload import Ledger, Op
+from oms.kernel.broker import JetStreamBroker
+from oms.runtime.audit import run_audit
+
+ZERO = Decimal(0)
+Key = tuple[str, str]  # (customer, asset)
+
+
+@dataclass
+class Verdict:
+    violations: list[str] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def fail(self, message: str) -> None:
+        self.violations.append(message)
+
+
+def _same_terms(op: Op, row: asyncpg.Record) -> bool:
+    terms = op.body
+    return (
+        str(row["customer_id"]) == op.customer
+        and row["asset_name"] == terms["asset"]
+        and row["side"] == terms["side"]
+        and row["size"] == terms["size"]
+        and row["price"] == terms["price"]
+    )
+
+
+def check_orders(
+    book: Ledger, rows: dict[str, asyncpg.Record], verdict: Verdict
+) -> dict[str, asyncpg.Record]:
+    """Every accepted create is exactly one order with its terms; nothing else exists (an order of a create
+    whose answer never came is allowed once). Returns the orders that count, by id."""
+    ours: dict[str, asyncpg.Record] = {}
+    answered: Counter[str] = Counter()
+    for op in book.orders:
+        if not op.accepted:
+            continue
+        order_id = str(op.answer["id"])
+        answered[order_id] += 1
+        row = rows.get(order_id)
+        if row is None:
+            verdict.fail(f"lost order: create {op.key} was answered {order_id}, which does not exist")
+        elif not _same_terms(op, row):
+            verdict.fail(f"order {order_id} does not have the terms of create {op.key}")
+        else:
+            ours[order_id] = row
+    verdict.violations += [f"two creates answered with one order {i}" for i, n in answered.items() if n > 1]
+    unresolved = [op for op in book.orders if op.outcome == "unresolved"]
+    for order_id, row in rows.items():
+        if order_id in ours:
+            continue
+        match = next((op for op in unresolved if _same_terms(op, row)), None)
+        if match is None:
+            verdict.fail(f"order {order_id} exists but no accepted create asked for it (a double?)")
+        else:
+            unresolved.remove(match)
+            ours[order_id] = row
+    for order_id, row in ours.items():
+        if row["status"] == "PENDING":
+            verdict.fail(f"order {order_id} is still PENDING after the system went quiet")
+    for op in book.cancels:
+        row = rows.get(op.body["order_id"])
+        if op.accepted and (row is None or row["status"] != "CANCELED"):
+            verdict.fail(f"cancel of {op.body['order_id']} was accepted but the order is not CANCELED")
+    return ours
+
+
+def _expected_balances(book: Ledger, orders: dict[str, asyncpg.Record]) -> dict[Key, Decimal]:
+    """Per customer and asset: accepted deposits − accepted withdrawals ± what MATCHED orders moved."""
+    expected: dict[Key, Decimal] = defaultdict(Decimal)
+    for op in book.deposits:
+        if op.accepted:
+            expected[(op.customer, op.body["asset"])] += op.body["amount"]
+    for op in book.withdrawals:
+        if op.accepted:
+            expected[(op.customer, "TRY")] -= op.body["amount"]
+    for row in orders.values():
+        if row["status"] != "MATCHED":
+            continue
+        customer, cost = str(row["customer_id"]), row["size"] * row["price"]
+        sign = 1 if row["side"] == "BUY" else -1
+        expected[(customer, "TRY")] -= sign * cost
+        expected[(customer, row["asset_name"])] += sign * row["size"]
+    return expected
+
+
+def check_money(
+    book: Ledger, orders: dict[str, asyncpg.Record], balances: list[asyncpg.Record], verdict: Verdict
+) -> None:
+    """Every balance is exactly what the accepted requests and the MATCHED orders make it, to the kuruş."""
+    actual = {(str(r["customer_id"]), r["asset_name"]): (r["total_size"], r["usable_size"]) for r in balances}
+    expected = _expected_balances(book, orders)
+    for key in sorted(set(actual) | set(expected)):
+        total, usable = actual.get(key, (ZERO, ZERO))
+        if total != expected.get(key, ZERO):
+            verdict.fail(f"customer {key[0]} {key[1]}: total {total}, expected {expected.get(key, ZERO)}")
+        if usable != total:
+            verdict.fail(
+                f"customer {key[0]} {key[1]}: usable {usable} ≠ total {total} with nothing in flight"
+            )
+    held = sum((t for (_, asset), (t, _) in actual.items() if asset == "TRY"), ZERO)
+    deposited = sum(
+        (op.body["amount"] for op in book.deposits if op.accepted and op.body["asset"] == "TRY"), ZERO
+    )
+    withdrawn = sum((op.body["amount"] for op in book.withdrawals if op.accepted), ZERO)
+    verdict.figures["money"] = {
+        "try_held_by_customers": str(held),
+        "try_deposited": str(deposited),
+        "try_withdrawn": str(withdrawn),
+        "try_net_of_trades": str(held - deposited + withdrawn),
+    }
+
+
+def resolve_unanswered(book: Ledger, ledger: list[asyncpg.Record]) -> int:
+    """A deposit or withdrawal that never got an answer (given up on) may or may not have happened: one
+    that the ledger shows, beyond what the accepted requests explain, counts as accepted; the rest did not
+    happen. Returns how many were found applied."""
+    accepted = Counter(
+        (op.customer, op.body["asset"], op.body["amount"]) for op in book.deposits if op.accepted
+    )
+    seen = Counter(
+        (str(r["customer_id"]), r["asset_name"], r["delta_total"]) for r in ledger if r["kind"] == "DEPOSIT"
+    )
+    unexplained = seen - accepted
+    known = {str(op.answer["id"]) for op in book.withdrawals if op.accepted}
+    paid = {
+        (str(r["customer_id"]), -r["delta_total"]): r["reference"]
+        for r in ledger
+        if r["kind"] == "WITHDRAWAL" and r["reference"] not in known
+    }
+    found = 0
+    for op in book.deposits:
+        entry = (op.customer, op.body["asset"], op.body["amount"])
+        if op.outcome == "unresolved" and unexplained[entry] > 0:
+            unexplained[entry] -= 1
+            op.outcome, found = "accepted", found + 1
+    for op in book.withdrawals:
+        reference = paid.pop((op.customer, op.body["amount"]), None)
+        if op.outcome == "unresolved" and reference is not None:
+            op.outcome, op.answer, found = "accepted", {"id": reference}, found + 1
+    return found
+
+
+def check_ledger(
+    book: Ledger, orders: dict[str, asyncpg.Record], ledger: list[asyncpg.Record], verdict: Verdict
+) -> None:
+    """Deposits and withdrawals each in the ledger exactly once; per order at most one entry of each kind,
+    and the settlement entries exactly for the MATCHED orders."""
+    deposits = Counter(
+        (str(r["customer_id"]), r["asset_name"], r["delta_total"]) for r in ledger if r["kind"] == "DEPOSIT"
+    )
+    wanted = Counter(
+        (op.customer, op.body["asset"], op.body["amount"]) for op in book.deposits if op.accepted
+    )
+    for entry, count in (wanted - deposits).items():
+        verdict.fail(f"lost deposit: {count} × {entry} accepted but not in the ledger")
+    for entry, count in (deposits - wanted).items():
+        verdict.fail(f"deposit in the ledger that no accepted request explains: {count} × {entry}")
+    paid = Counter((r["reference"], -r["delta_total"]) for r in ledger if r["kind"] == "WITHDRAWAL")
+    asked = Counter((str(op.answer["id"]), op.body["amount"]) for op in book.withdrawals if op.accepted)
+    verdict.violations += [f"lost withdrawal {w}" for w in asked - paid]
+    verdict.violations += [
+        f"withdrawal in the ledger no accepted request explains: {w}" for w in paid - asked
+    ]
+    per_order = Counter((str(r["order_id"]), r["kind"]) for r in ledger if r["order_id"] is not None)
+    verdict.violations += [f"order {o}: {kind} {n} times" for (o, kind), n in per_order.items() if n > 1]
+    for order_id, row in orders.items():
+        settled = per_order[(order_id, "SETTLE_DEBIT")] == per_order[(order_id, "SETTLE_CREDIT")] == 1
+        if (row["status"] == "MATCHED") != settled:
+            verdict.fail(f"order {order_id} is {row['status']} but its settlement entries say otherwise")
+
+
+async def check_duplicates(conns: dict[str, asyncpg.Connection], faults: FaultLog, verdict: Verdict) -> None:
+    """Each injected copy was stored by the broker (a true duplicate) and its event is in the inbox of the
+    service that consumes it exactly once (the primary key): the inbox stopped the second delivery."""
+    stopped = 0
+    for dup in faults.duplicates:
+        if dup["dropped_by_broker"]:
+            verdict.fail(f"copy of seq {dup['original_seq']} was dropped by the broker: not a true duplicate")
+            continue
+        service = "order" if dup["subject"].startswith("oms.funds.") else "account"
+        found = await conns[service].fetchval(
+            "SELECT count(*) FROM inbox WHERE event_id = $1", uuid.UUID(dup["event_id"])
+        )
+        if found != 1:
+            verdict.fail(f"event {dup['event_id']} delivered twice is in the {service} inbox {found} times")
+        else:
+            stopped += 1
+    verdict.figures["duplicates_stopped_by_inbox"] = stopped
+
+
+CONSUMED_BY = {"oms.order.": "account", "oms.funds.": "order"}  # whose inbox an event ends up in
+
+
+async def check_outbox(conns: dict[str, asyncpg.Connection], verdict: Verdict) -> None:
+    """Once quiet, the outboxes must be empty (relayed rows are deleted, docs/decisions/004). A row left
+    whose event is in its consumer's inbox was relayed but never deleted; one that is not was never
+    delivered: a lost event."""
+    left = 0
+    for service, conn in conns.items():
+        for row in await conn.fetch("SELECT id, subject, created_at FROM outbox ORDER BY seq"):
+            left += 1
+            consumer = next(
+                (c for prefix, c in CONSUMED_BY.items() if row["subject"].startswith(prefix)), None
+            )
+            consumed = consumer is not None and await conns[consumer].fetchval(
+                "SELECT count(*) FROM inbox WHERE event_id = $1", row["id"]
+            )
+            written = f"{row['created_at']:%H:%M:%S.%f}"
+            what = f"{service} outbox row {row['id']} ({row['subject']}, written {written})"
+            if consumed:
+                verdict.fail(f"{what}: relayed and consumed, but the row was never deleted (orphaned)")
+            else:
+                verdict.fail(f"{what}: never delivered to its consumer (a lost event)")
+    verdict.figures["outbox_rows_left"] = left
+
+
+async def verify(target: Target, book: Ledger, faults: FaultLog) -> Verdict:
+    verdict = Verdict()
+    order_url, account_url = target.database_url("order"), target.database_url("account")
+    assert order_url and account_url and target.nats_url
+    conns = {"order": await asyncpg.connect(order_url), "account": await asyncpg.connect(account_url)}
+    try:
+        rows = {
+            str(r["id"]): r
+            for r in await conns["order"].fetch(
+                "SELECT id, customer_id, asset_name, side, size, price, status FROM orders"
+            )
+        }
+        orders = check_orders(book, rows, verdict)
+        statuses = Counter(r["status"] for r in orders.values())
+        verdict.figures["orders"] = {"stored": len(rows), **statuses}
+        ledger = await conns["account"].fetch("SELECT * FROM ledger")
+        verdict.figures["unanswered_but_applied"] = resolve_unanswered(book, ledger)
+        check_money(book, orders, await conns["account"].fetch("SELECT * FROM assets"), verdict)
+        check_ledger(book, orders, ledger, verdict)
+        await check_duplicates(conns, faults, verdict)
+        await check_outbox(conns, verdict)
+        verdict.figures["inbox_rows"] = {
+            s: await c.fetchval("SELECT count(*) FROM inbox") for s, c in conns.items()
+        }
+    finally:
+        for conn in conns.values():
+            await conn.close()
+    audit = await run_audit(order_url, account_url, settle_seconds=30)
+    verdict.violations += [f"oms audit: {v}" for v in audit.violations]
+    verdict.figures["audit"] = {
+        "orders": audit.orders,
+        "balances": audit.balances,
+        "ledger": audit.ledger_entries,
+    }
+    broker = await JetStreamBroker.connect(target.nats_url, name="oms-chaos")
+    try:
+        letters = await broker.dead_letters()
+    finally:
+        await broker.close()
+    verdict.figures["dead_letters"] = len(letters)
+    verdict.violations += [
+        f"dead letter {d.seq}: {d.subject} for {d.consumer} after {d.deliveries} deliveries: {d.error}"
+        for d in letters
+    ]
+    return verdict

@@ -1,0 +1,208 @@
+"""The chaos workload: orders, cancels, deposits and withdrawals across many customers, every request
+recorded client-side with its final answer.
+
+A request that fails without an answer (connection refused or reset, timeout, 5xx: a service or its database
+is down) is retried with the same `Idempotency-Key`, so a create, deposit or withdrawal whose first attempt
+did commit is answered from the stored answer and happens once. A cancel has no key: a retried cancel that
+finds the order CANCELED is recorded as ambiguous (our first attempt, or the system's own refusal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from oms.bench.client import Client, Principal
+
+IBAN = "TR33 0006 1005 1978 6457 8413 26"
+HELD_STOCKS = ("AAPL", "MSFT")
+UNHELD_STOCK = "GARAN"  # never deposited: a SELL of it is refused; a BUY creates it
+INITIAL_STOCK = Decimal(100)
+RETRYABLE_STATUS = {500, 502, 503, 504, 429}
+
+
+@dataclass
+class Op:
+    """One logical request and what finally became of it."""
+
+    kind: str  # order | cancel | deposit | withdraw
+    customer: str
+    body: dict[str, Any]
+    key: str | None = None
+    outcome: str = "unresolved"  # accepted | refused | ambiguous | unresolved
+    status: int | None = None
+    answer: Any = None
+    attempts: int = 0
+
+    @property
+    def accepted(self) -> bool:
+        return self.outcome == "accepted"
+
+
+@dataclass
+class Ledger:
+    """Everything the workload asked for, by kind."""
+
+    orders: list[Op] = field(default_factory=list)
+    cancels: list[Op] = field(default_factory=list)
+    deposits: list[Op] = field(default_factory=list)
+    withdrawals: list[Op] = field(default_factory=list)
+    http_errors: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+
+    def all(self) -> list[Op]:
+        return [*self.orders, *self.cancels, *self.deposits, *self.withdrawals]
+
+
+def kurus(rng: random.Random, low: int, high: int) -> Decimal:
+    """A random TRY amount between `low` and `high` lira, to the kuruş."""
+    return Decimal(rng.randint(low * 100, high * 100)) / 100
+
+
+class Workload:
+    def __init__(
+        self, client: Client, admin: Principal, customers: list[str], rng: random.Random, give_up: float = 300
+    ) -> None:
+        self.client = client
+        self.admin = admin
+        self.customers = customers
+        self.rng = rng
+        self.give_up = give_up
+        self.book = Ledger()
+        self.recent: dict[str, list[str]] = {c: [] for c in customers}  # accepted order ids, newest last
+
+    async def send(self, op: Op, request: Callable[[], Awaitable[httpx.Response]]) -> Op:
+        """Send until a definitive answer (2xx or 4xx) or `give_up` seconds; retries are safe (see above)."""
+        deadline = time.monotonic() + self.give_up
+        delay = 0.1
+        lost_an_answer = False
+        while True:
+            op.attempts += 1
+            try:
+                response = await request()
+            except httpx.HTTPError as exc:
+                self.book.http_errors[type(exc).__name__] += 1
+                lost_an_answer = True
+            else:
+                if response.status_code not in RETRYABLE_STATUS:
+                    op.status = response.status_code
+                    op.answer = response.json() if response.content else None
+                    op.outcome = "accepted" if response.status_code < 300 else "refused"
+                    if op.kind == "cancel" and op.status == 409 and lost_an_answer:
+                        op.outcome = "ambiguous"
+                    return op
+                self.book.http_errors[f"HTTP {response.status_code}"] += 1
+                lost_an_answer = True
+            if time.monotonic() > deadline:
+                return op
+            self.book.retries += 1
+            await asyncio.sleep(delay * (0.5 + self.rng.random()))
+            delay = min(delay * 2, 2.0)
+
+    # -- operations ------------------------------------------------------------------------------
+    async def deposit(self, customer: str, asset: str, amount: Decimal) -> Op:
+        op = Op("deposit", customer, {"asset": asset, "amount": amount}, key=str(uuid.uuid4()))
+        self.book.deposits.append(op)
+        return await self.send(
+            op, lambda: self.client.deposit(self.admin, customer, asset, amount, key=op.key)
+        )
+
+    async def withdraw(self, customer: str) -> Op:
+        amount = kurus(self.rng, 1, 300)
+        op = Op("withdraw", customer, {"amount": amount}, key=str(uuid.uuid4()))
+        self.book.withdrawals.append(op)
+        return await self.send(
+            op, lambda: self.client.withdraw(self.admin, customer, amount, IBAN, key=op.key)
+        )
+
+    def order_terms(self) -> dict[str, Any]:
+        roll = self.rng.random()
+        if roll < 0.03:  # far more than anyone holds: refused by the account service
+            return {"side": "BUY", "asset": "AAPL", "size": Decimal(100_000), "price": Decimal(1000)}
+        if roll < 0.06:
+            return {"side": "SELL", "asset": UNHELD_STOCK, "size": Decimal(1), "price": Decimal(5)}
+        side = "BUY" if roll < 0.55 else "SELL"
+        asset = self.rng.choice((*HELD_STOCKS, UNHELD_STOCK) if side == "BUY" else HELD_STOCKS)
+        size = Decimal(self.rng.randint(1, 20)) / (2 if self.rng.random() < 0.3 else 1)
+        return {"side": side, "asset": asset, "size": size, "price": kurus(self.rng, 1, 150)}
+
+    async def order(self, customer: str, cancel_at_once: bool = False) -> Op:
+        terms = self.order_terms()
+        op = Op("order", customer, terms, key=str(uuid.uuid4()))
+        self.book.orders.append(op)
+        await self.send(
+            op,
+            lambda: self.client.create_order(
+                self.admin, customer, terms["side"], terms["asset"], terms["size"], terms["price"], key=op.key
+            ),
+        )
+        if op.accepted:
+            order_id = str(op.answer["id"])
+            self.recent[customer] = [*self.recent[customer][-9:], order_id]
+            if cancel_at_once:  # races the account service's reservation
+                await self.cancel(customer, order_id)
+        return op
+
+    async def cancel(self, customer: str, order_id: str | None = None) -> Op | None:
+        order_id = order_id or (self.rng.choice(self.recent[customer]) if self.recent[customer] else None)
+        if order_id is None:
+            return None
+        op = Op("cancel", customer, {"order_id": order_id})
+        self.book.cancels.append(op)
+        return await self.send(op, lambda: self.client.cancel_order(self.admin, order_id))
+
+    # -- the run -----------------------------------------------------------------------------------
+    async def fund(self) -> None:
+        """Every customer's opening deposits: TRY and some of each held stock."""
+        slots = asyncio.Semaphore(32)
+
+        async def opening(customer: str) -> None:
+            async with slots:
+                await self.deposit(customer, "TRY", kurus(self.rng, 2_000, 20_000))
+                for stock in HELD_STOCKS:
+                    await self.deposit(customer, stock, INITIAL_STOCK)
+
+        await asyncio.gather(*(opening(c) for c in self.customers))
+
+    async def run(self, orders: int, duration: float, in_flight: int = 64, on_tick: Any = None) -> None:
+        """About `orders` orders spread over `duration` seconds with cancels, deposits and withdrawals
+        among them; at most `in_flight` requests outstanding (an outage holds the next ones back)."""
+        rate = orders / 0.8 / duration  # orders are four in five operations
+        pending: set[asyncio.Task[Any]] = set()
+        start = time.perf_counter()
+        sent = 0
+        while len(self.book.orders) < orders:
+            due = start + sent / rate
+            if (delay := due - time.perf_counter()) > 0:
+                await asyncio.sleep(delay)
+            while len(pending) >= in_flight:
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            task = asyncio.create_task(self._one())
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            sent += 1
+            if on_tick is not None and sent % 20 == 0:
+                on_tick(self.book)
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _one(self) -> None:
+        customer = self.rng.choice(self.customers)
+        roll = self.rng.random()
+        if roll < 0.8:
+            await self.order(customer, cancel_at_once=self.rng.random() < 0.05)
+        elif roll < 0.87:
+            await self.cancel(customer)
+        elif roll < 0.94:
+            await self.deposit(customer, "TRY", kurus(self.rng, 10, 500))
+        else:
+            await self.withdraw(customer)

@@ -1,0 +1,167 @@
+"""The chaos suite's own logic without a system: the fault plan, and that the verifier does catch a lost
+order, a doubled order, a doubled deposit and a kuruş out of place."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from oms.chaos.faults import schedule
+from oms.chaos.run import ChaosConfig
+from oms.chaos.verify import Verdict, check_ledger, check_money, check_orders, resolve_unanswered
+from oms.chaos.workload import Ledger, Op
+
+ALICE = str(uuid.uuid4())
+
+
+def test_plan_spreads_the_server_restarts_among_the_kills() -> None:
+    plan = schedule(100, 5, 3, random.Random(1))
+    assert plan.count("kill") == 100 and plan.count("nats") == 5 and plan.count("postgres") == 3
+    servers = [i for i, fault in enumerate(plan) if fault != "kill"]
+    assert min(b - a for a, b in itertools.pairwise(servers)) >= 10
+    assert schedule(3, 0, 0, random.Random(1)) == ["kill"] * 3
+
+
+def test_ci_size_meets_the_issue() -> None:
+    ci = ChaosConfig.ci()
+    assert ci.orders >= 1000 and ci.kills >= 10 and ci.nats_restarts >= 1 and ci.pg_restarts >= 1
+    full = ChaosConfig()
+    assert full.orders >= 10_000 and full.kills >= 100 and full.nats_restarts >= 5 and full.pg_restarts >= 3
+    assert full.min_gap >= 15  # the supervisor's restart backoff stays short
+
+
+def _order(
+    order_id: str, side: str = "BUY", size: str = "2", price: str = "10.25", status: str = "MATCHED"
+) -> tuple[Op, dict[str, Any]]:
+    terms = {"side": side, "asset": "AAPL", "size": Decimal(size), "price": Decimal(price)}
+    op = Op(
+        "order", ALICE, terms, key=str(uuid.uuid4()), outcome="accepted", status=200, answer={"id": order_id}
+    )
+    row = {
+        "id": order_id,
+        "customer_id": ALICE,
+        "asset_name": "AAPL",
+        "side": side,
+        "size": Decimal(size),
+        "price": Decimal(price),
+        "status": status,
+    }
+    return op, row
+
+
+def _book() -> tuple[Ledger, dict[str, Any]]:
+    book = Ledger()
+    buy, buy_row = _order("o1")
+    sell, sell_row = _order("o2", side="SELL", size="1", price="12", status="MATCHED")
+    book.orders += [buy, sell]
+    book.deposits += [
+        Op("deposit", ALICE, {"asset": "TRY", "amount": Decimal("100.50")}, outcome="accepted"),
+        Op("deposit", ALICE, {"asset": "AAPL", "amount": Decimal(5)}, outcome="accepted"),
+    ]
+    book.withdrawals.append(
+        Op("withdraw", ALICE, {"amount": Decimal("10.01")}, outcome="accepted", answer={"id": "w1"})
+    )
+    return book, {"o1": buy_row, "o2": sell_row}
+
+
+def _balances(try_total: str, aapl: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "customer_id": ALICE,
+            "asset_name": "TRY",
+            "total_size": Decimal(try_total),
+            "usable_size": Decimal(try_total),
+        },
+        {
+            "customer_id": ALICE,
+            "asset_name": "AAPL",
+            "total_size": Decimal(aapl),
+            "usable_size": Decimal(aapl),
+        },
+    ]
+
+
+def _ledger(deposits: int = 1) -> list[dict[str, Any]]:
+    def entry(
+        kind: str, asset: str, delta: str, order: str | None = None, ref: str | None = None
+    ) -> dict[str, Any]:
+        return {
+            "customer_id": ALICE,
+            "asset_name": asset,
+            "kind": kind,
+            "delta_total": Decimal(delta),
+            "order_id": order,
+            "reference": ref,
+        }
+
+    rows = [entry("DEPOSIT", "TRY", "100.50") for _ in range(deposits)]
+    rows += [entry("DEPOSIT", "AAPL", "5"), entry("WITHDRAWAL", "TRY", "-10.01", ref="w1")]
+    for order in ("o1", "o2"):
+        rows += [
+            entry("RESERVE", "TRY", "0", order),
+            entry("SETTLE_DEBIT", "TRY", "-1", order),
+            entry("SETTLE_CREDIT", "AAPL", "1", order),
+        ]
+    return rows
+
+
+def test_a_consistent_run_has_no_violation() -> None:
+    book, rows = _book()
+    verdict = Verdict()
+    orders = check_orders(book, rows, verdict)
+    # 100.50 − 10.01 − 2 × 10.25 + 1 × 12 = 81.99 TRY; 5 + 2 − 1 = 6 AAPL
+    check_money(book, orders, _balances("81.99", "6"), verdict)
+    check_ledger(book, orders, _ledger(), verdict)
+    assert verdict.violations == []
+
+
+def test_a_kurus_out_of_place_is_a_violation() -> None:
+    book, rows = _book()
+    verdict = Verdict()
+    check_money(book, check_orders(book, rows, verdict), _balances("81.98", "6"), verdict)
+    assert verdict.violations == [f"customer {ALICE} TRY: total 81.98, expected 81.99"]
+
+
+def test_a_lost_and_a_doubled_order_are_violations() -> None:
+    book, rows = _book()
+    del rows["o1"]
+    _, extra = _order("o3")
+    rows["o3"] = {**extra, "size": Decimal(7)}
+    verdict = Verdict()
+    check_orders(book, rows, verdict)
+    assert any(v.startswith("lost order") for v in verdict.violations)
+    assert any("no accepted create asked for it" in v for v in verdict.violations)
+
+
+def test_a_doubled_deposit_is_a_violation() -> None:
+    book, rows = _book()
+    verdict = Verdict()
+    check_ledger(book, check_orders(book, rows, verdict), _ledger(deposits=2), verdict)
+    assert verdict.violations == [
+        f"deposit in the ledger that no accepted request explains: 1 × ('{ALICE}', 'TRY', Decimal('100.50'))"
+    ]
+
+
+def test_an_accepted_cancel_of_a_matched_order_is_a_violation() -> None:
+    book, rows = _book()
+    book.cancels.append(Op("cancel", ALICE, {"order_id": "o1"}, outcome="accepted", status=200))
+    verdict = Verdict()
+    check_orders(book, rows, verdict)
+    assert verdict.violations == ["cancel of o1 was accepted but the order is not CANCELED"]
+
+
+def test_an_unanswered_deposit_counts_once_if_the_ledger_shows_it() -> None:
+    book, rows = _book()
+    lost_answer = Op("deposit", ALICE, {"asset": "TRY", "amount": Decimal("7.77")})
+    never_arrived = Op("deposit", ALICE, {"asset": "TRY", "amount": Decimal("8.88")})
+    book.deposits += [lost_answer, never_arrived]
+    ledger = _ledger()
+    ledger.append({**ledger[0], "delta_total": Decimal("7.77")})
+    assert resolve_unanswered(book, ledger) == 1
+    assert (lost_answer.outcome, never_arrived.outcome) == ("accepted", "unresolved")
+    verdict = Verdict()
+    check_ledger(book, check_orders(book, rows, verdict), ledger, verdict)
+    assert verdict.violations == []
