@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from oms.runtime.ports import free_port
+from oms.runtime.ports import free_port_env
 
 
 @dataclass
@@ -68,15 +68,7 @@ def system_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OMS_")}
     env.update(
         {
-            "OMS_AUTH_PORT": str(free_port()),
-            "OMS_ORDER_PORT": str(free_port()),
-            "OMS_ACCOUNT_PORT": str(free_port()),
-            "OMS_BACKOFFICE_PORT": str(free_port()),
-            "OMS_ORDER_RELAY_PORT": str(free_port()),
-            "OMS_ACCOUNT_RELAY_PORT": str(free_port()),
-            "OMS_PG_PORT": str(free_port()),
-            "OMS_NATS_PORT": str(free_port()),
-            "OMS_NATS_MONITOR_PORT": str(free_port()),
+            **free_port_env(),
             "OMS_ADMIN_USERNAME": "boss",
             "OMS_ADMIN_PASSWORD": "boss-password",
             **extra,

@@ -19,8 +19,7 @@ from urllib.parse import quote, urlsplit
 
 import psutil
 
-from oms.kernel.settings import Settings
-from oms.runtime.ports import free_port
+from oms.runtime.ports import free_port_env
 
 ADMIN_USERNAME = "bench-admin"
 ADMIN_PASSWORD = "bench-admin-password"  # a throw-away system's; never a real one's
@@ -82,11 +81,6 @@ def attach(data_dir: Path | None, urls: dict[str, str], admin: tuple[str, str]) 
     return target
 
 
-def port_settings() -> list[str]:
-    """The names of the settings that are ports (`auth_port`, `pg_port`, …)."""
-    return [name for name in Settings.model_fields if name.endswith("_port")]
-
-
 @dataclass
 class LaunchedSystem:
     """`oms up` as a child process of ours, in `data_dir`, on free ports."""
@@ -111,10 +105,8 @@ class LaunchedSystem:
     def _start_once(self, timeout: float) -> Target:
         self.output = []
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("OMS_")}
-        # Every port setting there is (services, relay metrics, embedded servers), so that nothing collides
-        # with another system on this machine.
-        ports = {name.removesuffix("_port").upper(): str(free_port()) for name in port_settings()}
-        self.env.update({f"OMS_{name}_PORT": port for name, port in ports.items()})
+        ports = free_port_env()
+        self.env.update(ports)
         self.env.update(
             {
                 "OMS_ADMIN_USERNAME": ADMIN_USERNAME,
@@ -138,7 +130,7 @@ class LaunchedSystem:
                 self.stop()
                 raise TargetError("oms up did not become ready:\n" + "".join(self.output[-30:]))
             time.sleep(0.1)
-        urls = {c: f"http://127.0.0.1:{ports[c.upper()]}" for c in ("auth", "order", "account")}
+        urls = {c: f"http://127.0.0.1:{ports[f'OMS_{c.upper()}_PORT']}" for c in ("auth", "order", "account")}
         return attach(self.data_dir, urls, (ADMIN_USERNAME, ADMIN_PASSWORD))
 
     def _read(self, process: subprocess.Popen[str]) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import socket
 
+from oms.kernel.settings import Settings
+
 
 class PortUnavailable(RuntimeError):
     """A port the system needs cannot be bound."""
@@ -31,3 +33,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_port_env() -> dict[str, str]:
+    """`OMS_<NAME>_PORT` for every port setting there is, each a port free now: a whole system on this
+    machine that collides with no other (tests, benchmarks)."""
+    names = [name for name in Settings.model_fields if name.endswith("_port")]
+    return {f"OMS_{name.upper()}": str(free_port()) for name in names}
