@@ -7,7 +7,7 @@ from collections.abc import Callable
 from nats.js import JetStreamContext
 
 from oms.kernel.broker import DLQ_STREAM, MAX_DELIVER, JetStreamBroker, Outgoing
-from oms.kernel.consumer import ConsumerRunner, RetryPolicy
+from oms.kernel.consumer import ConsumerRunner, RetryPolicy, one_at_a_time
 from oms.kernel.dlq import list_dead_letters, replay
 from oms.kernel.events import Envelope
 from tests.integration.conftest import canceled_event, message_count
@@ -44,7 +44,7 @@ async def test_poison_message_is_dead_lettered_after_max_deliveries_and_replay_p
     event = canceled_event()
     await broker.publish([Outgoing(event.subject, event.to_json(), str(event.id))])
     handler = FlakyHandler()
-    runner = ConsumerRunner(broker, "account", handler, policy=FAST, fetch_timeout=0.2)
+    runner = ConsumerRunner(broker, "account", one_at_a_time(handler), policy=FAST, fetch_timeout=0.2)
 
     await consume_until(runner, lambda: handler.failures == MAX_DELIVER)
     await runner.run_once()
@@ -74,7 +74,7 @@ async def test_malformed_messages_are_dead_lettered_at_once(broker: JetStreamBro
         ]
     )
     handler = FlakyHandler()
-    runner = ConsumerRunner(broker, "account", handler, policy=FAST, fetch_timeout=0.2)
+    runner = ConsumerRunner(broker, "account", one_at_a_time(handler), policy=FAST, fetch_timeout=0.2)
 
     assert await runner.run_once() == 2
 
@@ -88,7 +88,7 @@ async def test_replay_all_sends_every_dead_letter_back(broker: JetStreamBroker) 
     events = [canceled_event(), canceled_event()]
     await broker.publish([Outgoing(e.subject, e.to_json(), str(e.id)) for e in events])
     handler = FlakyHandler()
-    runner = ConsumerRunner(broker, "account", handler, policy=FAST, fetch_timeout=0.2)
+    runner = ConsumerRunner(broker, "account", one_at_a_time(handler), policy=FAST, fetch_timeout=0.2)
     await consume_until(runner, lambda: handler.failures == 2 * MAX_DELIVER)
     assert len(await list_dead_letters(broker)) == 2
 

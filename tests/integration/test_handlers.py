@@ -21,7 +21,7 @@ import pytest
 from oms.account import domain as account_domain
 from oms.account import store as account_store
 from oms.account.domain import NOT_RESERVED_BEFORE_CANCEL
-from oms.account.handlers import AccountHandlers, InconsistentEvent, commit_effect
+from oms.account.handlers import AccountHandlers, InconsistentEvent, commit_effects
 from oms.kernel import events as wire
 from oms.kernel.broker import MAX_DELIVER, DeadLetter, JetStreamBroker, Outgoing
 from oms.kernel.consumer import ConsumerRunner, RetryPolicy
@@ -75,10 +75,12 @@ def over_the_wire(event: wire.Envelope) -> wire.Envelope:
 async def deposit(pool: asyncpg.Pool, customer: uuid.UUID, asset: str, amount: str) -> None:
     """A deposit as the account API makes it (one transaction: balance, ledger entry)."""
     async with pool.acquire() as conn, conn.transaction():
-        balances = await account_store.lock_balances(conn, customer, [asset], create=[asset])
-        effect = account_domain.deposit(balances.get(asset), customer, asset, D(amount), D(amount))
+        balances = await account_store.lock_balances(conn, [(customer, asset)], create=[(customer, asset)])
+        effect = account_domain.deposit(
+            balances.get((customer, asset)), customer, asset, D(amount), D(amount)
+        )
         assert effect.refused is None
-        await commit_effect(conn, effect)
+        await commit_effects(conn, [effect])
 
 
 @dataclass(frozen=True)
@@ -429,7 +431,7 @@ async def test_inconsistent_event_is_retried_dead_lettered_and_settles_when_repl
     matched = order.matched()
     await broker.publish([Outgoing(matched.subject, matched.to_json(), str(matched.id))])
     runner = ConsumerRunner(
-        broker, "account", account.handle, policy=RetryPolicy(nak_delays=(0.05,)), fetch_timeout=0.2
+        broker, "account", account.handle_batch, policy=RetryPolicy(nak_delays=(0.05,)), fetch_timeout=0.2
     )
 
     async def dead_letters() -> list[DeadLetter]:

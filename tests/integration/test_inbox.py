@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from oms.kernel.broker import JetStreamBroker, Outgoing
-from oms.kernel.consumer import ConsumerRunner
+from oms.kernel.consumer import ConsumerRunner, one_at_a_time
 from oms.kernel.events import Envelope
 from oms.kernel.inbox import first_delivery
 from oms.kernel.outbox import OutsideTransaction
@@ -43,7 +43,7 @@ async def test_the_same_event_delivered_twice_has_one_effect(
     # A redelivery after the broker's duplicate window: the same event under another message id.
     await broker.publish([Outgoing(event.subject, event.to_json(), f"{event.id}")])
     await broker.publish([Outgoing(event.subject, event.to_json(), f"{event.id}:again")])
-    runner = ConsumerRunner(broker, "account", recording_handler(pool), fetch_timeout=0.5)
+    runner = ConsumerRunner(broker, "account", one_at_a_time(recording_handler(pool)), fetch_timeout=0.5)
 
     handled = 0
     while handled < 2:

@@ -132,3 +132,54 @@ def test_signing_key_is_kept_and_reloaded(tmp_path: Path) -> None:
     again = SigningKey.load_or_create(tmp_path / "k.pem")
     assert first.kid == again.kid
     assert (tmp_path / "k.pem").stat().st_mode & 0o077 == 0
+
+
+class CountingKeys(StaticKeys):
+    lookups = 0
+
+    async def key_for(self, kid: str) -> object | None:
+        self.lookups += 1
+        return await super().key_for(kid)
+
+
+async def test_verify_remembers_a_verified_token_until_it_expires(
+    key: SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = CountingKeys(key.jwks)
+    verifier = TokenVerifier(keys, ISSUER, AUDIENCE)
+    token = key.sign(claims(exp=int(time.time()) + 60))
+    first, second = await verifier.verify(token), await verifier.verify(token)
+    assert first == second and keys.lookups == 1
+    later = time.time() + 61
+    monkeypatch.setattr("oms.kernel.tokens.time.time", lambda: later)
+    monkeypatch.setattr("jwt.api_jwt.datetime", _FrozenDatetime(later))
+    with pytest.raises(TokenError, match="expired"):
+        await verifier.verify(token)
+
+
+async def test_verify_remembers_a_bounded_number_of_tokens(key: SigningKey) -> None:
+    verifier = TokenVerifier(StaticKeys(key.jwks), ISSUER, AUDIENCE, remembered=3)
+    for _ in range(5):
+        await verifier.verify(key.sign(claims()))
+    assert len(verifier._verified) == 3
+
+
+async def test_verify_never_remembers_a_refused_token(key: SigningKey, verifier: TokenVerifier) -> None:
+    forged = key.sign(claims()).rsplit(".", 1)[0] + "." + _b64({"x": 1})
+    for _ in range(2):
+        with pytest.raises(TokenError):
+            await verifier.verify(forged)
+    assert forged not in verifier._verified
+
+
+class _FrozenDatetime:
+    """jwt's clock, moved to `at` (a UNIX time)."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def now(self, tz: object = None) -> datetime:
+        return datetime.fromtimestamp(self.at, UTC)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(datetime, name)

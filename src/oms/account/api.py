@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from oms.account import domain, store
 from oms.account.domain import Effect, EntryKind, Problem
-from oms.account.handlers import commit_effect
+from oms.account.handlers import commit_effects
 from oms.account.iban import InvalidIban, parse_iban
 from oms.kernel import idempotency
 from oms.kernel.deps import AppSettings, IdempotencyKey, Pool, own_customer
@@ -96,9 +96,10 @@ async def deposit(
         raise ApiError(422, "usableSize must not exceed totalSize")
 
     async def credit() -> dict[str, Any]:
-        balances = await store.lock_balances(conn, body.customerId, [body.assetName], create=[body.assetName])
+        account = (body.customerId, body.assetName)
+        balances = await store.lock_balances(conn, [account], create=[account])
         effect = domain.deposit(
-            balances.get(body.assetName),
+            balances.get(account),
             body.customerId,
             body.assetName,
             body.totalSize,
@@ -106,8 +107,8 @@ async def deposit(
             reference=f"deposit by {user.username}",
         )
         _check_refusal(effect)
-        await commit_effect(conn, effect)
-        return {"id": str(await store.asset_id(conn, body.customerId, body.assetName))}
+        await commit_effects(conn, [effect])
+        return {"id": str(effect.assets[0].id)}
 
     request = ("POST", "/api/v1/assets", body.model_dump(mode="json"))
     async with pool.acquire() as conn, conn.transaction():
@@ -128,11 +129,12 @@ async def withdraw(
 
     async def pay_out() -> dict[str, Any]:
         withdrawal_id = uuid.uuid4()
-        balances = await store.lock_balances(conn, body.customerId, [CASH])
-        effect = domain.withdraw(balances.get(CASH), body.amount, reference=str(withdrawal_id))
+        cash = (body.customerId, CASH)
+        balances = await store.lock_balances(conn, [cash])
+        effect = domain.withdraw(balances.get(cash), body.amount, reference=str(withdrawal_id))
         _check_refusal(effect)
         await store.add_withdrawal(conn, withdrawal_id, body.customerId, body.amount, iban)
-        await commit_effect(conn, effect)
+        await commit_effects(conn, [effect])
         return {"id": str(withdrawal_id)}
 
     request = ("POST", "/api/v1/assets/withdraw", body.model_dump(mode="json"))

@@ -16,5 +16,5 @@ def create_app(settings: Settings) -> FastAPI:
         description="Balances, reservations and the ledger. The only writer of balances.",
         settings=settings,
         routers=[router],
-        make_handler=lambda pool, _: AccountHandlers(pool).handle,
+        make_handler=lambda pool, _: AccountHandlers(pool).handle_batch,
     )

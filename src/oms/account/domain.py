@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import StrEnum
 from typing import ClassVar, Final
@@ -131,6 +131,11 @@ class OrderTerms:
     def reserved_amount(self) -> Decimal:
         """size * price TRY for a BUY, exactly; size of the asset for a SELL."""
         return cost(self.size, self.price) if self.side is Side.BUY else self.size
+
+    @property
+    def received_asset(self) -> str:
+        """A BUY receives the asset; a SELL is paid in TRY."""
+        return self.asset_name if self.side is Side.BUY else CASH
 
 
 @dataclass(frozen=True)
@@ -294,8 +299,7 @@ def settle(reservation: Reservation | None, order: OrderTerms, balances: Mapping
     if problem:
         return _refused(Problem.INCONSISTENT, problem)
     paid = _reserved_balance(reservation, balances.get(reservation.asset_name))
-    received_name = order.asset_name if order.side is Side.BUY else CASH
-    received = _balance(balances.get(received_name), order.customer_id, received_name)
+    received = _balance(balances.get(order.received_asset), order.customer_id, order.received_asset)
     proceeds = order.size if order.side is Side.BUY else cost(order.size, order.price)
     link = (order.order_id, str(reservation.id))
     debit = _entry(EntryKind.SETTLE_DEBIT, paid, reservation.amount, *link)
@@ -305,6 +309,64 @@ def settle(reservation: Reservation | None, order: OrderTerms, balances: Mapping
         reservation=replace(reservation, status=SETTLED),
         entries=(debit, credit),
     )
+
+
+# --- A batch of events ------------------------------------------------------------------------------------
+
+BalanceKey = tuple[uuid.UUID, str]  # (customer id, asset name)
+
+
+@dataclass
+class Book:
+    """The part of the accounts a batch of events touches, as loaded (and locked) for it: balances by
+    (customer, asset), and reservations and tombstones by order. Each method decides with the functions
+    above and, unless refused, applies the effect here too, so that the next event of the batch sees it."""
+
+    balances: dict[BalanceKey, Asset] = field(default_factory=dict)
+    reservations: dict[uuid.UUID, Reservation] = field(default_factory=dict)
+    tombstones: dict[uuid.UUID, Tombstone] = field(default_factory=dict)
+
+    def reserve_funds(self, order: OrderTerms) -> Effect:
+        """`reserve_funds` for order.created."""
+        return self._apply(
+            reserve_funds(
+                order,
+                self._of(order.customer_id, order.reserved_asset),
+                reservation=self.reservations.get(order.order_id),
+                tombstone=self.tombstones.get(order.order_id),
+            )
+        )
+
+    def release_canceled_order(self, order_id: uuid.UUID, customer_id: uuid.UUID) -> Effect:
+        """`release_canceled_order` for order.canceled."""
+        reservation = self.reservations.get(order_id)
+        return self._apply(
+            release_canceled_order(
+                order_id,
+                customer_id,
+                reservation=reservation,
+                tombstone=self.tombstones.get(order_id),
+                asset=self.balances.get((customer_id, reservation.asset_name)) if reservation else None,
+            )
+        )
+
+    def settle(self, order: OrderTerms) -> Effect:
+        """`settle` for order.matched."""
+        balances = self._of(order.customer_id, order.reserved_asset, order.received_asset)
+        return self._apply(settle(self.reservations.get(order.order_id), order, balances))
+
+    def _of(self, customer_id: uuid.UUID, *names: str) -> dict[str, Asset]:
+        return {n: a for n in names if (a := self.balances.get((customer_id, n))) is not None}
+
+    def _apply(self, effect: Effect) -> Effect:
+        if effect.refused is None:
+            for asset in effect.assets:
+                self.balances[(asset.customer_id, asset.asset_name)] = asset
+            if effect.reservation is not None and effect.reservation.order_id is not None:
+                self.reservations[effect.reservation.order_id] = effect.reservation
+            if effect.tombstone is not None:
+                self.tombstones[effect.tombstone.order_id] = effect.tombstone
+        return effect
 
 
 # --- Helpers -----------------------------------------------------------------------------------------------

@@ -1,17 +1,31 @@
 """The account service's event handlers: order.created → reserve, order.canceled → release,
-order.matched → settle. Each runs in one transaction with its inbox row, balance locks and outbox events."""
+order.matched → settle. A batch of events runs in one transaction with their inbox rows, order and balance
+locks and outbox events."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
 
-from oms.account import domain, store
-from oms.account.domain import AccountEvent, Effect, FundsRejected, FundsReserved, OrderTerms, Problem
+from oms.account import store
+from oms.account.domain import (
+    NOTHING,
+    AccountEvent,
+    Asset,
+    BalanceKey,
+    Book,
+    Effect,
+    FundsRejected,
+    FundsReserved,
+    OrderTerms,
+    Problem,
+)
 from oms.kernel import events as wire
-from oms.kernel.inbox import first_delivery
-from oms.kernel.money import CASH, Side
+from oms.kernel.consumer import Outcome
+from oms.kernel.inbox import first_deliveries, first_of_each, unrecord
 from oms.kernel.outbox import add_to_outbox
 
 
@@ -38,11 +52,10 @@ def to_wire(event: AccountEvent) -> wire.Envelope:
             )
 
 
-async def commit_effect(conn: asyncpg.Connection, effect: Effect) -> None:
-    """Store `effect` and queue its events, in the caller's transaction."""
-    await store.apply(conn, effect)
-    for event in effect.events:
-        await add_to_outbox(conn, to_wire(event))
+async def commit_effects(conn: asyncpg.Connection, effects: Sequence[Effect]) -> None:
+    """Store `effects` and queue their events, in the caller's transaction."""
+    await store.save(conn, effects)
+    await add_to_outbox(conn, *(to_wire(event) for effect in effects for event in effect.events))
 
 
 def _terms(event: wire.OrderCreated | wire.OrderMatched) -> OrderTerms:
@@ -50,36 +63,35 @@ def _terms(event: wire.OrderCreated | wire.OrderMatched) -> OrderTerms:
     return OrderTerms(event.order_id, event.customer_id, d.asset_name, d.order_side, d.size, d.price)
 
 
-async def _reserve(conn: asyncpg.Connection, event: wire.OrderCreated) -> Effect:
-    terms = _terms(event)
-    tombstone = await store.tombstone_of(conn, terms.order_id)
-    reservation = await store.reservation_of(conn, terms.order_id)
-    balances = await store.lock_balances(conn, terms.customer_id, [terms.reserved_asset])
-    return domain.reserve_funds(terms, balances, reservation=reservation, tombstone=tombstone)
+async def _load(conn: asyncpg.Connection, events: Sequence[wire.Envelope]) -> tuple[Book, list[Asset]]:
+    """Lock and read what `events` touch: their orders, reservations, tombstones and balances; also the
+    balances that settlements pay into (created at zero if missing)."""
+    order_ids = sorted({event.order_id for event in events})
+    await store.lock_orders(conn, order_ids)
+    reservations = await store.reservations_of(conn, order_ids)
+    tombstones = await store.tombstones_of(conn, order_ids)
+    needed: set[BalanceKey] = set()
+    received: set[BalanceKey] = set()  # created (at zero) if missing: settling pays into them
+    for event in events:
+        if isinstance(event, wire.OrderCreated | wire.OrderMatched):
+            terms = _terms(event)
+            needed.add((terms.customer_id, terms.reserved_asset))
+            if isinstance(event, wire.OrderMatched):
+                received.add((terms.customer_id, terms.received_asset))
+        elif isinstance(event, wire.OrderCanceled) and (held := reservations.get(event.order_id)):
+            needed.add((held.customer_id, held.asset_name))
+    balances = await store.lock_balances(conn, needed, create=received)
+    return Book(balances, reservations, tombstones), [balances[key] for key in received if key in balances]
 
 
-async def _release(conn: asyncpg.Connection, event: wire.OrderCanceled) -> Effect:
-    reservation = await store.reservation_of(conn, event.order_id)
-    tombstone = await store.tombstone_of(conn, event.order_id)
-    names = [reservation.asset_name] if reservation else []
-    balances = await store.lock_balances(conn, event.customer_id, names)
-    return domain.release_canceled_order(
-        event.order_id,
-        event.customer_id,
-        reservation=reservation,
-        tombstone=tombstone,
-        asset=balances.get(reservation.asset_name) if reservation else None,
-    )
-
-
-async def _settle(conn: asyncpg.Connection, event: wire.OrderMatched) -> Effect:
-    terms = _terms(event)
-    reservation = await store.reservation_of(conn, terms.order_id)
-    received = terms.asset_name if terms.side is Side.BUY else CASH
-    balances = await store.lock_balances(
-        conn, terms.customer_id, [terms.reserved_asset, received], create=[received]
-    )
-    return domain.settle(reservation, terms, balances)
+def _decide(book: Book, event: wire.Envelope) -> Effect:
+    if isinstance(event, wire.OrderCreated):
+        return book.reserve_funds(_terms(event))
+    if isinstance(event, wire.OrderCanceled):
+        return book.release_canceled_order(event.order_id, event.customer_id)
+    if isinstance(event, wire.OrderMatched):
+        return book.settle(_terms(event))
+    return NOTHING  # not for us
 
 
 @dataclass(frozen=True)
@@ -87,23 +99,27 @@ class AccountHandlers:
     pool: asyncpg.Pool
 
     async def handle(self, event: wire.Envelope) -> None:
-        """Apply one event from the order service, at most once."""
+        """Apply one event from the order service, at most once; raises what kept it from being applied."""
+        [outcome] = await self.handle_batch([event])
+        if outcome is not None:
+            raise outcome
+
+    async def handle_batch(self, events: Sequence[wire.Envelope]) -> list[Outcome]:
+        """Apply events from the order service in stream order, each at most once, in one transaction."""
+        failed: dict[uuid.UUID, Exception] = {}
         async with self.pool.acquire() as conn, conn.transaction():
-            if not await first_delivery(conn, event.id):
-                return
-            # One order's events one at a time, across replicas too: a cancel handled while its order's
-            # creation is being handled elsewhere would otherwise miss the reservation being made.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", str(event.order_id))
-            if isinstance(event, wire.OrderCreated):
-                effect = await _reserve(conn, event)
-            elif isinstance(event, wire.OrderCanceled):
-                effect = await _release(conn, event)
-            elif isinstance(event, wire.OrderMatched):
-                effect = await _settle(conn, event)
-            else:
-                return  # not for us
-            if effect.refused is not None:
-                # Rolls back the inbox row too: the event is retried and, if it stays wrong, dead-lettered.
-                assert effect.refused.problem is Problem.INCONSISTENT, effect.refused
-                raise InconsistentEvent(effect.refused.message)
-            await commit_effect(conn, effect)
+            todo = first_of_each(events, await first_deliveries(conn, [e.id for e in events]))
+            book, receiving = await _load(conn, todo)
+            effects = []
+            for event in todo:
+                effect = _decide(book, event)
+                if effect.refused is not None:
+                    # Not applied: retried, and if it stays wrong, dead-lettered for a person to look at.
+                    assert effect.refused.problem is Problem.INCONSISTENT, effect.refused
+                    failed[event.id] = InconsistentEvent(effect.refused.message)
+                else:
+                    effects.append(effect)
+            await unrecord(conn, failed)
+            await store.drop_unused(conn, receiving, effects)
+            await commit_effects(conn, effects)
+        return [failed.get(event.id) for event in events]

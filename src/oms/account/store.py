@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import asyncpg
 
 from oms.account.domain import (
     Asset,
+    BalanceKey,
     Effect,
     LedgerEntry,
     Reservation,
@@ -23,116 +24,155 @@ def _asset(row: asyncpg.Record) -> Asset:
     return Asset(row["id"], row["customer_id"], row["asset_name"], row["total_size"], row["usable_size"])
 
 
+async def lock_orders(conn: asyncpg.Connection, order_ids: Iterable[uuid.UUID]) -> None:
+    """Hold these orders until the transaction ends, across replicas too: a cancel handled while its
+    order's creation is handled elsewhere would otherwise miss the reservation being made. Taken in one
+    order (sorted keys), so two transactions never wait for each other in a circle."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended(o::text, 0) AS k "
+        "FROM unnest($1::uuid[]) AS o ORDER BY 1) AS keys",
+        list(order_ids),
+    )
+
+
 async def lock_balances(
-    conn: asyncpg.Connection, customer_id: uuid.UUID, names: Iterable[str], *, create: Iterable[str] = ()
-) -> dict[str, Asset]:
-    """The customer's balances of `names`, row-locked in name order (so two handlers never deadlock);
-    the ones in `create` are made (at zero) first if missing, so concurrent creators do not collide."""
-    for name in sorted(set(create)):
+    conn: asyncpg.Connection, keys: Iterable[BalanceKey], *, create: Iterable[BalanceKey] = ()
+) -> dict[BalanceKey, Asset]:
+    """The balances of these (customer, asset) pairs that exist, row-locked in key order (so two
+    transactions never deadlock); those in `create` are made (at zero) first if missing, so concurrent
+    creators do not collide (`unused` takes back the ones nothing was stored in)."""
+    made = sorted(set(create))
+    if made:
         await conn.execute(
             "INSERT INTO assets (id, customer_id, asset_name, total_size, usable_size) "
-            "VALUES ($1, $2, $3, 0, 0) ON CONFLICT (customer_id, asset_name) DO NOTHING",
-            uuid.uuid4(),
-            customer_id,
-            name,
+            "SELECT gen_random_uuid(), c, n, 0, 0 FROM unnest($1::uuid[], $2::text[]) AS k(c, n) "
+            "ORDER BY c, n ON CONFLICT (customer_id, asset_name) DO NOTHING",
+            [c for c, _ in made],
+            [n for _, n in made],
         )
+    wanted = sorted(set(keys) | set(made))
     rows = await conn.fetch(
-        f"SELECT {_ASSET} FROM assets WHERE customer_id = $1 AND asset_name = ANY($2::text[]) "
-        "ORDER BY asset_name FOR UPDATE",
-        customer_id,
-        sorted(set(names)),
+        f"SELECT {_ASSET} FROM assets "
+        "JOIN unnest($1::uuid[], $2::text[]) AS k(c, n) ON customer_id = k.c AND asset_name = k.n "
+        "ORDER BY customer_id, asset_name FOR UPDATE OF assets",
+        [c for c, _ in wanted],
+        [n for _, n in wanted],
     )
-    return {row["asset_name"]: _asset(row) for row in rows}
+    return {(row["customer_id"], row["asset_name"]): _asset(row) for row in rows}
 
 
-async def reservation_of(conn: asyncpg.Connection, order_id: uuid.UUID) -> Reservation | None:
-    """The order's reservation, row-locked."""
-    row = await conn.fetchrow(
+async def drop_unused(conn: asyncpg.Connection, balances: Iterable[Asset], effects: Sequence[Effect]) -> None:
+    """Delete the zero balances this transaction created that no effect stored anything in (an event
+    that was refused after all): nobody else has seen them."""
+    used = {asset.id for effect in effects for asset in effect.assets}
+    unused = [a.id for a in balances if a.id not in used and a.total_size == 0 and a.usable_size == 0]
+    if unused:
+        await conn.execute(
+            "DELETE FROM assets WHERE id = ANY($1::uuid[]) AND xmin = pg_current_xact_id()::xid", unused
+        )
+
+
+async def reservations_of(
+    conn: asyncpg.Connection, order_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, Reservation]:
+    """The orders' reservations, row-locked, by order id."""
+    rows = await conn.fetch(
         "SELECT id, order_id, customer_id, asset_name, amount, status FROM reservations "
-        "WHERE order_id = $1 FOR UPDATE",
-        order_id,
+        "WHERE order_id = ANY($1::uuid[]) ORDER BY order_id FOR UPDATE",
+        list(order_ids),
     )
-    if row is None:
-        return None
-    return Reservation(
-        row["id"],
-        row["order_id"],
-        row["customer_id"],
-        row["asset_name"],
-        row["amount"],
-        ReservationStatus(row["status"]),
+    return {
+        row["order_id"]: Reservation(
+            row["id"],
+            row["order_id"],
+            row["customer_id"],
+            row["asset_name"],
+            row["amount"],
+            ReservationStatus(row["status"]),
+        )
+        for row in rows
+    }
+
+
+async def tombstones_of(
+    conn: asyncpg.Connection, order_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, Tombstone]:
+    rows = await conn.fetch(
+        "SELECT order_id, customer_id, reason FROM tombstones WHERE order_id = ANY($1::uuid[])",
+        list(order_ids),
     )
+    return {row["order_id"]: Tombstone(row["order_id"], row["customer_id"], row["reason"]) for row in rows}
 
 
-async def tombstone_of(conn: asyncpg.Connection, order_id: uuid.UUID) -> Tombstone | None:
-    row = await conn.fetchrow(
-        "SELECT order_id, customer_id, reason FROM tombstones WHERE order_id = $1", order_id
-    )
-    return Tombstone(row["order_id"], row["customer_id"], row["reason"]) if row else None
+async def save(conn: asyncpg.Connection, effects: Sequence[Effect]) -> None:
+    """Store the effects' balances, reservations, tombstones and ledger entries (not their events), a
+    statement per kind whatever their number; a later effect's state of the same row wins."""
+    assets = {(a.customer_id, a.asset_name): a for effect in effects for a in effect.assets}
+    reservations = {r.id: r for effect in effects if (r := effect.reservation) is not None}
+    tombstones = {t.order_id: t for effect in effects if (t := effect.tombstone) is not None}
+    await _put_assets(conn, list(assets.values()))
+    await _put_reservations(conn, list(reservations.values()))
+    await _add_tombstones(conn, list(tombstones.values()))
+    await append_entries(conn, [entry for effect in effects for entry in effect.entries])
 
 
-async def apply(conn: asyncpg.Connection, effect: Effect) -> None:
-    """Store an effect's balances, reservation, tombstone and ledger entries (not its events)."""
-    for asset in effect.assets:
+async def _put_assets(conn: asyncpg.Connection, assets: list[Asset]) -> None:
+    if assets:
         await conn.execute(
             "INSERT INTO assets (id, customer_id, asset_name, total_size, usable_size) "
-            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (customer_id, asset_name) DO UPDATE "
-            "SET total_size = EXCLUDED.total_size, usable_size = EXCLUDED.usable_size, updated_at = now()",
-            asset.id,
-            asset.customer_id,
-            asset.asset_name,
-            asset.total_size,
-            asset.usable_size,
+            "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::numeric[], $5::numeric[]) "
+            "ON CONFLICT (customer_id, asset_name) DO UPDATE SET total_size = EXCLUDED.total_size, "
+            "usable_size = EXCLUDED.usable_size, updated_at = now()",
+            [a.id for a in assets],
+            [a.customer_id for a in assets],
+            [a.asset_name for a in assets],
+            [a.total_size for a in assets],
+            [a.usable_size for a in assets],
         )
-    if effect.reservation is not None:
-        r = effect.reservation
+
+
+async def _put_reservations(conn: asyncpg.Connection, reservations: list[Reservation]) -> None:
+    if reservations:
         await conn.execute(
             "INSERT INTO reservations (id, order_id, customer_id, asset_name, amount, status) "
-            "VALUES ($1, $2, $3, $4, $5, $6) "
+            "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::numeric[], $6::text[]) "
             "ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, updated_at = now()",
-            r.id,
-            r.order_id,
-            r.customer_id,
-            r.asset_name,
-            r.amount,
-            r.status.value,
+            [r.id for r in reservations],
+            [r.order_id for r in reservations],
+            [r.customer_id for r in reservations],
+            [r.asset_name for r in reservations],
+            [r.amount for r in reservations],
+            [r.status.value for r in reservations],
         )
-    if effect.tombstone is not None:
-        t = effect.tombstone
+
+
+async def _add_tombstones(conn: asyncpg.Connection, tombstones: list[Tombstone]) -> None:
+    if tombstones:
         await conn.execute(
-            "INSERT INTO tombstones (order_id, customer_id, reason) VALUES ($1, $2, $3) "
-            "ON CONFLICT DO NOTHING",
-            t.order_id,
-            t.customer_id,
-            t.reason,
+            "INSERT INTO tombstones (order_id, customer_id, reason) "
+            "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[]) ON CONFLICT DO NOTHING",
+            [t.order_id for t in tombstones],
+            [t.customer_id for t in tombstones],
+            [t.reason for t in tombstones],
         )
-    await append_entries(conn, effect.entries)
 
 
-async def append_entries(conn: asyncpg.Connection, entries: Iterable[LedgerEntry]) -> None:
-    await conn.executemany(
-        "INSERT INTO ledger (customer_id, asset_name, kind, delta_total, delta_usable, order_id, reference) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        [
-            (
-                e.customer_id,
-                e.asset_name,
-                e.kind.value,
-                e.delta_total,
-                e.delta_usable,
-                e.order_id,
-                e.reference,
-            )
-            for e in entries
-        ],
-    )
-
-
-async def asset_id(conn: asyncpg.Connection, customer_id: uuid.UUID, asset_name: str) -> uuid.UUID:
-    value: uuid.UUID = await conn.fetchval(
-        "SELECT id FROM assets WHERE customer_id = $1 AND asset_name = $2", customer_id, asset_name
-    )
-    return value
+async def append_entries(conn: asyncpg.Connection, entries: Sequence[LedgerEntry]) -> None:
+    """Append to the ledger, in this order."""
+    if entries:
+        await conn.execute(
+            "INSERT INTO ledger (customer_id, asset_name, kind, delta_total, delta_usable, order_id, "
+            "reference) "
+            "SELECT c, a, k, t, u, o, r FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], "
+            "$5::numeric[], $6::uuid[], $7::text[]) WITH ORDINALITY AS e(c, a, k, t, u, o, r, n) ORDER BY n",
+            [e.customer_id for e in entries],
+            [e.asset_name for e in entries],
+            [e.kind.value for e in entries],
+            [e.delta_total for e in entries],
+            [e.delta_usable for e in entries],
+            [e.order_id for e in entries],
+            [e.reference for e in entries],
+        )
 
 
 async def add_withdrawal(

@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RawStreamMsg, StorageType, StreamConfig
 
 from oms.kernel.events import SUBJECT_ROOT
+from oms.kernel.pull import PullConsumer
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ class JetStreamBroker:
         self._replicas = replicas  # 3 on a NATS cluster: a single node can lose acknowledged messages
         self._js: JetStreamContext = nc.jetstream(timeout=ack_timeout)
         self._ack_timeout = ack_timeout
-        self._subscriptions: dict[str, JetStreamContext.PullSubscription] = {}
+        self._pullers: dict[str, PullConsumer] = {}
 
     @classmethod
     async def connect(cls, url: str, *, name: str = "oms", replicas: int = 1) -> JetStreamBroker:
@@ -210,9 +211,9 @@ class JetStreamBroker:
         """Send what is buffered (acks included) and disconnect."""
         if self._nc.is_closed:
             return
-        for subscription in self._subscriptions.values():
+        for puller in self._pullers.values():
             with suppress(nats.errors.Error):
-                await subscription.unsubscribe()
+                await puller.stop()
         with suppress(nats.errors.Error, TimeoutError):
             await self._nc.flush(timeout=2)
         await self._nc.close()
@@ -293,15 +294,12 @@ class JetStreamBroker:
         return [message for message, ack in zip(messages, acks, strict=True) if not _acknowledged(ack)]
 
     async def fetch(self, consumer: str, batch: int, max_wait: float) -> list[Delivery]:
-        subscription = self._subscriptions.get(consumer)
-        if subscription is None:
-            subscription = await self._js.pull_subscribe_bind(durable=consumer, stream=EVENTS_STREAM)
-            self._subscriptions[consumer] = subscription
-        try:
-            messages = await subscription.fetch(batch, timeout=max_wait)
-        except (nats.errors.TimeoutError, TimeoutError):
-            return []
-        return [JetStreamDelivery(m) for m in messages]
+        puller = self._pullers.get(consumer)
+        if puller is None:
+            puller = PullConsumer(self._nc, EVENTS_STREAM, consumer)
+            await puller.start()
+            self._pullers[consumer] = puller
+        return [JetStreamDelivery(m) for m in await puller.take(batch, max_wait)]
 
     async def dead_letter(self, delivery: Delivery, consumer: str, error: str) -> None:
         """Move `delivery` to the dead-letter queue with why and how often it failed, then settle it."""

@@ -13,13 +13,15 @@ from oms.kernel.idempotency import MAX_KEY_LENGTH
 from oms.kernel.settings import Settings
 from oms.kernel.tokens import Principal
 
+# Async on purpose: FastAPI runs a plain `def` dependency in a worker thread, a hand-off per request.
 
-def _pool(request: Request) -> asyncpg.Pool:
+
+async def _pool(request: Request) -> asyncpg.Pool:
     pool: asyncpg.Pool = request.app.state.pool
     return pool
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

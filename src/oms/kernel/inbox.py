@@ -7,11 +7,13 @@ A service's Alembic migration creates the table: `op.execute(inbox.INBOX_DDL)`.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import timedelta
-from typing import Final
+from typing import Final, TypeVar
 
 import asyncpg
 
+from oms.kernel.events import Envelope
 from oms.kernel.outbox import OutsideTransaction
 
 INBOX_DDL: Final = """
@@ -28,12 +30,42 @@ async def first_delivery(conn: asyncpg.Connection, event_id: uuid.UUID) -> bool:
     """True the first time `event_id` is seen (the caller then applies the effect in this transaction);
     False if it was processed already. A concurrent delivery of the same event waits here until the first
     one commits or rolls back."""
+    return event_id in await first_deliveries(conn, [event_id])
+
+
+async def first_deliveries(conn: asyncpg.Connection, event_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """`first_delivery` for many events in one statement: the ids seen for the first time."""
     if not conn.is_in_transaction():
         raise OutsideTransaction("first_delivery must run inside the transaction that applies the effect")
-    status = await conn.execute(
-        "INSERT INTO inbox (event_id) VALUES ($1) ON CONFLICT (event_id) DO NOTHING", event_id
+    rows = await conn.fetch(
+        "INSERT INTO inbox (event_id) SELECT unnest($1::uuid[]) ON CONFLICT (event_id) DO NOTHING "
+        "RETURNING event_id",
+        list(event_ids),
     )
-    return bool(status == "INSERT 0 1")
+    return {row[0] for row in rows}
+
+
+E = TypeVar("E", bound=Envelope)
+
+
+def first_of_each(events: Iterable[E], fresh: set[uuid.UUID]) -> list[E]:
+    """The events to apply, in their order: those seen for the first time (`fresh`), each once even if
+    it was delivered twice in the same batch."""
+    todo: list[E] = []
+    seen: set[uuid.UUID] = set()
+    for event in events:
+        if event.id in fresh and event.id not in seen:
+            seen.add(event.id)
+            todo.append(event)
+    return todo
+
+
+async def unrecord(conn: asyncpg.Connection, event_ids: Iterable[uuid.UUID]) -> None:
+    """Take back `first_deliveries` of events whose effect this transaction does not apply after all
+    (they failed and will be delivered again)."""
+    ids = list(event_ids)
+    if ids:
+        await conn.execute("DELETE FROM inbox WHERE event_id = ANY($1::uuid[])", ids)
 
 
 async def forget_processed(conn: asyncpg.Connection, older_than: timedelta) -> int:

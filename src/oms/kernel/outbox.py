@@ -44,7 +44,11 @@ $$;
 
 DROP_DDL: Final = "DROP PUBLICATION IF EXISTS oms_outbox; DROP TABLE IF EXISTS outbox;"
 
-_INSERT: Final = "INSERT INTO outbox (id, subject, payload) VALUES ($1, $2, $3::text::jsonb)"
+# Rows in the given order: the relay publishes a transaction's events in the order they were inserted.
+_INSERT: Final = (
+    "INSERT INTO outbox (id, subject, payload) SELECT id, subject, payload::jsonb "
+    "FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS e(id, subject, payload, n) ORDER BY n"
+)
 
 
 class OutsideTransaction(RuntimeError):
@@ -52,9 +56,17 @@ class OutsideTransaction(RuntimeError):
     or an effect applied twice."""
 
 
-async def add_to_outbox(conn: asyncpg.Connection, event: Envelope) -> None:
-    """Queue `event` for publishing, in the caller's open transaction (it is sent only if that commits)."""
+async def add_to_outbox(conn: asyncpg.Connection, *events: Envelope) -> None:
+    """Queue `events` for publishing, in this order, in the caller's open transaction (they are sent only if
+    it commits)."""
     if not conn.is_in_transaction():
         raise OutsideTransaction("add_to_outbox must run inside the transaction that changes the state")
+    if not events:
+        return
     # Through text, so the result does not depend on a jsonb codec the connection may have.
-    await conn.execute(_INSERT, event.id, event.subject, event.to_json().decode())
+    await conn.execute(
+        _INSERT,
+        [event.id for event in events],
+        [event.subject for event in events],
+        [event.to_json().decode() for event in events],
+    )

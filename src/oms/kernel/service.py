@@ -13,15 +13,13 @@ from fastapi import APIRouter, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from oms.kernel.broker import JetStreamBroker
-from oms.kernel.consumer import ConsumerRunner, Handler
+from oms.kernel.consumer import BatchHandler, ConsumerRunner
 from oms.kernel.db import create_pool, migrate
 from oms.kernel.housekeeping import keep_tidy
 from oms.kernel.http import HealthCheck, create_service_app
 from oms.kernel.ops import ops_router
 from oms.kernel.settings import Settings
 from oms.kernel.tokens import JwksKeys, TokenVerifier
-
-CONSUMER_CONCURRENCY = 8
 
 
 def create_event_service(
@@ -30,7 +28,7 @@ def create_event_service(
     description: str,
     settings: Settings,
     routers: list[APIRouter],
-    make_handler: Callable[[asyncpg.Pool, Settings], Handler],
+    make_handler: Callable[[asyncpg.Pool, Settings], BatchHandler],
 ) -> FastAPI:
     """A service app whose lifespan migrates its database, connects to the broker and consumes the
     events for durable consumer `service` with `make_handler(pool, settings)`."""
@@ -52,12 +50,7 @@ def create_event_service(
         tidy = asyncio.create_task(keep_tidy(app.state.pool, stop), name=f"{service}-housekeeping")
         try:
             await app.state.broker.ensure_topology()
-            runner = ConsumerRunner(
-                app.state.broker,
-                service,
-                make_handler(app.state.pool, settings),
-                concurrency=CONSUMER_CONCURRENCY,
-            )
+            runner = ConsumerRunner(app.state.broker, service, make_handler(app.state.pool, settings))
             consumer = asyncio.create_task(runner.run(stop), name=f"{service}-consumer")
             yield
         finally:

@@ -92,14 +92,31 @@ class JwksKeys:
 
 
 class TokenVerifier:
-    def __init__(self, keys: PublicKeys, issuer: str, audience: str) -> None:
+    """Verifies tokens, remembering the ones it verified until they expire: a client sends the same token
+    with every request, and checking its signature again would only repeat the same answer."""
+
+    def __init__(self, keys: PublicKeys, issuer: str, audience: str, remembered: int = 10_000) -> None:
         self.keys = keys
         self.issuer = issuer
         self.audience = audience
+        self.remembered = remembered
+        self._verified: dict[str, tuple[Principal, float]] = {}  # token → (caller, its exp)
 
     async def verify(self, token: str) -> Principal:
         """The caller behind `token`, or TokenError. Only EdDSA is accepted: `none`, HS256 and RS256
         tokens are refused before any key is looked at."""
+        known = self._verified.get(token)
+        if known is not None:
+            if time.time() < known[1]:
+                return known[0]
+            del self._verified[token]
+        principal, expires = await self._verify(token)
+        if len(self._verified) >= self.remembered:
+            del self._verified[next(iter(self._verified))]  # the oldest
+        self._verified[token] = (principal, expires)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -123,8 +140,9 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise TokenError("invalid token") from exc
         try:
-            return Principal(str(claims["sub"]), str(claims["username"]), Role(claims["role"]))
-        except ValueError as exc:
+            principal = Principal(str(claims["sub"]), str(claims["username"]), Role(claims["role"]))
+            return principal, float(claims["exp"])
+        except (ValueError, TypeError) as exc:
             raise TokenError("invalid token") from exc
 
 

@@ -16,5 +16,5 @@ def create_app(settings: Settings) -> FastAPI:
         description="Orders, PENDING → MATCHED | CANCELED; the only writer of order status.",
         settings=settings,
         routers=[router],
-        make_handler=lambda pool, s: OrderHandlers(pool, s.execution).handle,
+        make_handler=lambda pool, s: OrderHandlers(pool, s.execution).handle_batch,
     )

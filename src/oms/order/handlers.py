@@ -4,14 +4,15 @@ all in one transaction."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
 
 from oms.kernel import events as wire
-from oms.kernel.inbox import first_delivery
+from oms.kernel.consumer import Outcome
+from oms.kernel.inbox import first_deliveries, first_of_each, unrecord
 from oms.kernel.outbox import add_to_outbox
 from oms.kernel.settings import ExecutionMode
 from oms.order import store
@@ -67,8 +68,7 @@ async def record(
         await store.add(conn, order)
     else:
         await store.save(conn, order)
-    for event in events:
-        await add_to_outbox(conn, to_wire(event))
+    await add_to_outbox(conn, *(to_wire(event) for event in events))
 
 
 class UnknownOrder(Exception):
@@ -81,25 +81,40 @@ class OrderHandlers:
     mode: ExecutionMode
 
     async def handle(self, event: wire.Envelope) -> None:
-        """Apply one event from the account service, at most once."""
+        """Apply one event from the account service, at most once; raises what kept it from being applied."""
+        [outcome] = await self.handle_batch([event])
+        if outcome is not None:
+            raise outcome
+
+    async def handle_batch(self, events: Sequence[wire.Envelope]) -> list[Outcome]:
+        """Apply events from the account service in stream order, each at most once, in one transaction."""
+        failed: dict[uuid.UUID, Exception] = {}
         async with self.pool.acquire() as conn, conn.transaction():
-            if not await first_delivery(conn, event.id):
-                return
-            order = await store.get(conn, event.order_id, for_update=True)
-            if order is None:
-                raise UnknownOrder(str(event.order_id))
-            before = (order.status, order.reserved)
+            todo = first_of_each(events, await first_deliveries(conn, [e.id for e in events]))
+            orders = await store.lock(conn, sorted({event.order_id for event in todo}))
+            changed: dict[uuid.UUID, Order] = {}
+            published: list[OrderEvent] = []
             now = datetime.now(UTC)
-            if isinstance(event, wire.FundsReserved):
-                events = order.reserve_funds_confirmed(self.mode, now)
-            elif isinstance(event, wire.FundsRejected):
-                events = order.reserve_funds_rejected(event.data.reason, now)
-            else:
-                return  # not for us
-            if (order.status, order.reserved) != before:
-                await store.save(conn, order)
-            for domain_event in events:
-                await add_to_outbox(conn, to_wire(domain_event))
+            for event in todo:
+                order = orders.get(event.order_id)
+                if order is None:
+                    failed[event.id] = UnknownOrder(str(event.order_id))
+                    continue
+                before = (order.status, order.reserved)
+                published += self._apply(order, event, now)
+                if (order.status, order.reserved) != before:
+                    changed[order.id] = order
+            await unrecord(conn, failed)
+            await store.save(conn, *changed.values())
+            await add_to_outbox(conn, *(to_wire(e) for e in published))
+        return [failed.get(event.id) for event in events]
+
+    def _apply(self, order: Order, event: wire.Envelope, now: datetime) -> list[OrderEvent]:
+        if isinstance(event, wire.FundsReserved):
+            return order.reserve_funds_confirmed(self.mode, now)
+        if isinstance(event, wire.FundsRejected):
+            return order.reserve_funds_rejected(event.data.reason, now)
+        return []  # not for us
 
 
 Change = Callable[[Order, datetime], list[OrderEvent] | TransitionRefused]

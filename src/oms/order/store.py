@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -55,19 +56,34 @@ async def get(conn: asyncpg.Connection, order_id: uuid.UUID, *, for_update: bool
     return _order(row) if row else None
 
 
-async def save(conn: asyncpg.Connection, order: Order) -> None:
-    """Write an order's new state; only a PENDING row can change, so a lost race changes nothing."""
-    status = await conn.execute(
-        "UPDATE orders SET status = $2, reason = $3, reserved = $4, updated_at = $5 "
-        "WHERE id = $1 AND status = 'PENDING'",
-        order.id,
-        order.status.value,
-        order.reason,
-        order.reserved,
-        order.updated_at,
+async def lock(conn: asyncpg.Connection, order_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Order]:
+    """These orders, by id, row-locked (in id order, so two transactions never deadlock) until the
+    transaction ends."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM orders WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+        list(order_ids),
     )
-    if status != "UPDATE 1":
-        raise RuntimeError(f"order {order.id} is no longer PENDING")
+    return {row["id"]: _order(row) for row in rows}
+
+
+async def save(conn: asyncpg.Connection, *orders: Order) -> None:
+    """Write orders' new states; only PENDING rows can change, so a lost race changes nothing (and
+    raises)."""
+    if not orders:
+        return
+    status = await conn.execute(
+        "UPDATE orders SET status = u.status, reason = u.reason, reserved = u.reserved, "
+        "updated_at = u.updated_at FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], "
+        "$5::timestamptz[]) AS u(id, status, reason, reserved, updated_at) "
+        "WHERE orders.id = u.id AND orders.status = 'PENDING'",
+        [o.id for o in orders],
+        [o.status.value for o in orders],
+        [o.reason for o in orders],
+        [o.reserved for o in orders],
+        [o.updated_at for o in orders],
+    )
+    if status != f"UPDATE {len(orders)}":
+        raise RuntimeError(f"of orders {[str(o.id) for o in orders]}, some are no longer PENDING")
 
 
 @dataclass(frozen=True)
