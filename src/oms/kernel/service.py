@@ -29,9 +29,11 @@ def create_event_service(
     settings: Settings,
     routers: list[APIRouter],
     make_handler: Callable[[asyncpg.Pool, Settings], BatchHandler],
+    on_start: Callable[[FastAPI], None] = lambda app: None,
 ) -> FastAPI:
     """A service app whose lifespan migrates its database, connects to the broker and consumes the
-    events for durable consumer `service` with `make_handler(pool, settings)`."""
+    events for durable consumer `service` with `make_handler(pool, settings)`; `on_start(app)` adds what
+    the service's routes need to `app.state` once the pool exists."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -44,6 +46,7 @@ def create_event_service(
             settings.token_audience,
         )
         app.state.pool = await create_pool(url)
+        on_start(app)
         app.state.broker = await JetStreamBroker.connect(settings.nats_url, name=f"oms-{service}")
         stop = asyncio.Event()
         consumer: asyncio.Task[None] | None = None

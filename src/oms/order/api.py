@@ -6,12 +6,13 @@ import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from oms.kernel import idempotency
 from oms.kernel.deps import IdempotencyKey, Pool, own_customer
 from oms.kernel.errors import ApiError, error_responses
+from oms.kernel.group_commit import GroupCommit
 from oms.kernel.http import ExactJSONResponse, ExactNumber, exact_json
 from oms.kernel.money import PositiveDecimal, Side, Symbol
 from oms.kernel.tokens import AdminUser, CurrentUser, Principal
@@ -21,6 +22,7 @@ from oms.order.domain import (
     CANCELED_BY_CUSTOMER,
     Order,
     OrderInvalid,
+    OrderPlaced,
     OrderStatus,
     PlaceOrder,
     TransitionRefused,
@@ -83,9 +85,24 @@ class Canceled(BaseModel):
     status: OrderStatus
 
 
+PLACEMENTS = "placements"  # app.state: the GroupCommit that writes new orders
+
+
+async def _placements(request: Request) -> GroupCommit[OrderPlaced, None]:
+    placements: GroupCommit[OrderPlaced, None] = getattr(request.app.state, PLACEMENTS)
+    return placements
+
+
+Placements = Annotated[GroupCommit[OrderPlaced, None], Depends(_placements)]
+
+
 @router.post("", response_model=OrderId, responses=error_responses(409, 422))
 async def create_order(
-    body: PlaceOrderRequest, user: CurrentUser, pool: Pool, key: IdempotencyKey = None
+    body: PlaceOrderRequest,
+    user: CurrentUser,
+    pool: Pool,
+    placements: Placements,
+    key: IdempotencyKey = None,
 ) -> ExactJSONResponse:
     """Place a limit order; it is PENDING until the account service reserves its funds."""
     own_customer(user, body.customerId)
@@ -93,6 +110,9 @@ async def create_order(
     placed = place_order(command, datetime.now(UTC))
     if isinstance(placed, OrderInvalid):
         raise ApiError(422, "; ".join(placed.problems))
+    if key is None:  # written together with the orders placed meanwhile
+        await placements.submit(placed)
+        return ExactJSONResponse({"id": str(placed.order.id)})
     request = ("POST", "/api/v1/orders", body.model_dump(mode="json"))
 
     async def place() -> dict[str, Any]:

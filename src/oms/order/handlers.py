@@ -22,6 +22,7 @@ from oms.order.domain import (
     OrderCreated,
     OrderEvent,
     OrderMatched,
+    OrderPlaced,
     ReleaseRequested,
     TransitionRefused,
 )
@@ -69,6 +70,13 @@ async def record(
     else:
         await store.save(conn, order)
     await add_to_outbox(conn, *(to_wire(event) for event in events))
+
+
+async def place_orders(conn: asyncpg.Connection, placed: Sequence[OrderPlaced]) -> list[None]:
+    """Store new orders and queue their order.created events, in the caller's transaction."""
+    await store.add(conn, *(p.order for p in placed))
+    await add_to_outbox(conn, *(to_wire(p.event) for p in placed))
+    return [None] * len(placed)
 
 
 class UnknownOrder(Exception):

@@ -32,20 +32,23 @@ def _order(row: asyncpg.Record) -> Order:
     )
 
 
-async def add(conn: asyncpg.Connection, order: Order) -> None:
+async def add(conn: asyncpg.Connection, *orders: Order) -> None:
+    """Insert new orders (one statement whatever their number)."""
     await conn.execute(
-        f"INSERT INTO orders ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        order.id,
-        order.customer_id,
-        order.asset_name,
-        order.side.value,
-        order.size,
-        order.price,
-        order.status.value,
-        order.reason,
-        order.reserved,
-        order.created_at,
-        order.updated_at,
+        f"INSERT INTO orders ({_COLUMNS}) SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], "
+        "$4::text[], $5::numeric[], $6::numeric[], $7::text[], $8::text[], $9::bool[], $10::timestamptz[], "
+        "$11::timestamptz[])",
+        [o.id for o in orders],
+        [o.customer_id for o in orders],
+        [o.asset_name for o in orders],
+        [o.side.value for o in orders],
+        [o.size for o in orders],
+        [o.price for o in orders],
+        [o.status.value for o in orders],
+        [o.reason for o in orders],
+        [o.reserved for o in orders],
+        [o.created_at for o in orders],
+        [o.updated_at for o in orders],
     )
 
 
