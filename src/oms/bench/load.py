@@ -12,17 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-import httpx
-
 from oms.bench.client import Client, Principal
+from oms.bench.http import TransportError
 
 SYMBOLS = ("AAPL", "MSFT", "THYAO", "GARAN")
 UNHELD_SYMBOL = "NOPE"  # never deposited: a SELL of it is refused (funds.rejected → CANCELED)
 CASH_PER_CUSTOMER = Decimal(100_000_000)
 STOCK_PER_CUSTOMER = Decimal(1_000_000)
 # Fixed-rate mode: at most this many requests outstanding (one per connection of the client; more would
-# only queue inside httpx, which costs the generator CPU the system needs). Latency still counts from when a
-# request was due, so a request that waits for a free connection is measured as late as it is.
+# only queue inside the client, which costs the generator CPU the system needs). Latency still counts from
+# when a request was due, so a request that waits for a free connection is measured as late as it is.
 MAX_IN_FLIGHT = 64
 
 
@@ -99,7 +98,7 @@ class Load:
         due_wall = time.time() - (time.perf_counter() - due)
         try:
             response = await self.client.create_order(customer, customer.id, side, asset, size, price)
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             self.result.errors[type(exc).__name__] += 1
             return
         latency = time.perf_counter() - due
@@ -147,7 +146,7 @@ class Load:
                     self.result.list_latency.append(time.perf_counter() - started)
                 else:
                     self.result.errors[f"list HTTP {response.status_code}"] += 1
-            except httpx.HTTPError as exc:
+            except TransportError as exc:
                 self.result.errors[f"list {type(exc).__name__}"] += 1
             await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
 

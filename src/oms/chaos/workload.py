@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import httpx
-
 from oms.bench.client import Client, Principal
+from oms.bench.http import Response, TransportError
 
 IBAN = "TR33 0006 1005 1978 6457 8413 26"
 HELD_STOCKS = ("AAPL", "MSFT")
@@ -80,7 +79,7 @@ class Workload:
         self.book = Ledger()
         self.recent: dict[str, list[str]] = {c: [] for c in customers}  # accepted order ids, newest last
 
-    async def send(self, op: Op, request: Callable[[], Awaitable[httpx.Response]]) -> Op:
+    async def send(self, op: Op, request: Callable[[], Awaitable[Response]]) -> Op:
         """Send until a definitive answer (2xx or 4xx) or `give_up` seconds; retries are safe (see above)."""
         deadline = time.monotonic() + self.give_up
         delay = 0.1
@@ -89,7 +88,7 @@ class Workload:
             op.attempts += 1
             try:
                 response = await request()
-            except httpx.HTTPError as exc:
+            except TransportError as exc:
                 self.book.http_errors[type(exc).__name__] += 1
                 lost_an_answer = True
             else:
