@@ -16,6 +16,7 @@ from oms.account.domain import (
     ReservationStatus,
     Tombstone,
 )
+from oms.kernel.db import as_columns
 
 _ASSET = "id, customer_id, asset_name, total_size, usable_size"
 
@@ -123,11 +124,7 @@ async def _put_assets(conn: asyncpg.Connection, assets: list[Asset]) -> None:
             "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::numeric[], $5::numeric[]) "
             "ON CONFLICT (customer_id, asset_name) DO UPDATE SET total_size = EXCLUDED.total_size, "
             "usable_size = EXCLUDED.usable_size, updated_at = now()",
-            [a.id for a in assets],
-            [a.customer_id for a in assets],
-            [a.asset_name for a in assets],
-            [a.total_size for a in assets],
-            [a.usable_size for a in assets],
+            *as_columns(assets, "id", "customer_id", "asset_name", "total_size", "usable_size"),
         )
 
 
@@ -137,12 +134,9 @@ async def _put_reservations(conn: asyncpg.Connection, reservations: list[Reserva
             "INSERT INTO reservations (id, order_id, customer_id, asset_name, amount, status) "
             "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::numeric[], $6::text[]) "
             "ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, updated_at = now()",
-            [r.id for r in reservations],
-            [r.order_id for r in reservations],
-            [r.customer_id for r in reservations],
-            [r.asset_name for r in reservations],
-            [r.amount for r in reservations],
-            [r.status.value for r in reservations],
+            *as_columns(
+                reservations, "id", "order_id", "customer_id", "asset_name", "amount", "status.value"
+            ),
         )
 
 
@@ -151,9 +145,7 @@ async def _add_tombstones(conn: asyncpg.Connection, tombstones: list[Tombstone])
         await conn.execute(
             "INSERT INTO tombstones (order_id, customer_id, reason) "
             "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[]) ON CONFLICT DO NOTHING",
-            [t.order_id for t in tombstones],
-            [t.customer_id for t in tombstones],
-            [t.reason for t in tombstones],
+            *as_columns(tombstones, "order_id", "customer_id", "reason"),
         )
 
 
@@ -165,13 +157,16 @@ async def append_entries(conn: asyncpg.Connection, entries: Sequence[LedgerEntry
             "reference) "
             "SELECT c, a, k, t, u, o, r FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], "
             "$5::numeric[], $6::uuid[], $7::text[]) WITH ORDINALITY AS e(c, a, k, t, u, o, r, n) ORDER BY n",
-            [e.customer_id for e in entries],
-            [e.asset_name for e in entries],
-            [e.kind.value for e in entries],
-            [e.delta_total for e in entries],
-            [e.delta_usable for e in entries],
-            [e.order_id for e in entries],
-            [e.reference for e in entries],
+            *as_columns(
+                entries,
+                "customer_id",
+                "asset_name",
+                "kind.value",
+                "delta_total",
+                "delta_usable",
+                "order_id",
+                "reference",
+            ),
         )
 
 

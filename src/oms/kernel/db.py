@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from importlib.resources import files
+from operator import attrgetter
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from alembic import command
@@ -33,3 +36,9 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asy
     pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, init=_init_connection)
     assert pool is not None
     return pool
+
+
+def as_columns(items: Sequence[object], *fields: str) -> list[list[Any]]:
+    """The `fields` (attribute names, dotted for nested ones) of `items`, column by column: the arrays that
+    `INSERT … SELECT * FROM unnest($1::…[], …)` writes many rows with in one statement."""
+    return [list(map(attrgetter(field), items)) for field in fields]

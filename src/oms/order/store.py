@@ -10,10 +10,25 @@ from datetime import datetime
 
 import asyncpg
 
+from oms.kernel.db import as_columns
 from oms.kernel.money import Side
 from oms.order.domain import Order, OrderStatus
 
 _COLUMNS = "id, customer_id, asset_name, side, size, price, status, reason, reserved, created_at, updated_at"
+# The attributes of an `Order` that are those columns.
+_FIELDS = (
+    "id",
+    "customer_id",
+    "asset_name",
+    "side.value",
+    "size",
+    "price",
+    "status.value",
+    "reason",
+    "reserved",
+    "created_at",
+    "updated_at",
+)
 
 
 def _order(row: asyncpg.Record) -> Order:
@@ -38,17 +53,7 @@ async def add(conn: asyncpg.Connection, *orders: Order) -> None:
         f"INSERT INTO orders ({_COLUMNS}) SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], "
         "$4::text[], $5::numeric[], $6::numeric[], $7::text[], $8::text[], $9::bool[], $10::timestamptz[], "
         "$11::timestamptz[])",
-        [o.id for o in orders],
-        [o.customer_id for o in orders],
-        [o.asset_name for o in orders],
-        [o.side.value for o in orders],
-        [o.size for o in orders],
-        [o.price for o in orders],
-        [o.status.value for o in orders],
-        [o.reason for o in orders],
-        [o.reserved for o in orders],
-        [o.created_at for o in orders],
-        [o.updated_at for o in orders],
+        *as_columns(orders, *_FIELDS),
     )
 
 
@@ -79,11 +84,7 @@ async def save(conn: asyncpg.Connection, *orders: Order) -> None:
         "updated_at = u.updated_at FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], "
         "$5::timestamptz[]) AS u(id, status, reason, reserved, updated_at) "
         "WHERE orders.id = u.id AND orders.status = 'PENDING'",
-        [o.id for o in orders],
-        [o.status.value for o in orders],
-        [o.reason for o in orders],
-        [o.reserved for o in orders],
-        [o.updated_at for o in orders],
+        *as_columns(orders, "id", "status.value", "reason", "reserved", "updated_at"),
     )
     if status != f"UPDATE {len(orders)}":
         raise RuntimeError(f"of orders {[str(o.id) for o in orders]}, some are no longer PENDING")
