@@ -127,10 +127,15 @@ def _serve_relay(settings: Settings, service: str) -> None:
     component = f"{service}_relay"
     metrics_port = settings.port_of(component)
     try:
+        delay = settings.relay_hold_seconds()
+    except ValueError as exc:
+        fail(f"OMS_NATS_SYNC_INTERVAL: {exc}")
+    try:
         check_bindable(
             settings.host, metrics_port, f"the {service} relay's metrics", port_env_name(component)
         )
-        run_relay(service, settings.database_url(service), settings.nats_url, threading.Event(), metrics_port)
+        url = settings.database_url(service)
+        run_relay(service, url, settings.nats_url, threading.Event(), metrics_port, confirm_delay=delay)
     except (RelayConfigError, RuntimeError, PortUnavailable) as exc:
         fail(str(exc))
 

@@ -152,7 +152,11 @@ async def test_relay_publishes_rows_left_when_its_slot_is_missing(
     await wait_for_messages(js, 10)
 
     assert await relayed_ids(js) == [str(e.id) for e in [*before_any_slot, *left_behind, *after]]
-    assert outbox_rows(service_db.url) == 0
+
+    async def rows_deleted() -> bool:  # relayed rows are deleted together, every FLUSH_INTERVAL
+        return outbox_rows(service_db.url) == 0
+
+    await eventually(rows_deleted, within=5, what="the relayed rows to be deleted")
 
 
 def start_relay_process(

@@ -10,7 +10,7 @@ import pytest
 from oms.kernel import pgoutput
 from oms.kernel.broker import Outgoing
 from oms.kernel.pgoutput import Begin, Commit, DecodeError, Insert, Relation, decode
-from oms.kernel.relay import OutboxDecoder
+from oms.kernel.walreader import OutboxDecoder
 
 MICROS_2024 = int((datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC) - pgoutput.POSTGRES_EPOCH).total_seconds() * 1e6)
 

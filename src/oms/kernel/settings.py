@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Final
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,7 +37,10 @@ class Settings(BaseSettings):
     nats_port: int = 14222
     nats_monitor_port: int = 18222
     # JetStream fsync: "always" (every message on disk before its ack) or an interval such as "1s", "2m".
-    nats_sync_interval: str = "always"
+    nats_sync_interval: str = "1s"
+    # Seconds the relay holds an acknowledged event before it deletes its row and confirms its WAL position.
+    # Unset: 0 with "always", else 2 × the sync interval, when JetStream has surely synced it (decision 007).
+    relay_confirm_delay: float | None = Field(default=None, ge=0)
 
     # External servers (`oms up --external`, or any single `oms serve`): full URLs.
     external: bool = False
@@ -73,6 +78,13 @@ class Settings(BaseSettings):
     log_format: str = "auto"  # auto | json | text
     log_level: str = "INFO"
 
+    def relay_hold_seconds(self) -> float:
+        """OMS_RELAY_CONFIRM_DELAY, or by default what OMS_NATS_SYNC_INTERVAL calls for (ValueError if that
+        is not a duration)."""
+        if self.relay_confirm_delay is not None:
+            return self.relay_confirm_delay
+        return confirm_delay_for(self.nats_sync_interval)
+
     def port_of(self, component: str) -> int:
         port: int = getattr(self, f"{component}_port")
         return port
@@ -92,6 +104,38 @@ class Settings(BaseSettings):
     @property
     def key_file(self) -> Path:
         return self.private_key_file or self.secrets_dir / "auth-ed25519.pem"
+
+
+_DURATION_PART = r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)"
+_DURATION = re.compile(f"(?:{_DURATION_PART})+")
+_UNIT_SECONDS: Final = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a NATS (Go) duration: "100ms", "1s", "2m", "1m30s", "1.5h"; ValueError otherwise."""
+    text = text.strip()
+    if text == "0":
+        return 0.0
+    if not _DURATION.fullmatch(text):
+        raise ValueError(f"not a duration: {text!r} (e.g. 100ms, 1s, 2m)")
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in re.findall(_DURATION_PART, text))
+
+
+def confirm_delay_for(sync_interval: str) -> float:
+    """How long an acknowledged event is held: 0 when JetStream fsyncs every message before its ack
+    ("always"), otherwise two sync intervals, by when the broker has surely written it to disk."""
+    if sync_interval.strip() == "always":
+        return 0.0
+    return 2 * parse_duration(sync_interval)
 
 
 def port_env_name(component: str) -> str:

@@ -59,8 +59,10 @@ class EmbeddedNats:
         return f"http://{self.host}:{self.monitor_port}"
 
     def config(self) -> str:
-        # sync_interval "always": a message is on disk before it is acknowledged, so an acked event
-        # survives a power cut too (docs/decisions/005). JSON strings are valid NATS config strings.
+        # sync_interval: "always" puts each message on disk before its ack; an interval (`oms up` uses "1s")
+        # acks before the disk sync, and the relay holds what it relayed for two intervals before letting go
+        # of it, so a power cut loses nothing it cannot publish again (docs/decisions/007).
+        # JSON strings are valid NATS config strings.
         return "\n".join(
             [
                 f"server_name: {json.dumps('oms')}",

@@ -205,6 +205,8 @@ class System:
                 "OMS_LOG_FORMAT": "json",
                 "OMS_NATS_URL": self.nats.url if self.nats else s.nats_url,
                 "OMS_NATS_MONITOR_URL": self.nats.monitor_url if self.nats else s.nats_monitor_url,
+                # The relays hold acknowledged events according to the broker's disk sync (decision 007).
+                "OMS_NATS_SYNC_INTERVAL": s.nats_sync_interval,
                 "OMS_ORDER_URL": f"http://{s.host}:{s.order_port}",
                 "OMS_ACCOUNT_URL": f"http://{s.host}:{s.account_port}",
             }
@@ -215,6 +217,8 @@ class System:
             )
         for component in [*self.components(), *(f"{r}_relay" for r in RELAYED)]:
             env[port_env_name(component)] = str(s.port_of(component))
+        if s.relay_confirm_delay is not None:
+            env["OMS_RELAY_CONFIRM_DELAY"] = str(s.relay_confirm_delay)
         username, password, _ = admin_credentials(s)
         env["OMS_ADMIN_USERNAME"], env["OMS_ADMIN_PASSWORD"] = username, password
         return env
