@@ -48,7 +48,8 @@ from oms.kernel.walreader import Transaction, WalReader
 
 log = logging.getLogger(__name__)
 
-BATCH_EVENTS: Final = 1000  # events published before waiting for their acknowledgements
+BATCH_EVENTS: Final = 1000  # events published together
+IN_FLIGHT: Final = 4  # batches published and not yet acknowledged, at most
 STATUS_INTERVAL: Final = 1  # seconds between position reports to PostgreSQL
 POLL: Final = 0.2  # seconds: how quickly a stop request is noticed
 FLUSH_INTERVAL: Final = 0.1  # seconds between the deletes of relayed rows (one statement for all of them)
@@ -214,30 +215,58 @@ class Relay:
                 reported = time.monotonic()
 
     async def _publish_all(self, reader: WalReader) -> None:
-        """Publish what the reader queues, in batches, each one pipelined; hold each acknowledged batch."""
+        """Publish what the reader queues, in batches, up to IN_FLIGHT batches awaiting their acknowledgements
+        at once; hold each acknowledged batch, in order."""
+        flying: deque[tuple[list[Transaction], asyncio.Task[datetime]]] = deque()
         before = self.confirmed_lsn
-        while (batch := await self._next_batch(reader)) is not None:
-            await self._publish([event for transaction in batch for event in transaction.events])
-            before = self._hold(batch, before)
+        try:
+            while (batch := await self._next_batch(reader, flying)) is not None:
+                if batch:  # else the acknowledgements of the oldest batch came meanwhile
+                    events = [event for transaction in batch for event in transaction.events]
+                    flying.append((batch, asyncio.create_task(self._publish(events))))
+                while flying and (flying[0][1].done() or len(flying) >= IN_FLIGHT):
+                    before = await self._hold_next(flying, before)
+            while flying:
+                before = await self._hold_next(flying, before)
+        finally:
+            for _, task in flying:
+                task.cancel()
 
-    async def _next_batch(self, reader: WalReader) -> list[Transaction] | None:
-        """Up to `batch` events' worth of transactions; None once the reader stopped and all is taken."""
+    async def _hold_next(
+        self, flying: deque[tuple[list[Transaction], asyncio.Task[datetime]]], before: int
+    ) -> int:
+        batch, task = flying[0]
+        acked_at = await task
+        flying.popleft()
+        return self._hold(batch, before, acked_at)
+
+    async def _next_batch(
+        self, reader: WalReader, flying: deque[tuple[list[Transaction], asyncio.Task[datetime]]]
+    ) -> list[Transaction] | None:
+        """Up to `batch` events' worth of transactions; None once the reader stopped and all is taken.
+        While it waits, a batch whose acknowledgements came is held."""
         while not reader.queue:
             if reader.stopped:
                 return None
             reader.ready.clear()
-            await reader.ready.wait()
+            if not flying:
+                await reader.ready.wait()
+                continue
+            arrived = asyncio.ensure_future(reader.ready.wait())
+            await asyncio.wait([arrived, flying[0][1]], return_when=asyncio.FIRST_COMPLETED)
+            arrived.cancel()
+            return []  # nothing new: let the caller hold what was acknowledged
         return reader.take(self.batch)
 
-    async def _publish(self, events: list[Outgoing]) -> None:
-        """Publish `events` and wait until the broker has acknowledged every one."""
+    async def _publish(self, events: list[Outgoing]) -> datetime:
+        """Publish `events` and wait until the broker has acknowledged every one; returns when."""
         if events:
             await self.broker.publish(events, give_up=self.stop.is_set, on_retry=self._retried.inc)
             self._relayed.inc(len(events))
+        return datetime.now(UTC)
 
-    def _hold(self, batch: list[Transaction], before: int) -> int:
-        """Hold the acknowledged `batch` for `confirm_delay`; returns the position after it."""
-        acked_at = datetime.now(UTC)
+    def _hold(self, batch: list[Transaction], before: int, acked_at: datetime) -> int:
+        """Hold the `batch` acknowledged at `acked_at` for `confirm_delay`; returns the position after it."""
         transactions, count = [], 0
         for transaction in batch:
             if transaction.events:
