@@ -25,7 +25,7 @@ from oms.bench.system import LaunchedSystem, Target
 from oms.chaos.report import markdown
 from oms.chaos.run import ChaosConfig, run_chaos
 from oms.kernel.broker import JetStreamBroker
-from oms.kernel.outbox import OUTBOX_DDL, PUBLICATION_DDL
+from oms.kernel.outbox import OUTBOX_DDL, PUBLICATION_DDL, RELAY_SLOTS_DDL
 from oms.kernel.relay import Relay
 from oms.runtime.nats import EmbeddedNats
 from tests.conftest import execute
@@ -154,7 +154,7 @@ async def test_a_relay_crash_right_after_publishing_leaves_no_relayed_row_behind
     make_database: Callable[[str], str], nats_server: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = make_database("orphan")
-    execute(url, OUTBOX_DDL + PUBLICATION_DDL)
+    execute(url, OUTBOX_DDL + RELAY_SLOTS_DDL + PUBLICATION_DDL)
     broker = await JetStreamBroker.connect(nats_server.url, name="orphan-test")
     real_create_pool = asyncpg.create_pool
 

@@ -38,7 +38,7 @@ class ServiceDatabase:
 def service_db(make_database: Callable[[str], str]) -> Iterator[ServiceDatabase]:
     service = f"t{uuid.uuid4().hex[:10]}"  # replication slots are per server: one name per test
     url = make_database(service)
-    execute(url, outbox.OUTBOX_DDL + outbox.PUBLICATION_DDL + inbox.INBOX_DDL)
+    execute(url, outbox.OUTBOX_DDL + outbox.RELAY_SLOTS_DDL + outbox.PUBLICATION_DDL + inbox.INBOX_DDL)
     yield ServiceDatabase(service, url)
     with suppress(Exception):
         execute(url, f"SELECT pg_drop_replication_slot('{slot_name(service)}')")

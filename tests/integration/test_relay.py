@@ -22,7 +22,7 @@ from oms.kernel import relay as relay_module
 from oms.kernel.broker import MSG_ID
 from oms.kernel.events import Envelope, parse
 from oms.kernel.outbox import OutsideTransaction, add_to_outbox
-from oms.kernel.relay import RelayConfigError, run_relay, slot_name
+from oms.kernel.relay import RelayConfigError, prepare_database, run_relay, slot_name
 from oms.runtime.nats import EmbeddedNats
 from oms.runtime.ports import free_port
 from oms.runtime.postgres import EmbeddedPostgres
@@ -254,7 +254,7 @@ def test_relay_refuses_to_start_without_logical_wal_level(
 ) -> None:
     replica_level_server.create_databases(["orders"])
     url = replica_level_server.url("orders")
-    execute(url, outbox.OUTBOX_DDL + outbox.PUBLICATION_DDL)
+    execute(url, outbox.OUTBOX_DDL + outbox.RELAY_SLOTS_DDL + outbox.PUBLICATION_DDL)
 
     with pytest.raises(RelayConfigError, match=r"wal_level=replica.*set wal_level=logical"):
         run_relay("order", url, nats_server.url, threading.Event())
@@ -269,3 +269,23 @@ def test_relay_command_exits_2_with_the_reason_without_logical_wal_level(
     result = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=os.environ)
     assert result.returncode == 2
     assert "wal_level=logical" in result.stderr.splitlines()[-1]
+
+
+async def test_rows_left_when_the_slot_was_created_are_published_even_if_that_relay_died_first(
+    service_db: ServiceDatabase, relay: RelayThread, js: JetStreamContext
+) -> None:
+    """A relay that created its slot and died before it had published the rows already in the outbox: the
+    next one publishes them, though the slot exists by then."""
+    left = await commit_events(service_db.url, 4)
+    conn = await asyncpg.connect(service_db.url)
+    try:
+        assert await prepare_database(conn, slot_name(service_db.service))  # then it died
+        assert await prepare_database(conn, slot_name(service_db.service))  # still to be published
+    finally:
+        await conn.close()
+    relay.start()
+    await wait_for_messages(js, 4)
+    assert await relayed_ids(js) == [str(e.id) for e in left]
+    relay.halt()
+    marker = f"SELECT leftovers_published FROM relay_slots WHERE slot = '{slot_name(service_db.service)}'"
+    assert execute(service_db.url, marker) == [(True,)]

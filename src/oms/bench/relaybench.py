@@ -31,7 +31,7 @@ from oms.bench.jetstream import read_stream
 from oms.bench.pgbench import drop_database, recreate_database, run_pgbench
 from oms.bench.stats import latency_summary
 from oms.bench.system import Target
-from oms.kernel.outbox import OUTBOX_DDL, PUBLICATION_DDL
+from oms.kernel.outbox import OUTBOX_DDL, PUBLICATION_DDL, RELAY_SLOTS_DDL
 
 SERVICE = "benchrelay"
 DATABASE = "oms_bench_relay"
@@ -208,7 +208,9 @@ async def relay_bench(
     nc = await nats.connect(servers=[target.nats_url])
     await nc.jetstream().add_stream(StreamConfig(name=stream, subjects=[SUBJECTS], storage=StorageType.FILE))
     await asyncio.to_thread(_drop, target)
-    await asyncio.to_thread(recreate_database, target, DATABASE, OUTBOX_DDL + PUBLICATION_DDL)
+    await asyncio.to_thread(
+        recreate_database, target, DATABASE, OUTBOX_DDL + RELAY_SLOTS_DDL + PUBLICATION_DDL
+    )
     log = work_dir / "bench-relay.log"
     relays = [_start_relay(target, log, env or {})]
     results: dict[str, Any] = {"steady": []}

@@ -42,7 +42,18 @@ END
 $$;
 """
 
-DROP_DDL: Final = "DROP PUBLICATION IF EXISTS oms_outbox; DROP TABLE IF EXISTS outbox;"
+# Whether the rows left in the outbox when a replication slot was (re)created have all been published: set
+# false before the slot is created and true once they are, so a relay that dies in between does it again.
+RELAY_SLOTS_DDL: Final = """
+CREATE TABLE IF NOT EXISTS relay_slots (
+    slot text PRIMARY KEY,
+    leftovers_published boolean NOT NULL
+);
+"""
+
+DROP_DDL: Final = (
+    "DROP PUBLICATION IF EXISTS oms_outbox; DROP TABLE IF EXISTS outbox; DROP TABLE IF EXISTS relay_slots;"
+)
 
 # Rows in the given order: the relay publishes a transaction's events in the order they were inserted.
 _INSERT: Final = (

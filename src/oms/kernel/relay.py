@@ -140,10 +140,13 @@ class Relay:
         pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=2)
         try:
             async with pool.acquire() as conn:
-                created = await prepare_database(conn, self.slot)
+                leftovers = await prepare_database(conn, self.slot)
             await self.broker.ensure_topology()
-            if created:
+            if leftovers:
                 await self._publish_leftovers(pool)
+                await pool.execute(
+                    "UPDATE relay_slots SET leftovers_published = true WHERE slot = $1", self.slot
+                )
             cursor = await asyncio.to_thread(self._start_replication)
             try:
                 await self._stream(cursor, pool)
@@ -387,15 +390,17 @@ def _send_feedback(cursor: ReplicationCursor, flush_lsn: int, force: bool = Fals
 
 
 async def prepare_database(conn: asyncpg.Connection, slot: str) -> bool:
-    """Check the server, create the publication and the slot if missing; True if the slot was created."""
+    """Check the server, create the publication and the slot if missing; True if the rows left in the
+    outbox when the slot was created are still to be published (by this relay or one that died)."""
     level = await conn.fetchval("SHOW wal_level")
     if level != "logical":
         raise RelayConfigError(
             f"PostgreSQL runs with wal_level={level}, but the relay reads the write-ahead log by logical "
             "replication: set wal_level=logical (postgresql.conf or -c wal_level=logical) and restart it"
         )
-    if await conn.fetchval("SELECT to_regclass($1)", TABLE) is None:
-        raise RelayConfigError(f"no {TABLE} table in this database: run the service's migrations first")
+    for table in (TABLE, "relay_slots"):
+        if await conn.fetchval("SELECT to_regclass($1)", table) is None:
+            raise RelayConfigError(f"no {table} table in this database: run the service's migrations first")
     await conn.execute(PUBLICATION_DDL)
     row = await conn.fetchrow(
         "SELECT database, wal_status, active FROM pg_replication_slots WHERE slot_name = $1", slot
@@ -406,14 +411,19 @@ async def prepare_database(conn: asyncpg.Connection, slot: str) -> bool:
         log.warning("replication slot %s was invalidated (WAL removed); recreating it", slot)
         await conn.execute("SELECT pg_drop_replication_slot($1)", slot)
         row = None
-    if row is not None:
-        return False
-    try:
-        await conn.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot)
-    except asyncpg.DuplicateObjectError:
-        return False  # another replica created it a moment ago
-    log.info("created replication slot %s", slot)
-    return True
+    if row is None:
+        await conn.execute(
+            "INSERT INTO relay_slots (slot, leftovers_published) VALUES ($1, false) "
+            "ON CONFLICT (slot) DO UPDATE SET leftovers_published = false",
+            slot,
+        )
+        try:
+            await conn.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot)
+            log.info("created replication slot %s", slot)
+        except asyncpg.DuplicateObjectError:
+            pass  # another replica created it a moment ago
+    pending = await conn.fetchval("SELECT NOT leftovers_published FROM relay_slots WHERE slot = $1", slot)
+    return bool(pending)
 
 
 async def serve(
