@@ -13,7 +13,7 @@ from oms.kernel import idempotency
 from oms.kernel.deps import IdempotencyKey, Pool, own_customer
 from oms.kernel.errors import ApiError, error_responses
 from oms.kernel.group_commit import GroupCommit
-from oms.kernel.http import ExactJSONResponse, ExactNumber, exact_json
+from oms.kernel.http import ExactJSONResponse, ExactNumber
 from oms.kernel.money import PositiveDecimal, Side, Symbol
 from oms.kernel.tokens import AdminUser, CurrentUser, Principal
 from oms.order import store
@@ -46,6 +46,8 @@ class OrderId(BaseModel):
 
 
 class OrderView(BaseModel):
+    """An order as the API shows it (the schema of `order_view`'s answers)."""
+
     id: uuid.UUID
     customerId: uuid.UUID
     assetName: str
@@ -58,21 +60,22 @@ class OrderView(BaseModel):
     createDate: datetime
     updateDate: datetime
 
-    @classmethod
-    def of(cls, order: Order) -> OrderView:
-        return cls(
-            id=order.id,
-            customerId=order.customer_id,
-            assetName=order.asset_name,
-            orderSide=order.side,
-            size=order.size,
-            price=order.price,
-            status=order.status,
-            reason=order.reason,
-            fundsReserved=order.reserved,
-            createDate=order.created_at,
-            updateDate=order.updated_at,
-        )
+
+def order_view(order: Order) -> dict[str, Any]:
+    """`order` in the shape of `OrderView`, built directly: a page of 100 is half the CPU of the model."""
+    return {
+        "id": str(order.id),
+        "customerId": str(order.customer_id),
+        "assetName": order.asset_name,
+        "orderSide": order.side.value,
+        "size": order.size,
+        "price": order.price,
+        "status": order.status.value,
+        "reason": order.reason,
+        "fundsReserved": order.reserved,
+        "createDate": order.created_at.isoformat(),
+        "updateDate": order.updated_at.isoformat(),
+    }
 
 
 class OrderList(BaseModel):
@@ -157,7 +160,7 @@ async def list_orders(
     async with pool.acquire() as conn:
         orders = await store.page(conn, where, limit + 1, after)
     next_cursor = store.encode_cursor(orders[limit - 1]) if len(orders) > limit else None
-    return exact_json(OrderList(orders=[OrderView.of(o) for o in orders[:limit]], nextCursor=next_cursor))
+    return ExactJSONResponse({"orders": [order_view(o) for o in orders[:limit]], "nextCursor": next_cursor})
 
 
 def _visible(user: Principal, order: Order | None) -> Order:
@@ -171,7 +174,7 @@ async def get_order(order_id: uuid.UUID, user: CurrentUser, pool: Pool) -> Exact
     """One order."""
     async with pool.acquire() as conn:
         order = _visible(user, await store.get(conn, order_id))
-    return exact_json(OrderView.of(order))
+    return ExactJSONResponse(order_view(order))
 
 
 def _refused(refusal: TransitionRefused) -> ApiError:
@@ -198,4 +201,4 @@ async def match_order(order_id: uuid.UUID, _: AdminUser, pool: Pool) -> ExactJSO
         raise ApiError(404, "order not found")
     if isinstance(outcome, TransitionRefused):
         raise _refused(outcome)
-    return exact_json(OrderView.of(outcome))
+    return ExactJSONResponse(order_view(outcome))
