@@ -19,6 +19,10 @@ from oms.kernel.events import Envelope
 TABLE: Final = "outbox"
 PUBLICATION: Final = "oms_outbox"
 
+# Vacuum would give the emptied pages at the table's end back to the file system, under an exclusive lock
+# that stops every writer of the outbox — a pause every few seconds under load, as often as vacuum runs.
+KEEP_PAGES_DDL: Final = "ALTER TABLE outbox SET (vacuum_truncate = false);"
+
 OUTBOX_DDL: Final = """
 CREATE TABLE IF NOT EXISTS outbox (
     seq bigserial NOT NULL,
@@ -29,7 +33,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 -- Every row is deleted soon after it is inserted (docs/decisions/004): vacuum it often, not at 20% dead.
 ALTER TABLE outbox SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000);
-"""
+""" + KEEP_PAGES_DDL
 
 # Inserts only: the relay's own deletes of relayed rows must not come back through the stream.
 PUBLICATION_DDL: Final = """
