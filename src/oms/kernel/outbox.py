@@ -19,8 +19,10 @@ from oms.kernel.events import Envelope
 TABLE: Final = "outbox"
 PUBLICATION: Final = "oms_outbox"
 
-# Vacuum would give the emptied pages at the table's end back to the file system, under an exclusive lock
-# that stops every writer of the outbox — a pause every few seconds under load, as often as vacuum runs.
+# Vacuum would give the emptied pages at the table's end back to the file system under an exclusive lock
+# that stops every writer of the outbox while it is held (briefly: vacuum lets go when writers wait); the
+# pages are refilled within seconds anyway. (The periodic stalls seen under load were WAL segment creation,
+# see runtime/postgres.py, not this.)
 KEEP_PAGES_DDL: Final = "ALTER TABLE outbox SET (vacuum_truncate = false);"
 
 OUTBOX_DDL: Final = """
