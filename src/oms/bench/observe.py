@@ -57,6 +57,15 @@ class Observer:
         )
         return count
 
+    async def commits(self) -> int:
+        """Transactions committed so far in the order and account databases (PostgreSQL's statistics)."""
+        total = 0
+        for pool in self.pools.values():
+            total += await pool.fetchval(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+            )
+        return total
+
     async def held_reservations(self) -> int:
         count: int = await self.pools["account"].fetchval(
             "SELECT count(*) FROM reservations WHERE status = 'HELD' AND order_id IS NOT NULL"

@@ -20,6 +20,7 @@ from oms.bench.stats import latency_summary, per_second, percentile, steady_rate
 from oms.bench.system import Target
 
 EVENTS_PER_ORDER = 3  # order.created, funds.reserved, order.matched
+STATS_DELAY = 1.5  # seconds: PostgreSQL's backends report their commit counts at most once a second
 
 
 async def run_phase(
@@ -36,6 +37,7 @@ async def run_phase(
 ) -> dict[str, Any]:
     """Send the load, wait until every order is terminal and settled, and summarise it."""
     seq_before = await jetstream.last_seq(target.nats_url) if target.nats_url else None
+    commits_before = await observer.commits() if observer is not None else None
     load = Load(client, customers, config)
     terminal = {"count": 0, "checked": 0.0}
 
@@ -75,10 +77,13 @@ async def run_phase(
 
     console.print(f"  waiting for {result.created} orders to finish …")
     settled: dict[str, datetime] = {}
+    commits: int | None = None
     if observer is not None:
         drain = await observer.wait_quiet(drain_timeout)
         outcomes = await observer.outcomes(result.order_ids)
         settled = await observer.settled_at(result.order_ids)
+        await asyncio.sleep(STATS_DELAY)
+        commits = await observer.commits() - (commits_before or 0)
     else:
         outcomes, drain = await outcomes_by_api(client, admin, customers, result.order_ids, drain_timeout)
     finished = time.time()
@@ -88,6 +93,7 @@ async def run_phase(
             target.nats_url, seq_before, await jetstream.last_seq(target.nats_url)
         )
     summary = summarize(result, outcomes, settled, events, drain)
+    summary["orders"]["commits_per_order"] = round(commits / max(result.created, 1), 2) if commits else None
     summary["processes"] = sampler.summary(result.started, result.ended)
     if observer is not None:
         summary["relay"]["lag"] = observer.lag_summary(result.started, finished)

@@ -80,6 +80,13 @@ def figures(results: dict[str, Any]) -> list[Figure]:
                     _at_least(steady, 500),
                 )
             )
+            rows.append(
+                Figure(
+                    f"database commits per order ({name}; one per step without sharing: 4)",
+                    _get(phase, "orders", "commits_per_order"),
+                    "",
+                )
+            )
         p99 = _get(phase, "latency", "create_to_matched", "p99_ms")
         target = "≤ 100 ms at 250/s" if phase["config"]["rate"] else ""
         met = _at_most(p99, 100) if phase["config"]["rate"] and phase["config"]["rate"] >= 250 else None
