@@ -7,9 +7,11 @@ import itertools
 import random
 import uuid
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from oms.chaos.faults import schedule
+from oms.chaos.observe import server_errors
 from oms.chaos.run import ChaosConfig
 from oms.chaos.verify import Verdict, check_ledger, check_money, check_orders, resolve_unanswered
 from oms.chaos.workload import Ledger, Op
@@ -165,3 +167,14 @@ def test_an_unanswered_deposit_counts_once_if_the_ledger_shows_it() -> None:
     verdict = Verdict()
     check_ledger(book, check_orders(book, rows, verdict), ledger, verdict)
     assert verdict.violations == []
+
+
+def test_server_errors_are_read_from_the_services_json_logs(tmp_path: Path) -> None:
+    (tmp_path / "order.log").write_text(
+        '{"level": "info", "component": "order", "message": "Started server process [1]"}\n'
+        '{"level": "error", "component": "order", "message": "unhandled error on POST /api/v1/orders",'
+        ' "exception": "Traceback (most recent call last):\\n  ...\\nValueError: boom"}\n'
+        "not json at all\n"
+    )
+    (tmp_path / "postgres.log").write_text("LOG:  database system is ready\n")
+    assert server_errors(tmp_path) == ["order: unhandled error on POST /api/v1/orders: ValueError: boom"]

@@ -34,6 +34,7 @@ def chaos(
     from oms.bench.cli import env_pairs, run_loop
     from oms.bench.system import LaunchedSystem, TargetError
     from oms.chaos import report as chaos_report
+    from oms.chaos.observe import server_errors
     from oms.chaos.run import ChaosConfig, run_chaos
 
     overrides: dict[str, Any] = {
@@ -56,6 +57,7 @@ def chaos(
         console.print(f"starting a system in {work_dir} …")
         target = system.start()
         report = run_loop(run_chaos(config, target, console))
+        report["server_errors"] = server_errors(system.data_dir / "logs")
     except TargetError as exc:
         print(f"oms chaos: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -136,3 +138,18 @@ async def wait_quiet(target: Target, within: float) -> tuple[float | None, dict[
                 return time.monotonic() - started, state
             await asyncio.sleep(0.5)
     return None, state
+
+
+def server_errors(log_dir: Path, limit: int = 20) -> list[str]:
+    """The requests the services answered with a 500, as they logged them: component, request and the last
+    line of the exception (the logs are JSON lines)."""
+    found: list[str] = []
+    for log_file in sorted(log_dir.glob("*.log")):
+        for line in log_file.read_text(errors="replace").splitlines():
+            if '"unhandled error' not in line:
+                continue
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                cause = str(entry.get("exception", "")).strip().splitlines()[-1:] or [""]
+                found.append(f"{entry.get('component')}: {entry.get('message')}: {cause[0]}")
+    return found[:limit]

@@ -23,6 +23,7 @@ def _restart_line(seconds: dict[str, list[float]]) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     config, faults, delivery = report["config"], report["faults"], report["delivery"]
+    server_errors = report.get("server_errors", [])
     lines = [
         f"Run {report['started']} → {report['finished']}; workload and faults over "
         f"{report['load_seconds']} s "
@@ -75,6 +76,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"CANCELED {orders.get('CANCELED', 0)}, PENDING {orders.get('PENDING', 0)}.",
         f"Money: {json.dumps(delivery.get('money', {}))}.",
         f"Time to drain after the faults stopped: {report['drain_seconds']} s.",
+        f"Requests the services answered with 500, as they logged them: {len(server_errors)}.",
+        *(f"- {error}" for error in server_errors[:5]),
         "",
         f"**Violations: {len(report['violations'])}**",
     ]
