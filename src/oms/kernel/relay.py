@@ -13,8 +13,11 @@ intervals) before it deletes its row and confirms its position (docs/decisions/0
 
 Everything runs on one (uv)loop: psycopg2's replication cursor is read without blocking whenever its socket is
 readable, and nats-py is asyncio. The reader decodes committed transactions into a bounded queue; the
-publisher publishes them in batches, pipelined, and holds each acknowledged batch; the releaser deletes the
-rows of released events in one statement every FLUSH_INTERVAL and confirms the position up to them.
+publisher publishes them in batches, up to IN_FLIGHT at once, and holds each acknowledged batch in order; the
+releaser deletes the rows of released events in one statement every FLUSH_INTERVAL and confirms the position
+up to them. A batch retried after a broker hiccup may be stored after a later one: the stream keeps commit
+order only while the broker answers, and consumers are correct under reordering (SPEC §4) — confirmation
+never is out of order.
 """
 
 from __future__ import annotations
