@@ -25,7 +25,7 @@ PUBLICATION: Final = "oms_outbox"
 # see runtime/postgres.py, not this.)
 KEEP_PAGES_DDL: Final = "ALTER TABLE outbox SET (vacuum_truncate = false);"
 
-OUTBOX_DDL: Final = """
+OUTBOX_DDL: Final = f"""
 CREATE TABLE IF NOT EXISTS outbox (
     seq bigserial NOT NULL,
     id uuid PRIMARY KEY,
@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 -- Every row is deleted soon after it is inserted (docs/decisions/004): vacuum it often, not at 20% dead.
 ALTER TABLE outbox SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000);
-""" + KEEP_PAGES_DDL
+{KEEP_PAGES_DDL}
+"""
 
 # Inserts only: the relay's own deletes of relayed rows must not come back through the stream.
 PUBLICATION_DDL: Final = """
