@@ -54,8 +54,8 @@ def to_wire(event: AccountEvent) -> wire.Envelope:
 
 async def commit_effects(conn: asyncpg.Connection, effects: Sequence[Effect]) -> None:
     """Store `effects` and queue their events, in the caller's transaction."""
-    await store.save(conn, effects)
-    await add_to_outbox(conn, *(to_wire(event) for effect in effects for event in effect.events))
+    events = (to_wire(event) for effect in effects for event in effect.events)
+    await add_to_outbox(conn, *events, together_with=store.writes(effects))
 
 
 def _terms(event: wire.OrderCreated | wire.OrderMatched) -> OrderTerms:

@@ -11,12 +11,11 @@ from oms.account.domain import (
     Asset,
     BalanceKey,
     Effect,
-    LedgerEntry,
     Reservation,
     ReservationStatus,
     Tombstone,
 )
-from oms.kernel.db import as_columns
+from oms.kernel.sql import Write, as_columns
 
 _ASSET = "id, customer_id, asset_name, total_size, usable_size"
 
@@ -105,69 +104,54 @@ async def tombstones_of(
     return {row["order_id"]: Tombstone(row["order_id"], row["customer_id"], row["reason"]) for row in rows}
 
 
-async def save(conn: asyncpg.Connection, effects: Sequence[Effect]) -> None:
-    """Store the effects' balances, reservations, tombstones and ledger entries (not their events), a
-    statement per kind whatever their number; a later effect's state of the same row wins."""
-    assets = {(a.customer_id, a.asset_name): a for effect in effects for a in effect.assets}
-    reservations = {r.id: r for effect in effects if (r := effect.reservation) is not None}
-    tombstones = {t.order_id: t for effect in effects if (t := effect.tombstone) is not None}
-    await _put_assets(conn, list(assets.values()))
-    await _put_reservations(conn, list(reservations.values()))
-    await _add_tombstones(conn, list(tombstones.values()))
-    await append_entries(conn, [entry for effect in effects for entry in effect.entries])
+def writes(effects: Sequence[Effect]) -> list[Write]:
+    """The statements that store the effects' balances, reservations, tombstones and ledger entries (not
+    their events), one per kind whatever their number; a later effect's state of the same row wins."""
+    assets = list({(a.customer_id, a.asset_name): a for effect in effects for a in effect.assets}.values())
+    reservations = list({r.id: r for effect in effects if (r := effect.reservation) is not None}.values())
+    tombstones = list({t.order_id: t for effect in effects if (t := effect.tombstone) is not None}.values())
+    entries = [entry for effect in effects for entry in effect.entries]
+    kinds: list[tuple[str, Sequence[object], tuple[str, ...]]] = [
+        (_PUT_ASSETS, assets, _ASSET_FIELDS),
+        (_PUT_RESERVATIONS, reservations, _RESERVATION_FIELDS),
+        (_ADD_TOMBSTONES, tombstones, ("order_id", "customer_id", "reason")),
+        (_APPEND_ENTRIES, entries, _ENTRY_FIELDS),
+    ]
+    return [Write(sql, tuple(as_columns(rows, *fields))) for sql, rows, fields in kinds if rows]
 
 
-async def _put_assets(conn: asyncpg.Connection, assets: list[Asset]) -> None:
-    if assets:
-        await conn.execute(
-            "INSERT INTO assets (id, customer_id, asset_name, total_size, usable_size) "
-            "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::numeric[], $5::numeric[]) "
-            "ON CONFLICT (customer_id, asset_name) DO UPDATE SET total_size = EXCLUDED.total_size, "
-            "usable_size = EXCLUDED.usable_size, updated_at = now()",
-            *as_columns(assets, "id", "customer_id", "asset_name", "total_size", "usable_size"),
-        )
-
-
-async def _put_reservations(conn: asyncpg.Connection, reservations: list[Reservation]) -> None:
-    if reservations:
-        await conn.execute(
-            "INSERT INTO reservations (id, order_id, customer_id, asset_name, amount, status) "
-            "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::numeric[], $6::text[]) "
-            "ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, updated_at = now()",
-            *as_columns(
-                reservations, "id", "order_id", "customer_id", "asset_name", "amount", "status.value"
-            ),
-        )
-
-
-async def _add_tombstones(conn: asyncpg.Connection, tombstones: list[Tombstone]) -> None:
-    if tombstones:
-        await conn.execute(
-            "INSERT INTO tombstones (order_id, customer_id, reason) "
-            "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[]) ON CONFLICT DO NOTHING",
-            *as_columns(tombstones, "order_id", "customer_id", "reason"),
-        )
-
-
-async def append_entries(conn: asyncpg.Connection, entries: Sequence[LedgerEntry]) -> None:
-    """Append to the ledger, in this order."""
-    if entries:
-        await conn.execute(
-            "INSERT INTO ledger (customer_id, asset_name, kind, delta_total, delta_usable, order_id, "
-            "reference) "
-            "SELECT c, a, k, t, u, o, r FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], "
-            "$5::numeric[], $6::uuid[], $7::text[]) WITH ORDINALITY AS e(c, a, k, t, u, o, r, n) ORDER BY n",
-            *as_columns(
-                entries,
-                "customer_id",
-                "asset_name",
-                "kind.value",
-                "delta_total",
-                "delta_usable",
-                "order_id",
-                "reference",
-            ),
-        )
+_ASSET_FIELDS = ("id", "customer_id", "asset_name", "total_size", "usable_size")
+_PUT_ASSETS = (
+    "INSERT INTO assets (id, customer_id, asset_name, total_size, usable_size) "
+    "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::numeric[], $5::numeric[]) "
+    "ON CONFLICT (customer_id, asset_name) DO UPDATE SET total_size = EXCLUDED.total_size, "
+    "usable_size = EXCLUDED.usable_size, updated_at = now()"
+)
+_RESERVATION_FIELDS = ("id", "order_id", "customer_id", "asset_name", "amount", "status.value")
+_PUT_RESERVATIONS = (
+    "INSERT INTO reservations (id, order_id, customer_id, asset_name, amount, status) "
+    "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::numeric[], $6::text[]) "
+    "ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, updated_at = now()"
+)
+_ADD_TOMBSTONES = (
+    "INSERT INTO tombstones (order_id, customer_id, reason) "
+    "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[]) ON CONFLICT DO NOTHING"
+)
+_ENTRY_FIELDS = (
+    "customer_id",
+    "asset_name",
+    "kind.value",
+    "delta_total",
+    "delta_usable",
+    "order_id",
+    "reference",
+)
+# In the given order (the ledger's seq follows it).
+_APPEND_ENTRIES = (
+    "INSERT INTO ledger (customer_id, asset_name, kind, delta_total, delta_usable, order_id, reference) "
+    "SELECT c, a, k, t, u, o, r FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], "
+    "$5::numeric[], $6::uuid[], $7::text[]) WITH ORDINALITY AS e(c, a, k, t, u, o, r, n) ORDER BY n"
+)
 
 
 async def add_withdrawal(

@@ -10,11 +10,13 @@ A service's Alembic migration creates the table and the publication:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 import asyncpg
 
 from oms.kernel.events import Envelope
+from oms.kernel.sql import Write, write_together
 
 TABLE: Final = "outbox"
 PUBLICATION: Final = "oms_outbox"
@@ -74,17 +76,19 @@ class OutsideTransaction(RuntimeError):
     or an effect applied twice."""
 
 
-async def add_to_outbox(conn: asyncpg.Connection, *events: Envelope) -> None:
+async def add_to_outbox(
+    conn: asyncpg.Connection, *events: Envelope, together_with: Sequence[Write] = ()
+) -> None:
     """Queue `events` for publishing, in this order, in the caller's open transaction (they are sent only if
-    it commits)."""
+    it commits) — in one statement with the state changes `together_with`, if given."""
     if not conn.is_in_transaction():
         raise OutsideTransaction("add_to_outbox must run inside the transaction that changes the state")
-    if not events:
-        return
-    # Through text, so the result does not depend on a jsonb codec the connection may have.
-    await conn.execute(
-        _INSERT,
-        [event.id for event in events],
-        [event.subject for event in events],
-        [event.to_json().decode() for event in events],
-    )
+    writes = list(together_with)
+    if events:
+        # Through text, so the result does not depend on a jsonb codec the connection may have.
+        ids = [event.id for event in events]
+        subjects = [event.subject for event in events]
+        payloads = [event.to_json().decode() for event in events]
+        writes.append(Write(_INSERT, (ids, subjects, payloads)))
+    if writes:
+        await write_together(conn, writes)

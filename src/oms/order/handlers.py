@@ -65,17 +65,18 @@ async def record(
     conn: asyncpg.Connection, order: Order, events: list[OrderEvent], *, new: bool = False
 ) -> None:
     """Store the order's new state and queue its events, in the caller's transaction."""
+    published = (to_wire(event) for event in events)
     if new:
-        await store.add(conn, order)
-    else:
-        await store.save(conn, order)
-    await add_to_outbox(conn, *(to_wire(event) for event in events))
+        await add_to_outbox(conn, *published, together_with=[store.adding(order)])
+        return
+    await store.save(conn, order)
+    await add_to_outbox(conn, *published)
 
 
 async def place_orders(conn: asyncpg.Connection, placed: Sequence[OrderPlaced]) -> list[None]:
     """Store new orders and queue their order.created events, in the caller's transaction."""
-    await store.add(conn, *(p.order for p in placed))
-    await add_to_outbox(conn, *(to_wire(p.event) for p in placed))
+    orders = store.adding(*(p.order for p in placed))
+    await add_to_outbox(conn, *(to_wire(p.event) for p in placed), together_with=[orders])
     return [None] * len(placed)
 
 

@@ -10,8 +10,8 @@ from datetime import datetime
 
 import asyncpg
 
-from oms.kernel.db import as_columns
 from oms.kernel.money import Side
+from oms.kernel.sql import Write, as_columns
 from oms.order.domain import Order, OrderStatus
 
 _COLUMNS = "id, customer_id, asset_name, side, size, price, status, reason, reserved, created_at, updated_at"
@@ -47,13 +47,13 @@ def _order(row: asyncpg.Record) -> Order:
     )
 
 
-async def add(conn: asyncpg.Connection, *orders: Order) -> None:
-    """Insert new orders (one statement whatever their number)."""
-    await conn.execute(
+def adding(*orders: Order) -> Write:
+    """The statement that inserts new orders (one whatever their number)."""
+    return Write(
         f"INSERT INTO orders ({_COLUMNS}) SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], "
         "$4::text[], $5::numeric[], $6::numeric[], $7::text[], $8::text[], $9::bool[], $10::timestamptz[], "
         "$11::timestamptz[])",
-        *as_columns(orders, *_FIELDS),
+        tuple(as_columns(orders, *_FIELDS)),
     )
 
 
