@@ -160,12 +160,21 @@ async def test_relay_publishes_rows_left_when_its_slot_is_missing(
 
 
 def start_relay_process(
-    db: ServiceDatabase, nats_url: str, log: Path, metrics_port: int
+    db: ServiceDatabase, nats_url: str, log: Path, metrics_port: int, confirm_delay: float | None = None
 ) -> subprocess.Popen[bytes]:
+    """`python -m oms.kernel.relay` for `db`, its output appended to `log`."""
     argv = [sys.executable, "-m", "oms.kernel.relay", "--service", db.service]
     argv += ["--database-url", db.url, "--nats-url", nats_url, "--metrics-port", str(metrics_port)]
+    if confirm_delay is not None:
+        argv += ["--confirm-delay", str(confirm_delay)]
     with open(log, "ab") as output:
         return subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT)
+
+
+def stop_relay_process(process: subprocess.Popen[bytes], log: Path) -> None:
+    """SIGTERM, as a supervisor stops it: it must end cleanly."""
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=15) == 0, log.read_text()
 
 
 async def test_relay_killed_mid_stream_resumes_without_loss_or_duplicates(
@@ -196,8 +205,7 @@ async def test_relay_killed_mid_stream_resumes_without_loss_or_duplicates(
             return outbox_rows(service_db.url) == 0
 
         await eventually(all_rows_deleted, what="relayed rows to be deleted")
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=15) == 0, log.read_text()
+        stop_relay_process(process, log)
     finally:
         if process.poll() is None:
             process.kill()

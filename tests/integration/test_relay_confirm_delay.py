@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -22,7 +20,14 @@ from oms.runtime.nats import EmbeddedNats
 from oms.runtime.ports import free_port
 from tests.conftest import execute
 from tests.integration.conftest import RelayThread, ServiceDatabase, eventually, wait_until_streaming
-from tests.integration.test_relay import commit_events, outbox_rows, relayed_ids, wait_for_messages
+from tests.integration.test_relay import (
+    commit_events,
+    outbox_rows,
+    relayed_ids,
+    start_relay_process,
+    stop_relay_process,
+    wait_for_messages,
+)
 
 
 @dataclass
@@ -63,22 +68,6 @@ def slot_confirmed(db: ServiceDatabase) -> int:
 
 def unconfirmed(db: ServiceDatabase) -> float | None:
     return REGISTRY.get_sample_value("oms_relay_unconfirmed_events", {"service": db.service})
-
-
-def start_relay_process(
-    db: ServiceDatabase, nats_url: str, log: Path, metrics_port: int, confirm_delay: float
-) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "oms.kernel.relay", "--service", db.service, "--database-url", db.url]
-    argv += [
-        "--nats-url",
-        nats_url,
-        "--metrics-port",
-        str(metrics_port),
-        "--confirm-delay",
-        str(confirm_delay),
-    ]
-    with open(log, "ab") as output:
-        return subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT)
 
 
 def relayed_by(metrics_port: int, service: str) -> float:
@@ -123,8 +112,7 @@ async def test_a_relay_killed_within_the_confirm_delay_publishes_again_then_lets
             return outbox_rows(service_db.url) == 0 and slot_confirmed(service_db) >= committed
 
         await eventually(let_go, what="rows deleted and the position confirmed after the delay")
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=15) == 0, log.read_text()
+        stop_relay_process(process, log)
     finally:
         if process.poll() is None:
             process.kill()
