@@ -25,7 +25,7 @@ from oms.account.domain import (
 )
 from oms.kernel import events as wire
 from oms.kernel.consumer import Outcome
-from oms.kernel.inbox import first_deliveries, first_of_each, unrecord
+from oms.kernel.inbox import first_deliveries, unrecord
 from oms.kernel.outbox import add_to_outbox
 
 
@@ -108,7 +108,7 @@ class AccountHandlers:
         """Apply events from the order service in stream order, each at most once, in one transaction."""
         failed: dict[uuid.UUID, Exception] = {}
         async with self.pool.acquire() as conn, conn.transaction():
-            todo = first_of_each(events, await first_deliveries(conn, [e.id for e in events]))
+            todo = await first_deliveries(conn, events)
             book, receiving = await _load(conn, todo)
             effects = []
             for event in todo:

@@ -7,7 +7,7 @@ A service's Alembic migration creates the table: `op.execute(inbox.INBOX_DDL)`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Final, TypeVar
 
@@ -30,34 +30,33 @@ async def first_delivery(conn: asyncpg.Connection, event_id: uuid.UUID) -> bool:
     """True the first time `event_id` is seen (the caller then applies the effect in this transaction);
     False if it was processed already. A concurrent delivery of the same event waits here until the first
     one commits or rolls back."""
-    return event_id in await first_deliveries(conn, [event_id])
-
-
-async def first_deliveries(conn: asyncpg.Connection, event_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
-    """`first_delivery` for many events in one statement: the ids seen for the first time."""
-    if not conn.is_in_transaction():
-        raise OutsideTransaction("first_delivery must run inside the transaction that applies the effect")
-    rows = await conn.fetch(
-        "INSERT INTO inbox (event_id) SELECT unnest($1::uuid[]) ON CONFLICT (event_id) DO NOTHING "
-        "RETURNING event_id",
-        list(event_ids),
-    )
-    return {row[0] for row in rows}
+    return event_id in await _record(conn, [event_id])
 
 
 E = TypeVar("E", bound=Envelope)
 
 
-def first_of_each(events: Iterable[E], fresh: set[uuid.UUID]) -> list[E]:
-    """The events to apply, in their order: those seen for the first time (`fresh`), each once even if
-    it was delivered twice in the same batch."""
+async def first_deliveries(conn: asyncpg.Connection, events: Sequence[E]) -> list[E]:
+    """`first_delivery` for a batch in one statement: the events to apply, in their order — those seen for
+    the first time, each once even if it was delivered twice in the batch."""
+    fresh = await _record(conn, [event.id for event in events])
     todo: list[E] = []
-    seen: set[uuid.UUID] = set()
     for event in events:
-        if event.id in fresh and event.id not in seen:
-            seen.add(event.id)
+        if event.id in fresh:
+            fresh.discard(event.id)
             todo.append(event)
     return todo
+
+
+async def _record(conn: asyncpg.Connection, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    if not conn.is_in_transaction():
+        raise OutsideTransaction("first_delivery must run inside the transaction that applies the effect")
+    rows = await conn.fetch(
+        "INSERT INTO inbox (event_id) SELECT unnest($1::uuid[]) ON CONFLICT (event_id) DO NOTHING "
+        "RETURNING event_id",
+        event_ids,
+    )
+    return {row[0] for row in rows}
 
 
 async def unrecord(conn: asyncpg.Connection, event_ids: Iterable[uuid.UUID]) -> None:

@@ -12,7 +12,7 @@ import asyncpg
 
 from oms.kernel import events as wire
 from oms.kernel.consumer import Outcome
-from oms.kernel.inbox import first_deliveries, first_of_each, unrecord
+from oms.kernel.inbox import first_deliveries, unrecord
 from oms.kernel.outbox import add_to_outbox
 from oms.kernel.settings import ExecutionMode
 from oms.order import store
@@ -99,7 +99,7 @@ class OrderHandlers:
         """Apply events from the account service in stream order, each at most once, in one transaction."""
         failed: dict[uuid.UUID, Exception] = {}
         async with self.pool.acquire() as conn, conn.transaction():
-            todo = first_of_each(events, await first_deliveries(conn, [e.id for e in events]))
+            todo = await first_deliveries(conn, events)
             orders = await store.lock(conn, sorted({event.order_id for event in todo}))
             changed: dict[uuid.UUID, Order] = {}
             published: list[OrderEvent] = []
