@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import nats
 import pytest
 
-from oms.kernel.broker import DLQ_STREAM, EVENTS_STREAM, JetStreamBroker
+from oms.kernel.broker import JetStreamBroker
 from oms.kernel.dlq import list_dead_letters
+from oms.kernel.topology import DLQ_STREAM, EVENTS_STREAM
 from tests.e2e.api import Api
 from tests.e2e.conftest import RunningSystem
 

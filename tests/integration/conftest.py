@@ -19,9 +19,10 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 
 from oms.kernel import inbox, outbox
-from oms.kernel.broker import DLQ_STREAM, EVENTS_STREAM, JetStreamBroker
+from oms.kernel.broker import JetStreamBroker
 from oms.kernel.events import OrderCanceled, OrderCanceledData
-from oms.kernel.relay import run_relay, slot_name
+from oms.kernel.relay import run_relay
+from oms.kernel.topology import DLQ_STREAM, EVENTS_STREAM, slot_name
 from oms.runtime.nats import EmbeddedNats
 from tests.conftest import execute
 

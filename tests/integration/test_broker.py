@@ -10,9 +10,6 @@ from nats.js.api import AckPolicy, StorageType
 
 from oms.kernel.broker import (
     ACK_WAIT,
-    CONSUMERS,
-    DLQ_STREAM,
-    EVENTS_STREAM,
     MAX_DELIVER,
     MSG_ID,
     SERVER_MAX_DELIVER,
@@ -20,6 +17,7 @@ from oms.kernel.broker import (
     Outgoing,
     PublishAborted,
 )
+from oms.kernel.topology import CONSUMERS, DLQ_STREAM, EVENTS_STREAM
 from tests.integration.conftest import stream_messages
 
 
@@ -35,10 +33,14 @@ async def test_ensure_topology_creates_durable_streams_and_consumers_idempotentl
     dead_letters = (await js.stream_info(DLQ_STREAM)).config
     assert dead_letters.subjects == ["oms_dlq.>"]
     assert dead_letters.storage == StorageType.FILE
-    for name, subjects in CONSUMERS.items():
+    assert {
+        name: c.filter_subject
+        for name in CONSUMERS
+        for c in [(await js.consumer_info(EVENTS_STREAM, name)).config]
+    } == {"account": "oms.order.>", "order": "oms.funds.>"}
+    for name in CONSUMERS:
         consumer = (await js.consumer_info(EVENTS_STREAM, name)).config
         assert consumer.durable_name == name
-        assert consumer.filter_subject == subjects
         assert consumer.ack_policy == AckPolicy.EXPLICIT
         assert (consumer.max_deliver or 0) >= MAX_DELIVER
         assert consumer.ack_wait == ACK_WAIT

@@ -6,10 +6,11 @@ from collections.abc import Callable
 
 from nats.js import JetStreamContext
 
-from oms.kernel.broker import DLQ_STREAM, MAX_DELIVER, JetStreamBroker, Outgoing
+from oms.kernel.broker import MAX_DELIVER, JetStreamBroker, Outgoing
 from oms.kernel.consumer import ConsumerRunner, RetryPolicy, one_at_a_time
 from oms.kernel.dlq import list_dead_letters, replay
 from oms.kernel.events import Envelope
+from oms.kernel.topology import DLQ_STREAM
 from tests.integration.conftest import canceled_event, message_count
 
 FAST = RetryPolicy(nak_delays=(0.05,))

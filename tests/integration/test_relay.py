@@ -22,7 +22,8 @@ from oms.kernel import relay as relay_module
 from oms.kernel.broker import MSG_ID
 from oms.kernel.events import Envelope, parse
 from oms.kernel.outbox import OutsideTransaction, add_to_outbox
-from oms.kernel.relay import RelayConfigError, prepare_database, run_relay, slot_name
+from oms.kernel.relay import RelayConfigError, prepare_database, run_relay
+from oms.kernel.topology import slot_name
 from oms.runtime.nats import EmbeddedNats
 from oms.runtime.ports import free_port
 from oms.runtime.postgres import EmbeddedPostgres

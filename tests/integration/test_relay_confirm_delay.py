@@ -15,7 +15,8 @@ import httpx
 from nats.js import JetStreamContext
 from prometheus_client import REGISTRY
 
-from oms.kernel.relay import STATUS_INTERVAL, run_relay, slot_name
+from oms.kernel.relay import STATUS_INTERVAL, run_relay
+from oms.kernel.topology import slot_name
 from oms.runtime.nats import EmbeddedNats
 from oms.runtime.ports import free_port
 from tests.conftest import execute

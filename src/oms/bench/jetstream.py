@@ -16,7 +16,7 @@ import nats
 import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
-from oms.kernel.broker import EVENTS_STREAM
+from oms.kernel.topology import EVENTS_STREAM, SUBJECT_ROOT
 
 
 async def last_seq(nats_url: str, stream: str = EVENTS_STREAM) -> int:
@@ -82,7 +82,7 @@ async def event_latencies(nats_url: str, after_seq: int, until_seq: int) -> dict
             return
         by_type[str(event.get("type"))].append((stored_at - occurred).total_seconds())
 
-    await read_stream(nats_url, EVENTS_STREAM, "oms.>", after_seq, until_seq, visit)
+    await read_stream(nats_url, EVENTS_STREAM, f"{SUBJECT_ROOT}.>", after_seq, until_seq, visit)
     return dict(by_type)
 
 

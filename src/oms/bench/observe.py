@@ -15,8 +15,7 @@ import asyncpg
 
 from oms.bench.client import Client, Principal
 from oms.bench.system import Target
-
-RELAYED = ("order", "account")
+from oms.kernel.topology import RELAYED, slot_name
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,7 @@ class Observer:
                 "(SELECT count(*) FROM outbox) AS backlog, "
                 "(SELECT extract(epoch FROM now() - min(created_at)) FROM outbox)::float8 AS oldest "
                 "FROM pg_replication_slots WHERE slot_name = $1",
-                f"oms_{service}_outbox",
+                slot_name(service),
             )
             if row is not None:
                 sample[service] = {

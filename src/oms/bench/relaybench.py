@@ -32,10 +32,11 @@ from oms.bench.pgbench import drop_database, recreate_database, run_pgbench
 from oms.bench.stats import latency_summary
 from oms.bench.system import Target
 from oms.kernel.outbox import OUTBOX_DDL, PUBLICATION_DDL, RELAY_SLOTS_DDL
+from oms.kernel.topology import slot_name
 
 SERVICE = "benchrelay"
 DATABASE = "oms_bench_relay"
-SLOT = f"oms_{SERVICE}_outbox"
+SLOT = slot_name(SERVICE)
 SUBJECTS = "bench_relay.>"
 
 STEADY_SCRIPT = """\\set n {per_tx}

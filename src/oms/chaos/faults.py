@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 
 from oms.bench.processes import role_of
 from oms.bench.system import Target
-from oms.kernel.broker import CONSUMERS, EVENTS_STREAM
+from oms.kernel.topology import CONSUMERS, EVENTS_STREAM
 
 KILLABLE = ("order", "account", "relay-order", "relay-account")
 DUPLICATE_HEADER = "Oms-Chaos-Duplicate-Of"

@@ -18,7 +18,7 @@ import nats
 import nats.errors
 
 from oms.bench.system import Target
-from oms.kernel.broker import CONSUMERS, EVENTS_STREAM
+from oms.kernel.topology import CONSUMERS, EVENTS_STREAM
 
 RECENT_OUTBOX = "SELECT count(*) FROM outbox WHERE created_at > now() - interval '15 seconds'"
 _COUNTER = re.compile(r'^oms_consumer_messages_total\{consumer="(\w+)",outcome="(\w+)"\} ([0-9.e+]+)$', re.M)
@@ -66,9 +66,9 @@ async def consumer_stats(nats_url: str) -> dict[str, dict[str, Any]]:
     try:
         js = nc.jetstream()
         stats = {}
-        for consumer, subjects in CONSUMERS.items():
+        for consumer, reads in CONSUMERS.items():
             info = await js.consumer_info(EVENTS_STREAM, consumer)
-            stream = await js.stream_info(EVENTS_STREAM, subjects_filter=subjects)
+            stream = await js.stream_info(EVENTS_STREAM, subjects_filter=reads.subjects)
             messages = sum((stream.state.subjects or {}).values())
             deliveries = info.delivered.consumer_seq if info.delivered else 0
             stats[consumer] = {

@@ -15,6 +15,7 @@ from oms.bench.system import Target
 from oms.chaos.faults import FaultLog
 from oms.chaos.workload import Ledger, Op
 from oms.kernel.broker import JetStreamBroker
+from oms.kernel.topology import consumer_of, type_of
 from oms.runtime.audit import run_audit
 
 ZERO = Decimal(0)
@@ -194,7 +195,8 @@ async def check_duplicates(conns: dict[str, asyncpg.Connection], faults: FaultLo
         if dup["dropped_by_broker"]:
             verdict.fail(f"copy of seq {dup['original_seq']} was dropped by the broker: not a true duplicate")
             continue
-        service = "order" if dup["subject"].startswith("oms.funds.") else "account"
+        consumer = consumer_of(type_of(dup["subject"]))
+        service = consumer.name if consumer else "?"
         found = await conns[service].fetchval(
             "SELECT count(*) FROM inbox WHERE event_id = $1", uuid.UUID(dup["event_id"])
         )
@@ -205,9 +207,6 @@ async def check_duplicates(conns: dict[str, asyncpg.Connection], faults: FaultLo
     verdict.figures["duplicates_stopped_by_inbox"] = stopped
 
 
-CONSUMED_BY = {"oms.order.": "account", "oms.funds.": "order"}  # whose inbox an event ends up in
-
-
 async def check_outbox(conns: dict[str, asyncpg.Connection], verdict: Verdict) -> None:
     """Once quiet, the outboxes must be empty (relayed rows are deleted, docs/decisions/004). A row left
     whose event is in its consumer's inbox was relayed but never deleted; one that is not was never
@@ -216,10 +215,8 @@ async def check_outbox(conns: dict[str, asyncpg.Connection], verdict: Verdict) -
     for service, conn in conns.items():
         for row in await conn.fetch("SELECT id, subject, created_at FROM outbox ORDER BY seq"):
             left += 1
-            consumer = next(
-                (c for prefix, c in CONSUMED_BY.items() if row["subject"].startswith(prefix)), None
-            )
-            consumed = consumer is not None and await conns[consumer].fetchval(
+            consumer = consumer_of(type_of(row["subject"]))
+            consumed = consumer is not None and await conns[consumer.name].fetchval(
                 "SELECT count(*) FROM inbox WHERE event_id = $1", row["id"]
             )
             written = f"{row['created_at']:%H:%M:%S.%f}"

@@ -24,16 +24,10 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RawStreamMsg, StorageType, StreamConfig
 
-from oms.kernel.events import SUBJECT_ROOT
 from oms.kernel.pull import PullConsumer
+from oms.kernel.topology import CONSUMERS, DLQ_ROOT, DLQ_STREAM, EVENTS_STREAM, SUBJECT_ROOT, Consumer
 
 log = logging.getLogger(__name__)
-
-EVENTS_STREAM: Final = "OMS_EVENTS"
-DLQ_STREAM: Final = "OMS_DLQ"
-DLQ_ROOT: Final = "oms_dlq"
-# Durable consumer (one per consuming service, shared by its replicas) → the events it reads.
-CONSUMERS: Final[Mapping[str, str]] = {"account": "oms.order.>", "order": "oms.funds.>"}
 
 MAX_DELIVER: Final = 5  # deliveries of one message before the consumer runner dead-letters it
 DUPLICATE_WINDOW: Final = 120.0  # seconds in which a repeated Nats-Msg-Id is dropped
@@ -239,8 +233,8 @@ class JetStreamBroker:
                 duplicate_window=DUPLICATE_WINDOW,
             )
         )
-        for consumer, subjects in CONSUMERS.items():
-            await self._js.add_consumer(EVENTS_STREAM, _consumer_config(consumer, subjects))
+        for consumer in CONSUMERS.values():
+            await self._js.add_consumer(EVENTS_STREAM, _consumer_config(consumer))
 
     async def _ensure_stream(self, config: StreamConfig) -> None:
         try:
@@ -314,7 +308,11 @@ class JetStreamBroker:
         msg_id = f"dlq:{consumer}:{delivery.position}"
         deadline = time.monotonic() + 30
         await self.publish(
-            [Outgoing(f"{DLQ_ROOT}.{consumer}.{delivery.subject}", delivery.data, msg_id, headers)],
+            [
+                Outgoing(
+                    CONSUMERS[consumer].dead_letter_subject(delivery.subject), delivery.data, msg_id, headers
+                )
+            ],
             give_up=lambda: time.monotonic() > deadline,
         )
         await delivery.term()
@@ -351,11 +349,11 @@ def _acknowledged(ack: asyncio.Future[Any] | None) -> bool:
     return ack is not None and ack.done() and not ack.cancelled() and ack.exception() is None
 
 
-def _consumer_config(name: str, subjects: str) -> ConsumerConfig:
+def _consumer_config(consumer: Consumer) -> ConsumerConfig:
     return ConsumerConfig(
-        name=name,
-        durable_name=name,
-        filter_subject=subjects,
+        name=consumer.name,
+        durable_name=consumer.name,
+        filter_subject=consumer.subjects,
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=ACK_WAIT,

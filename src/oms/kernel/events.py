@@ -29,8 +29,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from oms.kernel.money import Side, plain
+from oms.kernel.topology import subject_of
 
-SUBJECT_ROOT: Final = "oms"
 SCHEMA_DIR: Final = Path("schemas") / "events"
 _DECIMAL_PATTERN: Final = r"^[0-9]+(\.[0-9]+)?$"
 
@@ -174,11 +174,6 @@ EVENT_TYPES: Final[dict[str, type[Envelope]]] = {
 }
 
 _EVENT: Final[TypeAdapter[Event]] = TypeAdapter(Event)
-
-
-def subject_of(event_type: str) -> str:
-    """The broker subject of an event type: `order.created` → `oms.order.created`."""
-    return f"{SUBJECT_ROOT}.{event_type}"
 
 
 def parse(raw: bytes | str) -> Event:

@@ -15,8 +15,8 @@ from pydantic import BaseModel
 from oms.kernel.broker import Broker, ConsumerStats, DeadLetter
 from oms.kernel.dlq import replay_one
 from oms.kernel.errors import ApiError, error_responses
-from oms.kernel.outbox import TABLE
 from oms.kernel.tokens import AdminUser
+from oms.kernel.topology import OUTBOX_TABLE, slot_name
 
 SCANNED_DEAD_LETTERS = 1000  # the queue is shared by every consumer: read this many to find this one's
 PAYLOAD_PREVIEW = 2000
@@ -104,7 +104,8 @@ async def relay_status(pool: asyncpg.Pool, slot: str) -> RelayStatus:
         slot,
     )
     backlog = await pool.fetchrow(
-        f"SELECT count(*) AS n, extract(epoch FROM now() - min(created_at))::float8 AS age FROM {TABLE}"
+        "SELECT count(*) AS n, extract(epoch FROM now() - min(created_at))::float8 AS age"
+        f" FROM {OUTBOX_TABLE}"
     )
     return RelayStatus(
         slot=slot,
@@ -137,7 +138,7 @@ def ops_router(service: str) -> APIRouter:
         stats = await stats_source.consumer_stats(service)
         return OpsStatus(
             service=service,
-            relay=await relay_status(request.app.state.pool, f"oms_{service}_outbox"),
+            relay=await relay_status(request.app.state.pool, slot_name(service)),
             consumer=ConsumerStatus(
                 name=stats.consumer,
                 pending=stats.pending,

@@ -18,9 +18,6 @@ import asyncpg
 from oms.kernel.events import Envelope
 from oms.kernel.sql import Write, write_together
 
-TABLE: Final = "outbox"
-PUBLICATION: Final = "oms_outbox"
-
 # Vacuum would give the emptied pages at the table's end back to the file system under an exclusive lock
 # that stops every writer of the outbox while it is held (briefly: vacuum lets go when writers wait); the
 # pages are refilled within seconds anyway. (The periodic stalls seen under load were WAL segment creation,

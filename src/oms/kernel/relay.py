@@ -45,8 +45,9 @@ from psycopg2.extras import LogicalReplicationConnection, ReplicationCursor
 
 from oms.kernel.broker import Broker, JetStreamBroker, Outgoing, PublishAborted
 from oms.kernel.consumer import StopSignal
-from oms.kernel.outbox import PUBLICATION, PUBLICATION_DDL, TABLE
+from oms.kernel.outbox import PUBLICATION_DDL
 from oms.kernel.settings import Settings
+from oms.kernel.topology import OUTBOX_TABLE, PUBLICATION, RELAY_SLOTS_TABLE, slot_name
 from oms.kernel.walreader import Transaction, WalReader
 
 log = logging.getLogger(__name__)
@@ -85,10 +86,6 @@ class RelayConfigError(RuntimeError):
 
 class SlotBusy(RuntimeError):
     """Another relay streams this slot (a second replica): this one stands by."""
-
-
-def slot_name(service: str) -> str:
-    return f"oms_{service}_outbox"
 
 
 @dataclass(slots=True)
@@ -401,7 +398,7 @@ async def prepare_database(conn: asyncpg.Connection, slot: str) -> bool:
             f"PostgreSQL runs with wal_level={level}, but the relay reads the write-ahead log by logical "
             "replication: set wal_level=logical (postgresql.conf or -c wal_level=logical) and restart it"
         )
-    for table in (TABLE, "relay_slots"):
+    for table in (OUTBOX_TABLE, RELAY_SLOTS_TABLE):
         if await conn.fetchval("SELECT to_regclass($1)", table) is None:
             raise RelayConfigError(f"no {table} table in this database: run the service's migrations first")
     await conn.execute(PUBLICATION_DDL)

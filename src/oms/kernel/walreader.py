@@ -13,7 +13,7 @@ from psycopg2.extras import ReplicationCursor
 
 from oms.kernel import pgoutput
 from oms.kernel.broker import Outgoing
-from oms.kernel.outbox import TABLE
+from oms.kernel.topology import OUTBOX_TABLE
 
 # Read ahead of the publisher at most this much; beyond that the WAL waits in PostgreSQL.
 QUEUED_TRANSACTIONS: Final = 5000
@@ -52,7 +52,7 @@ class OutboxDecoder:
 
 
 def _outbox_columns(relation: pgoutput.Relation) -> tuple[int, int, int] | None:
-    if relation.name != TABLE:
+    if relation.name != OUTBOX_TABLE:
         return None
     column = relation.columns.index
     return column("id"), column("subject"), column("payload")

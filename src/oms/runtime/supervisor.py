@@ -22,13 +22,13 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from oms.kernel.settings import SERVICES, Settings, port_env_name
+from oms.kernel.topology import RELAYED
 from oms.runtime.nats import EmbeddedNats, NatsError
 from oms.runtime.ports import check_bindable
 from oms.runtime.postgres import EmbeddedPostgres, PostgresError
 from oms.runtime.processes import spawn, stop, tail
 
 DEFAULT_ADMIN = "admin"
-RELAYED = ("order", "account")  # the databases with an outbox
 
 
 class StartError(RuntimeError):

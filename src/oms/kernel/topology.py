@@ -1,0 +1,113 @@
+"""Where events go, in one place: the streams, which service publishes which subjects, which durable consumer
+reads them, and the names that tie a relayed database to the broker (outbox table, publication, replication
+slot). The relay, the consumers, the broker's set-up and permissions, ops, audit, bench and chaos all read it
+here instead of spelling the names again.
+
+An event of type `funds.reserved` travels on the subject `oms.funds.reserved`; the account service is the
+only one whose events start with `funds.`, so only its relay may publish `oms.funds.>`, and only the order
+service's durable consumer reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final
+
+SUBJECT_ROOT: Final = "oms"
+EVENTS_STREAM: Final = "OMS_EVENTS"  # every event, subjects `oms.>`
+DLQ_STREAM: Final = "OMS_DLQ"  # what consumers gave up on, subjects `oms_dlq.<consumer>.<original subject>`
+DLQ_ROOT: Final = "oms_dlq"
+
+# In every relayed database (created by the service's migrations).
+OUTBOX_TABLE: Final = "outbox"
+RELAY_SLOTS_TABLE: Final = "relay_slots"
+PUBLICATION: Final = "oms_outbox"
+
+
+def slot_name(service: str) -> str:
+    """The logical replication slot the relay of `service`'s database streams."""
+    return f"oms_{service}_outbox"
+
+
+def subject_of(event_type: str) -> str:
+    """The broker subject of an event type: `order.created` → `oms.order.created`."""
+    return f"{SUBJECT_ROOT}.{event_type}"
+
+
+def type_of(subject: str) -> str:
+    """The event type a subject carries: `oms.order.created` → `order.created`."""
+    return subject.removeprefix(f"{SUBJECT_ROOT}.")
+
+
+@dataclass(frozen=True)
+class Producer:
+    """A service whose outbox a relay publishes: its event types are `<prefix>.<what>`."""
+
+    service: str
+    prefix: str
+
+    @property
+    def subjects(self) -> str:
+        """The subjects its relay publishes, as a wildcard."""
+        return f"{SUBJECT_ROOT}.{self.prefix}.>"
+
+    @property
+    def slot(self) -> str:
+        return slot_name(self.service)
+
+    @property
+    def relay(self) -> str:
+        """The name of its relay, as a component (`relay-order`)."""
+        return f"relay-{self.service}"
+
+    def publishes(self, event_type: str) -> bool:
+        return event_type.startswith(f"{self.prefix}.")
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """The durable consumer of `name` (shared by its replicas): reads what `reads` publishes."""
+
+    name: str
+    reads: Producer
+
+    @property
+    def subjects(self) -> str:
+        return self.reads.subjects
+
+    @property
+    def dead_letters(self) -> str:
+        """The subjects its dead letters are kept under."""
+        return f"{DLQ_ROOT}.{self.name}.>"
+
+    def dead_letter_subject(self, original_subject: str) -> str:
+        return f"{DLQ_ROOT}.{self.name}.{original_subject}"
+
+    def accepts(self, subject: str, event_type: str) -> bool:
+        """True when an event of `event_type` on `subject` is one its producer may publish: the subject is the
+        type's own, and the type is the producer's."""
+        return subject == subject_of(event_type) and self.reads.publishes(event_type)
+
+
+ORDER: Final = Producer("order", "order")
+ACCOUNT: Final = Producer("account", "funds")
+
+PRODUCERS: Final[Mapping[str, Producer]] = MappingProxyType({p.service: p for p in (ORDER, ACCOUNT)})
+RELAYED: Final = tuple(PRODUCERS)  # the services with an outbox and a relay
+
+CONSUMERS: Final[Mapping[str, Consumer]] = MappingProxyType(
+    {c.name: c for c in (Consumer("account", reads=ORDER), Consumer("order", reads=ACCOUNT))}
+)
+
+
+def producer_of(event_type: str) -> Producer | None:
+    """The service that publishes events of `event_type`, if any."""
+    return next((p for p in PRODUCERS.values() if p.publishes(event_type)), None)
+
+
+def consumer_of(event_type: str) -> Consumer | None:
+    """The durable consumer that receives events of `event_type` (whose inbox records them), if any."""
+    producer = producer_of(event_type)
+    return next((c for c in CONSUMERS.values() if c.reads is producer), None)
