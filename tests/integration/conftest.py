@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import nats
 import nats.js.errors
@@ -20,7 +21,7 @@ from nats.js.api import RawStreamMsg
 
 from oms.kernel import inbox, outbox
 from oms.kernel.broker import JetStreamBroker
-from oms.kernel.events import OrderCanceled, OrderCanceledData
+from oms.kernel.events import Envelope, OrderCanceled
 from oms.kernel.relay import run_relay
 from oms.kernel.topology import DLQ_STREAM, EVENTS_STREAM, slot_name
 from oms.runtime.nats import EmbeddedNats
@@ -92,10 +93,11 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0,
         await asyncio.sleep(0.05)
 
 
-def canceled_event(reason: str = "test") -> OrderCanceled:
-    return OrderCanceled.new(
-        order_id=uuid.uuid4(), customer_id=uuid.uuid4(), data=OrderCanceledData(reason=reason)
+def canceled_event(reason: str = "test") -> Envelope[OrderCanceled]:
+    event = OrderCanceled(
+        order_id=uuid.uuid4(), customer_id=uuid.uuid4(), occurred_at=datetime.now(UTC), reason=reason
     )
+    return Envelope.of(event)
 
 
 def wait_until_streaming(db: ServiceDatabase, timeout: float = 15.0) -> None:

@@ -16,15 +16,23 @@ from typing import Any
 import asyncpg
 import pytest
 
-from oms.account.handlers import AccountHandlers, InconsistentEvent
-from oms.kernel import events as wire
+from oms.account.handlers import InconsistentEvent
 from oms.kernel.consumer import Outcome
 from oms.kernel.db import create_pool, migrate
+from oms.kernel.events import AnyEvent, Envelope
 from oms.kernel.money import Side
 from oms.kernel.settings import ExecutionMode
 from oms.order.domain import OrderPlaced, PlaceOrder, place_order
-from oms.order.handlers import OrderHandlers, UnknownOrder, record
-from tests.integration.test_handlers import Terms, account_state, deposit, over_the_wire
+from oms.order.handlers import UnknownOrder, place_orders
+from tests.integration.test_handlers import (
+    Terms,
+    account_service,
+    account_state,
+    deposit,
+    order_service,
+    orders_unit_of_work,
+    over_the_wire,
+)
 
 D = Decimal
 
@@ -51,7 +59,7 @@ async def order_pools(make_database: Callable[[str], str]) -> AsyncIterator[list
         await pool.close()
 
 
-def splits(events: list[wire.Envelope], rng: random.Random) -> list[list[wire.Envelope]]:
+def splits(events: list[Envelope[AnyEvent]], rng: random.Random) -> list[list[Envelope[AnyEvent]]]:
     """`events` cut into consecutive batches of random sizes."""
     batches, i = [], 0
     while i < len(events):
@@ -61,10 +69,10 @@ def splits(events: list[wire.Envelope], rng: random.Random) -> list[list[wire.En
     return batches
 
 
-def account_events(customers: list[uuid.UUID], rng: random.Random) -> list[wire.Envelope]:
+def account_events(customers: list[uuid.UUID], rng: random.Random) -> list[Envelope[AnyEvent]]:
     """Orders' events as they may reach the account: reordered, some twice, some cancels racing creation,
     some matches without a reservation (refused: inconsistent)."""
-    events: list[wire.Envelope] = []
+    events: list[Envelope[AnyEvent]] = []
     fates = ["match-unreserved"] + [
         rng.choice(["match", "match", "cancel", "cancel-first", "match-unreserved", "just-created"])
         for _ in range(11)
@@ -89,7 +97,7 @@ def account_events(customers: list[uuid.UUID], rng: random.Random) -> list[wire.
     return [over_the_wire(e) for e in events]
 
 
-async def handle_in_batches(handle: Any, batches: Sequence[Sequence[wire.Envelope]]) -> list[Outcome]:
+async def handle_in_batches(handle: Any, batches: Sequence[Sequence[Envelope[AnyEvent]]]) -> list[Outcome]:
     outcomes: list[Outcome] = []
     for batch in batches:
         outcomes += await handle(batch)
@@ -111,7 +119,7 @@ async def test_account_batches_leave_what_one_at_a_time_leaves(
             await deposit(pool, customer, "TRY", "60")
             await deposit(pool, customer, "AAPL", "6")
     events = account_events(customers, rng)
-    batched, single = (AccountHandlers(pool) for pool in account_pools)
+    batched, single = (account_service(pool) for pool in account_pools)
 
     outcomes = await handle_in_batches(batched.handle_batch, splits(events, rng))
     expected = await handle_in_batches(single.handle_batch, [[e] for e in events])
@@ -138,7 +146,7 @@ async def test_account_batch_applies_the_others_when_one_event_is_refused(
     fine, unreserved = (Terms(uuid.uuid4(), customer, "MSFT", Side.BUY, D(2), D(10)) for _ in range(2))
     batch = [over_the_wire(e) for e in (fine.created(), unreserved.matched(), fine.matched())]
 
-    outcomes = await AccountHandlers(pool).handle_batch(batch)
+    outcomes = await account_service(pool).handle_batch(batch)
 
     assert outcomes[0] is None and outcomes[2] is None
     assert isinstance(outcomes[1], InconsistentEvent)
@@ -163,7 +171,7 @@ async def test_account_replicas_handling_batches_at_once_reserve_exactly_what_th
     rng = random.Random(7)
     rng.shuffle(events)
     batches = splits(events, rng)
-    replicas = [AccountHandlers(pool) for _ in range(4)]
+    replicas = [account_service(pool) for _ in range(4)]
 
     outcomes = await asyncio.gather(*(replicas[i % 4].handle_batch(batch) for i, batch in enumerate(batches)))
 
@@ -175,10 +183,10 @@ async def test_account_replicas_handling_batches_at_once_reserve_exactly_what_th
         assert [t for _, t in state.outbox].count("funds.rejected") == 90
 
 
-def funds_events(orders: list[Terms], rng: random.Random) -> list[wire.Envelope]:
+def funds_events(orders: list[Terms], rng: random.Random) -> list[Envelope[AnyEvent]]:
     """The account's answers as they may reach the order service: reserved or rejected, some twice, some
     contradicting an earlier answer, and one for an order this database never had."""
-    events: list[wire.Envelope] = []
+    events: list[Envelope[AnyEvent]] = []
     for order in orders:
         answer = order.reserved() if rng.random() < 0.7 else order.rejected()
         events.append(answer)
@@ -195,8 +203,8 @@ async def place(pool: asyncpg.Pool, order: Terms) -> None:
     command = PlaceOrder(order.customer_id, order.asset, order.side, order.size, order.price)
     placed = place_order(command, datetime.now(UTC), order_id=order.order_id)
     assert isinstance(placed, OrderPlaced)
-    async with pool.acquire() as conn, conn.transaction():
-        await record(conn, placed.order, [placed.event], new=True)
+    async with orders_unit_of_work(pool)() as tx:
+        await place_orders(tx, [placed])
 
 
 async def order_rows(pool: asyncpg.Pool, orders: list[Terms]) -> list[tuple[Any, ...]]:
@@ -228,7 +236,7 @@ async def test_order_batches_leave_what_one_at_a_time_leaves(
         for order in orders:
             await place(pool, order)
     events = funds_events(orders, rng)
-    batched, single = (OrderHandlers(pool, mode) for pool in order_pools)
+    batched, single = (order_service(pool, mode) for pool in order_pools)
 
     outcomes = await handle_in_batches(batched.handle_batch, splits(events, rng))
     expected = await handle_in_batches(single.handle_batch, [[e] for e in events])

@@ -9,28 +9,42 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import asyncpg
 import pytest
 
 from oms.account import domain as account_domain
-from oms.account import store as account_store
+from oms.account import handlers as account_handlers
 from oms.account.domain import NOT_RESERVED_BEFORE_CANCEL
-from oms.account.handlers import AccountHandlers, InconsistentEvent, commit_effects
-from oms.kernel import events as wire
+from oms.account.handlers import InconsistentEvent
+from oms.account.store import Accounts
 from oms.kernel.broker import MAX_DELIVER, DeadLetter, JetStreamBroker, Outgoing
-from oms.kernel.consumer import ConsumerRunner, RetryPolicy
+from oms.kernel.consumer import ConsumerRunner, Outcome, RetryPolicy
 from oms.kernel.db import create_pool, migrate
 from oms.kernel.dlq import list_dead_letters, replay
+from oms.kernel.events import (
+    AnyEvent,
+    Envelope,
+    FundsRejected,
+    FundsReserved,
+    OrderCanceled,
+    OrderCreated,
+    OrderMatched,
+    parse,
+)
 from oms.kernel.money import Side
 from oms.kernel.settings import ExecutionMode
+from oms.kernel.unit_of_work import UnitOfWorkFactory, postgres_unit_of_work
+from oms.order import handlers as order_handlers
 from oms.order.domain import OrderPlaced, PlaceOrder, place_order
-from oms.order.handlers import OrderHandlers, UnknownOrder, cancel, change_order, record
+from oms.order.handlers import UnknownOrder, cancel, change_order
+from oms.order.store import Orders
 from oms.order.store import get as get_order
 
 D = Decimal
@@ -57,30 +71,55 @@ async def order_pool(make_database: Callable[[str], str]) -> AsyncIterator[async
     await pool.close()
 
 
+@dataclass(frozen=True)
+class Service:
+    """A service's batch handler, as the consumer runner calls it, and one event at a time."""
+
+    handle_batch: Callable[[Sequence[Envelope[AnyEvent]]], Awaitable[list[Outcome]]]
+
+    async def handle(self, envelope: Envelope[AnyEvent]) -> None:
+        """Apply one event at most once; raises what kept it from being applied."""
+        [outcome] = await self.handle_batch([envelope])
+        if outcome is not None:
+            raise outcome
+
+
+def account_service(pool: asyncpg.Pool) -> Service:
+    return Service(partial(account_handlers.handle_batch, postgres_unit_of_work(pool, Accounts)))
+
+
+def order_service(pool: asyncpg.Pool, mode: ExecutionMode) -> Service:
+    return Service(partial(order_handlers.handle_batch, postgres_unit_of_work(pool, Orders), mode))
+
+
+def orders_unit_of_work(pool: asyncpg.Pool) -> UnitOfWorkFactory[Orders]:
+    return postgres_unit_of_work(pool, Orders)
+
+
 @pytest.fixture
-def account(account_pool: asyncpg.Pool) -> AccountHandlers:
-    return AccountHandlers(account_pool)
+def account(account_pool: asyncpg.Pool) -> Service:
+    return account_service(account_pool)
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
 
 
-def over_the_wire(event: wire.Envelope) -> wire.Envelope:
+def over_the_wire(envelope: Envelope[AnyEvent]) -> Envelope[AnyEvent]:
     """The event as a consumer receives it: serialized and parsed again."""
-    parsed: wire.Envelope = wire.parse(event.to_json())
-    assert parsed == event
+    parsed = parse(envelope.to_json())
+    assert parsed == envelope
     return parsed
 
 
 async def deposit(pool: asyncpg.Pool, customer: uuid.UUID, asset: str, amount: str) -> None:
-    """A deposit as the account API makes it (one transaction: balance, ledger entry)."""
-    async with pool.acquire() as conn, conn.transaction():
-        balances = await account_store.lock_balances(conn, [(customer, asset)], create=[(customer, asset)])
+    """A deposit as the account API makes it (one unit of work: balance, ledger entry)."""
+    async with postgres_unit_of_work(pool, Accounts)() as tx:
+        balances = await tx.repository.lock_balances([(customer, asset)], create=[(customer, asset)])
         effect = account_domain.deposit(
             balances.get((customer, asset)), customer, asset, D(amount), D(amount)
         )
         assert effect.refused is None
-        await commit_effects(conn, [effect])
+        tx.repository.store([effect])
 
 
 @dataclass(frozen=True)
@@ -92,54 +131,38 @@ class Terms:
     size: Decimal
     price: Decimal
 
-    def created(self) -> wire.OrderCreated:
-        return wire.OrderCreated.new(
-            order_id=self.order_id,
-            customer_id=self.customer_id,
-            data=wire.OrderCreatedData(
-                order_id=self.order_id,
-                customer_id=self.customer_id,
-                asset_name=self.asset,
-                order_side=self.side,
-                size=self.size,
-                price=self.price,
-            ),
+    @property
+    def _ids(self) -> dict[str, Any]:
+        return {"order_id": self.order_id, "customer_id": self.customer_id, "occurred_at": datetime.now(UTC)}
+
+    def created(self) -> Envelope[AnyEvent]:
+        return Envelope.of(
+            OrderCreated(**self._ids, asset_name=self.asset, side=self.side, size=self.size, price=self.price)
         )
 
-    def canceled(self, reason: str = "canceled by customer") -> wire.OrderCanceled:
-        return wire.OrderCanceled.new(
-            order_id=self.order_id,
-            customer_id=self.customer_id,
-            data=wire.OrderCanceledData(reason=reason),
+    def canceled(self, reason: str = "canceled by customer") -> Envelope[AnyEvent]:
+        return Envelope.of(OrderCanceled(**self._ids, reason=reason))
+
+    def matched(self, size: Decimal | None = None) -> Envelope[AnyEvent]:
+        return Envelope.of(
+            OrderMatched(
+                **self._ids, asset_name=self.asset, side=self.side, size=size or self.size, price=self.price
+            )
         )
 
-    def matched(self, size: Decimal | None = None) -> wire.OrderMatched:
-        return wire.OrderMatched.new(
-            order_id=self.order_id,
-            customer_id=self.customer_id,
-            data=wire.OrderMatchedData(
-                asset_name=self.asset, order_side=self.side, size=size or self.size, price=self.price
-            ),
-        )
-
-    def reserved(self, amount: Decimal | None = None) -> wire.FundsReserved:
+    def reserved(self, amount: Decimal | None = None) -> Envelope[AnyEvent]:
         reserved_asset = "TRY" if self.side is Side.BUY else self.asset
-        return wire.FundsReserved.new(
-            order_id=self.order_id,
-            customer_id=self.customer_id,
-            data=wire.FundsReservedData(
+        return Envelope.of(
+            FundsReserved(
+                **self._ids,
                 reservation_id=uuid.uuid4(),
                 asset_name=reserved_asset,
                 amount=amount or (self.size * self.price if self.side is Side.BUY else self.size),
-            ),
+            )
         )
 
-    def rejected(self, reason: str = "insufficient usable TRY") -> wire.FundsRejected:
-        return wire.FundsRejected.new(
-            order_id=self.order_id,
-            customer_id=self.customer_id,
-            data=wire.FundsRejectedData(reason=reason),
-        )
+    def rejected(self, reason: str = "insufficient usable TRY") -> Envelope[AnyEvent]:
+        return Envelope.of(FundsRejected(**self._ids, reason=reason))
 
 
 def terms(side: Side = Side.BUY, size: str = "2", price: str = "10.25", asset: str = "AAPL") -> Terms:
@@ -203,7 +226,9 @@ async def account_state(pool: asyncpg.Pool, customer: uuid.UUID) -> AccountState
     return AccountState(balances, reservations, tombstones, ledger, outbox, inbox)
 
 
-async def handle_twice(handler: Any, event: wire.Envelope, state: Callable[[], Any]) -> tuple[Any, Any]:
+async def handle_twice(
+    handler: Service, event: Envelope[AnyEvent], state: Callable[[], Any]
+) -> tuple[Any, Any]:
     """Handle `event`, then its redelivery; the state after each."""
     await handler.handle(over_the_wire(event))
     first = await state()
@@ -218,7 +243,7 @@ async def handle_twice(handler: Any, event: wire.Envelope, state: Callable[[], A
     ("side", "reserved_asset", "amount"), [(Side.BUY, "TRY", D("20.50")), (Side.SELL, "AAPL", D(2))]
 )
 async def test_order_created_redelivered_reserves_once(
-    account: AccountHandlers, account_pool: asyncpg.Pool, side: Side, reserved_asset: str, amount: Decimal
+    account: Service, account_pool: asyncpg.Pool, side: Side, reserved_asset: str, amount: Decimal
 ) -> None:
     order = terms(side)
     await deposit(account_pool, order.customer_id, "TRY", "100")
@@ -239,7 +264,7 @@ async def test_order_created_redelivered_reserves_once(
 
 
 async def test_order_created_without_funds_redelivered_rejects_once(
-    account: AccountHandlers, account_pool: asyncpg.Pool
+    account: Service, account_pool: asyncpg.Pool
 ) -> None:
     order = terms(Side.BUY, size="3", price="40")
     await deposit(account_pool, order.customer_id, "TRY", "100")
@@ -258,9 +283,7 @@ async def test_order_created_without_funds_redelivered_rejects_once(
     assert second == first
 
 
-async def test_order_canceled_redelivered_releases_once(
-    account: AccountHandlers, account_pool: asyncpg.Pool
-) -> None:
+async def test_order_canceled_redelivered_releases_once(account: Service, account_pool: asyncpg.Pool) -> None:
     order = terms(Side.BUY, size="4", price="5")
     await deposit(account_pool, order.customer_id, "TRY", "100")
     await account.handle(over_the_wire(order.created()))
@@ -284,7 +307,7 @@ async def test_order_canceled_redelivered_releases_once(
     ],
 )
 async def test_order_matched_redelivered_settles_once(
-    account: AccountHandlers,
+    account: Service,
     account_pool: asyncpg.Pool,
     side: Side,
     expected: dict[str, tuple[Decimal, Decimal]],
@@ -305,7 +328,7 @@ async def test_order_matched_redelivered_settles_once(
 
 
 async def test_repeated_events_under_new_ids_change_no_balance(
-    account: AccountHandlers, account_pool: asyncpg.Pool
+    account: Service, account_pool: asyncpg.Pool
 ) -> None:
     """A release request (a second order.canceled) and re-sent answers carry new event ids: the inbox does
     not catch them, the reservation's state must."""
@@ -333,7 +356,7 @@ async def test_repeated_events_under_new_ids_change_no_balance(
 
 
 async def test_order_canceled_before_created_rejects_the_late_created(
-    account: AccountHandlers, account_pool: asyncpg.Pool
+    account: Service, account_pool: asyncpg.Pool
 ) -> None:
     order = terms(Side.BUY, size="1", price="10")
     await deposit(account_pool, order.customer_id, "TRY", "100")
@@ -356,7 +379,7 @@ async def test_order_canceled_before_created_rejects_the_late_created(
 
 
 async def test_concurrent_created_and_canceled_never_leave_funds_held(
-    account: AccountHandlers, account_pool: asyncpg.Pool
+    account: Service, account_pool: asyncpg.Pool
 ) -> None:
     customer = uuid.uuid4()
     await deposit(account_pool, customer, "TRY", "1000")
@@ -386,7 +409,7 @@ async def test_concurrent_created_and_canceled_never_leave_funds_held(
 
 
 async def test_order_matched_without_a_reservation_raises_and_changes_nothing(
-    account: AccountHandlers, account_pool: asyncpg.Pool
+    account: Service, account_pool: asyncpg.Pool
 ) -> None:
     order = terms(Side.BUY, size="1", price="10")
     await deposit(account_pool, order.customer_id, "TRY", "100")
@@ -404,7 +427,7 @@ async def test_order_matched_without_a_reservation_raises_and_changes_nothing(
 
 
 async def test_order_matched_after_release_or_on_other_terms_raises_and_changes_nothing(
-    account: AccountHandlers, account_pool: asyncpg.Pool
+    account: Service, account_pool: asyncpg.Pool
 ) -> None:
     released = terms(Side.BUY, "1", "10")
     other_terms = Terms(uuid.uuid4(), released.customer_id, "AAPL", Side.BUY, D(1), D(10))
@@ -422,7 +445,7 @@ async def test_order_matched_after_release_or_on_other_terms_raises_and_changes_
 
 
 async def test_inconsistent_event_is_retried_dead_lettered_and_settles_when_replayed_after_the_fix(
-    account: AccountHandlers, account_pool: asyncpg.Pool, broker: JetStreamBroker
+    account: Service, account_pool: asyncpg.Pool, broker: JetStreamBroker
 ) -> None:
     """Through the real consumer runner: the order.matched without a reservation fails every delivery, goes
     to the dead-letter queue with the handler's error, and once its reservation exists a replay settles it."""
@@ -473,8 +496,8 @@ async def place(pool: asyncpg.Pool, side: Side = Side.BUY) -> Terms:
     """An order placed as the API places it (order row + order.created in one transaction)."""
     placed = place_order(PlaceOrder(uuid.uuid4(), "AAPL", side, D(2), D("10.25")), datetime.now(UTC))
     assert isinstance(placed, OrderPlaced)
-    async with pool.acquire() as conn, conn.transaction():
-        await record(conn, placed.order, [placed.event], new=True)
+    async with orders_unit_of_work(pool)() as tx:
+        await order_handlers.place_orders(tx, [placed])
     o = placed.order
     return Terms(o.id, o.customer_id, o.asset_name, o.side, o.size, o.price)
 
@@ -501,7 +524,7 @@ MODES = [ExecutionMode.IMMEDIATE, ExecutionMode.MANUAL]
 async def test_funds_reserved_redelivered_has_one_effect(
     order_pool: asyncpg.Pool, mode: ExecutionMode
 ) -> None:
-    handlers = OrderHandlers(order_pool, mode)
+    handlers = order_service(order_pool, mode)
     order = await place(order_pool)
     before = await order_state(order_pool, order.order_id)
 
@@ -525,7 +548,7 @@ async def test_funds_reserved_redelivered_has_one_effect(
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
 async def test_funds_rejected_redelivered_cancels_once(order_pool: asyncpg.Pool, mode: ExecutionMode) -> None:
-    handlers = OrderHandlers(order_pool, mode)
+    handlers = order_service(order_pool, mode)
     order = await place(order_pool)
 
     first, second = await handle_twice(
@@ -548,9 +571,9 @@ async def test_funds_rejected_redelivered_cancels_once(order_pool: asyncpg.Pool,
 async def test_funds_reserved_for_a_canceled_order_asks_the_account_to_release(
     order_pool: asyncpg.Pool, mode: ExecutionMode
 ) -> None:
-    handlers = OrderHandlers(order_pool, mode)
+    handlers = order_service(order_pool, mode)
     order = await place(order_pool)
-    await change_order(order_pool, order.order_id, cancel("canceled by customer"))
+    await change_order(orders_unit_of_work(order_pool), order.order_id, cancel("canceled by customer"))
 
     first, second = await handle_twice(
         handlers, order.reserved(), lambda: order_state(order_pool, order.order_id)
@@ -565,7 +588,7 @@ async def test_funds_reserved_for_a_canceled_order_asks_the_account_to_release(
 async def test_funds_rejected_after_funds_reserved_is_ignored(
     order_pool: asyncpg.Pool, mode: ExecutionMode
 ) -> None:
-    handlers = OrderHandlers(order_pool, mode)
+    handlers = order_service(order_pool, mode)
     order = await place(order_pool)
     await handlers.handle(over_the_wire(order.reserved()))
     before = await order_state(order_pool, order.order_id)
@@ -577,7 +600,7 @@ async def test_funds_rejected_after_funds_reserved_is_ignored(
 
 
 async def test_event_for_an_unknown_order_raises_and_is_not_recorded(order_pool: asyncpg.Pool) -> None:
-    handlers = OrderHandlers(order_pool, ExecutionMode.IMMEDIATE)
+    handlers = order_service(order_pool, ExecutionMode.IMMEDIATE)
     event = terms().reserved()
     with pytest.raises(UnknownOrder):
         await handlers.handle(over_the_wire(event))
@@ -588,22 +611,22 @@ async def test_event_for_an_unknown_order_raises_and_is_not_recorded(order_pool:
 # --- both services: events shuffled and repeated, as at-least-once delivery may hand them over ------------
 
 
-async def drain(pool: asyncpg.Pool, seen: set[uuid.UUID]) -> list[wire.Envelope]:
+async def drain(pool: asyncpg.Pool, seen: set[uuid.UUID]) -> list[Envelope[AnyEvent]]:
     """The outbox events not taken yet, in commit order (what the relay would publish)."""
     async with pool.acquire() as conn:
         rows = await conn.fetch("SELECT id, payload::text AS payload FROM outbox ORDER BY seq")
-    fresh: list[wire.Envelope] = [wire.parse(r["payload"]) for r in rows if r["id"] not in seen]
+    fresh = [parse(r["payload"]) for r in rows if r["id"] not in seen]
     seen.update(e.id for e in fresh)
     return fresh
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
 async def test_cancel_racing_the_reservation_leaves_nothing_held(
-    account: AccountHandlers, account_pool: asyncpg.Pool, order_pool: asyncpg.Pool, mode: ExecutionMode
+    account: Service, account_pool: asyncpg.Pool, order_pool: asyncpg.Pool, mode: ExecutionMode
 ) -> None:
     """A customer cancels while the account reserves: whatever order the events arrive in, and however often,
     the order ends CANCELED and its funds usable again."""
-    orders_handler = OrderHandlers(order_pool, mode)
+    orders_handler = order_service(order_pool, mode)
     seen_order: set[uuid.UUID] = set(e.id for e in await drain(order_pool, set()))
     seen_account: set[uuid.UUID] = set(e.id for e in await drain(account_pool, set()))
     order = await place(order_pool)
@@ -611,7 +634,7 @@ async def test_cancel_racing_the_reservation_leaves_nothing_held(
 
     [created] = await drain(order_pool, seen_order)
     await account.handle(created)  # reserved; funds.reserved is on its way to the order service
-    await change_order(order_pool, order.order_id, cancel("canceled by customer"))
+    await change_order(orders_unit_of_work(order_pool), order.order_id, cancel("canceled by customer"))
     [canceled] = await drain(order_pool, seen_order)
     [reserved] = await drain(account_pool, seen_account)
     await orders_handler.handle(reserved)  # the order is CANCELED already: asks for a release

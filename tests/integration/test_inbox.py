@@ -1,72 +1,82 @@
-"""The inbox: an event delivered twice has one effect, through the real consumer runner."""
+"""The inbox: an event delivered twice has one effect, through the real consumer runner and a unit of work."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 import pytest
 
 from oms.kernel.broker import JetStreamBroker, Outgoing
-from oms.kernel.consumer import ConsumerRunner, one_at_a_time
-from oms.kernel.events import Envelope
-from oms.kernel.inbox import first_delivery
-from oms.kernel.outbox import OutsideTransaction
+from oms.kernel.consumer import ConsumerRunner, Outcome
+from oms.kernel.events import AnyEvent, Envelope, OrderCanceled
+from oms.kernel.sql import Write
+from oms.kernel.unit_of_work import Stage, UnitOfWorkFactory, postgres_unit_of_work
 from tests.conftest import execute
 from tests.integration.conftest import ServiceDatabase, canceled_event
 
 
+class Effects:
+    """A repository with one kind of write: the effect an event had."""
+
+    def __init__(self, conn: asyncpg.Connection, stage: Stage) -> None:
+        self._stage = stage
+
+    def record(self, event_id: uuid.UUID, reason: str) -> None:
+        self._stage(Write("INSERT INTO effects VALUES ($1, $2)", (event_id, reason)))
+
+
 @pytest.fixture
-async def pool(service_db: ServiceDatabase) -> AsyncIterator[asyncpg.Pool]:
+async def units(service_db: ServiceDatabase) -> AsyncIterator[UnitOfWorkFactory[Effects]]:
     execute(service_db.url, "CREATE TABLE effects (event_id uuid NOT NULL, reason text NOT NULL)")
-    created = await asyncpg.create_pool(service_db.url, min_size=1, max_size=4)
-    assert created is not None
-    yield created
-    await created.close()
+    pool = await asyncpg.create_pool(service_db.url, min_size=1, max_size=4)
+    assert pool is not None
+    yield postgres_unit_of_work(pool, Effects)
+    await pool.close()
 
 
-def recording_handler(pool: asyncpg.Pool):  # type: ignore[no-untyped-def]
-    async def handle(event: Envelope) -> None:
-        async with pool.acquire() as conn, conn.transaction():
-            if await first_delivery(conn, event.id):
-                await conn.execute(
-                    "INSERT INTO effects VALUES ($1, $2)", event.id, getattr(event.data, "reason", "")
-                )
-
-    return handle
+def effects(service_db: ServiceDatabase, event_id: uuid.UUID) -> int:
+    [(count,)] = execute(service_db.url, f"SELECT count(*) FROM effects WHERE event_id = '{event_id}'")
+    return int(str(count))
 
 
 async def test_the_same_event_delivered_twice_has_one_effect(
-    broker: JetStreamBroker, pool: asyncpg.Pool
+    broker: JetStreamBroker, units: UnitOfWorkFactory[Effects], service_db: ServiceDatabase
 ) -> None:
+    async def handle(envelopes: Sequence[Envelope[AnyEvent]]) -> list[Outcome]:
+        async with units() as tx:
+            for envelope in await tx.inbox.first_deliveries(envelopes):
+                assert isinstance(envelope.event, OrderCanceled)
+                tx.repository.record(envelope.id, envelope.event.reason)
+        return [None] * len(envelopes)
+
     event = canceled_event()
     # A redelivery after the broker's duplicate window: the same event under another message id.
     await broker.publish([Outgoing(event.subject, event.to_json(), f"{event.id}")])
     await broker.publish([Outgoing(event.subject, event.to_json(), f"{event.id}:again")])
-    runner = ConsumerRunner(broker, "account", one_at_a_time(recording_handler(pool)), fetch_timeout=0.5)
+    runner = ConsumerRunner(broker, "account", handle, batch=1, fetch_timeout=0.5)
 
     handled = 0
     while handled < 2:
         handled += await runner.run_once()
 
-    assert await pool.fetchval("SELECT count(*) FROM effects WHERE event_id = $1", event.id) == 1
+    assert effects(service_db, event.id) == 1
     assert await runner.run_once() == 0  # both deliveries were acknowledged
 
 
-async def test_first_delivery_is_true_once_and_again_after_a_rollback(pool: asyncpg.Pool) -> None:
-    event_id = canceled_event().id
-    async with pool.acquire() as conn:
-        rolled_back = conn.transaction()
-        await rolled_back.start()
-        assert await first_delivery(conn, event_id)
-        await rolled_back.rollback()
-        async with conn.transaction():
-            assert await first_delivery(conn, event_id)
-        async with conn.transaction():
-            assert not await first_delivery(conn, event_id)
-
-
-async def test_first_delivery_outside_a_transaction_is_refused(pool: asyncpg.Pool) -> None:
-    async with pool.acquire() as conn:
-        with pytest.raises(OutsideTransaction):
-            await first_delivery(conn, canceled_event().id)
+async def test_first_delivery_is_fresh_again_after_a_rollback_or_forget(
+    units: UnitOfWorkFactory[Effects],
+) -> None:
+    event = canceled_event()
+    with pytest.raises(RuntimeError):
+        async with units() as tx:
+            assert await tx.inbox.first_deliveries([event]) == [event]
+            raise RuntimeError("the effect failed")
+    async with units() as tx:
+        assert await tx.inbox.first_deliveries([event]) == [event]
+        tx.inbox.forget([event.id])  # not applied after all: delivered again later
+    async with units() as tx:
+        assert await tx.inbox.first_deliveries([event, event]) == [event]
+    async with units() as tx:
+        assert await tx.inbox.first_deliveries([event]) == []

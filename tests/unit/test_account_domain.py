@@ -47,6 +47,7 @@ from oms.order.domain import (
 )
 
 CUSTOMER = uuid.uuid4()
+NOW = datetime(2026, 1, 2, 9, 30, tzinfo=UTC)
 D = Decimal
 HELD, RELEASED, SETTLED = ReservationStatus.HELD, ReservationStatus.RELEASED, ReservationStatus.SETTLED
 
@@ -201,12 +202,21 @@ def test_withdraw_from_non_cash_asset_raises() -> None:
 
 def test_reserve_funds_buy_holds_size_times_price_cash() -> None:
     cash, order = balance(CASH, "100"), terms(Side.BUY, "10", "2.5")
-    effect = reserve_funds(order, by_name(cash))
+    effect = reserve_funds(order, by_name(cash), now=NOW)
     held = effect.reservation
     assert held is not None
     assert (held.order_id, held.asset_name, held.amount, held.status) == (order.order_id, CASH, D(25), HELD)
     assert sizes(changed(effect, CASH)) == (D(100), D(75))
-    assert effect.events == (FundsReserved(order.order_id, CUSTOMER, held.id, CASH, D(25)),)
+    assert effect.events == (
+        FundsReserved(
+            order_id=order.order_id,
+            customer_id=CUSTOMER,
+            occurred_at=NOW,
+            reservation_id=held.id,
+            asset_name=CASH,
+            amount=D(25),
+        ),
+    )
     assert effect.entries[0].kind is EntryKind.RESERVE
     assert effect.entries[0].order_id == order.order_id
     assert_ledger_matches([cash], effect)
@@ -214,7 +224,7 @@ def test_reserve_funds_buy_holds_size_times_price_cash() -> None:
 
 def test_reserve_funds_sell_holds_size_of_asset() -> None:
     shares, order = balance("AAPL", "10"), terms(Side.SELL, "4", "2.5")
-    effect = reserve_funds(order, by_name(shares, balance(CASH, "0")))
+    effect = reserve_funds(order, by_name(shares, balance(CASH, "0")), now=NOW)
     assert effect.reservation is not None
     assert (effect.reservation.asset_name, effect.reservation.amount) == ("AAPL", D(4))
     assert sizes(changed(effect, "AAPL")) == (D(10), D(6))
@@ -222,7 +232,7 @@ def test_reserve_funds_sell_holds_size_of_asset() -> None:
 
 
 def test_reserve_funds_exact_usable_reserved_to_zero() -> None:
-    effect = reserve_funds(terms(Side.BUY, "10", "2.5"), by_name(balance(CASH, "25")))
+    effect = reserve_funds(terms(Side.BUY, "10", "2.5"), by_name(balance(CASH, "25")), now=NOW)
     assert sizes(changed(effect, CASH)) == (D(25), D(0))
 
 
@@ -244,7 +254,7 @@ def test_reserve_funds_exact_usable_reserved_to_zero() -> None:
 def test_reserve_funds_not_coverable_rejected_and_remembered(
     order: OrderTerms, assets: list[Asset], reason: str
 ) -> None:
-    effect = reserve_funds(order, by_name(*assets))
+    effect = reserve_funds(order, by_name(*assets), now=NOW)
     (event,) = effect.events
     assert isinstance(event, FundsRejected)
     assert event.reason.startswith(reason)
@@ -255,19 +265,19 @@ def test_reserve_funds_not_coverable_rejected_and_remembered(
 def test_reserve_funds_after_cancel_tombstone_rejected_not_reserved() -> None:
     order = terms()
     tombstone = Tombstone(order.order_id, CUSTOMER, NOT_RESERVED_BEFORE_CANCEL)
-    effect = reserve_funds(order, by_name(balance(CASH, "100")), tombstone=tombstone)
-    assert effect.events == (FundsRejected(order.order_id, CUSTOMER, NOT_RESERVED_BEFORE_CANCEL),)
+    effect = reserve_funds(order, by_name(balance(CASH, "100")), tombstone=tombstone, now=NOW)
+    assert effect.events == (
+        FundsRejected(
+            order_id=order.order_id, customer_id=CUSTOMER, occurred_at=NOW, reason=NOT_RESERVED_BEFORE_CANCEL
+        ),
+    )
     assert not effect.changed
 
 
 def test_reserve_funds_already_reserved_nothing_more() -> None:
     order, cash = terms(), balance(CASH, "100", "75")
     held = Reservation(uuid.uuid4(), order.order_id, CUSTOMER, CASH, D(25))
-    assert reserve_funds(order, by_name(cash), reservation=held) == NOTHING
-
-
-def test_event_types_match_envelope_names() -> None:
-    assert (FundsReserved.event_type, FundsRejected.event_type) == ("funds.reserved", "funds.rejected")
+    assert reserve_funds(order, by_name(cash), reservation=held, now=NOW) == NOTHING
 
 
 # --- Release -----------------------------------------------------------------------------------------------
@@ -560,7 +570,9 @@ class Lifecycle(RuleBasedStateMachine):
         held = next((r for r in self.reservations.values() if r.order_id == order.id), None)
         balances = {name: a for (c, name), a in self.assets.items() if c == order.customer_id}
         if kind == "order.created":
-            return reserve_funds(terms, balances, reservation=held, tombstone=self.tombstones.get(order.id))
+            return reserve_funds(
+                terms, balances, reservation=held, tombstone=self.tombstones.get(order.id), now=self.clock
+            )
         if kind == "order.matched":
             return settle(held, terms, balances)
         asset = balances.get(held.asset_name) if held else None
@@ -669,7 +681,7 @@ def test_lifecycle_reservation_racing_cancel_released_on_request() -> None:
     order, cash = placed.order, balance(CASH, "100")
     terms = OrderTerms(order.id, CUSTOMER, "AAPL", Side.BUY, order.size, order.price)
     order.cancel("canceled by customer", T_START)
-    reserved = reserve_funds(terms, by_name(cash))
+    reserved = reserve_funds(terms, by_name(cash), now=T_START)
     tombstoned = release_canceled_order(order.id, CUSTOMER, reservation=None, tombstone=None, asset=None)
     assert reserved.reservation is not None and tombstoned.tombstone is not None
 

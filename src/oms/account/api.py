@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from oms.account import domain, store
 from oms.account.domain import Effect, EntryKind, Problem
-from oms.account.handlers import commit_effects
 from oms.account.iban import InvalidIban, parse_iban
-from oms.kernel import idempotency
-from oms.kernel.deps import AppSettings, IdempotencyKey, Pool, own_customer
+from oms.account.store import Accounts
+from oms.kernel.deps import AppSettings, IdempotencyKey, Pool, own_customer, units_of_work
 from oms.kernel.errors import ApiError, error_responses
 from oms.kernel.http import ExactJSONResponse, ExactNumber, exact_json
 from oms.kernel.money import CASH, NonNegativeDecimal, PositiveDecimal, Symbol
 from oms.kernel.settings import Settings
 from oms.kernel.tokens import CurrentUser, Principal
+from oms.kernel.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
 
@@ -86,39 +87,46 @@ def _deposit_policy(user: Principal, body: DepositRequest, settings: Settings) -
         raise ApiError(403, f"customers may deposit only {CASH}; other assets are credited by an admin")
 
 
+UnitsOfWork = Annotated[UnitOfWorkFactory[Accounts], Depends(units_of_work)]
+
+
 @router.post("/assets", response_model=Id, responses=error_responses(403, 422))
 async def deposit(
-    body: DepositRequest, user: CurrentUser, pool: Pool, settings: AppSettings, key: IdempotencyKey = None
+    body: DepositRequest,
+    user: CurrentUser,
+    unit_of_work: UnitsOfWork,
+    settings: AppSettings,
+    key: IdempotencyKey = None,
 ) -> ExactJSONResponse:
     """Deposit: add totalSize (of which usableSize is usable) to the asset, creating it if missing."""
     _deposit_policy(user, body, settings)
     if body.usableSize > body.totalSize:
         raise ApiError(422, "usableSize must not exceed totalSize")
-
-    async def credit() -> dict[str, Any]:
-        account = (body.customerId, body.assetName)
-        balances = await store.lock_balances(conn, [account], create=[account])
-        effect = domain.deposit(
-            balances.get(account),
-            body.customerId,
-            body.assetName,
-            body.totalSize,
-            body.usableSize,
-            reference=f"deposit by {user.username}",
-        )
-        _check_refusal(effect)
-        await commit_effects(conn, [effect])
-        return {"id": str(effect.assets[0].id)}
-
     request = ("POST", "/api/v1/assets", body.model_dump(mode="json"))
-    async with pool.acquire() as conn, conn.transaction():
-        answer = await idempotency.once(conn, user.user_id, key, request, credit)
+    async with unit_of_work() as tx:
+        answer = await tx.idempotency.once(user.user_id, key, request, partial(_credit, tx, body, user))
     return ExactJSONResponse(answer)
+
+
+async def _credit(tx: UnitOfWork[Accounts], body: DepositRequest, user: Principal) -> dict[str, Any]:
+    account = (body.customerId, body.assetName)
+    balances = await tx.repository.lock_balances([account], create=[account])
+    effect = domain.deposit(
+        balances.get(account),
+        body.customerId,
+        body.assetName,
+        body.totalSize,
+        body.usableSize,
+        reference=f"deposit by {user.username}",
+    )
+    _check_refusal(effect)
+    tx.repository.store([effect])
+    return {"id": str(effect.assets[0].id)}
 
 
 @router.post("/assets/withdraw", response_model=Id, responses=error_responses(403, 409, 422))
 async def withdraw(
-    body: WithdrawRequest, user: CurrentUser, pool: Pool, key: IdempotencyKey = None
+    body: WithdrawRequest, user: CurrentUser, unit_of_work: UnitsOfWork, key: IdempotencyKey = None
 ) -> ExactJSONResponse:
     """Withdraw usable TRY to a bank account (IBAN, checksum verified)."""
     own_customer(user, body.customerId)
@@ -126,21 +134,21 @@ async def withdraw(
         iban = parse_iban(body.iban)
     except InvalidIban as exc:
         raise ApiError(422, str(exc)) from None
-
-    async def pay_out() -> dict[str, Any]:
-        withdrawal_id = uuid.uuid4()
-        cash = (body.customerId, CASH)
-        balances = await store.lock_balances(conn, [cash])
-        effect = domain.withdraw(balances.get(cash), body.amount, reference=str(withdrawal_id))
-        _check_refusal(effect)
-        await store.add_withdrawal(conn, withdrawal_id, body.customerId, body.amount, iban)
-        await commit_effects(conn, [effect])
-        return {"id": str(withdrawal_id)}
-
     request = ("POST", "/api/v1/assets/withdraw", body.model_dump(mode="json"))
-    async with pool.acquire() as conn, conn.transaction():
-        answer = await idempotency.once(conn, user.user_id, key, request, pay_out)
+    async with unit_of_work() as tx:
+        answer = await tx.idempotency.once(user.user_id, key, request, partial(_pay_out, tx, body, iban))
     return ExactJSONResponse(answer)
+
+
+async def _pay_out(tx: UnitOfWork[Accounts], body: WithdrawRequest, iban: str) -> dict[str, Any]:
+    withdrawal_id = uuid.uuid4()
+    cash = (body.customerId, CASH)
+    balances = await tx.repository.lock_balances([cash])
+    effect = domain.withdraw(balances.get(cash), body.amount, reference=str(withdrawal_id))
+    _check_refusal(effect)
+    tx.repository.add_withdrawal(withdrawal_id, body.customerId, body.amount, iban)
+    tx.repository.store([effect])
+    return {"id": str(withdrawal_id)}
 
 
 @router.get("/assets", response_model=AssetList, responses=error_responses(403))

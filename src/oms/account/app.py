@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import FastAPI
 
 from oms.account.api import router
-from oms.account.handlers import AccountHandlers
+from oms.account.handlers import handle_batch
+from oms.account.store import Accounts
 from oms.kernel.service import create_event_service
 from oms.kernel.settings import Settings
 
@@ -16,5 +19,6 @@ def create_app(settings: Settings) -> FastAPI:
         description="Balances, reservations and the ledger. The only writer of balances.",
         settings=settings,
         routers=[router],
-        make_handler=lambda pool, _: AccountHandlers(pool).handle_batch,
+        repository=Accounts,
+        make_handler=lambda unit_of_work, _: partial(handle_batch, unit_of_work),
     )

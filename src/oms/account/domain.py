@@ -15,12 +15,14 @@ Invariants, per customer and asset, after every effect:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import ClassVar, Final
+from typing import Final
 
+from oms.kernel.events import Event, FundsRejected, FundsReserved, OrderCanceled, OrderCreated, OrderMatched
 from oms.kernel.money import CASH, EXACT, Side, add, cost, plain, sub, symbol_problem
 
 NOT_RESERVED_BEFORE_CANCEL: Final = "order canceled before its funds were reserved"
@@ -137,23 +139,19 @@ class OrderTerms:
         """A BUY receives the asset; a SELL is paid in TRY."""
         return self.asset_name if self.side is Side.BUY else CASH
 
-
-@dataclass(frozen=True)
-class FundsReserved:
-    event_type: ClassVar[str] = "funds.reserved"
-    order_id: uuid.UUID
-    customer_id: uuid.UUID
-    reservation_id: uuid.UUID
-    asset_name: str
-    amount: Decimal
+    def moves(self) -> tuple[tuple[str, Decimal], tuple[str, Decimal]]:
+        """What executing the order moves of its customer's totals, by asset: a BUY pays size * price TRY and
+        gets size of the asset; a SELL the reverse."""
+        paid = cost(self.size, self.price) if self.side is Side.BUY else self.size
+        received = self.size if self.side is Side.BUY else cost(self.size, self.price)
+        return (self.reserved_asset, EXACT.minus(paid)), (self.received_asset, received)
 
 
-@dataclass(frozen=True)
-class FundsRejected:
-    event_type: ClassVar[str] = "funds.rejected"
-    order_id: uuid.UUID
-    customer_id: uuid.UUID
-    reason: str
+def terms_of(event: OrderCreated | OrderMatched) -> OrderTerms:
+    """The order's terms as order.created or order.matched state them."""
+    return OrderTerms(
+        event.order_id, event.customer_id, event.asset_name, event.side, event.size, event.price
+    )
 
 
 AccountEvent = FundsReserved | FundsRejected
@@ -205,7 +203,7 @@ def deposit(
         # Only HELD reservations may make usable < total; the unusable part becomes a hold without an order.
         hold = Reservation(uuid.uuid4(), None, customer_id, asset_name, sub(total, usable))
         entries.append(_entry(EntryKind.RESERVE, current, hold.amount, reference=str(hold.id)))
-    return Effect(assets=(_apply(current, entries),), reservation=hold, entries=tuple(entries))
+    return Effect(assets=(_posted(current, entries),), reservation=hold, entries=tuple(entries))
 
 
 def withdraw(cash: Asset | None, amount: Decimal, *, reference: str | None = None) -> Effect:
@@ -221,7 +219,7 @@ def withdraw(cash: Asset | None, amount: Decimal, *, reference: str | None = Non
     if cash.asset_name != CASH:
         raise ValueError(f"withdrawals are paid from {CASH}, not {cash.asset_name}")
     entry = _entry(EntryKind.WITHDRAWAL, cash, amount, reference=reference)
-    return Effect(assets=(_apply(cash, [entry]),), entries=(entry,))
+    return Effect(assets=(_posted(cash, [entry]),), entries=(entry,))
 
 
 def reserve_funds(
@@ -230,6 +228,7 @@ def reserve_funds(
     *,
     reservation: Reservation | None = None,
     tombstone: Tombstone | None = None,
+    now: datetime,
 ) -> Effect:
     """Answer order.created: hold size * price TRY (BUY) or size of the asset (SELL), or reject it.
 
@@ -237,20 +236,27 @@ def reserve_funds(
     `tombstone` are what is already stored for this order, which makes a repeated call harmless."""
     if tombstone is not None:
         # Canceled before it got here, or rejected before: rejected (again), never reserved.
-        return Effect(events=(FundsRejected(order.order_id, order.customer_id, tombstone.reason),))
+        return Effect(events=(_rejection(order, tombstone.reason, now),))
     if reservation is not None:
         return NOTHING  # already reserved; funds.reserved went out with the reservation
     asset = balances.get(order.reserved_asset)
     problem = _order_problem(order, asset)
     if problem or asset is None:
-        return _reject(order, problem or "no balance")
+        return _reject(order, problem or "no balance", now)
     asset = _balance(asset, order.customer_id, order.reserved_asset)
     held = Reservation(
         uuid.uuid4(), order.order_id, order.customer_id, asset.asset_name, order.reserved_amount
     )
     entry = _entry(EntryKind.RESERVE, asset, held.amount, order_id=order.order_id, reference=str(held.id))
-    event = FundsReserved(order.order_id, order.customer_id, held.id, held.asset_name, held.amount)
-    return Effect(assets=(_apply(asset, [entry]),), reservation=held, entries=(entry,), events=(event,))
+    event = FundsReserved(
+        order_id=order.order_id,
+        customer_id=order.customer_id,
+        occurred_at=now,
+        reservation_id=held.id,
+        asset_name=held.asset_name,
+        amount=held.amount,
+    )
+    return Effect(assets=(_posted(asset, [entry]),), reservation=held, entries=(entry,), events=(event,))
 
 
 def release_reservation(reservation: Reservation, asset: Asset | None) -> Effect:
@@ -262,7 +268,7 @@ def release_reservation(reservation: Reservation, asset: Asset | None) -> Effect
     asset = _reserved_balance(reservation, asset)
     entry = _entry(EntryKind.RELEASE, asset, reservation.amount, reservation.order_id, str(reservation.id))
     return Effect(
-        assets=(_apply(asset, [entry]),),
+        assets=(_posted(asset, [entry]),),
         reservation=replace(reservation, status=RELEASED),
         entries=(entry,),
     )
@@ -305,7 +311,7 @@ def settle(reservation: Reservation | None, order: OrderTerms, balances: Mapping
     debit = _entry(EntryKind.SETTLE_DEBIT, paid, reservation.amount, *link)
     credit = _entry(EntryKind.SETTLE_CREDIT, received, proceeds, *link)
     return Effect(
-        assets=(_apply(paid, [debit]), _apply(received, [credit])),
+        assets=(_posted(paid, [debit]), _posted(received, [credit])),
         reservation=replace(reservation, status=SETTLED),
         entries=(debit, credit),
     )
@@ -319,46 +325,50 @@ BalanceKey = tuple[uuid.UUID, str]  # (customer id, asset name)
 @dataclass
 class Book:
     """The part of the accounts a batch of events touches, as loaded (and locked) for it: balances by
-    (customer, asset), and reservations and tombstones by order. Each method decides with the functions
-    above and, unless refused, applies the effect here too, so that the next event of the batch sees it."""
+    (customer, asset), and reservations and tombstones by order. `answer` decides each event with the
+    functions above and, unless refused, takes the effect in here too, so that the next event sees it."""
 
     balances: dict[BalanceKey, Asset] = field(default_factory=dict)
     reservations: dict[uuid.UUID, Reservation] = field(default_factory=dict)
     tombstones: dict[uuid.UUID, Tombstone] = field(default_factory=dict)
 
-    def reserve_funds(self, order: OrderTerms) -> Effect:
-        """`reserve_funds` for order.created."""
-        return self._apply(
-            reserve_funds(
-                order,
-                self._of(order.customer_id, order.reserved_asset),
-                reservation=self.reservations.get(order.order_id),
-                tombstone=self.tombstones.get(order.order_id),
-            )
+    def answer(self, event: Event, now: datetime) -> Effect:
+        """The account's effect of an order service event: reserve on order.created, release on
+        order.canceled, settle on order.matched; nothing for anything else."""
+        match event:
+            case OrderCreated():
+                return self._take(self._reserve(terms_of(event), now))
+            case OrderCanceled():
+                return self._take(self._release(event.order_id, event.customer_id))
+            case OrderMatched():
+                terms = terms_of(event)
+                balances = self._of(terms.customer_id, terms.reserved_asset, terms.received_asset)
+                return self._take(settle(self.reservations.get(terms.order_id), terms, balances))
+        return NOTHING
+
+    def _reserve(self, order: OrderTerms, now: datetime) -> Effect:
+        return reserve_funds(
+            order,
+            self._of(order.customer_id, order.reserved_asset),
+            reservation=self.reservations.get(order.order_id),
+            tombstone=self.tombstones.get(order.order_id),
+            now=now,
         )
 
-    def release_canceled_order(self, order_id: uuid.UUID, customer_id: uuid.UUID) -> Effect:
-        """`release_canceled_order` for order.canceled."""
+    def _release(self, order_id: uuid.UUID, customer_id: uuid.UUID) -> Effect:
         reservation = self.reservations.get(order_id)
-        return self._apply(
-            release_canceled_order(
-                order_id,
-                customer_id,
-                reservation=reservation,
-                tombstone=self.tombstones.get(order_id),
-                asset=self.balances.get((customer_id, reservation.asset_name)) if reservation else None,
-            )
+        return release_canceled_order(
+            order_id,
+            customer_id,
+            reservation=reservation,
+            tombstone=self.tombstones.get(order_id),
+            asset=self.balances.get((customer_id, reservation.asset_name)) if reservation else None,
         )
-
-    def settle(self, order: OrderTerms) -> Effect:
-        """`settle` for order.matched."""
-        balances = self._of(order.customer_id, order.reserved_asset, order.received_asset)
-        return self._apply(settle(self.reservations.get(order.order_id), order, balances))
 
     def _of(self, customer_id: uuid.UUID, *names: str) -> dict[str, Asset]:
         return {n: a for n in names if (a := self.balances.get((customer_id, n))) is not None}
 
-    def _apply(self, effect: Effect) -> Effect:
+    def _take(self, effect: Effect) -> Effect:
         if effect.refused is None:
             for asset in effect.assets:
                 self.balances[(asset.customer_id, asset.asset_name)] = asset
@@ -367,6 +377,30 @@ class Book:
             if effect.tombstone is not None:
                 self.tombstones[effect.tombstone.order_id] = effect.tombstone
         return effect
+
+
+@dataclass(frozen=True)
+class BalancesNeeded:
+    """The balances a batch of events reads (`held`), and those its settlements pay into (`received`:
+    created at zero if missing)."""
+
+    held: frozenset[BalanceKey]
+    received: frozenset[BalanceKey]
+
+
+def balances_needed(events: Iterable[Event], reservations: Mapping[uuid.UUID, Reservation]) -> BalancesNeeded:
+    """What `Book.answer` will read of the balances for `events`, given the orders' reservations."""
+    held: set[BalanceKey] = set()
+    received: set[BalanceKey] = set()
+    for event in events:
+        if isinstance(event, OrderCreated | OrderMatched):
+            terms = terms_of(event)
+            held.add((terms.customer_id, terms.reserved_asset))
+            if isinstance(event, OrderMatched):
+                received.add((terms.customer_id, terms.received_asset))
+        elif isinstance(event, OrderCanceled) and (reservation := reservations.get(event.order_id)):
+            held.add((reservation.customer_id, reservation.asset_name))
+    return BalancesNeeded(frozenset(held), frozenset(received))
 
 
 # --- Helpers -----------------------------------------------------------------------------------------------
@@ -400,7 +434,7 @@ def _entry(
     )
 
 
-def _apply(asset: Asset, entries: list[LedgerEntry]) -> Asset:
+def _posted(asset: Asset, entries: list[LedgerEntry]) -> Asset:
     """The balance after its entries: balances move only through ledger entries."""
     for entry in entries:
         asset = asset.moved(entry.delta_total, entry.delta_usable)
@@ -411,10 +445,16 @@ def _refused(problem: Problem, message: str) -> Effect:
     return Effect(refused=Refused(problem, message))
 
 
-def _reject(order: OrderTerms, reason: str) -> Effect:
+def _reject(order: OrderTerms, reason: str, now: datetime) -> Effect:
     return Effect(
         tombstone=Tombstone(order.order_id, order.customer_id, reason),
-        events=(FundsRejected(order.order_id, order.customer_id, reason),),
+        events=(_rejection(order, reason, now),),
+    )
+
+
+def _rejection(order: OrderTerms, reason: str, now: datetime) -> FundsRejected:
+    return FundsRejected(
+        order_id=order.order_id, customer_id=order.customer_id, occurred_at=now, reason=reason
     )
 
 

@@ -1,21 +1,28 @@
-"""Balances, reservations, tombstones and the ledger in the account database."""
+"""Balances, reservations, tombstones and the ledger in the account database: the repository a unit of work
+hands the handlers, and the API's reads."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 
 import asyncpg
 
 from oms.account.domain import (
     Asset,
     BalanceKey,
+    Book,
     Effect,
+    LedgerEntry,
     Reservation,
     ReservationStatus,
     Tombstone,
+    balances_needed,
 )
-from oms.kernel.sql import Write, as_columns
+from oms.kernel.events import Event
+from oms.kernel.sql import Write, columns
+from oms.kernel.unit_of_work import Stage
 
 _ASSET = "id, customer_id, asset_name, total_size, usable_size"
 
@@ -24,110 +31,157 @@ def _asset(row: asyncpg.Record) -> Asset:
     return Asset(row["id"], row["customer_id"], row["asset_name"], row["total_size"], row["usable_size"])
 
 
-async def lock_orders(conn: asyncpg.Connection, order_ids: Iterable[uuid.UUID]) -> None:
-    """Hold these orders until the transaction ends, across replicas too: a cancel handled while its
-    order's creation is handled elsewhere would otherwise miss the reservation being made. Taken in one
-    order (sorted keys), so two transactions never wait for each other in a circle."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended(o::text, 0) AS k "
-        "FROM unnest($1::uuid[]) AS o ORDER BY 1) AS keys",
-        list(order_ids),
-    )
+class Accounts:
+    """The accounts of a unit of work: reads and locks at once, writes staged (`oms.kernel.unit_of_work`)."""
 
+    def __init__(self, conn: asyncpg.Connection, stage: Stage) -> None:
+        self._conn = conn
+        self._stage = stage
 
-async def lock_balances(
-    conn: asyncpg.Connection, keys: Iterable[BalanceKey], *, create: Iterable[BalanceKey] = ()
-) -> dict[BalanceKey, Asset]:
-    """The balances of these (customer, asset) pairs that exist, row-locked in key order (so two
-    transactions never deadlock); those in `create` are made (at zero) first if missing, so concurrent
-    creators do not collide (`unused` takes back the ones nothing was stored in)."""
-    made = sorted(set(create))
-    if made:
-        await conn.execute(
-            "INSERT INTO assets (id, customer_id, asset_name, total_size, usable_size) "
-            "SELECT gen_random_uuid(), c, n, 0, 0 FROM unnest($1::uuid[], $2::text[]) AS k(c, n) "
-            "ORDER BY c, n ON CONFLICT (customer_id, asset_name) DO NOTHING",
-            [c for c, _ in made],
-            [n for _, n in made],
-        )
-    wanted = sorted(set(keys) | set(made))
-    rows = await conn.fetch(
-        f"SELECT {_ASSET} FROM assets "
-        "JOIN unnest($1::uuid[], $2::text[]) AS k(c, n) ON customer_id = k.c AND asset_name = k.n "
-        "ORDER BY customer_id, asset_name FOR UPDATE OF assets",
-        [c for c, _ in wanted],
-        [n for _, n in wanted],
-    )
-    return {(row["customer_id"], row["asset_name"]): _asset(row) for row in rows}
+    async def load_book(
+        self, order_ids: Iterable[uuid.UUID], events: Iterable[Event]
+    ) -> tuple[Book, list[Asset]]:
+        """Lock and read what these orders' events touch: the orders, their reservations and tombstones, and
+        the balances they read or pay into (the latter created at zero if missing; returned too, so that
+        `store` can take back the ones nothing was stored in)."""
+        ids = sorted(set(order_ids))
+        await self.lock_orders(ids)
+        reservations = await self._reservations(ids)
+        tombstones = await self._tombstones(ids)
+        needed = balances_needed(events, reservations)
+        balances = await self.lock_balances(needed.held, create=needed.received)
+        created = [balances[key] for key in needed.received if key in balances]
+        return Book(balances, reservations, tombstones), created
 
-
-async def drop_unused(conn: asyncpg.Connection, balances: Iterable[Asset], effects: Sequence[Effect]) -> None:
-    """Delete the zero balances this transaction created that no effect stored anything in (an event
-    that was refused after all): nobody else has seen them."""
-    used = {asset.id for effect in effects for asset in effect.assets}
-    unused = [a.id for a in balances if a.id not in used and a.total_size == 0 and a.usable_size == 0]
-    if unused:
-        await conn.execute(
-            "DELETE FROM assets WHERE id = ANY($1::uuid[]) AND xmin = pg_current_xact_id()::xid", unused
+    async def lock_orders(self, order_ids: Sequence[uuid.UUID]) -> None:
+        """Hold these orders until the unit ends, across replicas too: a cancel handled while its order's
+        creation is handled elsewhere would otherwise miss the reservation being made. Taken in one order
+        (sorted keys), so two units never wait for each other in a circle."""
+        await self._conn.execute(
+            "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended(o::text, 0) AS k "
+            "FROM unnest($1::uuid[]) AS o ORDER BY 1) AS keys",
+            list(order_ids),
         )
 
-
-async def reservations_of(
-    conn: asyncpg.Connection, order_ids: Iterable[uuid.UUID]
-) -> dict[uuid.UUID, Reservation]:
-    """The orders' reservations, row-locked, by order id."""
-    rows = await conn.fetch(
-        "SELECT id, order_id, customer_id, asset_name, amount, status FROM reservations "
-        "WHERE order_id = ANY($1::uuid[]) ORDER BY order_id FOR UPDATE",
-        list(order_ids),
-    )
-    return {
-        row["order_id"]: Reservation(
-            row["id"],
-            row["order_id"],
-            row["customer_id"],
-            row["asset_name"],
-            row["amount"],
-            ReservationStatus(row["status"]),
+    async def lock_balances(
+        self, keys: Iterable[BalanceKey], *, create: Iterable[BalanceKey] = ()
+    ) -> dict[BalanceKey, Asset]:
+        """The balances of these (customer, asset) pairs that exist, row-locked in key order (so two units
+        never deadlock); those in `create` are made (at zero) first if missing, so concurrent creators do not
+        collide (`store` takes back the ones nothing was stored in)."""
+        made = sorted(set(create))
+        if made:
+            await self._conn.execute(
+                "INSERT INTO assets (id, customer_id, asset_name, total_size, usable_size) "
+                "SELECT gen_random_uuid(), c, n, 0, 0 FROM unnest($1::uuid[], $2::text[]) AS k(c, n) "
+                "ORDER BY c, n ON CONFLICT (customer_id, asset_name) DO NOTHING",
+                *columns(made),
+            )
+        wanted = sorted(set(keys) | set(made))
+        if not wanted:
+            return {}
+        rows = await self._conn.fetch(
+            f"SELECT {_ASSET} FROM assets "
+            "JOIN unnest($1::uuid[], $2::text[]) AS k(c, n) ON customer_id = k.c AND asset_name = k.n "
+            "ORDER BY customer_id, asset_name FOR UPDATE OF assets",
+            *columns(wanted),
         )
-        for row in rows
-    }
+        return {(row["customer_id"], row["asset_name"]): _asset(row) for row in rows}
+
+    def store(self, effects: Sequence[Effect], created: Iterable[Asset] = ()) -> None:
+        """Stage the effects' balances, reservations, tombstones and ledger entries (not their events), one
+        statement per kind whatever their number (a later effect's state of the same row wins); and delete
+        the zero balances `lock_balances` created that no effect stored anything in (nobody saw them)."""
+        for write in _writes(effects):
+            self._stage(write)
+        used = {asset.id for effect in effects for asset in effect.assets}
+        unused = [a.id for a in created if a.id not in used and a.total_size == 0 and a.usable_size == 0]
+        if unused:
+            self._stage(Write(_DROP_UNUSED, (unused,)))
+
+    def add_withdrawal(
+        self, withdrawal_id: uuid.UUID, customer_id: uuid.UUID, amount: Decimal, iban: str
+    ) -> None:
+        self._stage(
+            Write(
+                "INSERT INTO withdrawals (id, customer_id, amount, iban) VALUES ($1, $2, $3, $4)",
+                (withdrawal_id, customer_id, amount, iban),
+            )
+        )
+
+    async def _reservations(self, order_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Reservation]:
+        """The orders' reservations, row-locked, by order id."""
+        rows = await self._conn.fetch(
+            "SELECT id, order_id, customer_id, asset_name, amount, status FROM reservations "
+            "WHERE order_id = ANY($1::uuid[]) ORDER BY order_id FOR UPDATE",
+            list(order_ids),
+        )
+        return {row["order_id"]: _reservation(row) for row in rows}
+
+    async def _tombstones(self, order_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Tombstone]:
+        rows = await self._conn.fetch(
+            "SELECT order_id, customer_id, reason FROM tombstones WHERE order_id = ANY($1::uuid[])",
+            list(order_ids),
+        )
+        return {
+            row["order_id"]: Tombstone(row["order_id"], row["customer_id"], row["reason"]) for row in rows
+        }
 
 
-async def tombstones_of(
-    conn: asyncpg.Connection, order_ids: Iterable[uuid.UUID]
-) -> dict[uuid.UUID, Tombstone]:
-    rows = await conn.fetch(
-        "SELECT order_id, customer_id, reason FROM tombstones WHERE order_id = ANY($1::uuid[])",
-        list(order_ids),
+def _reservation(row: asyncpg.Record) -> Reservation:
+    return Reservation(
+        row["id"],
+        row["order_id"],
+        row["customer_id"],
+        row["asset_name"],
+        row["amount"],
+        ReservationStatus(row["status"]),
     )
-    return {row["order_id"]: Tombstone(row["order_id"], row["customer_id"], row["reason"]) for row in rows}
 
 
-def writes(effects: Sequence[Effect]) -> list[Write]:
-    """The statements that store the effects' balances, reservations, tombstones and ledger entries (not
-    their events), one per kind whatever their number; a later effect's state of the same row wins."""
+# Only rows this transaction created (xmin) and left at zero: a concurrent deposit's row is never taken.
+_DROP_UNUSED = "DELETE FROM assets WHERE id = ANY($1::uuid[]) AND xmin = pg_current_xact_id()::xid"
+
+
+def _writes(effects: Sequence[Effect]) -> list[Write]:
     assets = list({(a.customer_id, a.asset_name): a for effect in effects for a in effect.assets}.values())
     reservations = list({r.id: r for effect in effects if (r := effect.reservation) is not None}.values())
     tombstones = list({t.order_id: t for effect in effects if (t := effect.tombstone) is not None}.values())
     entries = [entry for effect in effects for entry in effect.entries]
-    kinds: list[tuple[str, Sequence[object], tuple[str, ...]]] = [
-        (_PUT_ASSETS, assets, _ASSET_FIELDS),
-        (_PUT_RESERVATIONS, reservations, _RESERVATION_FIELDS),
-        (_ADD_TOMBSTONES, tombstones, ("order_id", "customer_id", "reason")),
-        (_APPEND_ENTRIES, entries, _ENTRY_FIELDS),
-    ]
-    return [Write(sql, tuple(as_columns(rows, *fields))) for sql, rows, fields in kinds if rows]
+    writes = []
+    if assets:
+        writes.append(Write(_PUT_ASSETS, tuple(columns(map(_asset_row, assets)))))
+    if reservations:
+        writes.append(Write(_PUT_RESERVATIONS, tuple(columns(map(_reservation_row, reservations)))))
+    if tombstones:
+        writes.append(Write(_ADD_TOMBSTONES, tuple(columns(map(_tombstone_row, tombstones)))))
+    if entries:
+        writes.append(Write(_APPEND_ENTRIES, tuple(columns(map(_entry_row, entries)))))
+    return writes
 
 
-_ASSET_FIELDS = ("id", "customer_id", "asset_name", "total_size", "usable_size")
+def _asset_row(a: Asset) -> tuple[object, ...]:
+    return (a.id, a.customer_id, a.asset_name, a.total_size, a.usable_size)
+
+
+def _reservation_row(r: Reservation) -> tuple[object, ...]:
+    return (r.id, r.order_id, r.customer_id, r.asset_name, r.amount, r.status.value)
+
+
+def _tombstone_row(t: Tombstone) -> tuple[object, ...]:
+    return (t.order_id, t.customer_id, t.reason)
+
+
+def _entry_row(e: LedgerEntry) -> tuple[object, ...]:
+    return (e.customer_id, e.asset_name, e.kind.value, e.delta_total, e.delta_usable, e.order_id, e.reference)
+
+
 _PUT_ASSETS = (
     "INSERT INTO assets (id, customer_id, asset_name, total_size, usable_size) "
     "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::numeric[], $5::numeric[]) "
     "ON CONFLICT (customer_id, asset_name) DO UPDATE SET total_size = EXCLUDED.total_size, "
     "usable_size = EXCLUDED.usable_size, updated_at = now()"
 )
-_RESERVATION_FIELDS = ("id", "order_id", "customer_id", "asset_name", "amount", "status.value")
 _PUT_RESERVATIONS = (
     "INSERT INTO reservations (id, order_id, customer_id, asset_name, amount, status) "
     "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::numeric[], $6::text[]) "
@@ -137,33 +191,12 @@ _ADD_TOMBSTONES = (
     "INSERT INTO tombstones (order_id, customer_id, reason) "
     "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[]) ON CONFLICT DO NOTHING"
 )
-_ENTRY_FIELDS = (
-    "customer_id",
-    "asset_name",
-    "kind.value",
-    "delta_total",
-    "delta_usable",
-    "order_id",
-    "reference",
-)
 # In the given order (the ledger's seq follows it).
 _APPEND_ENTRIES = (
     "INSERT INTO ledger (customer_id, asset_name, kind, delta_total, delta_usable, order_id, reference) "
     "SELECT c, a, k, t, u, o, r FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], "
     "$5::numeric[], $6::uuid[], $7::text[]) WITH ORDINALITY AS e(c, a, k, t, u, o, r, n) ORDER BY n"
 )
-
-
-async def add_withdrawal(
-    conn: asyncpg.Connection, withdrawal_id: uuid.UUID, customer_id: uuid.UUID, amount: object, iban: str
-) -> None:
-    await conn.execute(
-        "INSERT INTO withdrawals (id, customer_id, amount, iban) VALUES ($1, $2, $3, $4)",
-        withdrawal_id,
-        customer_id,
-        amount,
-        iban,
-    )
 
 
 async def balances(

@@ -21,13 +21,13 @@ from typing import Final, Protocol
 from prometheus_client import Counter, Histogram
 
 from oms.kernel.broker import MAX_DELIVER, Broker, Delivery
-from oms.kernel.events import Envelope, MalformedEvent, parse
+from oms.kernel.events import AnyEvent, Envelope, MalformedEvent, parse
 
 log = logging.getLogger(__name__)
 
 Outcome = Exception | None  # None: done; an exception: not applied, deliver again
-Handler = Callable[[Envelope], Awaitable[None]]
-BatchHandler = Callable[[Sequence[Envelope]], Awaitable[Sequence[Outcome]]]
+Handler = Callable[[Envelope[AnyEvent]], Awaitable[None]]
+BatchHandler = Callable[[Sequence[Envelope[AnyEvent]]], Awaitable[Sequence[Outcome]]]
 
 MESSAGES: Final = Counter(
     "oms_consumer_messages", "Deliveries settled by a consumer, by outcome", ["consumer", "outcome"]
@@ -69,7 +69,7 @@ def describe(exc: BaseException) -> str:
 def one_at_a_time(handler: Handler) -> BatchHandler:
     """A batch handler made of a handler of one event (which opens its own transaction per event)."""
 
-    async def handle(events: Sequence[Envelope]) -> list[Outcome]:
+    async def handle(events: Sequence[Envelope[AnyEvent]]) -> list[Outcome]:
         outcomes: list[Outcome] = []
         for event in events:
             try:
@@ -122,7 +122,7 @@ class ConsumerRunner:
         return len(deliveries)
 
     async def _settle_all(self, deliveries: Sequence[Delivery]) -> None:
-        parsed: list[tuple[Delivery, Envelope]] = []
+        parsed: list[tuple[Delivery, Envelope[AnyEvent]]] = []
         for delivery in deliveries:
             try:
                 parsed.append((delivery, parse(delivery.data)))
@@ -140,7 +140,7 @@ class ConsumerRunner:
                 else:
                     await self._failed(delivery, event, outcome)
 
-    async def _handle(self, events: Sequence[Envelope]) -> list[Outcome]:
+    async def _handle(self, events: Sequence[Envelope[AnyEvent]]) -> list[Outcome]:
         try:
             outcomes = list(await self.handler(events))
         except Exception as exc:
@@ -152,7 +152,7 @@ class ConsumerRunner:
             raise RuntimeError(f"handler answered {len(outcomes)} outcomes for {len(events)} events")
         return outcomes
 
-    async def _failed(self, delivery: Delivery, event: Envelope, exc: Exception) -> None:
+    async def _failed(self, delivery: Delivery, event: Envelope[AnyEvent], exc: Exception) -> None:
         attempt = delivery.attempt
         if attempt >= self.policy.max_deliver:
             log.error(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, Header, Request
@@ -12,6 +12,7 @@ from oms.kernel.errors import ApiError
 from oms.kernel.idempotency import MAX_KEY_LENGTH
 from oms.kernel.settings import Settings
 from oms.kernel.tokens import Principal
+from oms.kernel.unit_of_work import UnitOfWorkFactory
 
 # Async on purpose: FastAPI runs a plain `def` dependency in a worker thread, a hand-off per request.
 
@@ -19,6 +20,12 @@ from oms.kernel.tokens import Principal
 async def _pool(request: Request) -> asyncpg.Pool:
     pool: asyncpg.Pool = request.app.state.pool
     return pool
+
+
+async def units_of_work(request: Request) -> UnitOfWorkFactory[Any]:
+    """The service's units of work (`app.state.unit_of_work`); a service annotates it with its repository."""
+    factory: UnitOfWorkFactory[Any] = request.app.state.unit_of_work
+    return factory
 
 
 async def _settings(request: Request) -> Settings:

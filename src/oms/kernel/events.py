@@ -1,8 +1,11 @@
-"""The event envelope every service publishes, one pydantic model per event type, and their JSON Schemas.
+"""The events services publish, defined once: each is a frozen model the domains build and read, and its wire
+form (the envelope) is derived from it.
 
 On the wire an event is `{"id", "type", "version", "occurredAt", "orderId", "customerId", "data": {...},
-"traceparent"?}`, published on the subject `oms.<type>`. Sizes, prices and amounts travel as decimal strings
-("12.5"), never as JSON numbers: a float would round them.
+"traceparent"?}`, published on the subject `oms.<type>`: the event's order, customer and time go into the
+envelope, its other fields into `data`. Sizes, prices and amounts travel as decimal strings ("12.5"), never as
+JSON numbers: a float would round them. The event id belongs to the envelope, not to the fact: it is given
+when the event is queued for publishing, and consumers record it in their inbox.
 """
 
 from __future__ import annotations
@@ -10,10 +13,11 @@ from __future__ import annotations
 import json
 import sys
 import uuid
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, Self
+from typing import Annotated, Any, ClassVar, Final, Generic, Literal, NotRequired, TypeVar
 
 from pydantic import (
     AwareDatetime,
@@ -25,13 +29,17 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     WithJsonSchema,
+    create_model,
+    with_config,
 )
 from pydantic.alias_generators import to_camel
+from typing_extensions import TypedDict
 
 from oms.kernel.money import Side, plain
 from oms.kernel.topology import subject_of
 
 SCHEMA_DIR: Final = Path("schemas") / "events"
+VERSION: Final = 1
 _DECIMAL_PATTERN: Final = r"^[0-9]+(\.[0-9]+)?$"
 
 
@@ -52,6 +60,7 @@ PositiveAmount = Annotated[
     PlainSerializer(plain, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "pattern": _DECIMAL_PATTERN}, mode="serialization"),
 ]
+AssetName = Annotated[str, Field(min_length=1, max_length=12)]
 
 
 class _Model(BaseModel):
@@ -66,129 +75,257 @@ class _Model(BaseModel):
     )
 
 
-class OrderCreatedData(_Model):
+class Event(_Model):
+    """A fact about one order. Subclasses fix `event_type` and add the fields that travel in `data`."""
+
+    event_type: ClassVar[str]
+    # The fields that travel in the envelope rather than in `data`.
+    ENVELOPE_FIELDS: ClassVar[frozenset[str]] = frozenset({"order_id", "customer_id", "occurred_at"})
+    # Fields of the envelope that `data` repeats too (part of the published contract; see OrderCreated).
+    REPEATED_IN_DATA: ClassVar[frozenset[str]] = frozenset()
+
     order_id: uuid.UUID
     customer_id: uuid.UUID
-    asset_name: str = Field(min_length=1, max_length=12)
-    order_side: Side
+    occurred_at: AwareDatetime
+
+
+class OrderCreated(Event):
+    """A new PENDING order: the account reserves its funds or rejects it."""
+
+    event_type: ClassVar[str] = "order.created"
+    # order.created has carried its order and customer ids in `data` as well since its first version.
+    REPEATED_IN_DATA: ClassVar[frozenset[str]] = frozenset({"order_id", "customer_id"})
+
+    asset_name: AssetName
+    side: Side = Field(validation_alias="orderSide", serialization_alias="orderSide")
     size: PositiveAmount
     price: PositiveAmount
 
 
-class OrderCanceledData(_Model):
+class OrderMatched(Event):
+    """Executed at `price`: the account settles the reservation. It repeats the order's asset and side so
+    that settlement needs nothing else."""
+
+    event_type: ClassVar[str] = "order.matched"
+
+    asset_name: AssetName
+    side: Side = Field(validation_alias="orderSide", serialization_alias="orderSide")
+    size: PositiveAmount
+    price: PositiveAmount
+
+
+class OrderCanceled(Event):
+    """The account releases the order's reservation, or remembers the cancel if it has not reserved yet.
+    Also sent again when funds were reserved for an order already canceled (the account releases once)."""
+
+    event_type: ClassVar[str] = "order.canceled"
+
     reason: str
 
 
-class OrderMatchedData(_Model):
-    """The execution; it repeats the order's asset and side so that settlement needs nothing else."""
+class FundsReserved(Event):
+    """The account holds the order's funds (TRY for a BUY, the asset for a SELL)."""
 
-    asset_name: str = Field(min_length=1, max_length=12)
-    order_side: Side
-    size: PositiveAmount
-    price: PositiveAmount
+    event_type: ClassVar[str] = "funds.reserved"
 
-
-class FundsReservedData(_Model):
     reservation_id: uuid.UUID
-    asset_name: str = Field(min_length=1, max_length=12)
+    asset_name: AssetName
     amount: PositiveAmount
 
 
-class FundsRejectedData(_Model):
+class FundsRejected(Event):
+    """The account could not reserve the order's funds (or the order was canceled before it tried)."""
+
+    event_type: ClassVar[str] = "funds.rejected"
+
     reason: str
 
 
-class Envelope(_Model):
-    """What every event has in common; the subclasses fix `type` and the shape of `data`."""
+AnyEvent = OrderCreated | OrderMatched | OrderCanceled | FundsReserved | FundsRejected
+E = TypeVar("E", bound=Event, covariant=True)
+Ev = TypeVar("Ev", bound=Event)
+
+EVENT_TYPES: Final[dict[str, type[Event]]] = {
+    model.event_type: model
+    for model in (OrderCreated, OrderMatched, OrderCanceled, FundsReserved, FundsRejected)
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope(Generic[E]):
+    """An event as it is published: with the id consumers deduplicate by, and its trace context."""
+
+    id: uuid.UUID
+    event: E
+    version: int = VERSION
+    traceparent: str | None = None
+
+    @staticmethod
+    def of(event: Ev, traceparent: str | None = None) -> Envelope[Ev]:
+        """`event`, about to be published for the first time: a new id."""
+        return Envelope(uuid.uuid4(), event, traceparent=traceparent)
+
+    @property
+    def type(self) -> str:
+        return self.event.event_type
+
+    @property
+    def subject(self) -> str:
+        return subject_of(self.type)
+
+    @property
+    def order_id(self) -> uuid.UUID:
+        return self.event.order_id
+
+    @property
+    def customer_id(self) -> uuid.UUID:
+        return self.event.customer_id
+
+    def to_json(self) -> bytes:
+        event = self.event
+        wire: _WireOut = {
+            "id": self.id,
+            "type": event.event_type,
+            "version": self.version,
+            "occurredAt": event.occurred_at,
+            "orderId": event.order_id,
+            "customerId": event.customer_id,
+            "data": event.model_dump(mode="json", include=set(_DATA_FIELDS[event.event_type])),
+        }
+        if self.traceparent is not None:
+            wire["traceparent"] = self.traceparent
+        return _WIRE_OUT.dump_json(wire)
+
+
+# --- The wire form ------------------------------------------------------------------------------------------
+
+
+@with_config(ConfigDict(extra="forbid"))
+class _WireIn(TypedDict):
+    id: uuid.UUID
+    type: str
+    version: Annotated[int, Field(ge=1)]
+    occurredAt: AwareDatetime
+    orderId: uuid.UUID
+    customerId: uuid.UUID
+    data: dict[str, Any]
+    traceparent: NotRequired[str | None]
+
+
+class _WireOut(TypedDict):
+    id: uuid.UUID
+    type: str
+    version: int
+    occurredAt: datetime
+    orderId: uuid.UUID
+    customerId: uuid.UUID
+    data: dict[str, Any]
+    traceparent: NotRequired[str]
+
+
+_WIRE_IN: Final = TypeAdapter(_WireIn)
+_WIRE_OUT: Final = TypeAdapter(_WireOut)
+
+
+def _data_fields(event_type: type[Event]) -> frozenset[str]:
+    """The fields of `event_type` that travel in `data`."""
+    return frozenset(
+        name
+        for name in event_type.model_fields
+        if name not in event_type.ENVELOPE_FIELDS or name in event_type.REPEATED_IN_DATA
+    )
+
+
+def _wire_name(model: type[Event], field: str) -> str:
+    info = model.model_fields[field]
+    return info.serialization_alias or info.alias or field
+
+
+_DATA_FIELDS: Final = {name: _data_fields(model) for name, model in EVENT_TYPES.items()}
+_DATA_KEYS: Final = {
+    name: frozenset(_wire_name(model, field) for field in _DATA_FIELDS[name])
+    for name, model in EVENT_TYPES.items()
+}
+
+
+def parse(raw: bytes | str) -> Envelope[AnyEvent]:
+    """The event in `raw`, validated against its type; MalformedEvent if it is not one."""
+    try:
+        wire = _WIRE_IN.validate_json(raw)
+    except ValidationError as exc:
+        raise MalformedEvent(_problems(exc)) from None
+    event_type = EVENT_TYPES.get(wire["type"])
+    if event_type is None:
+        raise MalformedEvent(f"type: unknown event type {wire['type']!r}")
+    data = wire["data"]
+    unknown = set(data) - _DATA_KEYS[event_type.event_type]
+    if unknown:
+        raise MalformedEvent(f"data: not fields of {event_type.event_type}: {', '.join(sorted(unknown))}")
+    envelope = {"orderId": wire["orderId"], "customerId": wire["customerId"]}
+    for key, value in envelope.items():
+        if key in data and data[key] != str(value):
+            raise MalformedEvent(f"data.{key}: not the envelope's {key}")
+    try:
+        event = event_type.model_validate({**data, **envelope, "occurredAt": wire["occurredAt"]})
+    except ValidationError as exc:
+        raise MalformedEvent(_problems(exc, "data.")) from None
+    return Envelope(wire["id"], event, wire["version"], wire.get("traceparent"))  # type: ignore[arg-type]
+
+
+def _problems(exc: ValidationError, prefix: str = "") -> str:
+    problems = "; ".join(
+        f"{prefix}{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in exc.errors()
+    )
+    return problems[:1000]
+
+
+# --- The published contract, for the JSON Schemas --------------------------------------------------------
+
+
+class _Wire(_Model):
+    """The envelope as published; each event type's model fixes `type` and the shape of `data`."""
 
     id: uuid.UUID
     type: str
-    version: int = Field(default=1, ge=1)
+    version: int = Field(default=VERSION, ge=1)
     occurred_at: AwareDatetime
     order_id: uuid.UUID
     customer_id: uuid.UUID
     data: _Model
     traceparent: str | None = None
 
-    @classmethod
-    def new(
-        cls,
-        *,
-        order_id: uuid.UUID,
-        customer_id: uuid.UUID,
-        data: Any,
-        traceparent: str | None = None,
-    ) -> Self:
-        """A fresh event with a new id, occurring now."""
-        return cls(
-            id=uuid.uuid4(),
-            type=cls.model_fields["type"].default,
-            occurred_at=datetime.now(UTC),
-            order_id=order_id,
-            customer_id=customer_id,
-            data=data,
-            traceparent=traceparent,
-        )
 
-    @property
-    def subject(self) -> str:
-        return subject_of(self.type)
-
-    def to_json(self) -> bytes:
-        return self.model_dump_json(exclude_none=True).encode()
+def wire_model(event_type: type[Event]) -> type[BaseModel]:
+    """The published form of `event_type` as a model: a `<Name>Data` model of its data fields inside the
+    envelope (what its JSON Schema describes)."""
+    fields: dict[str, Any] = {
+        name: (info.annotation, info)
+        for name, info in event_type.model_fields.items()
+        if name in _data_fields(event_type)
+    }
+    data: Any = create_model(
+        f"{event_type.__name__}Data",
+        __base__=_Model,
+        __doc__=event_type.__doc__,
+        **fields,
+    )
+    literal: Any = Literal[event_type.event_type]
+    wire: type[BaseModel] = create_model(
+        event_type.__name__,
+        __base__=_Wire,
+        __doc__=event_type.__doc__,
+        type=(literal, event_type.event_type),
+        data=(data, ...),
+    )
+    return wire
 
 
-class OrderCreated(Envelope):
-    type: Literal["order.created"] = "order.created"
-    data: OrderCreatedData
-
-
-class OrderCanceled(Envelope):
-    type: Literal["order.canceled"] = "order.canceled"
-    data: OrderCanceledData
-
-
-class OrderMatched(Envelope):
-    type: Literal["order.matched"] = "order.matched"
-    data: OrderMatchedData
-
-
-class FundsReserved(Envelope):
-    type: Literal["funds.reserved"] = "funds.reserved"
-    data: FundsReservedData
-
-
-class FundsRejected(Envelope):
-    type: Literal["funds.rejected"] = "funds.rejected"
-    data: FundsRejectedData
-
-
-Event = Annotated[
-    OrderCreated | OrderCanceled | OrderMatched | FundsReserved | FundsRejected,
-    Field(discriminator="type"),
-]
-
-EVENT_TYPES: Final[dict[str, type[Envelope]]] = {
-    model.model_fields["type"].default: model
-    for model in (OrderCreated, OrderCanceled, OrderMatched, FundsReserved, FundsRejected)
-}
-
-_EVENT: Final[TypeAdapter[Event]] = TypeAdapter(Event)
-
-
-def parse(raw: bytes | str) -> Event:
-    """The event in `raw`, its data validated against its type's model; MalformedEvent if it is not one."""
-    try:
-        return _EVENT.validate_json(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in exc.errors())
-        raise MalformedEvent(problems[:1000]) from None
+# --- JSON Schemas -------------------------------------------------------------------------------------------
 
 
 def schema_of(event_type: str) -> dict[str, Any]:
     """The JSON Schema of `event_type` as it is published (decimals as strings)."""
-    model = EVENT_TYPES[event_type]
-    schema = model.model_json_schema(mode="serialization")
+    schema = wire_model(EVENT_TYPES[event_type]).model_json_schema(mode="serialization")
     # `to_json` leaves out a missing traceparent rather than sending null.
     schema["required"].remove("traceparent")
     schema["properties"]["traceparent"] = {"title": "Traceparent", "type": "string"}

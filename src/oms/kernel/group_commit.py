@@ -12,11 +12,13 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, Generic, TypeVar
 
-import asyncpg
 from prometheus_client import Histogram
+
+from oms.kernel.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 T = TypeVar("T")
 R = TypeVar("R")
+Repo = TypeVar("Repo")
 
 GROUP_SIZE: Final = Histogram(
     "oms_group_commit_requests",
@@ -26,19 +28,19 @@ GROUP_SIZE: Final = Histogram(
 )
 
 
-class GroupCommit(Generic[T, R]):
-    """Runs `write(conn, items)` in one transaction for the items submitted meanwhile; `write` answers one
+class GroupCommit(Generic[Repo, T, R]):
+    """Runs `write(tx, items)` in one unit of work for the items submitted meanwhile; `write` answers one
     result per item, in order."""
 
     def __init__(
         self,
         name: str,
-        pool: asyncpg.Pool,
-        write: Callable[[asyncpg.Connection, Sequence[T]], Awaitable[Sequence[R]]],
+        unit_of_work: UnitOfWorkFactory[Repo],
+        write: Callable[[UnitOfWork[Repo], Sequence[T]], Awaitable[Sequence[R]]],
         max_batch: int = 256,
     ) -> None:
         self.name = name
-        self._pool = pool
+        self._unit_of_work = unit_of_work
         self._write = write
         self._max_batch = max_batch
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
@@ -70,8 +72,8 @@ class GroupCommit(Generic[T, R]):
     async def _write_batch(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         GROUP_SIZE.labels(self.name).observe(len(batch))
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                results = await self._write(conn, [item for item, _ in batch])
+            async with self._unit_of_work() as tx:
+                results = await self._write(tx, [item for item, _ in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(f"{self.name}: {len(results)} results for {len(batch)} requests")
         except Exception as exc:

@@ -16,6 +16,7 @@ from typing import Any, Final
 import asyncpg
 
 from oms.kernel.errors import ApiError
+from oms.kernel.sql import Write
 
 IDEMPOTENCY_DDL: Final = """
 CREATE TABLE idempotency_keys (
@@ -48,61 +49,62 @@ def request_hash(method: str, path: str, body: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def claim(conn: asyncpg.Connection, principal: str, key: str, fingerprint: str) -> StoredAnswer | None:
-    """Claim `key` in the caller's transaction: None if the request should run now, else the stored
-    answer of the first request with this key."""
-    inserted = await conn.fetchval(
-        "INSERT INTO idempotency_keys (principal, key, request_hash) VALUES ($1, $2, $3) "
-        "ON CONFLICT DO NOTHING RETURNING true",
-        principal,
-        key,
-        fingerprint,
-    )
-    if inserted:
-        return None
-    row = await conn.fetchrow(
-        "SELECT request_hash, status_code, response::text AS response FROM idempotency_keys "
-        "WHERE principal = $1 AND key = $2",
-        principal,
-        key,
-    )
-    assert row is not None
-    if row["request_hash"] != fingerprint:
-        raise KeyReused(key)
-    return StoredAnswer(row["status_code"], json.loads(row["response"]))
+class IdempotencyKeys:
+    """The keys inside a unit of work: `claim` at once (a concurrent retry waits on the key's row), the answer
+    staged with the unit's other writes."""
+
+    def __init__(self, conn: asyncpg.Connection, stage: Callable[[Write], None]) -> None:
+        self._conn = conn
+        self._stage = stage
+
+    async def once(
+        self,
+        principal: str,
+        key: str | None,
+        request: tuple[str, str, Any],
+        action: Callable[[], Awaitable[dict[str, Any]]],
+    ) -> dict[str, Any]:
+        """Run `action` in this unit unless `key` already has an answer; then return that. `request` is
+        (method, path, body): the same key with another request is refused (422)."""
+        if key is None:
+            return await action()
+        try:
+            stored = await self.claim(principal, key, request_hash(*request))
+        except KeyReused:
+            raise ApiError(422, "Idempotency-Key was already used for a different request") from None
+        if stored is not None:
+            return stored.body
+        answer = await action()
+        self._stage(_remembering(principal, key, 200, answer))
+        return answer
+
+    async def claim(self, principal: str, key: str, fingerprint: str) -> StoredAnswer | None:
+        """None if the request should run now, else the stored answer of the first request with `key`."""
+        inserted = await self._conn.fetchval(
+            "INSERT INTO idempotency_keys (principal, key, request_hash) VALUES ($1, $2, $3) "
+            "ON CONFLICT DO NOTHING RETURNING true",
+            principal,
+            key,
+            fingerprint,
+        )
+        if inserted:
+            return None
+        row = await self._conn.fetchrow(
+            "SELECT request_hash, status_code, response::text AS response FROM idempotency_keys "
+            "WHERE principal = $1 AND key = $2",
+            principal,
+            key,
+        )
+        assert row is not None
+        if row["request_hash"] != fingerprint:
+            raise KeyReused(key)
+        return StoredAnswer(row["status_code"], json.loads(row["response"]))
 
 
-async def remember(
-    conn: asyncpg.Connection, principal: str, key: str, status_code: int, body: dict[str, Any]
-) -> None:
-    """Store the answer for `key` (same transaction as the effect)."""
-    await conn.execute(
+def _remembering(principal: str, key: str, status_code: int, body: dict[str, Any]) -> Write:
+    """The statement that stores the answer for `key` (with the request's effect)."""
+    return Write(
         "UPDATE idempotency_keys SET status_code = $3, response = $4::text::jsonb "
         "WHERE principal = $1 AND key = $2",
-        principal,
-        key,
-        status_code,
-        json.dumps(body, default=str),
+        (principal, key, status_code, json.dumps(body, default=str)),
     )
-
-
-async def once(
-    conn: asyncpg.Connection,
-    principal: str,
-    key: str | None,
-    request: tuple[str, str, Any],
-    action: Callable[[], Awaitable[dict[str, Any]]],
-) -> dict[str, Any]:
-    """Run `action` in the caller's transaction unless `key` already has an answer; then return that.
-    `request` is (method, path, body): the same key with another request is refused (422)."""
-    if key is None:
-        return await action()
-    try:
-        stored = await claim(conn, principal, key, request_hash(*request))
-    except KeyReused:
-        raise ApiError(422, "Idempotency-Key was already used for a different request") from None
-    if stored is not None:
-        return stored.body
-    answer = await action()
-    await remember(conn, principal, key, 200, answer)
-    return answer

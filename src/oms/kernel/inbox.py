@@ -1,20 +1,21 @@
 """The inbox: a consumer records each event id in the same transaction as the event's effect, so a
 redelivered event finds its id there and has no second effect.
 
-A service's Alembic migration creates the table: `op.execute(inbox.INBOX_DDL)`.
+A service's Alembic migration creates the table. Handlers reach it through their unit of work
+(`tx.inbox`, `oms.kernel.unit_of_work`).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Final, TypeVar
 
 import asyncpg
 
-from oms.kernel.events import Envelope
-from oms.kernel.outbox import OutsideTransaction
+from oms.kernel.events import Envelope, Event
+from oms.kernel.sql import Write
 
 INBOX_DDL: Final = """
 CREATE TABLE IF NOT EXISTS inbox (
@@ -23,48 +24,44 @@ CREATE TABLE IF NOT EXISTS inbox (
 );
 """
 
-DROP_DDL: Final = "DROP TABLE IF EXISTS inbox;"
+E = TypeVar("E", bound=Envelope[Event])
 
 
-async def first_delivery(conn: asyncpg.Connection, event_id: uuid.UUID) -> bool:
-    """True the first time `event_id` is seen (the caller then applies the effect in this transaction);
-    False if it was processed already. A concurrent delivery of the same event waits here until the first
-    one commits or rolls back."""
-    return event_id in await _record(conn, [event_id])
-
-
-E = TypeVar("E", bound=Envelope)
-
-
-async def first_deliveries(conn: asyncpg.Connection, events: Sequence[E]) -> list[E]:
-    """`first_delivery` for a batch in one statement: the events to apply, in their order — those seen for
-    the first time, each once even if it was delivered twice in the batch."""
-    fresh = await _record(conn, [event.id for event in events])
+def fresh(envelopes: Sequence[E], recorded: Iterable[uuid.UUID]) -> list[E]:
+    """Of `envelopes`, in their order, those whose id was just `recorded` (seen for the first time), each
+    once even if it was delivered twice in the batch."""
+    new = set(recorded)
     todo: list[E] = []
-    for event in events:
-        if event.id in fresh:
-            fresh.discard(event.id)
-            todo.append(event)
+    for envelope in envelopes:
+        if envelope.id in new:
+            new.discard(envelope.id)
+            todo.append(envelope)
     return todo
 
 
-async def _record(conn: asyncpg.Connection, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
-    if not conn.is_in_transaction():
-        raise OutsideTransaction("first_delivery must run inside the transaction that applies the effect")
-    rows = await conn.fetch(
-        "INSERT INTO inbox (event_id) SELECT unnest($1::uuid[]) ON CONFLICT (event_id) DO NOTHING "
-        "RETURNING event_id",
-        event_ids,
-    )
-    return {row[0] for row in rows}
+class Inbox:
+    """The inbox inside a unit of work: `first_deliveries` records at once (a concurrent delivery of the same
+    event waits on its row until this transaction ends); `forget` is staged with the unit's other writes."""
 
+    def __init__(self, conn: asyncpg.Connection, stage: Callable[[Write], None]) -> None:
+        self._conn = conn
+        self._stage = stage
 
-async def unrecord(conn: asyncpg.Connection, event_ids: Iterable[uuid.UUID]) -> None:
-    """Take back `first_deliveries` of events whose effect this transaction does not apply after all
-    (they failed and will be delivered again)."""
-    ids = list(event_ids)
-    if ids:
-        await conn.execute("DELETE FROM inbox WHERE event_id = ANY($1::uuid[])", ids)
+    async def first_deliveries(self, envelopes: Sequence[E]) -> list[E]:
+        """The events to apply, in their order: those seen for the first time (see `fresh`)."""
+        rows = await self._conn.fetch(
+            "INSERT INTO inbox (event_id) SELECT unnest($1::uuid[]) ON CONFLICT (event_id) DO NOTHING "
+            "RETURNING event_id",
+            [envelope.id for envelope in envelopes],
+        )
+        return fresh(envelopes, (row[0] for row in rows))
+
+    def forget(self, event_ids: Iterable[uuid.UUID]) -> None:
+        """Take back `first_deliveries` of events this unit does not apply after all (they failed and will be
+        delivered again)."""
+        ids = list(event_ids)
+        if ids:
+            self._stage(Write("DELETE FROM inbox WHERE event_id = ANY($1::uuid[])", (ids,)))
 
 
 async def forget_processed(conn: asyncpg.Connection, older_than: timedelta) -> int:

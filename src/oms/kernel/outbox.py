@@ -1,5 +1,6 @@
-"""The transactional outbox: events are written in the same transaction as the state change they describe;
-the relay (`oms.kernel.relay`) reads them from the write-ahead log and publishes them.
+"""The transactional outbox: events are written in the same transaction as the state change they describe
+(by the unit of work, `oms.kernel.unit_of_work`); the relay (`oms.kernel.relay`) reads them from the
+write-ahead log and publishes them.
 
 A service's Alembic migration creates the table and the publication:
 
@@ -13,10 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-import asyncpg
-
-from oms.kernel.events import Envelope
-from oms.kernel.sql import Write, write_together
+from oms.kernel.events import Envelope, Event
+from oms.kernel.sql import Write
 
 # Vacuum would give the emptied pages at the table's end back to the file system under an exclusive lock
 # that stops every writer of the outbox while it is held (briefly: vacuum lets go when writers wait); the
@@ -57,10 +56,6 @@ CREATE TABLE IF NOT EXISTS relay_slots (
 );
 """
 
-DROP_DDL: Final = (
-    "DROP PUBLICATION IF EXISTS oms_outbox; DROP TABLE IF EXISTS outbox; DROP TABLE IF EXISTS relay_slots;"
-)
-
 # Rows in the given order: the relay publishes a transaction's events in the order they were inserted.
 _INSERT: Final = (
     "INSERT INTO outbox (id, subject, payload) SELECT id, subject, payload::jsonb "
@@ -68,24 +63,15 @@ _INSERT: Final = (
 )
 
 
-class OutsideTransaction(RuntimeError):
-    """An outbox or inbox write outside a transaction: an event could be published without its state change,
-    or an effect applied twice."""
-
-
-async def add_to_outbox(
-    conn: asyncpg.Connection, *events: Envelope, together_with: Sequence[Write] = ()
-) -> None:
-    """Queue `events` for publishing, in this order, in the caller's open transaction (they are sent only if
-    it commits) — in one statement with the state changes `together_with`, if given."""
-    if not conn.is_in_transaction():
-        raise OutsideTransaction("add_to_outbox must run inside the transaction that changes the state")
-    writes = list(together_with)
-    if events:
-        # Through text, so the result does not depend on a jsonb codec the connection may have.
-        ids = [event.id for event in events]
-        subjects = [event.subject for event in events]
-        payloads = [event.to_json().decode() for event in events]
-        writes.append(Write(_INSERT, (ids, subjects, payloads)))
-    if writes:
-        await write_together(conn, writes)
+def outbox_rows(envelopes: Sequence[Envelope[Event]]) -> Write:
+    """The statement that queues `envelopes` for publishing, in this order (a unit of work runs it with the
+    state changes they describe)."""
+    # Through text, so the result does not depend on a jsonb codec the connection may have.
+    return Write(
+        _INSERT,
+        (
+            [envelope.id for envelope in envelopes],
+            [envelope.subject for envelope in envelopes],
+            [envelope.to_json().decode() for envelope in envelopes],
+        ),
+    )

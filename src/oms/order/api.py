@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
-from oms.kernel import idempotency
-from oms.kernel.deps import IdempotencyKey, Pool, own_customer
+from oms.kernel.deps import IdempotencyKey, Pool, own_customer, units_of_work
 from oms.kernel.errors import ApiError, error_responses
 from oms.kernel.group_commit import GroupCommit
 from oms.kernel.http import ExactJSONResponse, ExactNumber
 from oms.kernel.money import PositiveDecimal, Side, Symbol
 from oms.kernel.tokens import AdminUser, CurrentUser, Principal
+from oms.kernel.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from oms.order import store
 from oms.order.domain import (
     CANCELED_BY_ADMIN,
@@ -28,7 +29,8 @@ from oms.order.domain import (
     TransitionRefused,
     place_order,
 )
-from oms.order.handlers import cancel, change_order, match, record
+from oms.order.handlers import cancel, change_order, match, place_orders
+from oms.order.store import Orders
 
 router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
 
@@ -88,22 +90,21 @@ class Canceled(BaseModel):
     status: OrderStatus
 
 
-PLACEMENTS = "placements"  # app.state: the GroupCommit that writes new orders
-
-
-async def _placements(request: Request) -> GroupCommit[OrderPlaced, None]:
-    placements: GroupCommit[OrderPlaced, None] = getattr(request.app.state, PLACEMENTS)
+async def _placements(request: Request) -> GroupCommit[Orders, OrderPlaced, None]:
+    """The group commit that writes new orders placed without an Idempotency-Key (`order.app`)."""
+    placements: GroupCommit[Orders, OrderPlaced, None] = request.app.state.placements
     return placements
 
 
-Placements = Annotated[GroupCommit[OrderPlaced, None], Depends(_placements)]
+Placements = Annotated[GroupCommit[Orders, OrderPlaced, None], Depends(_placements)]
+UnitsOfWork = Annotated[UnitOfWorkFactory[Orders], Depends(units_of_work)]
 
 
 @router.post("", response_model=OrderId, responses=error_responses(409, 422))
 async def create_order(
     body: PlaceOrderRequest,
     user: CurrentUser,
-    pool: Pool,
+    unit_of_work: UnitsOfWork,
     placements: Placements,
     key: IdempotencyKey = None,
 ) -> ExactJSONResponse:
@@ -117,14 +118,14 @@ async def create_order(
         await placements.submit(placed)
         return ExactJSONResponse({"id": str(placed.order.id)})
     request = ("POST", "/api/v1/orders", body.model_dump(mode="json"))
-
-    async def place() -> dict[str, Any]:
-        await record(conn, placed.order, [placed.event], new=True)
-        return {"id": str(placed.order.id)}
-
-    async with pool.acquire() as conn, conn.transaction():
-        answer = await idempotency.once(conn, user.user_id, key, request, place)
+    async with unit_of_work() as tx:
+        answer = await tx.idempotency.once(user.user_id, key, request, partial(_place, tx, placed))
     return ExactJSONResponse(answer)
+
+
+async def _place(tx: UnitOfWork[Orders], placed: OrderPlaced) -> dict[str, Any]:
+    await place_orders(tx, [placed])
+    return {"id": str(placed.order.id)}
 
 
 @router.get("", response_model=OrderList, responses=error_responses(403))
@@ -182,21 +183,23 @@ def _refused(refusal: TransitionRefused) -> ApiError:
 
 
 @router.delete("", response_model=Canceled, responses=error_responses(404, 409))
-async def cancel_order(orderId: uuid.UUID, user: CurrentUser, pool: Pool) -> Canceled:
+async def cancel_order(
+    orderId: uuid.UUID, user: CurrentUser, pool: Pool, unit_of_work: UnitsOfWork
+) -> Canceled:
     """Cancel a PENDING order (409 once it is MATCHED or CANCELED)."""
     async with pool.acquire() as conn:
         _visible(user, await store.get(conn, orderId))
     reason = CANCELED_BY_ADMIN if user.is_admin else CANCELED_BY_CUSTOMER
-    outcome = await change_order(pool, orderId, cancel(reason))
+    outcome = await change_order(unit_of_work, orderId, cancel(reason))
     if isinstance(outcome, TransitionRefused):
         raise _refused(outcome)
     return Canceled(message="order canceled", status=OrderStatus.CANCELED)
 
 
 @router.post("/{order_id}/match", response_model=OrderView, responses=error_responses(404, 409))
-async def match_order(order_id: uuid.UUID, _: AdminUser, pool: Pool) -> ExactJSONResponse:
+async def match_order(order_id: uuid.UUID, _: AdminUser, unit_of_work: UnitsOfWork) -> ExactJSONResponse:
     """Execute a PENDING order whose funds are reserved, at its limit price (admins)."""
-    outcome = await change_order(pool, order_id, match)
+    outcome = await change_order(unit_of_work, order_id, match)
     if outcome is None:
         raise ApiError(404, "order not found")
     if isinstance(outcome, TransitionRefused):

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import FastAPI
 
 from oms.kernel.group_commit import GroupCommit
 from oms.kernel.service import create_event_service
 from oms.kernel.settings import Settings
-from oms.order.api import PLACEMENTS, router
-from oms.order.handlers import OrderHandlers, place_orders
+from oms.order.api import router
+from oms.order.handlers import handle_batch, place_orders
+from oms.order.store import Orders
 
 
 def _start(app: FastAPI) -> None:
-    setattr(app.state, PLACEMENTS, GroupCommit("place-orders", app.state.pool, place_orders))
+    app.state.placements = GroupCommit("place-orders", app.state.unit_of_work, place_orders)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -21,6 +24,7 @@ def create_app(settings: Settings) -> FastAPI:
         description="Orders, PENDING → MATCHED | CANCELED; the only writer of order status.",
         settings=settings,
         routers=[router],
-        make_handler=lambda pool, s: OrderHandlers(pool, s.execution).handle_batch,
+        repository=Orders,
+        make_handler=lambda unit_of_work, s: partial(handle_batch, unit_of_work, s.execution),
         on_start=_start,
     )

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import ClassVar, Final
+from typing import Final
 
+from oms.kernel.events import OrderCanceled, OrderCreated, OrderMatched
 from oms.kernel.money import CASH, Side, cost, symbol_problem
 from oms.kernel.settings import ExecutionMode
 
@@ -46,62 +47,15 @@ CANCELED_BY_CUSTOMER: Final = "canceled by customer"
 CANCELED_BY_ADMIN: Final = "canceled by admin"
 
 
-# --- Events (past tense). `event_type` is the envelope's "type". ---------------------------------------
-
-
-@dataclass(frozen=True)
-class OrderCreated:
-    event_type: ClassVar[str] = "order.created"
-    order_id: uuid.UUID
-    customer_id: uuid.UUID
-    asset_name: str
-    side: Side
-    size: Decimal
-    price: Decimal
-    occurred_at: datetime
-
-
-@dataclass(frozen=True)
-class OrderMatched:
-    """Executed at `price` (the limit price): the account settles the reservation."""
-
-    event_type: ClassVar[str] = "order.matched"
-    order_id: uuid.UUID
-    customer_id: uuid.UUID
-    asset_name: str
-    side: Side
-    size: Decimal
-    price: Decimal
-    occurred_at: datetime
-
-
-@dataclass(frozen=True)
-class OrderCanceled:
-    """The account releases the order's reservation, or remembers the cancel if it has not reserved yet."""
-
-    event_type: ClassVar[str] = "order.canceled"
-    order_id: uuid.UUID
-    customer_id: uuid.UUID
-    reason: str
-    occurred_at: datetime
-
-
-@dataclass(frozen=True)
-class ReleaseRequested:
+class ReleaseRequested(OrderCanceled):
     """funds.reserved arrived for an order that is already CANCELED: the account must release the funds.
 
     Normally the account has already released them on order.canceled (or refused to reserve after it); this
     covers the reservation that was made while the cancel was in flight, so no money stays locked. It is
     published as a repeated order.canceled, which the account handles idempotently."""
 
-    event_type: ClassVar[str] = "order.canceled"
-    order_id: uuid.UUID
-    customer_id: uuid.UUID
-    reason: str
-    occurred_at: datetime
 
-
-OrderEvent = OrderCreated | OrderMatched | OrderCanceled | ReleaseRequested
+OrderEvent = OrderCreated | OrderMatched | OrderCanceled
 
 
 @dataclass(frozen=True)
@@ -159,7 +113,12 @@ class Order:
         if self.status is CANCELED:
             # Odd edge: the reservation was made while the cancel was on its way (or raced it in the account).
             # Asking again is harmless: releasing a released reservation, or none, changes nothing.
-            return [ReleaseRequested(self.id, self.customer_id, self.reason or "order canceled", now)]
+            reason = self.reason or "order canceled"
+            return [
+                ReleaseRequested(
+                    order_id=self.id, customer_id=self.customer_id, occurred_at=now, reason=reason
+                )
+            ]
         if self.status is MATCHED or self.reserved:
             return []  # a duplicate delivery: already applied
         self.reserved = True
@@ -193,13 +152,23 @@ class Order:
 
     def _match(self, now: datetime) -> list[OrderEvent]:
         self._set(MATCHED, now)
-        return [
-            OrderMatched(self.id, self.customer_id, self.asset_name, self.side, self.size, self.price, now)
-        ]
+        matched = OrderMatched(
+            order_id=self.id,
+            customer_id=self.customer_id,
+            occurred_at=now,
+            asset_name=self.asset_name,
+            side=self.side,
+            size=self.size,
+            price=self.price,
+        )
+        return [matched]
 
     def _cancel(self, reason: str, now: datetime) -> list[OrderEvent]:
         self._set(CANCELED, now, reason)
-        return [OrderCanceled(self.id, self.customer_id, reason, now)]
+        return [self._canceled(reason, now)]
+
+    def _canceled(self, reason: str, now: datetime) -> OrderCanceled:
+        return OrderCanceled(order_id=self.id, customer_id=self.customer_id, occurred_at=now, reason=reason)
 
     def _refuse(self, to: OrderStatus, message: str) -> TransitionRefused:
         return TransitionRefused(self.id, self.status, to, message)
@@ -267,6 +236,12 @@ def place_order(
         updated_at=now,
     )
     created = OrderCreated(
-        order.id, order.customer_id, order.asset_name, order.side, order.size, order.price, now
+        order_id=order.id,
+        customer_id=order.customer_id,
+        occurred_at=now,
+        asset_name=order.asset_name,
+        side=order.side,
+        size=order.size,
+        price=order.price,
     )
     return OrderPlaced(order, created)

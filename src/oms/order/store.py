@@ -1,4 +1,4 @@
-"""Orders in the order database."""
+"""Orders in the order database: the repository a unit of work hands the handlers, and the API's reads."""
 
 from __future__ import annotations
 
@@ -11,23 +11,23 @@ from datetime import datetime
 import asyncpg
 
 from oms.kernel.money import Side
-from oms.kernel.sql import Write, as_columns
+from oms.kernel.sql import Write, columns
+from oms.kernel.unit_of_work import Stage
 from oms.order.domain import Order, OrderStatus
 
 _COLUMNS = "id, customer_id, asset_name, side, size, price, status, reason, reserved, created_at, updated_at"
-# The attributes of an `Order` that are those columns.
-_FIELDS = (
-    "id",
-    "customer_id",
-    "asset_name",
-    "side.value",
-    "size",
-    "price",
-    "status.value",
-    "reason",
-    "reserved",
-    "created_at",
-    "updated_at",
+_INSERT = (
+    f"INSERT INTO orders ({_COLUMNS}) SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], "
+    "$4::text[], $5::numeric[], $6::numeric[], $7::text[], $8::text[], $9::bool[], $10::timestamptz[], "
+    "$11::timestamptz[])"
+)
+# Only PENDING rows may change: an order changed meanwhile (a lost race) makes the transaction fail.
+_UPDATE = (
+    "UPDATE orders SET status = u.status, reason = u.reason, reserved = u.reserved, "
+    "updated_at = u.updated_at "
+    "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::timestamptz[]) "
+    "AS u(id, status, reason, reserved, updated_at) "
+    "WHERE orders.id = u.id AND orders.status = 'PENDING' RETURNING orders.id"
 )
 
 
@@ -47,47 +47,63 @@ def _order(row: asyncpg.Record) -> Order:
     )
 
 
-def adding(*orders: Order) -> Write:
-    """The statement that inserts new orders (one whatever their number)."""
-    return Write(
-        f"INSERT INTO orders ({_COLUMNS}) SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], "
-        "$4::text[], $5::numeric[], $6::numeric[], $7::text[], $8::text[], $9::bool[], $10::timestamptz[], "
-        "$11::timestamptz[])",
-        tuple(as_columns(orders, *_FIELDS)),
+def _row(o: Order) -> tuple[object, ...]:
+    """An order as the columns of `_COLUMNS`."""
+    return (
+        o.id,
+        o.customer_id,
+        o.asset_name,
+        o.side.value,
+        o.size,
+        o.price,
+        o.status.value,
+        o.reason,
+        o.reserved,
+        o.created_at,
+        o.updated_at,
     )
+
+
+def _change(o: Order) -> tuple[object, ...]:
+    """What `_UPDATE` writes of an order."""
+    return (o.id, o.status.value, o.reason, o.reserved, o.updated_at)
+
+
+class Orders:
+    """The orders of a unit of work: reads at once, writes staged (see `oms.kernel.unit_of_work`)."""
+
+    def __init__(self, conn: asyncpg.Connection, stage: Stage) -> None:
+        self._conn = conn
+        self._stage = stage
+
+    async def get(self, order_id: uuid.UUID, *, for_update: bool = False) -> Order | None:
+        """One order; with `for_update`, row-locked until the unit ends (cancel and match queue here)."""
+        return await get(self._conn, order_id, for_update=for_update)
+
+    async def lock(self, order_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Order]:
+        """These orders, by id, row-locked (in id order, so two units never deadlock)."""
+        rows = await self._conn.fetch(
+            f"SELECT {_COLUMNS} FROM orders WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+            sorted(set(order_ids)),
+        )
+        return {row["id"]: _order(row) for row in rows}
+
+    def add(self, *orders: Order) -> None:
+        """Insert new orders (one statement whatever their number)."""
+        if orders:
+            self._stage(Write(_INSERT, tuple(columns(map(_row, orders)))))
+
+    def save(self, *orders: Order) -> None:
+        """Write orders' new states; only PENDING rows may change (else the unit fails: `WriteConflict`)."""
+        if orders:
+            self._stage(Write(_UPDATE, tuple(columns(map(_change, orders))), rows=len(orders)))
 
 
 async def get(conn: asyncpg.Connection, order_id: uuid.UUID, *, for_update: bool = False) -> Order | None:
-    """One order; with `for_update`, row-locked until the transaction ends (cancel and match queue here)."""
+    """One order (for the API's reads, outside a unit of work too)."""
     lock = " FOR UPDATE" if for_update else ""
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM orders WHERE id = $1{lock}", order_id)
     return _order(row) if row else None
-
-
-async def lock(conn: asyncpg.Connection, order_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Order]:
-    """These orders, by id, row-locked (in id order, so two transactions never deadlock) until the
-    transaction ends."""
-    rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM orders WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
-        list(order_ids),
-    )
-    return {row["id"]: _order(row) for row in rows}
-
-
-async def save(conn: asyncpg.Connection, *orders: Order) -> None:
-    """Write orders' new states; only PENDING rows can change, so a lost race changes nothing (and
-    raises)."""
-    if not orders:
-        return
-    status = await conn.execute(
-        "UPDATE orders SET status = u.status, reason = u.reason, reserved = u.reserved, "
-        "updated_at = u.updated_at FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], "
-        "$5::timestamptz[]) AS u(id, status, reason, reserved, updated_at) "
-        "WHERE orders.id = u.id AND orders.status = 'PENDING'",
-        *as_columns(orders, "id", "status.value", "reason", "reserved", "updated_at"),
-    )
-    if status != f"UPDATE {len(orders)}":
-        raise RuntimeError(f"of orders {[str(o.id) for o in orders]}, some are no longer PENDING")
 
 
 @dataclass(frozen=True)

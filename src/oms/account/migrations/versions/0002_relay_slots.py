@@ -1,15 +1,15 @@
 """What the relay remembers of its replication slot: whether the outbox rows left when it was created have
-been published (see oms.kernel.outbox.RELAY_SLOTS_DDL); and vacuum keeps the outbox's empty pages (no
-exclusive lock that stops its writers, see KEEP_PAGES_DDL).
+been published (see oms.kernel.relay.prepare_database); and vacuum keeps the outbox's empty pages (no
+exclusive lock that stops its writers, see oms.kernel.outbox.KEEP_PAGES_DDL).
 
 Revision ID: 0002
 Revises: 0001
 Create Date: 2026-12-04
+
+Frozen: it holds its DDL as it ran in its first release.
 """
 
 from alembic import op
-
-from oms.kernel import outbox
 
 revision = "0002"
 down_revision = "0001"
@@ -18,8 +18,15 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute(outbox.RELAY_SLOTS_DDL)
-    op.execute(outbox.KEEP_PAGES_DDL)
+    op.execute(
+        """
+        CREATE TABLE IF NOT EXISTS relay_slots (
+            slot text PRIMARY KEY,
+            leftovers_published boolean NOT NULL
+        );
+        ALTER TABLE outbox SET (vacuum_truncate = false);
+        """
+    )
 
 
 def downgrade() -> None:
