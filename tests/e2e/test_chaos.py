@@ -172,7 +172,7 @@ async def test_a_relay_crash_right_after_publishing_leaves_no_relayed_row_behind
             url,
             "INSERT INTO outbox (id, subject, payload) VALUES (gen_random_uuid(), 'oms.test.orphan', '{}')",
         )
-        await until(lambda: first.confirmed_lsn > 0)  # published, acknowledged, position confirmed
+        await until(lambda: first.confirmations.confirmed > 0)  # published, acknowledged, position confirmed
         crashing.set()  # the relay dies here (SIGKILL under chaos)
         await session
         monkeypatch.undo()

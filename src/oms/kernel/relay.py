@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +44,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from psycopg2.extras import LogicalReplicationConnection, ReplicationCursor
 
 from oms.kernel.broker import Broker, JetStreamBroker, Outgoing, PublishAborted
+from oms.kernel.confirmation import Confirmations, Held, Relayed
 from oms.kernel.consumer import StopSignal
 from oms.kernel.outbox import PUBLICATION_DDL
 from oms.kernel.settings import Settings
@@ -88,13 +89,20 @@ class SlotBusy(RuntimeError):
     """Another relay streams this slot (a second replica): this one stands by."""
 
 
-@dataclass(slots=True)
-class Held:
-    """Transactions acknowledged together, held until `release_at` (time.monotonic)."""
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A batch of transactions published, and the task that ends when the broker acknowledged all of it."""
+
+    batch: list[Transaction]
+    acknowledged: asyncio.Task[datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRows:
+    """Outbox rows published outside the stream (left when the slot was created), held like `Held`."""
 
     release_at: float
-    transactions: list[tuple[int, int, list[str]]]  # (position before it, its end, its event ids)
-    events: int
+    event_ids: list[str]
 
 
 class Relay:
@@ -122,15 +130,10 @@ class Relay:
         self.stop = stop
         self.batch = batch
         self.confirm_delay = confirm_delay
-        self.confirmed_lsn = 0
-        self.released_lsn = 0  # end of the last transaction whose hold is over
+        self.confirmations = Confirmations()
         self.held: deque[Held] = deque()
         self.held_events = 0
         self.undeleted: dict[str, float] = {}  # event id → when its row was first found invisible
-        # Transactions whose relayed rows could not be deleted yet: (position before it, its end, row ids).
-        # The position is confirmed only up to the first of them, so a restart relays them again and the
-        # new session deletes their rows instead of leaving them for ever.
-        self.waiting: list[tuple[int, int, set[str]]] = []
         self._relayed = EVENTS_RELAYED.labels(service)
         self._retried = PUBLISH_RETRIES.labels(service)
         self._commit_to_ack = COMMIT_TO_ACK.labels(service)
@@ -202,7 +205,7 @@ class Relay:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             with suppress(psycopg2.Error):
-                _send_feedback(cursor, flush_lsn=self.confirmed_lsn, force=True)
+                _send_feedback(cursor, flush_lsn=self.confirmations.confirmed, force=True)
 
     async def _tick(self, reader: WalReader, cursor: ReplicationCursor) -> None:
         """Notice a stop request within POLL, and keep reporting our position while no WAL arrives."""
@@ -214,38 +217,32 @@ class Relay:
             if reader.reading:
                 reader.drain()  # read_message sends the status message when STATUS_INTERVAL has passed
             elif time.monotonic() - reported >= STATUS_INTERVAL:  # not reading: queue full, or stopping
-                _send_feedback(cursor, flush_lsn=self.confirmed_lsn, force=True)
+                _send_feedback(cursor, flush_lsn=self.confirmations.confirmed, force=True)
                 reported = time.monotonic()
 
     async def _publish_all(self, reader: WalReader) -> None:
         """Publish what the reader queues, in batches, up to IN_FLIGHT batches awaiting their acknowledgements
         at once; hold each acknowledged batch, in order."""
-        flying: deque[tuple[list[Transaction], asyncio.Task[datetime]]] = deque()
-        before = self.confirmed_lsn
+        flying: deque[InFlight] = deque()
+        before = self.confirmations.confirmed
         try:
             while (batch := await self._next_batch(reader, flying)) is not None:
                 if batch:  # else the acknowledgements of the oldest batch came meanwhile
                     events = [event for transaction in batch for event in transaction.events]
-                    flying.append((batch, asyncio.create_task(self._publish(events))))
-                while flying and (flying[0][1].done() or len(flying) >= IN_FLIGHT):
+                    flying.append(InFlight(batch, asyncio.create_task(self._publish(events))))
+                while flying and (flying[0].acknowledged.done() or len(flying) >= IN_FLIGHT):
                     before = await self._hold_next(flying, before)
             while flying:
                 before = await self._hold_next(flying, before)
         finally:
-            for _, task in flying:
-                task.cancel()
+            for in_flight in flying:
+                in_flight.acknowledged.cancel()
 
-    async def _hold_next(
-        self, flying: deque[tuple[list[Transaction], asyncio.Task[datetime]]], before: int
-    ) -> int:
-        batch, task = flying[0]
-        acked_at = await task
-        flying.popleft()
-        return self._hold(batch, before, acked_at)
+    async def _hold_next(self, flying: deque[InFlight], before: int) -> int:
+        acked_at = await flying[0].acknowledged
+        return self._hold(flying.popleft().batch, before, acked_at)
 
-    async def _next_batch(
-        self, reader: WalReader, flying: deque[tuple[list[Transaction], asyncio.Task[datetime]]]
-    ) -> list[Transaction] | None:
+    async def _next_batch(self, reader: WalReader, flying: deque[InFlight]) -> list[Transaction] | None:
         """Up to `batch` events' worth of transactions; None once the reader stopped and all is taken.
         While it waits, a batch whose acknowledgements came is held."""
         while not reader.queue:
@@ -256,7 +253,7 @@ class Relay:
                 await reader.ready.wait()
                 continue
             arrived = asyncio.ensure_future(reader.ready.wait())
-            await asyncio.wait([arrived, flying[0][1]], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([arrived, flying[0].acknowledged], return_when=asyncio.FIRST_COMPLETED)
             arrived.cancel()
             return []  # nothing new: let the caller hold what was acknowledged
         return reader.take(self.batch)
@@ -270,16 +267,17 @@ class Relay:
 
     def _hold(self, batch: list[Transaction], before: int, acked_at: datetime) -> int:
         """Hold the `batch` acknowledged at `acked_at` for `confirm_delay`; returns the position after it."""
-        transactions, count = [], 0
+        transactions = []
         for transaction in batch:
             if transaction.events:
                 age = (acked_at - transaction.commit_time).total_seconds()
                 self._commit_to_ack.observe(max(age, 0.0))
-                count += len(transaction.events)
-            transactions.append((before, transaction.end_lsn, [e.msg_id for e in transaction.events]))
+            ids = tuple(e.msg_id for e in transaction.events)
+            transactions.append(Relayed(before, transaction.end_lsn, ids))
             before = transaction.end_lsn
-        self.held.append(Held(time.monotonic() + self.confirm_delay, transactions, count))
-        self.held_events += count
+        held = Held(time.monotonic() + self.confirm_delay, tuple(transactions))
+        self.held.append(held)
+        self.held_events += held.events
         self._unconfirmed.set(self.held_events + len(self.undeleted))
         return before
 
@@ -299,28 +297,10 @@ class Relay:
             due.append(self.held.popleft())
         if not due and not self.undeleted:
             return
-        await self._forget(pool, [i for held in due for _, _, ids in held.transactions for i in ids])
-        for held in due:
-            self.held_events -= held.events
-            if self.undeleted:
-                self._wait_for_rows(held.transactions)
-            self.released_lsn = held.transactions[-1][1]
-        self._confirm(cursor, self.released_lsn)
+        await self._forget(pool, [i for held in due for t in held.transactions for i in t.event_ids])
+        self.held_events -= sum(held.events for held in due)
+        _send_feedback(cursor, flush_lsn=self.confirmations.release(due, self.undeleted.keys()))
         self._unconfirmed.set(self.held_events + len(self.undeleted))
-
-    def _wait_for_rows(self, transactions: Iterable[tuple[int, int, list[str]]]) -> None:
-        for before, end, ids in transactions:
-            left = self.undeleted.keys() & set(ids)
-            if left:
-                self.waiting.append((before, end, left))
-
-    def _confirm(self, cursor: ReplicationCursor, newest: int) -> None:
-        """Confirm `newest`, or the position before the first transaction whose rows are not deleted yet."""
-        self.waiting = [(before, end, ids & self.undeleted.keys()) for before, end, ids in self.waiting]
-        self.waiting = [entry for entry in self.waiting if entry[2]]
-        safe = self.waiting[0][0] if self.waiting else newest
-        self.confirmed_lsn = max(self.confirmed_lsn, safe)
-        _send_feedback(cursor, flush_lsn=self.confirmed_lsn)
 
     async def _forget(self, pool: asyncpg.Pool, event_ids: list[str]) -> None:
         """Delete the rows of relayed events, and retry those that were not visible yet."""
@@ -339,7 +319,7 @@ class Relay:
         rows committed since are also in the stream and will be dropped by the broker as duplicates."""
         last = await pool.fetchval("SELECT max(seq) FROM outbox")
         after, total = 0, 0
-        held: deque[tuple[float, list[str]]] = deque()
+        held: deque[HeldRows] = deque()
         while last is not None:
             rows = await pool.fetch(
                 "SELECT seq, id::text, subject, payload::text FROM outbox"
@@ -351,7 +331,7 @@ class Relay:
             if not rows:
                 break
             await self._publish([Outgoing(r["subject"], r["payload"].encode(), r["id"]) for r in rows])
-            held.append((time.monotonic() + self.confirm_delay, [r["id"] for r in rows]))
+            held.append(HeldRows(time.monotonic() + self.confirm_delay, [r["id"] for r in rows]))
             await self._forget_held(pool, held, wait=False)
             after, total = rows[-1]["seq"], total + len(rows)
         await self._forget_held(pool, held, wait=True)
@@ -360,14 +340,12 @@ class Relay:
                 "relay %s: published %d outbox rows left from before the slot existed", self.service, total
             )
 
-    async def _forget_held(
-        self, pool: asyncpg.Pool, held: deque[tuple[float, list[str]]], wait: bool
-    ) -> None:
+    async def _forget_held(self, pool: asyncpg.Pool, held: deque[HeldRows], wait: bool) -> None:
         """Delete the held rows whose hold is over; with `wait`, all of them, waiting as long as needed."""
-        while held and (wait or held[0][0] <= time.monotonic()):
-            release_at, ids = held.popleft()
-            await asyncio.sleep(max(0.0, release_at - time.monotonic()))
-            await self._forget(pool, ids)
+        while held and (wait or held[0].release_at <= time.monotonic()):
+            rows = held.popleft()
+            await asyncio.sleep(max(0.0, rows.release_at - time.monotonic()))
+            await self._forget(pool, rows.event_ids)
 
     async def _monitor(self, pool: asyncpg.Pool, every: float = 2.0) -> None:
         while True:
