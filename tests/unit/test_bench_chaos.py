@@ -6,17 +6,23 @@ from __future__ import annotations
 import itertools
 import random
 import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
+from oms.account.domain import Asset, EntryKind, LedgerEntry
 from oms.chaos.faults import schedule
 from oms.chaos.observe import server_errors
 from oms.chaos.run import ChaosConfig
 from oms.chaos.verify import Verdict, check_ledger, check_money, check_orders, resolve_unanswered
 from oms.chaos.workload import Ledger, Op
+from oms.kernel.money import Side
+from oms.order.domain import Order, OrderStatus
 
 ALICE = str(uuid.uuid4())
+O1, O2, O3 = (str(uuid.uuid4()) for _ in range(3))
+T = datetime(2026, 1, 2, tzinfo=UTC)
 
 
 def test_plan_spreads_the_server_restarts_among_the_kills() -> None:
@@ -37,27 +43,30 @@ def test_ci_size_meets_the_issue() -> None:
 
 def _order(
     order_id: str, side: str = "BUY", size: str = "2", price: str = "10.25", status: str = "MATCHED"
-) -> tuple[Op, dict[str, Any]]:
+) -> tuple[Op, Order]:
     terms = {"side": side, "asset": "AAPL", "size": Decimal(size), "price": Decimal(price)}
     op = Op(
         "order", ALICE, terms, key=str(uuid.uuid4()), outcome="accepted", status=200, answer={"id": order_id}
     )
-    row = {
-        "id": order_id,
-        "customer_id": ALICE,
-        "asset_name": "AAPL",
-        "side": side,
-        "size": Decimal(size),
-        "price": Decimal(price),
-        "status": status,
-    }
+    row = Order(
+        id=uuid.UUID(order_id),
+        customer_id=uuid.UUID(ALICE),
+        asset_name="AAPL",
+        side=Side(side),
+        size=Decimal(size),
+        price=Decimal(price),
+        created_at=T,
+        updated_at=T,
+        status=OrderStatus(status),
+        reserved=status == "MATCHED",
+    )
     return op, row
 
 
-def _book() -> tuple[Ledger, dict[str, Any]]:
+def _book() -> tuple[Ledger, dict[str, Order]]:
     book = Ledger()
-    buy, buy_row = _order("o1")
-    sell, sell_row = _order("o2", side="SELL", size="1", price="12", status="MATCHED")
+    buy, buy_row = _order(O1)
+    sell, sell_row = _order(O2, side="SELL", size="1", price="12", status="MATCHED")
     book.orders += [buy, sell]
     book.deposits += [
         Op("deposit", ALICE, {"asset": "TRY", "amount": Decimal("100.50")}, outcome="accepted"),
@@ -66,42 +75,28 @@ def _book() -> tuple[Ledger, dict[str, Any]]:
     book.withdrawals.append(
         Op("withdraw", ALICE, {"amount": Decimal("10.01")}, outcome="accepted", answer={"id": "w1"})
     )
-    return book, {"o1": buy_row, "o2": sell_row}
+    return book, {O1: buy_row, O2: sell_row}
 
 
-def _balances(try_total: str, aapl: str) -> list[dict[str, Any]]:
+def _balances(try_total: str, aapl: str) -> list[Asset]:
     return [
-        {
-            "customer_id": ALICE,
-            "asset_name": "TRY",
-            "total_size": Decimal(try_total),
-            "usable_size": Decimal(try_total),
-        },
-        {
-            "customer_id": ALICE,
-            "asset_name": "AAPL",
-            "total_size": Decimal(aapl),
-            "usable_size": Decimal(aapl),
-        },
+        Asset(uuid.uuid4(), uuid.UUID(ALICE), name, Decimal(total), Decimal(total))
+        for name, total in (("TRY", try_total), ("AAPL", aapl))
     ]
 
 
-def _ledger(deposits: int = 1) -> list[dict[str, Any]]:
+def _ledger(deposits: int = 1) -> list[LedgerEntry]:
     def entry(
         kind: str, asset: str, delta: str, order: str | None = None, ref: str | None = None
-    ) -> dict[str, Any]:
-        return {
-            "customer_id": ALICE,
-            "asset_name": asset,
-            "kind": kind,
-            "delta_total": Decimal(delta),
-            "order_id": order,
-            "reference": ref,
-        }
+    ) -> LedgerEntry:
+        order_id = uuid.UUID(order) if order else None
+        return LedgerEntry(
+            EntryKind(kind), uuid.UUID(ALICE), asset, Decimal(delta), Decimal(0), order_id, ref
+        )
 
     rows = [entry("DEPOSIT", "TRY", "100.50") for _ in range(deposits)]
     rows += [entry("DEPOSIT", "AAPL", "5"), entry("WITHDRAWAL", "TRY", "-10.01", ref="w1")]
-    for order in ("o1", "o2"):
+    for order in (O1, O2):
         rows += [
             entry("RESERVE", "TRY", "0", order),
             entry("SETTLE_DEBIT", "TRY", "-1", order),
@@ -129,9 +124,10 @@ def test_a_kurus_out_of_place_is_a_violation() -> None:
 
 def test_a_lost_and_a_doubled_order_are_violations() -> None:
     book, rows = _book()
-    del rows["o1"]
-    _, extra = _order("o3")
-    rows["o3"] = {**extra, "size": Decimal(7)}
+    del rows[O1]
+    _, extra = _order(O3)
+    extra.size = Decimal(7)
+    rows[O3] = extra
     verdict = Verdict()
     check_orders(book, rows, verdict)
     assert any(v.startswith("lost order") for v in verdict.violations)
@@ -149,10 +145,10 @@ def test_a_doubled_deposit_is_a_violation() -> None:
 
 def test_an_accepted_cancel_of_a_matched_order_is_a_violation() -> None:
     book, rows = _book()
-    book.cancels.append(Op("cancel", ALICE, {"order_id": "o1"}, outcome="accepted", status=200))
+    book.cancels.append(Op("cancel", ALICE, {"order_id": O1}, outcome="accepted", status=200))
     verdict = Verdict()
     check_orders(book, rows, verdict)
-    assert verdict.violations == ["cancel of o1 was accepted but the order is not CANCELED"]
+    assert verdict.violations == [f"cancel of {O1} was accepted but the order is not CANCELED"]
 
 
 def test_an_unanswered_deposit_counts_once_if_the_ledger_shows_it() -> None:
@@ -161,7 +157,7 @@ def test_an_unanswered_deposit_counts_once_if_the_ledger_shows_it() -> None:
     never_arrived = Op("deposit", ALICE, {"asset": "TRY", "amount": Decimal("8.88")})
     book.deposits += [lost_answer, never_arrived]
     ledger = _ledger()
-    ledger.append({**ledger[0], "delta_total": Decimal("7.77")})
+    ledger.append(replace(ledger[0], delta_total=Decimal("7.77")))
     assert resolve_unanswered(book, ledger) == 1
     assert (lost_answer.outcome, never_arrived.outcome) == ("accepted", "unresolved")
     verdict = Verdict()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
@@ -14,6 +16,7 @@ from oms.account.domain import (
     BalanceKey,
     Book,
     Effect,
+    EntryKind,
     LedgerEntry,
     Reservation,
     ReservationStatus,
@@ -230,3 +233,82 @@ async def ledger_page(
         limit,
     )
     return rows
+
+
+# --- What operators read (audit, chaos, bench) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LedgerSum:
+    """A balance's ledger, summed: what the balance must be, and how much of it came in or went out."""
+
+    total: Decimal
+    usable: Decimal
+    entries: int
+    cash_flow: Decimal  # deposits − withdrawals
+
+
+async def ledger_sums(conn: asyncpg.Connection) -> dict[BalanceKey, LedgerSum]:
+    """Every balance's ledger, summed."""
+    rows = await conn.fetch(
+        "SELECT customer_id, asset_name, sum(delta_total) AS t, sum(delta_usable) AS u, count(*) AS n, "
+        "coalesce(sum(delta_total) FILTER (WHERE kind IN ('DEPOSIT', 'WITHDRAWAL')), 0) AS flow "
+        "FROM ledger GROUP BY customer_id, asset_name"
+    )
+    return {(r["customer_id"], r["asset_name"]): LedgerSum(r["t"], r["u"], r["n"], r["flow"]) for r in rows}
+
+
+async def ledger(conn: asyncpg.Connection) -> list[LedgerEntry]:
+    """Every ledger entry, in order."""
+    rows = await conn.fetch(
+        "SELECT kind, customer_id, asset_name, delta_total, delta_usable, order_id, reference FROM ledger "
+        "ORDER BY seq"
+    )
+    return [
+        LedgerEntry(
+            EntryKind(r["kind"]),
+            r["customer_id"],
+            r["asset_name"],
+            r["delta_total"],
+            r["delta_usable"],
+            r["order_id"],
+            r["reference"],
+        )
+        for r in rows
+    ]
+
+
+async def held_sums(conn: asyncpg.Connection) -> dict[BalanceKey, Decimal]:
+    """What HELD reservations hold, per balance."""
+    rows = await conn.fetch(
+        "SELECT customer_id, asset_name, sum(amount) AS amount FROM reservations "
+        "WHERE status = 'HELD' GROUP BY customer_id, asset_name"
+    )
+    return {(r["customer_id"], r["asset_name"]): r["amount"] for r in rows}
+
+
+async def order_reservations(conn: asyncpg.Connection) -> dict[uuid.UUID, Reservation]:
+    """Every order's reservation, by order id."""
+    rows = await conn.fetch(
+        "SELECT id, order_id, customer_id, asset_name, amount, status FROM reservations "
+        "WHERE order_id IS NOT NULL"
+    )
+    return {r["order_id"]: _reservation(r) for r in rows}
+
+
+async def held_count(conn: asyncpg.Connection) -> int:
+    """How many orders' reservations are HELD."""
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM reservations WHERE status = 'HELD' AND order_id IS NOT NULL"
+    )
+    return count
+
+
+async def settled_at(conn: asyncpg.Connection, order_ids: Iterable[str]) -> dict[str, datetime]:
+    """When each order's reservation was settled or released (those that were)."""
+    rows = await conn.fetch(
+        "SELECT order_id::text, updated_at FROM reservations WHERE order_id = ANY($1::uuid[]) "
+        "AND status <> 'HELD'",
+        list(order_ids),
+    )
+    return {r["order_id"]: r["updated_at"] for r in rows}

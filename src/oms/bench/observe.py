@@ -13,9 +13,12 @@ from typing import Any
 
 import asyncpg
 
+from oms.account import store as account_store
 from oms.bench.client import Client, Principal
 from oms.bench.system import Target
+from oms.kernel.outbox import relay_position
 from oms.kernel.topology import RELAYED, slot_name
+from oms.order import store as order_store
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,8 @@ class Observer:
             await pool.close()
 
     async def pending_orders(self) -> int:
-        count: int = await self.pools["order"].fetchval(
-            "SELECT count(*) FROM orders WHERE status = 'PENDING'"
-        )
-        return count
+        async with self.pools["order"].acquire() as conn:
+            return await order_store.pending_count(conn)
 
     async def commits(self) -> int:
         """Transactions committed so far in the order and account databases (PostgreSQL's statistics)."""
@@ -66,10 +67,8 @@ class Observer:
         return total
 
     async def held_reservations(self) -> int:
-        count: int = await self.pools["account"].fetchval(
-            "SELECT count(*) FROM reservations WHERE status = 'HELD' AND order_id IS NOT NULL"
-        )
-        return count
+        async with self.pools["account"].acquire() as conn:
+            return await account_store.held_count(conn)
 
     async def wait_quiet(self, within: float) -> float | None:
         """Seconds until no order is PENDING and no reservation HELD (immediate mode), None on timeout."""
@@ -81,36 +80,24 @@ class Observer:
         return None
 
     async def outcomes(self, order_ids: list[str]) -> list[Outcome]:
-        rows = await self.pools["order"].fetch(
-            "SELECT id::text, status, created_at, updated_at FROM orders WHERE id = ANY($1::uuid[])",
-            order_ids,
-        )
-        return [Outcome(r["id"], r["status"], r["created_at"], r["updated_at"]) for r in rows]
+        async with self.pools["order"].acquire() as conn:
+            orders = await order_store.by_ids(conn, order_ids)
+        return [Outcome(str(o.id), o.status.value, o.created_at, o.updated_at) for o in orders]
 
     async def settled_at(self, order_ids: list[str]) -> dict[str, datetime]:
         """When the account settled (or released) each order's reservation."""
-        rows = await self.pools["account"].fetch(
-            "SELECT order_id::text, updated_at FROM reservations WHERE order_id = ANY($1::uuid[]) "
-            "AND status <> 'HELD'",
-            order_ids,
-        )
-        return {r["order_id"]: r["updated_at"] for r in rows}
+        async with self.pools["account"].acquire() as conn:
+            return await account_store.settled_at(conn, order_ids)
 
     async def relay_lag_now(self) -> dict[str, Any]:
         sample: dict[str, Any] = {"t": time.time()}
         for service, pool in self.pools.items():
-            row = await pool.fetchrow(
-                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint AS lag, "
-                "(SELECT count(*) FROM outbox) AS backlog, "
-                "(SELECT extract(epoch FROM now() - min(created_at)) FROM outbox)::float8 AS oldest "
-                "FROM pg_replication_slots WHERE slot_name = $1",
-                slot_name(service),
-            )
-            if row is not None:
+            position = await relay_position(pool, slot_name(service))
+            if position.slot_exists:
                 sample[service] = {
-                    "lag_bytes": row["lag"] or 0,
-                    "outbox_rows": row["backlog"],
-                    "oldest_s": row["oldest"] or 0.0,
+                    "lag_bytes": position.lag_bytes or 0,
+                    "outbox_rows": position.backlog,
+                    "oldest_s": position.oldest_seconds or 0.0,
                 }
         return sample
 

@@ -9,6 +9,7 @@ import json
 import re
 import time
 from collections import defaultdict
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,13 @@ import httpx
 import nats
 import nats.errors
 
+from oms.account import store as account_store
 from oms.bench.system import Target
+from oms.kernel.outbox import unrelayed
 from oms.kernel.topology import CONSUMERS, EVENTS_STREAM
+from oms.order import store as order_store
 
-RECENT_OUTBOX = "SELECT count(*) FROM outbox WHERE created_at > now() - interval '15 seconds'"
+RECENT = timedelta(seconds=15)  # an outbox row older than this is not "on its way" any more
 _COUNTER = re.compile(r'^oms_consumer_messages_total\{consumer="(\w+)",outcome="(\w+)"\} ([0-9.e+]+)$', re.M)
 
 
@@ -102,12 +106,10 @@ async def _settled(target: Target) -> dict[str, int]:
     account = await asyncpg.connect(account_url, timeout=5)
     try:
         return {
-            "pending_orders": await order.fetchval("SELECT count(*) FROM orders WHERE status = 'PENDING'"),
-            "order_outbox": await order.fetchval(RECENT_OUTBOX),
-            "held_reservations": await account.fetchval(
-                "SELECT count(*) FROM reservations WHERE status = 'HELD' AND order_id IS NOT NULL"
-            ),
-            "account_outbox": await account.fetchval(RECENT_OUTBOX),
+            "pending_orders": await order_store.pending_count(order),
+            "order_outbox": len(await unrelayed(order, written_within=RECENT)),
+            "held_reservations": await account_store.held_count(account),
+            "account_outbox": len(await unrelayed(account, written_within=RECENT)),
         }
     finally:
         await order.close()

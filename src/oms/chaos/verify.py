@@ -11,12 +11,19 @@ from typing import Any
 
 import asyncpg
 
+from oms.account import store as account_store
+from oms.account.domain import Asset, EntryKind, LedgerEntry
 from oms.bench.system import Target
 from oms.chaos.faults import FaultLog
 from oms.chaos.workload import Ledger, Op
+from oms.kernel import inbox
 from oms.kernel.broker import JetStreamBroker
+from oms.kernel.money import CASH, add, sub
+from oms.kernel.outbox import unrelayed
 from oms.kernel.topology import consumer_of, type_of
-from oms.runtime.audit import run_audit
+from oms.order import store as order_store
+from oms.order.domain import Order, OrderStatus
+from oms.runtime.audit import run_audit, terms_of
 
 ZERO = Decimal(0)
 Key = tuple[str, str]  # (customer, asset)
@@ -31,23 +38,21 @@ class Verdict:
         self.violations.append(message)
 
 
-def _same_terms(op: Op, row: asyncpg.Record) -> bool:
+def _same_terms(op: Op, row: Order) -> bool:
     terms = op.body
     return (
-        str(row["customer_id"]) == op.customer
-        and row["asset_name"] == terms["asset"]
-        and row["side"] == terms["side"]
-        and row["size"] == terms["size"]
-        and row["price"] == terms["price"]
+        str(row.customer_id) == op.customer
+        and row.asset_name == terms["asset"]
+        and row.side.value == terms["side"]
+        and row.size == terms["size"]
+        and row.price == terms["price"]
     )
 
 
-def check_orders(
-    book: Ledger, rows: dict[str, asyncpg.Record], verdict: Verdict
-) -> dict[str, asyncpg.Record]:
+def check_orders(book: Ledger, rows: dict[str, Order], verdict: Verdict) -> dict[str, Order]:
     """Every accepted create is exactly one order with its terms; nothing else exists (an order of a create
     whose answer never came is allowed once). Returns the orders that count, by id."""
-    ours: dict[str, asyncpg.Record] = {}
+    ours: dict[str, Order] = {}
     answered: Counter[str] = Counter()
     for op in book.orders:
         if not op.accepted:
@@ -73,39 +78,36 @@ def check_orders(
             unresolved.remove(match)
             ours[order_id] = row
     for order_id, row in ours.items():
-        if row["status"] == "PENDING":
+        if row.status is OrderStatus.PENDING:
             verdict.fail(f"order {order_id} is still PENDING after the system went quiet")
     for op in book.cancels:
         row = rows.get(op.body["order_id"])
-        if op.accepted and (row is None or row["status"] != "CANCELED"):
+        if op.accepted and (row is None or row.status is not OrderStatus.CANCELED):
             verdict.fail(f"cancel of {op.body['order_id']} was accepted but the order is not CANCELED")
     return ours
 
 
-def _expected_balances(book: Ledger, orders: dict[str, asyncpg.Record]) -> dict[Key, Decimal]:
+def _expected_balances(book: Ledger, orders: dict[str, Order]) -> dict[Key, Decimal]:
     """Per customer and asset: accepted deposits − accepted withdrawals ± what MATCHED orders moved."""
     expected: dict[Key, Decimal] = defaultdict(Decimal)
     for op in book.deposits:
         if op.accepted:
-            expected[(op.customer, op.body["asset"])] += op.body["amount"]
+            key = (op.customer, op.body["asset"])
+            expected[key] = add(expected[key], op.body["amount"])
     for op in book.withdrawals:
         if op.accepted:
-            expected[(op.customer, "TRY")] -= op.body["amount"]
-    for row in orders.values():
-        if row["status"] != "MATCHED":
-            continue
-        customer, cost = str(row["customer_id"]), row["size"] * row["price"]
-        sign = 1 if row["side"] == "BUY" else -1
-        expected[(customer, "TRY")] -= sign * cost
-        expected[(customer, row["asset_name"])] += sign * row["size"]
+            expected[(op.customer, CASH)] = sub(expected[(op.customer, CASH)], op.body["amount"])
+    for order in orders.values():
+        if order.status is OrderStatus.MATCHED:
+            for asset, amount in terms_of(order).moves():
+                key = (str(order.customer_id), asset)
+                expected[key] = add(expected[key], amount)
     return expected
 
 
-def check_money(
-    book: Ledger, orders: dict[str, asyncpg.Record], balances: list[asyncpg.Record], verdict: Verdict
-) -> None:
+def check_money(book: Ledger, orders: dict[str, Order], balances: list[Asset], verdict: Verdict) -> None:
     """Every balance is exactly what the accepted requests and the MATCHED orders make it, to the kuruş."""
-    actual = {(str(r["customer_id"]), r["asset_name"]): (r["total_size"], r["usable_size"]) for r in balances}
+    actual = {(str(a.customer_id), a.asset_name): (a.total_size, a.usable_size) for a in balances}
     expected = _expected_balances(book, orders)
     for key in sorted(set(actual) | set(expected)):
         total, usable = actual.get(key, (ZERO, ZERO))
@@ -115,20 +117,20 @@ def check_money(
             verdict.fail(
                 f"customer {key[0]} {key[1]}: usable {usable} ≠ total {total} with nothing in flight"
             )
-    held = sum((t for (_, asset), (t, _) in actual.items() if asset == "TRY"), ZERO)
+    held = sum((t for (_, asset), (t, _) in actual.items() if asset == CASH), ZERO)
     deposited = sum(
-        (op.body["amount"] for op in book.deposits if op.accepted and op.body["asset"] == "TRY"), ZERO
+        (op.body["amount"] for op in book.deposits if op.accepted and op.body["asset"] == CASH), ZERO
     )
     withdrawn = sum((op.body["amount"] for op in book.withdrawals if op.accepted), ZERO)
     verdict.figures["money"] = {
         "try_held_by_customers": str(held),
         "try_deposited": str(deposited),
         "try_withdrawn": str(withdrawn),
-        "try_net_of_trades": str(held - deposited + withdrawn),
+        "try_net_of_trades": str(add(sub(held, deposited), withdrawn)),
     }
 
 
-def resolve_unanswered(book: Ledger, ledger: list[asyncpg.Record]) -> int:
+def resolve_unanswered(book: Ledger, ledger: list[LedgerEntry]) -> int:
     """A deposit or withdrawal that never got an answer (given up on) may or may not have happened: one
     that the ledger shows, beyond what the accepted requests explain, counts as accepted; the rest did not
     happen. Returns how many were found applied."""
@@ -136,14 +138,14 @@ def resolve_unanswered(book: Ledger, ledger: list[asyncpg.Record]) -> int:
         (op.customer, op.body["asset"], op.body["amount"]) for op in book.deposits if op.accepted
     )
     seen = Counter(
-        (str(r["customer_id"]), r["asset_name"], r["delta_total"]) for r in ledger if r["kind"] == "DEPOSIT"
+        (str(r.customer_id), r.asset_name, r.delta_total) for r in ledger if r.kind is EntryKind.DEPOSIT
     )
     unexplained = seen - accepted
     known = {str(op.answer["id"]) for op in book.withdrawals if op.accepted}
     paid = {
-        (str(r["customer_id"]), -r["delta_total"]): r["reference"]
+        (str(r.customer_id), -r.delta_total): r.reference
         for r in ledger
-        if r["kind"] == "WITHDRAWAL" and r["reference"] not in known
+        if r.kind is EntryKind.WITHDRAWAL and r.reference not in known
     }
     found = 0
     for op in book.deposits:
@@ -158,13 +160,11 @@ def resolve_unanswered(book: Ledger, ledger: list[asyncpg.Record]) -> int:
     return found
 
 
-def check_ledger(
-    book: Ledger, orders: dict[str, asyncpg.Record], ledger: list[asyncpg.Record], verdict: Verdict
-) -> None:
+def check_ledger(book: Ledger, orders: dict[str, Order], ledger: list[LedgerEntry], verdict: Verdict) -> None:
     """Deposits and withdrawals each in the ledger exactly once; per order at most one entry of each kind,
     and the settlement entries exactly for the MATCHED orders."""
     deposits = Counter(
-        (str(r["customer_id"]), r["asset_name"], r["delta_total"]) for r in ledger if r["kind"] == "DEPOSIT"
+        (str(r.customer_id), r.asset_name, r.delta_total) for r in ledger if r.kind is EntryKind.DEPOSIT
     )
     wanted = Counter(
         (op.customer, op.body["asset"], op.body["amount"]) for op in book.deposits if op.accepted
@@ -173,18 +173,22 @@ def check_ledger(
         verdict.fail(f"lost deposit: {count} × {entry} accepted but not in the ledger")
     for entry, count in (deposits - wanted).items():
         verdict.fail(f"deposit in the ledger that no accepted request explains: {count} × {entry}")
-    paid = Counter((r["reference"], -r["delta_total"]) for r in ledger if r["kind"] == "WITHDRAWAL")
-    asked = Counter((str(op.answer["id"]), op.body["amount"]) for op in book.withdrawals if op.accepted)
+    paid: Counter[tuple[str | None, Decimal]] = Counter(
+        (r.reference, -r.delta_total) for r in ledger if r.kind is EntryKind.WITHDRAWAL
+    )
+    asked: Counter[tuple[str | None, Decimal]] = Counter(
+        (str(op.answer["id"]), op.body["amount"]) for op in book.withdrawals if op.accepted
+    )
     verdict.violations += [f"lost withdrawal {w}" for w in asked - paid]
     verdict.violations += [
         f"withdrawal in the ledger no accepted request explains: {w}" for w in paid - asked
     ]
-    per_order = Counter((str(r["order_id"]), r["kind"]) for r in ledger if r["order_id"] is not None)
+    per_order = Counter((str(r.order_id), r.kind.value) for r in ledger if r.order_id is not None)
     verdict.violations += [f"order {o}: {kind} {n} times" for (o, kind), n in per_order.items() if n > 1]
     for order_id, row in orders.items():
         settled = per_order[(order_id, "SETTLE_DEBIT")] == per_order[(order_id, "SETTLE_CREDIT")] == 1
-        if (row["status"] == "MATCHED") != settled:
-            verdict.fail(f"order {order_id} is {row['status']} but its settlement entries say otherwise")
+        if (row.status is OrderStatus.MATCHED) != settled:
+            verdict.fail(f"order {order_id} is {row.status} but its settlement entries say otherwise")
 
 
 async def check_duplicates(conns: dict[str, asyncpg.Connection], faults: FaultLog, verdict: Verdict) -> None:
@@ -197,11 +201,8 @@ async def check_duplicates(conns: dict[str, asyncpg.Connection], faults: FaultLo
             continue
         consumer = consumer_of(type_of(dup["subject"]))
         service = consumer.name if consumer else "?"
-        found = await conns[service].fetchval(
-            "SELECT count(*) FROM inbox WHERE event_id = $1", uuid.UUID(dup["event_id"])
-        )
-        if found != 1:
-            verdict.fail(f"event {dup['event_id']} delivered twice is in the {service} inbox {found} times")
+        if not await inbox.recorded(conns[service], uuid.UUID(dup["event_id"])):
+            verdict.fail(f"event {dup['event_id']} delivered twice is not in the {service} inbox")
         else:
             stopped += 1
     verdict.figures["duplicates_stopped_by_inbox"] = stopped
@@ -213,14 +214,12 @@ async def check_outbox(conns: dict[str, asyncpg.Connection], verdict: Verdict) -
     delivered: a lost event."""
     left = 0
     for service, conn in conns.items():
-        for row in await conn.fetch("SELECT id, subject, created_at FROM outbox ORDER BY seq"):
+        for row in await unrelayed(conn):
             left += 1
-            consumer = consumer_of(type_of(row["subject"]))
-            consumed = consumer is not None and await conns[consumer.name].fetchval(
-                "SELECT count(*) FROM inbox WHERE event_id = $1", row["id"]
-            )
-            written = f"{row['created_at']:%H:%M:%S.%f}"
-            what = f"{service} outbox row {row['id']} ({row['subject']}, written {written})"
+            consumer = consumer_of(type_of(row.subject))
+            consumed = consumer is not None and await inbox.recorded(conns[consumer.name], row.id)
+            written = f"{row.created_at:%H:%M:%S.%f}"
+            what = f"{service} outbox row {row.id} ({row.subject}, written {written})"
             if consumed:
                 verdict.fail(f"{what}: relayed and consumed, but the row was never deleted (orphaned)")
             else:
@@ -234,24 +233,17 @@ async def verify(target: Target, book: Ledger, faults: FaultLog) -> Verdict:
     assert order_url and account_url and target.nats_url
     conns = {"order": await asyncpg.connect(order_url), "account": await asyncpg.connect(account_url)}
     try:
-        rows = {
-            str(r["id"]): r
-            for r in await conns["order"].fetch(
-                "SELECT id, customer_id, asset_name, side, size, price, status FROM orders"
-            )
-        }
+        rows = {str(o.id): o for o in await order_store.all_orders(conns["order"])}
         orders = check_orders(book, rows, verdict)
-        statuses = Counter(r["status"] for r in orders.values())
+        statuses = Counter(o.status.value for o in orders.values())
         verdict.figures["orders"] = {"stored": len(rows), **statuses}
-        ledger = await conns["account"].fetch("SELECT * FROM ledger")
+        ledger = await account_store.ledger(conns["account"])
         verdict.figures["unanswered_but_applied"] = resolve_unanswered(book, ledger)
-        check_money(book, orders, await conns["account"].fetch("SELECT * FROM assets"), verdict)
+        check_money(book, orders, await account_store.balances(conns["account"], None, None), verdict)
         check_ledger(book, orders, ledger, verdict)
         await check_duplicates(conns, faults, verdict)
         await check_outbox(conns, verdict)
-        verdict.figures["inbox_rows"] = {
-            s: await c.fetchval("SELECT count(*) FROM inbox") for s, c in conns.items()
-        }
+        verdict.figures["inbox_rows"] = {s: await inbox.size(c) for s, c in conns.items()}
     finally:
         for conn in conns.values():
             await conn.close()

@@ -68,3 +68,14 @@ async def forget_processed(conn: asyncpg.Connection, older_than: timedelta) -> i
     """Delete inbox rows older than `older_than` (longer than the broker keeps events); returns how many."""
     status = await conn.execute("DELETE FROM inbox WHERE processed_at < now() - $1::interval", older_than)
     return int(status.split()[-1])
+
+
+async def recorded(conn: asyncpg.Connection, event_id: uuid.UUID) -> bool:
+    """True once the event's effect was applied (for operators' checks)."""
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM inbox WHERE event_id = $1)", event_id))
+
+
+async def size(conn: asyncpg.Connection) -> int:
+    """How many events the inbox remembers."""
+    count: int = await conn.fetchval("SELECT count(*) FROM inbox")
+    return count

@@ -15,8 +15,9 @@ from pydantic import BaseModel
 from oms.kernel.broker import Broker, ConsumerStats, DeadLetter
 from oms.kernel.dlq import replay_one
 from oms.kernel.errors import ApiError, error_responses
+from oms.kernel.outbox import relay_position
 from oms.kernel.tokens import AdminUser
-from oms.kernel.topology import OUTBOX_TABLE, slot_name
+from oms.kernel.topology import slot_name
 
 SCANNED_DEAD_LETTERS = 1000  # the queue is shared by every consumer: read this many to find this one's
 PAYLOAD_PREVIEW = 2000
@@ -98,22 +99,14 @@ def _text(value: object) -> str | None:
 
 async def relay_status(pool: asyncpg.Pool, slot: str) -> RelayStatus:
     """The relay's position in this service's own database: slot lag and what waits in the outbox."""
-    row = await pool.fetchrow(
-        "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint AS lag"
-        " FROM pg_replication_slots WHERE slot_name = $1",
-        slot,
-    )
-    backlog = await pool.fetchrow(
-        "SELECT count(*) AS n, extract(epoch FROM now() - min(created_at))::float8 AS age"
-        f" FROM {OUTBOX_TABLE}"
-    )
+    position = await relay_position(pool, slot)
     return RelayStatus(
         slot=slot,
-        slotExists=row is not None,
-        relayConnected=bool(row and row["active"]),
-        lagBytes=row["lag"] if row else None,
-        outboxBacklog=backlog["n"] if backlog else 0,
-        oldestUnrelayedSeconds=backlog["age"] if backlog else None,
+        slotExists=position.slot_exists,
+        relayConnected=position.relay_connected,
+        lagBytes=position.lag_bytes,
+        outboxBacklog=position.backlog,
+        oldestUnrelayedSeconds=position.oldest_seconds,
     )
 
 

@@ -11,8 +11,13 @@ A service's Alembic migration creates the table and the publication:
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Final
+
+import asyncpg
 
 from oms.kernel.events import Envelope, Event
 from oms.kernel.sql import Write
@@ -75,3 +80,44 @@ def outbox_rows(envelopes: Sequence[Envelope[Event]]) -> Write:
             [envelope.to_json().decode() for envelope in envelopes],
         ),
     )
+
+
+@dataclass(frozen=True)
+class RelayPosition:
+    """How far a relay is behind, read in its database: its slot's lag and what waits in the outbox."""
+
+    slot_exists: bool
+    relay_connected: bool  # a relay streams the slot right now
+    lag_bytes: int | None  # WAL written but not yet confirmed
+    backlog: int  # outbox rows not yet relayed (or relayed and not deleted yet)
+    oldest_seconds: float | None
+
+
+async def relay_position(conn: asyncpg.Connection | asyncpg.Pool, slot: str) -> RelayPosition:
+    """Where the relay of `slot` stands."""
+    row = await conn.fetchrow(
+        "SELECT s.active, pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint AS lag,"
+        " o.n, o.age FROM (SELECT count(*) AS n, extract(epoch FROM now() - min(created_at))::float8 AS age"
+        " FROM outbox) AS o LEFT JOIN pg_replication_slots AS s ON s.slot_name = $1",
+        slot,
+    )
+    assert row is not None
+    exists = row["active"] is not None
+    return RelayPosition(exists, bool(row["active"]), row["lag"] if exists else None, row["n"], row["age"])
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: uuid.UUID
+    subject: str
+    created_at: datetime
+
+
+async def unrelayed(conn: asyncpg.Connection, written_within: timedelta | None = None) -> list[OutboxRow]:
+    """The rows in the outbox, oldest first (only those written within `written_within`, if given)."""
+    rows = await conn.fetch(
+        "SELECT id, subject, created_at FROM outbox WHERE $1::interval IS NULL OR created_at > now() - $1 "
+        "ORDER BY seq",
+        written_within,
+    )
+    return [OutboxRow(r["id"], r["subject"], r["created_at"]) for r in rows]

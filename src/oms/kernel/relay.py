@@ -46,7 +46,7 @@ from psycopg2.extras import LogicalReplicationConnection, ReplicationCursor
 from oms.kernel.broker import Broker, JetStreamBroker, Outgoing, PublishAborted
 from oms.kernel.confirmation import Confirmations, Held, Relayed
 from oms.kernel.consumer import StopSignal
-from oms.kernel.outbox import PUBLICATION_DDL
+from oms.kernel.outbox import PUBLICATION_DDL, relay_position
 from oms.kernel.settings import Settings
 from oms.kernel.topology import OUTBOX_TABLE, PUBLICATION, RELAY_SLOTS_TABLE, slot_name
 from oms.kernel.walreader import Transaction, WalReader
@@ -350,15 +350,9 @@ class Relay:
     async def _monitor(self, pool: asyncpg.Pool, every: float = 2.0) -> None:
         while True:
             with suppress(asyncpg.PostgresError, OSError):
-                row = await pool.fetchrow(
-                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint AS lag,"
-                    " (SELECT extract(epoch FROM now() - min(created_at)) FROM outbox)::float8 AS age"
-                    " FROM pg_replication_slots WHERE slot_name = $1",
-                    self.slot,
-                )
-                if row is not None:
-                    LAG_BYTES.labels(self.service).set(row["lag"] or 0)
-                    OLDEST_AGE.labels(self.service).set(row["age"] or 0)
+                position = await relay_position(pool, self.slot)
+                LAG_BYTES.labels(self.service).set(position.lag_bytes or 0)
+                OLDEST_AGE.labels(self.service).set(position.oldest_seconds or 0)
             await asyncio.sleep(every)
 
 

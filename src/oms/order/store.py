@@ -164,3 +164,23 @@ async def page(
         *args,
     )
     return [_order(r) for r in rows]
+
+
+# --- What operators read (audit, chaos, bench): the whole table or its counts ------------------------------
+
+
+async def all_orders(conn: asyncpg.Connection) -> list[Order]:
+    """Every order."""
+    return [_order(r) for r in await conn.fetch(f"SELECT {_COLUMNS} FROM orders")]
+
+
+async def by_ids(conn: asyncpg.Connection, order_ids: Iterable[uuid.UUID | str]) -> list[Order]:
+    """These orders (those that exist)."""
+    rows = await conn.fetch(f"SELECT {_COLUMNS} FROM orders WHERE id = ANY($1::uuid[])", list(order_ids))
+    return [_order(r) for r in rows]
+
+
+async def pending_count(conn: asyncpg.Connection) -> int:
+    """How many orders are PENDING (a partial index counts them)."""
+    count: int = await conn.fetchval("SELECT count(*) FROM orders WHERE status = 'PENDING'")
+    return count

@@ -18,7 +18,11 @@ from decimal import Decimal
 
 import asyncpg
 
-from oms.kernel.money import CASH, EXACT
+from oms.account import store as account_store
+from oms.account.domain import Asset, OrderTerms, Reservation
+from oms.kernel.money import CASH, add, sub
+from oms.order import store as order_store
+from oms.order.domain import Order
 
 Key = tuple[uuid.UUID, str]  # (customer, asset)
 ZERO = Decimal(0)
@@ -54,99 +58,77 @@ class AuditReport:
 
 @dataclass
 class _Snapshot:
-    balances: dict[Key, tuple[Decimal, Decimal]]
-    ledger: dict[Key, tuple[Decimal, Decimal]]
-    cash_flows: dict[Key, Decimal]  # deposits − withdrawals
+    balances: dict[Key, Asset]
+    ledger: dict[Key, account_store.LedgerSum]
     held: dict[Key, Decimal]
-    reservations: dict[uuid.UUID, tuple[str, Decimal]]  # order → (status, amount)
-    ledger_entries: int
+    reservations: dict[uuid.UUID, Reservation]  # by order
 
 
 async def _account_snapshot(conn: asyncpg.Connection) -> _Snapshot:
-    balances = {
-        (r["customer_id"], r["asset_name"]): (r["total_size"], r["usable_size"])
-        for r in await conn.fetch("SELECT customer_id, asset_name, total_size, usable_size FROM assets")
-    }
-    ledger, flows, entries = {}, {}, 0
-    for r in await conn.fetch(
-        "SELECT customer_id, asset_name, sum(delta_total) AS t, sum(delta_usable) AS u, count(*) AS n, "
-        "coalesce(sum(delta_total) FILTER (WHERE kind IN ('DEPOSIT', 'WITHDRAWAL')), 0) AS flow "
-        "FROM ledger GROUP BY customer_id, asset_name"
-    ):
-        key = (r["customer_id"], r["asset_name"])
-        ledger[key], flows[key] = (r["t"], r["u"]), r["flow"]
-        entries += r["n"]
-    held = {
-        (r["customer_id"], r["asset_name"]): r["amount"]
-        for r in await conn.fetch(
-            "SELECT customer_id, asset_name, sum(amount) AS amount FROM reservations "
-            "WHERE status = 'HELD' GROUP BY customer_id, asset_name"
-        )
-    }
-    reservations = {
-        r["order_id"]: (r["status"], r["amount"])
-        for r in await conn.fetch(
-            "SELECT order_id, status, amount FROM reservations WHERE order_id IS NOT NULL"
-        )
-    }
-    return _Snapshot(balances, ledger, flows, held, reservations, entries)
+    balances = {(a.customer_id, a.asset_name): a for a in await account_store.balances(conn, None, None)}
+    return _Snapshot(
+        balances,
+        await account_store.ledger_sums(conn),
+        await account_store.held_sums(conn),
+        await account_store.order_reservations(conn),
+    )
 
 
 def _check_balances(snap: _Snapshot, report: AuditReport) -> None:
     for key in sorted(set(snap.balances) | set(snap.ledger) | set(snap.held), key=str):
-        total, usable = snap.balances.get(key, (ZERO, ZERO))
+        asset = snap.balances.get(key)
+        total, usable = (asset.total_size, asset.usable_size) if asset else (ZERO, ZERO)
         who = f"customer {key[0]} {key[1]}"
         if not ZERO <= usable <= total:
             report.violations.append(f"{who}: usable {usable} outside 0..total {total}")
-        if EXACT.subtract(total, usable) != snap.held.get(key, ZERO):
+        held = snap.held.get(key, ZERO)
+        if sub(total, usable) != held:
             report.violations.append(
-                f"{who}: total − usable = {total - usable} but HELD reservations = {snap.held.get(key, ZERO)}"
+                f"{who}: total − usable = {sub(total, usable)} but HELD reservations = {held}"
             )
-        if snap.ledger.get(key, (ZERO, ZERO)) != (total, usable):
-            report.violations.append(
-                f"{who}: balance ({total}, {usable}) ≠ ledger sums {snap.ledger.get(key)}"
-            )
-
-
-def _settled_moves(order: asyncpg.Record) -> list[tuple[Key, Decimal]]:
-    """What a settled order moved, by (customer, asset): a BUY pays its cost in TRY and gets its size;
-    a SELL the reverse."""
-    cost = EXACT.multiply(order["size"], order["price"])
-    sign = 1 if order["side"] == "BUY" else -1
-    customer = order["customer_id"]
-    return [
-        ((customer, CASH), EXACT.multiply(Decimal(-sign), cost)),
-        ((customer, order["asset_name"]), EXACT.multiply(Decimal(sign), order["size"])),
-    ]
+        summed = snap.ledger.get(key)
+        ledger = (summed.total, summed.usable) if summed else (ZERO, ZERO)
+        if ledger != (total, usable):
+            report.violations.append(f"{who}: balance ({total}, {usable}) ≠ ledger sums {ledger}")
 
 
 def _check_orders(
-    orders: list[asyncpg.Record], snap: _Snapshot, report: AuditReport
+    orders: list[Order], snap: _Snapshot, report: AuditReport
 ) -> tuple[dict[Key, Decimal], list[uuid.UUID]]:
     """Order/reservation agreement; returns what settled orders moved and the orders still in flight."""
     moved: dict[Key, Decimal] = defaultdict(Decimal)
     in_flight = []
     for order in orders:
-        reservation = snap.reservations.get(order["id"])
-        pair = (order["status"], reservation[0] if reservation else None)
+        reservation = snap.reservations.get(order.id)
+        pair = (order.status.value, reservation.status.value if reservation else None)
         if pair in BROKEN:
-            report.violations.append(f"order {order['id']}: {BROKEN[pair]}")
+            report.violations.append(f"order {order.id}: {BROKEN[pair]}")
         elif pair in IN_FLIGHT:
-            in_flight.append(order["id"])
+            in_flight.append(order.id)
         elif pair == ("PENDING", None):
             report.pending_unreserved += 1
         if pair == ("MATCHED", "SETTLED"):
-            for key, amount in _settled_moves(order):
-                moved[key] = EXACT.add(moved[key], amount)
-    known = {o["id"] for o in orders}
+            terms = OrderTerms(
+                order.id, order.customer_id, order.asset_name, order.side, order.size, order.price
+            )
+            for asset, amount in terms.moves():
+                moved[(order.customer_id, asset)] = add(moved[(order.customer_id, asset)], amount)
+    known = {o.id for o in orders}
     report.violations += [f"reservation for unknown order {o}" for o in snap.reservations if o not in known]
     return moved, in_flight
 
 
+def terms_of(order: Order) -> OrderTerms:
+    """The account's view of an order: what executing it moves."""
+    return OrderTerms(order.id, order.customer_id, order.asset_name, order.side, order.size, order.price)
+
+
 def _check_conservation(snap: _Snapshot, moved: dict[Key, Decimal], report: AuditReport) -> None:
     for key in sorted(set(snap.balances) | set(moved), key=str):
-        total = snap.balances.get(key, (ZERO, ZERO))[0]
-        expected = EXACT.add(snap.cash_flows.get(key, ZERO), moved.get(key, ZERO))
+        asset = snap.balances.get(key)
+        total = asset.total_size if asset else ZERO
+        summed = snap.ledger.get(key)
+        expected = add(summed.cash_flow if summed else ZERO, moved.get(key, ZERO))
         if total != expected:
             report.violations.append(
                 f"customer {key[0]} {key[1]}: total {total} but deposits − withdrawals "
@@ -162,9 +144,7 @@ async def _once(order_url: str, account_url: str) -> tuple[AuditReport, list[uui
         # Account first: an order can only be ahead of the account, never behind it.
         async with account.transaction(isolation="repeatable_read", readonly=True):
             snap = await _account_snapshot(account)
-        orders = await order.fetch(
-            "SELECT id, customer_id, asset_name, side, size, price, status FROM orders"
-        )
+        orders = await order_store.all_orders(order)
     finally:
         await account.close()
         await order.close()
@@ -172,12 +152,9 @@ async def _once(order_url: str, account_url: str) -> tuple[AuditReport, list[uui
     moved, in_flight = _check_orders(orders, snap, report)
     _check_conservation(snap, moved, report)
     report.customers = len({k[0] for k in snap.balances})
-    report.balances, report.orders, report.ledger_entries = (
-        len(snap.balances),
-        len(orders),
-        snap.ledger_entries,
-    )
-    report.try_total = sum((t for (_, a), (t, _) in snap.balances.items() if a == CASH), ZERO)
+    report.balances, report.orders = len(snap.balances), len(orders)
+    report.ledger_entries = sum(s.entries for s in snap.ledger.values())
+    report.try_total = sum((a.total_size for (_, name), a in snap.balances.items() if name == CASH), ZERO)
     return report, in_flight
 
 
