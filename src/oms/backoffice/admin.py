@@ -20,10 +20,10 @@ from oms.backoffice.views import (
     PAGE_SIZE,
     ServicesDep,
     local_path,
+    order_action,
     order_filters,
     render,
     see_other,
-    with_notice,
 )
 
 router = APIRouter(prefix="/admin", dependencies=[Depends(require_csrf), Depends(signed_in_admin)])
@@ -185,12 +185,10 @@ async def match_order(
     order_id: uuid.UUID, login: SignedInAdmin, services: ServicesDep, next: Annotated[str, Form()] = ""
 ) -> Response:
     """Execute a PENDING order whose funds are reserved, at its limit price (manual mode)."""
-    target = local_path(next, f"/orders/{order_id}")
-    try:
-        await services.match_order(login.token, str(order_id))
-    except ServiceError as exc:
-        if exc.status != 409:
-            raise
+
+    def refused(exc: ServiceError) -> str:
         waiting = isinstance(exc.detail, dict) and exc.detail.get("status") == "PENDING"
-        return see_other(with_notice(target, "not-reserved" if waiting else "too-late"))
-    return see_other(with_notice(target, "matched"))
+        return "not-reserved" if waiting else "too-late"
+
+    target = local_path(next, f"/orders/{order_id}")
+    return await order_action(services.match_order(login.token, str(order_id)), target, "matched", refused)

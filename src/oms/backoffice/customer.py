@@ -20,10 +20,10 @@ from oms.backoffice.views import (
     PAGE_SIZE,
     ServicesDep,
     local_path,
+    order_action,
     order_filters,
     render,
     see_other,
-    with_notice,
 )
 from oms.kernel.money import CASH
 
@@ -149,13 +149,8 @@ async def cancel_order(
 ) -> Response:
     """Cancel a PENDING order (customers their own, admins any)."""
     target = local_path(next, f"/orders/{order_id}")
-    try:
-        await services.cancel_order(login.token, str(order_id))
-    except ServiceError as exc:
-        if exc.status != 409:
-            raise
-        return see_other(with_notice(target, "too-late"))
-    return see_other(with_notice(target, "canceled"))
+    action = services.cancel_order(login.token, str(order_id))
+    return await order_action(action, target, "canceled", lambda _: "too-late")
 
 
 @router.get("/ledger")

@@ -3,7 +3,7 @@ and reading the order filters from a query string."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -16,7 +16,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from oms.backoffice.models import OrderFilter
-from oms.backoffice.services import Services
+from oms.backoffice.services import ServiceError, Services
 from oms.backoffice.sessions import new_session, read_session, write_session
 from oms.kernel.money import SYMBOL
 from oms.kernel.settings import ExecutionMode
@@ -150,3 +150,17 @@ def order_filters(params: Mapping[str, str], customer_id: str | None = None) -> 
         side=values["side"] if values["side"] in SIDES else None,
     )
     return FilterForm({**values, "asset": asset}, where, errors)
+
+
+async def order_action(
+    action: Awaitable[object], target: str, done: str, refused: Callable[[ServiceError], str]
+) -> Response:
+    """Cancel or match an order, then back to `target` with the notice `done`, or `refused(error)` when the
+    order was no longer in a state to allow it (409)."""
+    try:
+        await action
+    except ServiceError as exc:
+        if exc.status != 409:
+            raise
+        return see_other(with_notice(target, refused(exc)))
+    return see_other(with_notice(target, done))

@@ -19,7 +19,6 @@ from oms.bench.processes import ProcessSampler
 from oms.bench.stats import latency_summary, per_second, percentile, steady_rate
 from oms.bench.system import Target
 
-EVENTS_PER_ORDER = 3  # order.created, funds.reserved, order.matched
 STATS_DELAY = 1.5  # seconds: PostgreSQL's backends report their commit counts at most once a second
 
 

@@ -180,8 +180,3 @@ class ConsumerRunner:
             log.exception("consumer %s: dead-lettering message %s failed", self.consumer, delivery.msg_id)
             return
         MESSAGES.labels(self.consumer, "dead_lettered").inc()
-
-
-async def run_consumer(broker: Broker, consumer: str, handler: BatchHandler, stop: StopSignal) -> None:
-    """`ConsumerRunner(broker, consumer, handler).run(stop)` with the default policy."""
-    await ConsumerRunner(broker, consumer, handler).run(stop)

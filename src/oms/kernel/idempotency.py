@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -17,19 +18,6 @@ import asyncpg
 
 from oms.kernel.errors import ApiError
 from oms.kernel.sql import Write
-
-IDEMPOTENCY_DDL: Final = """
-CREATE TABLE idempotency_keys (
-    principal text NOT NULL,
-    key text NOT NULL,
-    request_hash text NOT NULL,
-    status_code integer,
-    response jsonb,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (principal, key)
-);
-CREATE INDEX idempotency_keys_created_at ON idempotency_keys (created_at);
-"""
 
 MAX_KEY_LENGTH: Final = 200
 
@@ -49,13 +37,9 @@ def request_hash(method: str, path: str, body: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class IdempotencyKeys:
-    """The keys inside a unit of work: `claim` at once (a concurrent retry waits on the key's row), the answer
-    staged with the unit's other writes."""
-
-    def __init__(self, conn: asyncpg.Connection, stage: Callable[[Write], None]) -> None:
-        self._conn = conn
-        self._stage = stage
+class IdempotencyKeys(ABC):
+    """The keys inside a unit of work: a key is claimed at once (a concurrent retry waits on it), its answer
+    stored with the unit's other writes."""
 
     async def once(
         self,
@@ -68,18 +52,33 @@ class IdempotencyKeys:
         (method, path, body): the same key with another request is refused (422)."""
         if key is None:
             return await action()
+        fingerprint = request_hash(*request)
         try:
-            stored = await self.claim(principal, key, request_hash(*request))
+            stored = await self.claim(principal, key, fingerprint)
         except KeyReused:
             raise ApiError(422, "Idempotency-Key was already used for a different request") from None
         if stored is not None:
             return stored.body
         answer = await action()
-        self._stage(_remembering(principal, key, 200, answer))
+        self.remember(principal, key, fingerprint, answer)
         return answer
 
+    @abstractmethod
     async def claim(self, principal: str, key: str, fingerprint: str) -> StoredAnswer | None:
-        """None if the request should run now, else the stored answer of the first request with `key`."""
+        """None if the request should run now, else the stored answer of the first request with `key`;
+        KeyReused if that was another request."""
+
+    @abstractmethod
+    def remember(self, principal: str, key: str, fingerprint: str, body: dict[str, Any]) -> None:
+        """Store the answer for `key`, with the unit's other writes."""
+
+
+class PostgresKeys(IdempotencyKeys):
+    def __init__(self, conn: asyncpg.Connection, stage: Callable[[Write], None]) -> None:
+        self._conn = conn
+        self._stage = stage
+
+    async def claim(self, principal: str, key: str, fingerprint: str) -> StoredAnswer | None:
         inserted = await self._conn.fetchval(
             "INSERT INTO idempotency_keys (principal, key, request_hash) VALUES ($1, $2, $3) "
             "ON CONFLICT DO NOTHING RETURNING true",
@@ -99,6 +98,9 @@ class IdempotencyKeys:
         if row["request_hash"] != fingerprint:
             raise KeyReused(key)
         return StoredAnswer(row["status_code"], json.loads(row["response"]))
+
+    def remember(self, principal: str, key: str, fingerprint: str, body: dict[str, Any]) -> None:
+        self._stage(_remembering(principal, key, 200, body))
 
 
 def _remembering(principal: str, key: str, status_code: int, body: dict[str, Any]) -> Write:

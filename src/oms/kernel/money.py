@@ -28,7 +28,6 @@ SYMBOL: Final = re.compile(r"[A-Z][A-Z0-9.]{0,11}")
 
 MAX_SCALE: Final = 8  # decimal places of a size, price or amount as entered
 MAX_INTEGER_DIGITS: Final = 20  # digits before the point: values below 10**20
-PRODUCT_SCALE: Final = 2 * MAX_SCALE  # decimal places a cost (size * price) may need
 MAX_TEXT_LENGTH: Final = 64  # longer inputs are refused before `Decimal` parses them
 FLOAT_DIGITS: Final = 15  # significant digits a JSON number survives a float round trip with (DBL_DIG)
 

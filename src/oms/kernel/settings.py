@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from functools import lru_cache
 from pathlib import Path
 from typing import Final
 
@@ -140,8 +139,3 @@ def confirm_delay_for(sync_interval: str) -> float:
 
 def port_env_name(component: str) -> str:
     return f"OMS_{component.upper()}_PORT"
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()

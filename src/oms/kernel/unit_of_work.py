@@ -16,16 +16,15 @@ visible to the unit's own reads (they run last); handlers decide on what they re
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 import asyncpg
 
-from oms.kernel.errors import ApiError
 from oms.kernel.events import Envelope, Event
-from oms.kernel.idempotency import IdempotencyKeys, request_hash
+from oms.kernel.idempotency import IdempotencyKeys, KeyReused, PostgresKeys, StoredAnswer
 from oms.kernel.inbox import E, Inbox, fresh
 from oms.kernel.outbox import outbox_rows
 from oms.kernel.sql import Write, write_together
@@ -41,16 +40,6 @@ class InboxPort(Protocol):
     def forget(self, event_ids: Iterable[uuid.UUID]) -> None: ...
 
 
-class IdempotencyPort(Protocol):
-    async def once(
-        self,
-        principal: str,
-        key: str | None,
-        request: tuple[str, str, Any],
-        action: Callable[[], Awaitable[dict[str, Any]]],
-    ) -> dict[str, Any]: ...
-
-
 class UnitOfWork(Protocol[R_co]):
     """What a handler sees inside the transaction."""
 
@@ -59,7 +48,7 @@ class UnitOfWork(Protocol[R_co]):
     @property
     def inbox(self) -> InboxPort: ...
     @property
-    def idempotency(self) -> IdempotencyPort: ...
+    def idempotency(self) -> IdempotencyKeys: ...
     def emit(self, *events: Event) -> None: ...
 
 
@@ -77,7 +66,7 @@ class PostgresUnitOfWork(Generic[R]):
         self._events: list[Envelope[Event]] = []
         self.repository = repository(conn, self._writes.append)
         self.inbox = Inbox(conn, self._writes.append)
-        self.idempotency = IdempotencyKeys(conn, self._writes.append)
+        self.idempotency: IdempotencyKeys = PostgresKeys(conn, self._writes.append)
 
     def emit(self, *events: Event) -> None:
         """Queue `events` for publishing, in this order, if the unit commits."""
@@ -144,29 +133,21 @@ class _InMemoryInbox:
         self._stage(Change(lambda: self._state.inbox.difference_update(ids)))
 
 
-class _InMemoryKeys:
+class _InMemoryKeys(IdempotencyKeys):
     def __init__(self, state: InMemoryState, stage: Callable[[Change], None]) -> None:
         self._state = state
         self._stage = stage
 
-    async def once(
-        self,
-        principal: str,
-        key: str | None,
-        request: tuple[str, str, Any],
-        action: Callable[[], Awaitable[dict[str, Any]]],
-    ) -> dict[str, Any]:
-        if key is None:
-            return await action()
-        fingerprint = request_hash(*request)
+    async def claim(self, principal: str, key: str, fingerprint: str) -> StoredAnswer | None:
         stored = self._state.keys.get((principal, key))
-        if stored is not None:
-            if stored[0] != fingerprint:
-                raise ApiError(422, "Idempotency-Key was already used for a different request")
-            return stored[1]
-        answer = await action()
-        self._stage(Change(lambda: self._state.keys.__setitem__((principal, key), (fingerprint, answer))))
-        return answer
+        if stored is None:
+            return None
+        if stored[0] != fingerprint:
+            raise KeyReused(key)
+        return StoredAnswer(200, stored[1])
+
+    def remember(self, principal: str, key: str, fingerprint: str, body: dict[str, Any]) -> None:
+        self._stage(Change(lambda: self._state.keys.__setitem__((principal, key), (fingerprint, body))))
 
 
 class InMemoryUnitOfWork(Generic[R]):
@@ -178,7 +159,7 @@ class InMemoryUnitOfWork(Generic[R]):
         self._changes: list[Change] = []
         self.repository = repository(self._changes.append)
         self.inbox = _InMemoryInbox(state, self._changes.append)
-        self.idempotency = _InMemoryKeys(state, self._changes.append)
+        self.idempotency: IdempotencyKeys = _InMemoryKeys(state, self._changes.append)
 
     def emit(self, *events: Event) -> None:
         envelopes = [Envelope.of(event) for event in events]

@@ -49,7 +49,6 @@ class Child:
     log_file: Path
     health_url: str | None = None
     process: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
     next_restart: float = 0.0
     crashes: list[float] = field(default_factory=list)
 
@@ -286,7 +285,6 @@ class System:
             )
         elif now >= child.next_restart:
             child.next_restart = 0.0
-            child.restarts += 1
             child.start()
 
     # -- stop ------------------------------------------------------------------------------------
