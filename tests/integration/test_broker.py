@@ -18,7 +18,7 @@ from oms.kernel.broker import (
     PublishAborted,
 )
 from oms.kernel.topology import CONSUMERS, DLQ_STREAM, EVENTS_STREAM
-from tests.integration.conftest import stream_messages
+from tests.integration.conftest import eventually, stream_messages
 
 
 async def test_ensure_topology_creates_durable_streams_and_consumers_idempotently(
@@ -67,7 +67,11 @@ async def test_publish_retries_until_the_stream_exists_then_stores_each_message_
                 [Outgoing("oms.funds.reserved", b"{}", f"e{i}") for i in range(3)], on_retry=retries.append
             )
         )
-        await asyncio.sleep(0.5)
+
+        async def retried() -> bool:
+            return bool(retries)
+
+        await eventually(retried, what="a publish retried")
         assert not publishing.done()
         await broker.ensure_topology()
         await asyncio.wait_for(publishing, 10)

@@ -8,13 +8,11 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from oms.kernel.money import (
-    CASH,
     MAX_INTEGER_DIGITS,
     MAX_SCALE,
     InvalidValue,
     NonNegativeDecimal,
     PositiveDecimal,
-    Side,
     Symbol,
     add,
     cost,
@@ -135,15 +133,6 @@ def test_parse_symbol_lower_case_with_blanks_normalized() -> None:
 def test_parse_symbol_not_a_string_refused() -> None:
     with pytest.raises(InvalidValue):
         parse_symbol(12)
-
-
-def test_cash_constant_is_try_and_valid_symbol() -> None:
-    assert CASH == "TRY"
-    assert symbol_problem(CASH) is None
-
-
-def test_side_values_match_api_spelling() -> None:
-    assert [s.value for s in Side] == ["BUY", "SELL"]
 
 
 class _Body(BaseModel):

@@ -25,6 +25,11 @@ def migrate(service: str, url: str) -> None:
     command.upgrade(_alembic_config(service, url), "head")
 
 
+def downgrade(service: str, url: str, revision: str = "base") -> None:
+    """Take `service`'s database back to `revision` (by default: before the first migration)."""
+    command.downgrade(_alembic_config(service, url), revision)
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
