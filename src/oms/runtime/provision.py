@@ -73,12 +73,10 @@ ADOPT: Final = tuple(
 
 
 @contextmanager
-def _session(url: str) -> Iterator[Cursor]:
-    """A cursor of an autocommit connection to `url`, closed afterwards."""
-    with closing(psycopg2.connect(url)) as conn:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            yield cur
+def _transaction(url: str) -> Iterator[Cursor]:
+    """A cursor in a transaction at `url`, committed at the end of the block (rolled back on an error)."""
+    with closing(psycopg2.connect(url)) as conn, conn, conn.cursor() as cur:
+        yield cur
 
 
 def ensure_role(conn: Connection, role: Role, password: str) -> None:
@@ -170,11 +168,11 @@ def provision(admin_url: str, secrets_dir: Path, services: tuple[str, ...] = SER
             for service in services:
                 ensure_database(cur, service)
     for service in services:
-        with _session(database_url(admin_url, service)) as cur:
+        with _transaction(database_url(admin_url, service)) as cur:
             adopt_objects(cur, service)
     urls = connection_urls(admin_url, secrets_dir, wanted)
     for service in services:
         migrate(service, urls[service])
-        with _session(database_url(admin_url, service)) as cur:
+        with _transaction(database_url(admin_url, service)) as cur:
             grant_readers(cur, service)
     return urls
