@@ -27,14 +27,15 @@ def running_state(settings: Settings) -> dict[str, object] | None:
     return state if isinstance(pid, int) and psutil.pid_exists(pid) else None
 
 
-def _configured(settings: Settings, names: tuple[str, ...]) -> bool:
-    return all(getattr(settings, f"{name}_database_url") for name in names)
+def _external(settings: Settings) -> bool:
+    """Any database URL configured means servers of one's own: never the embedded one."""
+    return settings.external or any(getattr(settings, f"{c.name}_database_url") for c in connections())
 
 
 @contextmanager
 def database_urls(settings: Settings, names: tuple[str, ...]) -> Iterator[dict[str, str]]:
     """The URL of each connection in `names` (`auth`, `audit_order`, …), for the duration of the block."""
-    if settings.external or _configured(settings, names):
+    if _external(settings):
         yield {name: settings.database_url(name) for name in names}
         return
     data_dir = settings.data_dir.resolve()
