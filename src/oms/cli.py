@@ -18,6 +18,10 @@ admin_app = typer.Typer(help="Manage users directly in the auth database.", no_a
 app.add_typer(admin_app, name="admin")
 dlq_app = typer.Typer(help="The dead-letter queue: messages consumers gave up on.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+db_app = typer.Typer(
+    help="PostgreSQL servers of your own (`oms up --external`): roles and databases.", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
 console = Console(soft_wrap=True)
 
 
@@ -134,7 +138,7 @@ def _serve_relay(settings: Settings, service: str) -> None:
         check_bindable(
             settings.host, metrics_port, f"the {service} relay's metrics", port_env_name(component)
         )
-        url = settings.database_url(service)
+        url = settings.database_url(f"{service}_relay")
         run_relay(service, url, settings.nats_url, threading.Event(), metrics_port, confirm_delay=delay)
     except (RelayConfigError, RuntimeError, PortUnavailable) as exc:
         fail(str(exc))
@@ -172,11 +176,11 @@ def audit(
     from rich.table import Table
 
     from oms.runtime.audit import run_audit
-    from oms.runtime.databases import service_databases
+    from oms.runtime.databases import database_urls
 
     try:
-        with service_databases(_settings(data_dir=data_dir)) as urls:
-            report = asyncio.run(run_audit(urls["order"], urls["account"], settle_seconds))
+        with database_urls(_settings(data_dir=data_dir), ("audit_order", "audit_account")) as urls:
+            report = asyncio.run(run_audit(urls["audit_order"], urls["audit_account"], settle_seconds))
     except Exception as exc:
         fail(f"audit could not run: {exc}")
     table = Table("checked", "count", title="oms audit")
@@ -196,6 +200,37 @@ def audit(
     if not report.clean:
         raise typer.Exit(1)
     console.print("[green]✓ every invariant holds")
+
+
+class Database(StrEnum):
+    auth = "auth"
+    order = "order"
+    account = "account"
+
+
+@db_app.command("provision")
+def db_provision(
+    admin_url: Annotated[
+        str, typer.Option("--admin-url", envvar="OMS_PG_ADMIN_URL", help="A superuser's postgresql:// URL")
+    ],
+    database: Annotated[
+        list[Database] | None, typer.Option(help="Only this service's database (repeatable) [all three]")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Create or update the roles and databases on a PostgreSQL server as `oms up` does on its own, and
+    print the OMS_*_DATABASE_URL settings (the passwords are kept in <data-dir>/secrets/)."""
+    from oms.kernel.settings import SERVICES
+    from oms.runtime.provision import provision
+    from oms.runtime.roles import env_name
+
+    services = tuple(d.value for d in database) if database else SERVICES
+    try:
+        urls = provision(admin_url, _settings(data_dir=data_dir).secrets_dir, services)
+    except Exception as exc:
+        fail(f"provisioning failed: {' '.join(str(exc).split())}")
+    for name, url in urls.items():
+        print(f"{env_name(name)}={url}")
 
 
 def _broker_url(settings: Settings) -> str:

@@ -316,3 +316,14 @@ def test_ops_endpoints_are_for_admins_and_describe_their_own_service(api: Api) -
             api.url(service, "/api/v1/ops/dead-letters/999999/replay"), headers=admin.headers
         )
         assert missing.status_code == 404
+
+
+def test_the_system_pages_audit_runs_with_the_read_only_role(api: Api) -> None:
+    """The back office is given only the audit role's URLs (see test_up); its Run audit works with them."""
+    with httpx.Client(base_url=api.system.url("backoffice")) as http:
+        token = _csrf_token(http.get("/login").text)
+        http.post("/login", data={"username": "boss", "password": "boss-password", "csrf_token": token})
+        token = _csrf_token(http.get("/admin/system").text)
+        assert http.post("/admin/system/audit", data={"csrf_token": token}).status_code == 303
+        page = http.get("/admin/system").text
+    assert 'id="audit-result" data-clean="true"' in page and "Every invariant holds" in page

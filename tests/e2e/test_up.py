@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -18,6 +17,9 @@ from fastapi import FastAPI
 from oms.kernel.errors import install_error_handlers
 from oms.kernel.tokens import AdminUser, CurrentUser, JwksKeys, TokenVerifier
 from oms.runtime.nats import EmbeddedNats
+from oms.runtime.ports import free_port
+from oms.runtime.postgres import EmbeddedPostgres
+from oms.runtime.roles import connections, env_name
 from tests.conftest import execute
 from tests.e2e.conftest import RunningSystem, system_env
 
@@ -118,6 +120,39 @@ def test_logs_never_contain_passwords_or_tokens(system: RunningSystem) -> None:
         assert secret not in logs
 
 
+def component_of(argv: list[str]) -> str | None:
+    """`auth`, …, `relay-order` for an `oms serve …` command line; None for another."""
+    if "serve" not in argv:
+        return None
+    args = argv[argv.index("serve") + 1 :]
+    return f"relay-{args[-1]}" if args[0] == "relay" else args[0]
+
+
+def test_each_child_is_given_only_its_own_database_roles(system: RunningSystem) -> None:
+    """A service gets its own role's URL, a relay its replication role's, the back office only the audit's
+    read-only ones: no service's or superuser's URL or password is in its environment."""
+    assert system.process is not None
+    environments = {
+        component_of(child.cmdline()): child.environ()
+        for child in psutil.Process(system.process.pid).children(recursive=True)
+        if child.status() != psutil.STATUS_ZOMBIE and component_of(child.cmdline())
+    }
+    assert {
+        name: sorted(k for k in env if k.endswith("_DATABASE_URL")) for name, env in environments.items()
+    } == {
+        "auth": ["OMS_AUTH_DATABASE_URL"],
+        "order": ["OMS_ORDER_DATABASE_URL"],
+        "account": ["OMS_ACCOUNT_DATABASE_URL"],
+        "backoffice": ["OMS_AUDIT_ACCOUNT_DATABASE_URL", "OMS_AUDIT_ORDER_DATABASE_URL"],
+        "relay-order": ["OMS_ORDER_RELAY_DATABASE_URL"],
+        "relay-account": ["OMS_ACCOUNT_RELAY_DATABASE_URL"],
+    }
+    backoffice = "\n".join(environments["backoffice"].values())
+    for secret in (system.data_dir / "secrets").glob("pg-*password"):
+        given = secret.read_text().strip() in backoffice
+        assert given == (secret.name == "pg-audit-password"), secret.name
+
+
 def test_stop_leaves_no_process_and_restart_finds_all_data(system: RunningSystem) -> None:
     httpx.post(f"{system.url('auth')}/register", json={"username": "kate", "password": "kate-password"})
     assert system.stop(signal.SIGINT) == 0
@@ -178,17 +213,51 @@ def test_admin_create_works_with_and_without_a_running_system(tmp_path: Path) ->
     assert running.leftovers() == []
 
 
-def test_up_external_uses_the_configured_servers(
-    tmp_path: Path, make_database: Callable[[str], str], nats_server: EmbeddedNats
-) -> None:
-    urls = {f"OMS_{name.upper()}_DATABASE_URL": make_database(name) for name in ("auth", "order", "account")}
-    running = RunningSystem(tmp_path / "data", system_env(**urls, OMS_NATS_URL=nats_server.url))
-    running.start("--external")
+def provision_external(server: EmbeddedPostgres, admin_dir: Path) -> dict[str, str]:
+    """`oms db provision` on `server`, as an operator of external servers runs it: the settings it prints."""
+    result = subprocess.run(
+        [sys.executable, "-m", "oms", "db", "provision", "--data-dir", str(admin_dir)],
+        env={**system_env(), "OMS_PG_ADMIN_URL": server.url()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return dict(line.split("=", 1) for line in result.stdout.splitlines())
+
+
+def test_up_external_uses_the_configured_servers_and_roles(tmp_path: Path, nats_server: EmbeddedNats) -> None:
+    server = EmbeddedPostgres(tmp_path / "external-pg", free_port())
+    server.start()
     try:
-        assert login(running, "boss", "boss-password").status_code == 200
-        assert "PostgreSQL" not in "".join(running.output)
-        assert not (running.data_dir / "pg").exists()
-        assert execute(urls["OMS_AUTH_DATABASE_URL"], "SELECT username FROM users") == [("boss",)]
+        urls = provision_external(server, tmp_path / "operator")
+        assert sorted(urls) == sorted(env_name(c.name) for c in connections())
+        running = RunningSystem(tmp_path / "data", system_env(**urls, OMS_NATS_URL=nats_server.url))
+        running.start("--external")
+        try:
+            assert login(running, "boss", "boss-password").status_code == 200
+            assert "PostgreSQL" not in "".join(running.output)
+            assert not (running.data_dir / "pg").exists()
+            assert execute(urls["OMS_AUTH_DATABASE_URL"], "SELECT username FROM users") == [("boss",)]
+            assert execute(urls["OMS_ORDER_DATABASE_URL"], "SELECT count(*) FROM orders") == [(0,)]
+        finally:
+            running.stop()
+        assert running.leftovers() == []
     finally:
-        running.stop()
-    assert running.leftovers() == []
+        server.stop()
+
+
+def test_up_external_without_the_relay_and_audit_urls_stops_with_one_line(tmp_path: Path) -> None:
+    urls = {env_name(s): f"postgresql://u:p@127.0.0.1:1/{s}" for s in ("auth", "order", "account")}
+    result = subprocess.run(
+        [sys.executable, "-m", "oms", "up", "--external", "--data-dir", str(tmp_path / "d")],
+        env=system_env(**urls),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "oms: no database configured for order relay: set OMS_ORDER_RELAY_DATABASE_URL"
+        " (`oms db provision` makes the roles and prints every URL)"
+    ]

@@ -18,7 +18,8 @@ from oms.backoffice.sessions import COOKIE, Login, SessionCodec, new_session, se
 from oms.kernel.settings import Settings
 from oms.kernel.tokens import Role
 
-LOGIN = Login("header.claims.signature", "u-1", "alice", Role.CUSTOMER, time.time() + 600)
+# Made when the suite is collected, and used after the e2e tests ran (10 minutes and more): valid for a day.
+LOGIN = Login("header.claims.signature", "u-1", "alice", Role.CUSTOMER, time.time() + 86_400)
 
 
 def test_a_session_survives_the_cookie_round_trip() -> None:

@@ -18,7 +18,7 @@ IGNORED_DECORATORS = (
 )
 IGNORED_NAMES = (
     "model_config,connection_made,data_received,eof_received,connection_lost,autocommit,"
-    "[a-z]*[A-Z]*,*_port,token_type,expires_in"
+    "[a-z]*[A-Z]*,*_port,*_database_url,token_type,expires_in"
 )
 
 

@@ -95,12 +95,14 @@ async def replay(
 async def audit_now(settings: Settings) -> AuditRun:
     """Run `oms audit` against both databases (the one place the back office reads them)."""
     started = time.monotonic()
-    if not (settings.order_database_url and settings.account_database_url):
-        error = "no database URLs: set OMS_ORDER_DATABASE_URL and OMS_ACCOUNT_DATABASE_URL"
+    # The audit's read-only role: the back office is given no other database access (docs/decisions/010).
+    order_url, account_url = settings.audit_order_database_url, settings.audit_account_database_url
+    if not (order_url and account_url):
+        error = "no audit database URLs: set OMS_AUDIT_ORDER_DATABASE_URL and OMS_AUDIT_ACCOUNT_DATABASE_URL"
         return AuditRun(datetime.now(UTC), 0.0, None, error)
     try:
         report = await asyncio.wait_for(
-            run_audit(settings.order_database_url, settings.account_database_url, AUDIT_SETTLE_SECONDS),
+            run_audit(order_url, account_url, AUDIT_SETTLE_SECONDS),
             AUDIT_TIMEOUT,
         )
     except Exception as exc:

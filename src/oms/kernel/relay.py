@@ -46,7 +46,7 @@ from psycopg2.extras import LogicalReplicationConnection, ReplicationCursor
 from oms.kernel.broker import Broker, JetStreamBroker, Outgoing, PublishAborted
 from oms.kernel.confirmation import Confirmations, Held, Relayed
 from oms.kernel.consumer import StopSignal
-from oms.kernel.outbox import PUBLICATION_DDL, relay_position
+from oms.kernel.outbox import relay_position
 from oms.kernel.settings import Settings
 from oms.kernel.topology import OUTBOX_TABLE, PUBLICATION, RELAY_SLOTS_TABLE, slot_name
 from oms.kernel.walreader import Transaction, WalReader
@@ -362,8 +362,8 @@ def _send_feedback(cursor: ReplicationCursor, flush_lsn: int, force: bool = Fals
 
 
 async def prepare_database(conn: asyncpg.Connection, slot: str) -> bool:
-    """Check the server, create the publication and the slot if missing; True if the rows left in the
-    outbox when the slot was created are still to be published (by this relay or one that died)."""
+    """Check the server, the tables and the publication, create the slot if missing; True if the rows left in
+    the outbox when the slot was created are still to be published (by this relay or one that died)."""
     level = await conn.fetchval("SHOW wal_level")
     if level != "logical":
         raise RelayConfigError(
@@ -373,7 +373,11 @@ async def prepare_database(conn: asyncpg.Connection, slot: str) -> bool:
     for table in (OUTBOX_TABLE, RELAY_SLOTS_TABLE):
         if await conn.fetchval("SELECT to_regclass($1)", table) is None:
             raise RelayConfigError(f"no {table} table in this database: run the service's migrations first")
-    await conn.execute(PUBLICATION_DDL)
+    # The service's migrations create it: the relay's role may not (it owns no table).
+    if not await conn.fetchval("SELECT EXISTS (SELECT FROM pg_publication WHERE pubname = $1)", PUBLICATION):
+        raise RelayConfigError(
+            f"no publication {PUBLICATION} in this database: run the service's migrations first"
+        )
     row = await conn.fetchrow(
         "SELECT database, wal_status, active FROM pg_replication_slots WHERE slot_name = $1", slot
     )

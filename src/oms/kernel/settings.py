@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     auth_database_url: str | None = None
     order_database_url: str | None = None
     account_database_url: str | None = None
+    # Each relay's replication role, and the audit's read-only role (`oms up` sets them; docs/decisions/010).
+    order_relay_database_url: str | None = None
+    account_relay_database_url: str | None = None
+    audit_order_database_url: str | None = None
+    audit_account_database_url: str | None = None
     nats_url: str = "nats://127.0.0.1:14222"
 
     # Tokens.
@@ -88,11 +93,14 @@ class Settings(BaseSettings):
         port: int = getattr(self, f"{component}_port")
         return port
 
-    def database_url(self, service: str) -> str:
-        url: str | None = getattr(self, f"{service}_database_url")
+    def database_url(self, connection: str) -> str:
+        """The URL of a service's database (`order`), or of a relay's or the audit's (`order_relay`,
+        `audit_order`): OMS_<CONNECTION>_DATABASE_URL."""
+        url: str | None = getattr(self, f"{connection}_database_url")
         if not url:
             raise RuntimeError(
-                f"no database configured for the {service} service: set OMS_{service.upper()}_DATABASE_URL"
+                f"no database configured for {connection.replace('_', ' ')}: "
+                f"set OMS_{connection.upper()}_DATABASE_URL"
             )
         return url
 

@@ -1,4 +1,5 @@
-"""`oms admin create`: straight into the auth database, whether or not `oms up` is running."""
+"""`oms admin create`: straight into the auth database as the auth service's role, whether or not `oms up` is
+running."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from oms.kernel.db import create_pool, migrate
 from oms.kernel.errors import ApiError
 from oms.kernel.settings import Settings
 from oms.kernel.tokens import Role
-from oms.runtime.databases import service_databases
+from oms.runtime.databases import database_urls
 
 
 async def _create(url: str, name: str, password: str) -> None:
@@ -26,6 +27,6 @@ async def _create(url: str, name: str, password: str) -> None:
 
 
 def create_admin(settings: Settings, name: str, password: str) -> None:
-    with service_databases(settings) as urls:
+    with database_urls(settings, ("auth",)) as urls:
         migrate("auth", urls["auth"])
         asyncio.run(_create(urls["auth"], name, password))

@@ -1,5 +1,6 @@
-"""The service databases for command-line tools (`oms admin`, `oms audit`): configured URLs, or the
-running system's embedded server, or — if nothing runs — the embedded server started for the command."""
+"""The databases for command-line tools (`oms admin`, `oms audit`), each as its own role (runtime/roles.py):
+configured URLs, or the running system's embedded server, or — if nothing runs — the embedded server started
+(and provisioned, as `oms up` would) for the command."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from contextlib import contextmanager
 
 import psutil
 
-from oms.kernel.settings import SERVICES, Settings
+from oms.kernel.settings import Settings
 from oms.runtime.ports import check_bindable
 from oms.runtime.postgres import EmbeddedPostgres
+from oms.runtime.provision import provision
+from oms.runtime.roles import connection_urls, connections
 
 
 def running_state(settings: Settings) -> dict[str, object] | None:
@@ -24,23 +27,29 @@ def running_state(settings: Settings) -> dict[str, object] | None:
     return state if isinstance(pid, int) and psutil.pid_exists(pid) else None
 
 
+def _external(settings: Settings) -> bool:
+    """Any database URL configured means servers of one's own: never the embedded one."""
+    return settings.external or any(getattr(settings, f"{c.name}_database_url") for c in connections())
+
+
 @contextmanager
-def service_databases(settings: Settings) -> Iterator[dict[str, str]]:
-    """URL of each service's database, by service name, for the duration of the block."""
-    if settings.external or settings.auth_database_url:
-        yield {service: settings.database_url(service) for service in SERVICES}
+def database_urls(settings: Settings, names: tuple[str, ...]) -> Iterator[dict[str, str]]:
+    """The URL of each connection in `names` (`auth`, `audit_order`, …), for the duration of the block."""
+    if _external(settings):
+        yield {name: settings.database_url(name) for name in names}
         return
     data_dir = settings.data_dir.resolve()
+    wanted = [c for c in connections() if c.name in names]
     state = running_state(settings)
     if state is not None and isinstance(state.get("pg_port"), int):
         server = EmbeddedPostgres(data_dir, int(state["pg_port"]), settings.host)  # type: ignore[call-overload]
-        yield {service: server.url(service) for service in SERVICES}
+        yield connection_urls(server.url(), settings.secrets_dir, wanted)
         return
     check_bindable(settings.host, settings.pg_port, "PostgreSQL", "OMS_PG_PORT")
     server = EmbeddedPostgres(data_dir, settings.pg_port, settings.host)
     server.start()
     try:
-        server.create_databases(list(SERVICES))
-        yield {service: server.url(service) for service in SERVICES}
+        urls = provision(server.url(), settings.secrets_dir)
+        yield {name: urls[name] for name in names}
     finally:
         server.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
-import secrets
 import signal
 import subprocess
 import time
@@ -13,8 +12,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 import psycopg2
+from psycopg2 import sql
 
 from oms.runtime.processes import Identity, spawn, stop, tail
+from oms.runtime.secret_files import read_or_create
 
 SUPERUSER = "oms"
 # PostgreSQL refuses to run as root; as root we run it as this system user.
@@ -65,6 +66,7 @@ class EmbeddedPostgres:
         self.port = port
         self.host = host
         self.log_file = self.data_dir / "logs" / "postgres.log"
+        # The superuser's: only `oms up`'s provisioning and operator tools use it (runtime/roles.py).
         self.password_file = self.data_dir / "secrets" / "pg-password"
         self.run_as = _ensure_system_user() if os.geteuid() == 0 else None
         self.process: subprocess.Popen[bytes] | None = None
@@ -80,10 +82,7 @@ class EmbeddedPostgres:
         """Create the cluster on first use (password auth, replication allowed). True if it was created."""
         if (self.pgdata / "PG_VERSION").exists():
             return False
-        self.password_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not self.password_file.exists():
-            self.password_file.write_text(secrets.token_urlsafe(24))
-            self.password_file.chmod(0o600)
+        read_or_create(self.password_file)
         self.pgdata.mkdir(parents=True, exist_ok=True, mode=0o700)
         pwfile = self.pgdata.parent / ".pg-initdb-pw"
         pwfile.write_text(self.password)
@@ -176,6 +175,6 @@ class EmbeddedPostgres:
                 for name in names:
                     cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
                     if cur.fetchone() is None:
-                        cur.execute(f'CREATE DATABASE "{name}"')
+                        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         finally:
             conn.close()

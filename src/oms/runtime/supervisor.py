@@ -21,12 +21,14 @@ import httpx
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from oms.kernel.settings import SERVICES, Settings, port_env_name
+from oms.kernel.settings import Settings, port_env_name
 from oms.kernel.topology import RELAYED
 from oms.runtime.nats import EmbeddedNats, NatsError
 from oms.runtime.ports import check_bindable
 from oms.runtime.postgres import EmbeddedPostgres, PostgresError
 from oms.runtime.processes import spawn, stop, tail
+from oms.runtime.provision import provision
+from oms.runtime.roles import connections, connections_of, env_name
 
 DEFAULT_ADMIN = "admin"
 
@@ -115,6 +117,7 @@ class System:
         self.postgres: EmbeddedPostgres | None = None
         self.nats: EmbeddedNats | None = None
         self.children: list[Child] = []
+        self.database_urls: dict[str, str] = {}  # by connection (runtime/roles.py)
         self.server_failures: dict[str, int] = {}
         self.server_retry_at: dict[str, float] = {}
 
@@ -167,7 +170,10 @@ class System:
         ) as progress:
             if not self.settings.external:
                 self._step(progress, "PostgreSQL (embedded)", self._start_postgres)
+                self._step(progress, "database roles, migrations and grants", self._provision)
                 self._step(progress, "NATS JetStream (embedded)", self._start_nats)
+            else:
+                self.database_urls = self._configured_databases()
             # auth first (the others fetch its keys); relays last (the services create their outboxes).
             specs = self.child_specs()
             for group in (specs[:1], specs[1:3], specs[3:]):
@@ -182,7 +188,20 @@ class System:
     def _start_postgres(self) -> None:
         self.postgres = EmbeddedPostgres(self.data_dir, self.settings.pg_port, self.settings.host)
         self.postgres.start()
-        self.postgres.create_databases(list(SERVICES))
+
+    def _provision(self) -> None:
+        assert self.postgres is not None
+        self.database_urls = provision(self.postgres.url(), self.settings.secrets_dir)
+
+    def _configured_databases(self) -> dict[str, str]:
+        try:
+            return {c.name: self.settings.database_url(c.name) for c in connections()}
+        except RuntimeError as exc:
+            raise StartError(f"{exc} (`oms db provision` makes the roles and prints every URL)") from None
+
+    def database_env(self, child: str) -> dict[str, str]:
+        """The database URLs `child` is given: only its own roles' (docs/decisions/010)."""
+        return {env_name(name): self.database_urls[name] for name in connections_of(child)}
 
     def _start_nats(self) -> None:
         s = self.settings
@@ -210,10 +229,6 @@ class System:
                 "OMS_ACCOUNT_URL": f"http://{s.host}:{s.account_port}",
             }
         )
-        for name in SERVICES:
-            env[f"OMS_{name.upper()}_DATABASE_URL"] = (
-                self.postgres.url(name) if self.postgres else s.database_url(name)
-            )
         for component in [*self.components(), *(f"{r}_relay" for r in RELAYED)]:
             env[port_env_name(component)] = str(s.port_of(component))
         if s.relay_confirm_delay is not None:
@@ -230,7 +245,7 @@ class System:
             child = Child(
                 name=name,
                 argv=[sys.executable, "-m", "oms", "serve", *args],
-                env=env,
+                env={**env, **self.database_env(name)},
                 log_file=self.data_dir / "logs" / f"{name}.log",
                 health_url=health_url,
             )
