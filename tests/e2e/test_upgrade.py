@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from oms.kernel.db import migrate
-from oms.kernel.events import OrderCreated, OrderCreatedData
+from oms.kernel.events import Envelope, OrderCreated
 from oms.kernel.money import Side
 from oms.kernel.settings import SERVICES
 from oms.kernel.topology import RELAYED, slot_name
@@ -68,12 +69,16 @@ def write_settled_buy(server: EmbeddedPostgres) -> None:
 def write_order_placed_at_the_stop(server: EmbeddedPostgres) -> None:
     """An order placed just before the old system stopped: its `order.created` is still in the outbox, after
     the position the order relay had confirmed in its slot."""
-    event = OrderCreated.new(
-        order_id=PENDING_ORDER,
-        customer_id=OLGA,
-        data=OrderCreatedData(
-            order_id=PENDING_ORDER, customer_id=OLGA, asset_name="AAPL", order_side=Side.BUY, size=1, price=30
-        ),
+    event = Envelope.of(
+        OrderCreated(
+            order_id=PENDING_ORDER,
+            customer_id=OLGA,
+            occurred_at=datetime.now(UTC),
+            asset_name="AAPL",
+            side=Side.BUY,
+            size=Decimal(1),
+            price=Decimal(30),
+        )
     )
     execute(
         server.url("order"),
