@@ -15,6 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from oms.kernel.nats_access import NatsAccess
+from oms.runtime.nats import EmbeddedNats
 from oms.runtime.ports import free_port_env
 
 
@@ -28,6 +30,10 @@ class RunningSystem:
 
     def url(self, component: str) -> str:
         return f"http://127.0.0.1:{self.env[f'OMS_{component.upper()}_PORT']}"
+
+    def broker_access(self, identity: str) -> NatsAccess:
+        """`identity`'s credentials on this system's NATS server, as `oms up` generated them."""
+        return EmbeddedNats(self.data_dir, int(self.env["OMS_NATS_PORT"])).access(identity)
 
     def start(self, *args: str, timeout: float = 90.0) -> None:
         self.output = []

@@ -182,7 +182,8 @@ def test_up_external_uses_the_configured_servers(
     tmp_path: Path, make_database: Callable[[str], str], nats_server: EmbeddedNats
 ) -> None:
     urls = {f"OMS_{name.upper()}_DATABASE_URL": make_database(name) for name in ("auth", "order", "account")}
-    running = RunningSystem(tmp_path / "data", system_env(**urls, OMS_NATS_URL=nats_server.url))
+    nats = {"OMS_NATS_URL": nats_server.url, "OMS_NATS_IDENTITIES_DIR": str(nats_server.identities)}
+    running = RunningSystem(tmp_path / "data", system_env(**urls, **nats))
     running.start("--external")
     try:
         assert login(running, "boss", "boss-password").status_code == 200

@@ -32,7 +32,10 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with httpx.AsyncClient(timeout=10) as http:
             app.state.services = Services(http, settings)
-            yield
+            try:
+                yield
+            finally:
+                await app.state.services.broker.close()
 
     def health_checks(app: FastAPI) -> dict[str, HealthCheck]:
         async def auth() -> None:
