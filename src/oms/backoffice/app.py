@@ -50,6 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         routers=[public.router, customer.router, admin.router, system.router],
         health_checks=health_checks,
+        metrics_clients=settings.metrics_clients,
     )
     app.state.settings = settings
     app.state.sessions = SessionCodec(session_key(settings))

@@ -88,4 +88,5 @@ def create_event_service(
         lifespan=lifespan,
         routers=[*routers, ops_router(service)],
         health_checks=health_checks,
+        metrics_clients=settings.metrics_clients,
     )
