@@ -222,6 +222,13 @@ class System:
         except Exception as exc:
             raise StartError(f"cannot create the broker's streams as the operator: {exc}") from None
 
+    def _recreate_topology(self) -> None:
+        """After a restart of NATS, in case its store was lost with it; the services wait meanwhile."""
+        try:
+            self._create_topology()
+        except StartError as exc:
+            self.console.print(f"[red]{exc}")
+
     def broker_env(self, child: str) -> dict[str, str]:
         """The child's own broker identity, and nothing of the others' (auth uses no broker)."""
         return self.broker_access(child).env() if child in IDENTITIES else {}
@@ -307,7 +314,7 @@ class System:
                 self.server_failures.pop(name, None)
                 self.server_retry_at.pop(name, None)
                 if server is self.nats:
-                    self._create_topology()  # in case its store was lost with it
+                    self._recreate_topology()
 
     def _revive(self, child: Child) -> None:
         if child.process is None or child.process.poll() is None:
