@@ -130,6 +130,13 @@ def test_stop_leaves_no_process_and_restart_finds_all_data(system: RunningSystem
     assert system.leftovers() == []
 
 
+def test_sigint_stops_it_also_when_started_in_the_background(tmp_path: Path) -> None:
+    running = RunningSystem(tmp_path / "data", system_env())
+    running.start(background=True)
+    assert running.stop(signal.SIGINT) == 0
+    assert running.leftovers() == []
+
+
 def test_up_with_a_taken_port_stops_with_one_line_naming_the_setting(tmp_path: Path) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))

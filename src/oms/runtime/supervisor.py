@@ -364,6 +364,9 @@ def run(settings: Settings, console: Console) -> None:
     system = System(settings, console)
     with exclusive(settings.data_dir):
         previous = signal.signal(signal.SIGTERM, _raise_stop)
+        # Started in the background by a shell without job control, SIGINT arrives ignored (and Python then
+        # raises no KeyboardInterrupt): Ctrl-C's signal must stop it all the same.
+        signal.signal(signal.SIGINT, _raise_stop)
         try:
             system.start()
             system.write_state()
