@@ -10,6 +10,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from oms.kernel.nats_access import NatsAccess
+from oms.kernel.permissions import OPERATOR
 from oms.runtime.nats import EmbeddedNats
 from oms.runtime.ports import free_port
 from oms.runtime.postgres import EmbeddedPostgres
@@ -25,10 +27,22 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPost
 
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path_factory.mktemp("nats"), free_port(), free_port())
+    server = EmbeddedNats(tmp_path_factory.mktemp("nats"), free_port())
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_identity(nats_server: EmbeddedNats) -> Callable[[str], NatsAccess]:
+    """Each component's credentials on the session's NATS server (its nkey seed), by identity name."""
+    return nats_server.access
+
+
+@pytest.fixture(scope="session")
+def operator(nats_server: EmbeddedNats) -> NatsAccess:
+    """The operator identity: the only one that may create, change, purge or delete streams."""
+    return nats_server.access(OPERATOR)
 
 
 @pytest.fixture(scope="session")

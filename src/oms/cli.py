@@ -5,13 +5,16 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 
 from oms.kernel.settings import ExecutionMode, Settings, port_env_name
 from oms.runtime.ports import PortUnavailable
+
+if TYPE_CHECKING:
+    from oms.kernel.broker import JetStreamBroker
 
 app = typer.Typer(help="OMS: an order management system for brokerages.", no_args_is_help=True)
 admin_app = typer.Typer(help="Manage users directly in the auth database.", no_args_is_help=True)
@@ -111,12 +114,16 @@ def _serve_http(settings: Settings, component: str) -> None:
 
     import uvicorn
 
+    from oms.kernel.nats_access import NatsConfigError, access_for
+    from oms.kernel.topology import CONSUMERS
     from oms.runtime.ports import check_bindable
 
     port = settings.port_of(component)
     try:
         check_bindable(settings.host, port, f"the {component} service", port_env_name(component))
-    except PortUnavailable as exc:
+        if component in CONSUMERS:
+            access_for(settings, component)  # its broker identity, checked before anything starts
+    except (PortUnavailable, NatsConfigError) as exc:
         fail(str(exc))
     api = importlib.import_module(f"oms.{component}.app").create_app(settings)
     uvicorn.run(api, host=settings.host, port=port, log_config=None, access_log=False)
@@ -125,6 +132,7 @@ def _serve_http(settings: Settings, component: str) -> None:
 def _serve_relay(settings: Settings, service: str) -> None:
     import threading
 
+    from oms.kernel.nats_access import NatsConfigError, access_for
     from oms.kernel.relay import RelayConfigError, run_relay
     from oms.runtime.ports import check_bindable
 
@@ -136,11 +144,13 @@ def _serve_relay(settings: Settings, service: str) -> None:
         fail(f"OMS_NATS_SYNC_INTERVAL: {exc}")
     try:
         check_bindable(
-            settings.host, metrics_port, f"the {service} relay's metrics", port_env_name(component)
+            settings.metrics_host, metrics_port, f"the {service} relay's metrics", port_env_name(component)
         )
         url = settings.database_url(f"{service}_relay")
-        run_relay(service, url, settings.nats_url, threading.Event(), metrics_port, confirm_delay=delay)
-    except (RelayConfigError, RuntimeError, PortUnavailable) as exc:
+        nats = access_for(settings, f"relay-{service}")
+        stop = threading.Event()
+        run_relay(service, url, nats, stop, metrics_port, delay, metrics_host=settings.metrics_host)
+    except (RelayConfigError, NatsConfigError, RuntimeError, PortUnavailable) as exc:
         fail(str(exc))
 
 
@@ -233,11 +243,19 @@ def db_provision(
         print(f"{env_name(name)}={url}")
 
 
-def _broker_url(settings: Settings) -> str:
+async def _operator_broker(settings: Settings) -> JetStreamBroker:
+    """The broker as the operator identity: of the system running on this data folder, or the configured
+    one (its credentials from OMS_NATS_* or the identities folder)."""
+    from oms.kernel.broker import JetStreamBroker
+    from oms.kernel.nats_access import access_for
+    from oms.kernel.permissions import OPERATOR
     from oms.runtime.databases import running_state
 
+    access = access_for(settings, OPERATOR)
     state = running_state(settings)
-    return str(state["nats_url"]) if state and not settings.external else settings.nats_url
+    if state and not settings.external:
+        access = access.with_servers(str(state["nats_url"]))
+    return await JetStreamBroker.connect(access, once=True)
 
 
 @dlq_app.command("list")
@@ -247,11 +265,10 @@ def dlq_list(data_dir: DataDir = None) -> None:
 
     from rich.table import Table
 
-    from oms.kernel.broker import JetStreamBroker
     from oms.kernel.dlq import list_dead_letters
 
     async def letters() -> list[Any]:
-        broker = await JetStreamBroker.connect(_broker_url(_settings(data_dir=data_dir)), name="oms-cli")
+        broker = await _operator_broker(_settings(data_dir=data_dir))
         try:
             await broker.ensure_topology()
             return await list_dead_letters(broker)
@@ -284,7 +301,6 @@ def dlq_replay(
     """Send dead letters back to their consumers."""
     import asyncio
 
-    from oms.kernel.broker import JetStreamBroker
     from oms.kernel.dlq import replay
 
     if every == bool(which):
@@ -293,7 +309,7 @@ def dlq_replay(
         fail(f"not a dead letter seq: {which!r}")
 
     async def send_back() -> int:
-        broker = await JetStreamBroker.connect(_broker_url(_settings(data_dir=data_dir)), name="oms-cli")
+        broker = await _operator_broker(_settings(data_dir=data_dir))
         try:
             return await replay(broker, "all" if every else int(which))
         finally:

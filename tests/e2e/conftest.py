@@ -15,6 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from oms.kernel.nats_access import NatsAccess
+from oms.runtime.nats import EmbeddedNats
 from oms.runtime.ports import free_port_env
 
 
@@ -29,7 +31,13 @@ class RunningSystem:
     def url(self, component: str) -> str:
         return f"http://127.0.0.1:{self.env[f'OMS_{component.upper()}_PORT']}"
 
-    def start(self, *args: str, timeout: float = 90.0) -> None:
+    def broker_access(self, identity: str) -> NatsAccess:
+        """`identity`'s credentials on this system's NATS server, as `oms up` generated them."""
+        return EmbeddedNats(self.data_dir, int(self.env["OMS_NATS_PORT"])).access(identity)
+
+    def start(self, *args: str, timeout: float = 90.0, background: bool = False) -> None:
+        """`oms up ARGS` until it prints "ready"; `background`: with SIGINT ignored, as a shell without job
+        control starts `oms up &`."""
         self.output = []
         self.process = subprocess.Popen(
             [sys.executable, "-m", "oms", "up", "--data-dir", str(self.data_dir), *args],
@@ -37,6 +45,7 @@ class RunningSystem:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=_ignore_sigint if background else None,
         )
         threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
         deadline = time.monotonic() + timeout
@@ -62,6 +71,10 @@ class RunningSystem:
     def leftovers(self) -> list[psutil.Process]:
         """Processes started by this system that are still alive."""
         return [p for p in self.descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def system_env(**extra: str) -> dict[str, str]:

@@ -26,6 +26,7 @@ from oms.chaos.report import markdown
 from oms.chaos.run import ChaosConfig, run_chaos
 from oms.kernel.broker import JetStreamBroker
 from oms.kernel.outbox import OUTBOX_DDL, PUBLICATION_DDL, RELAY_SLOTS_DDL
+from oms.kernel.permissions import OPERATOR
 from oms.kernel.relay import Relay
 from oms.runtime.nats import EmbeddedNats
 from tests.conftest import execute
@@ -155,7 +156,8 @@ async def test_a_relay_crash_right_after_publishing_leaves_no_relayed_row_behind
 ) -> None:
     url = make_database("orphan")
     execute(url, OUTBOX_DDL + RELAY_SLOTS_DDL + PUBLICATION_DDL)
-    broker = await JetStreamBroker.connect(nats_server.url, name="orphan-test")
+    broker = await JetStreamBroker.connect(nats_server.access(OPERATOR))
+    await broker.ensure_topology()  # the relay waits for it
     real_create_pool = asyncpg.create_pool
 
     async def first_delete_misses(*args: Any, **kwargs: Any) -> Any:

@@ -16,11 +16,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import nats
 import pytest
 
 from oms.kernel.broker import JetStreamBroker
 from oms.kernel.dlq import list_dead_letters
+from oms.kernel.nats_access import NatsAccess, connect_nats
+from oms.kernel.permissions import OPERATOR
 from oms.kernel.topology import DLQ_STREAM, EVENTS_STREAM
 from tests.e2e.api import Api
 from tests.e2e.conftest import RunningSystem
@@ -37,8 +38,8 @@ class Letter:
     payload: bytes
 
 
-def nats_url(system: RunningSystem) -> str:
-    return f"nats://127.0.0.1:{system.env['OMS_NATS_PORT']}"
+def operator(system: RunningSystem) -> NatsAccess:
+    return system.broker_access(OPERATOR)
 
 
 def oms(system: RunningSystem, *args: str) -> subprocess.CompletedProcess[str]:
@@ -53,8 +54,8 @@ def oms(system: RunningSystem, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def _publish(url: str, subject: str, payload: bytes, headers: dict[str, str] | None) -> None:
-    nc = await nats.connect(servers=[url])
+async def _publish(access: NatsAccess, subject: str, payload: bytes, headers: dict[str, str] | None) -> None:
+    nc = await connect_nats(access, once=True)
     try:
         await nc.jetstream().publish(subject, payload, headers=headers)
     finally:
@@ -64,11 +65,11 @@ async def _publish(url: str, subject: str, payload: bytes, headers: dict[str, st
 def publish(system: RunningSystem, subject: str, payload: bytes, msg_id: str | None = None) -> None:
     """Publish straight to JetStream, as a misbehaving producer would (acknowledged by the stream)."""
     headers = {"Nats-Msg-Id": msg_id} if msg_id else None
-    asyncio.run(_publish(nats_url(system), subject, payload, headers))
+    asyncio.run(_publish(operator(system), subject, payload, headers))
 
 
-async def _letters(url: str) -> list[Letter]:
-    broker = await JetStreamBroker.connect(url, name="test-dlq")
+async def _letters(access: NatsAccess) -> list[Letter]:
+    broker = await JetStreamBroker.connect(access, once=True)
     try:
         return [
             Letter(d.seq, d.subject, d.consumer, d.error, d.payload) for d in await list_dead_letters(broker)
@@ -78,7 +79,7 @@ async def _letters(url: str) -> list[Letter]:
 
 
 def letters(system: RunningSystem) -> list[Letter]:
-    return asyncio.run(_letters(nats_url(system)))
+    return asyncio.run(_letters(operator(system)))
 
 
 def wait_letters(system: RunningSystem, count: int, timeout: float = 20) -> list[Letter]:
@@ -102,8 +103,8 @@ def wait_replaced(system: RunningSystem, old: list[Letter], timeout: float = 20)
         time.sleep(0.1)
 
 
-async def _stream_counts(url: str) -> dict[str, int]:
-    nc = await nats.connect(servers=[url])
+async def _stream_counts(access: NatsAccess) -> dict[str, int]:
+    nc = await connect_nats(access, once=True)
     try:
         js = nc.jetstream()
         return {name: (await js.stream_info(name)).state.messages for name in (EVENTS_STREAM, DLQ_STREAM)}
@@ -201,5 +202,5 @@ def test_the_system_still_works_after_the_malformed_messages(dlq_system: Running
     admin, customer = api.admin(), api.customer()
     api.deposit(admin, customer, "TRY", "10")
     assert api.wait_order(customer, api.place(customer, "BUY", "AAPL", "1", "10"))["status"] == "MATCHED"
-    counts = asyncio.run(_stream_counts(nats_url(dlq_system)))
+    counts = asyncio.run(_stream_counts(operator(dlq_system)))
     assert counts[DLQ_STREAM] == len(letters(dlq_system))  # replayed letters are removed, not kept

@@ -165,6 +165,13 @@ def test_stop_leaves_no_process_and_restart_finds_all_data(system: RunningSystem
     assert system.leftovers() == []
 
 
+def test_sigint_stops_it_also_when_started_in_the_background(tmp_path: Path) -> None:
+    running = RunningSystem(tmp_path / "data", system_env())
+    running.start(background=True)
+    assert running.stop(signal.SIGINT) == 0
+    assert running.leftovers() == []
+
+
 def test_up_with_a_taken_port_stops_with_one_line_naming_the_setting(tmp_path: Path) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
@@ -232,7 +239,8 @@ def test_up_external_uses_the_configured_servers_and_roles(tmp_path: Path, nats_
     try:
         urls = provision_external(server, tmp_path / "operator")
         assert sorted(urls) == sorted(env_name(c.name) for c in connections())
-        running = RunningSystem(tmp_path / "data", system_env(**urls, OMS_NATS_URL=nats_server.url))
+        nats = {"OMS_NATS_URL": nats_server.url, "OMS_NATS_IDENTITIES_DIR": str(nats_server.identities)}
+        running = RunningSystem(tmp_path / "data", system_env(**urls, **nats))
         running.start("--external")
         try:
             assert login(running, "boss", "boss-password").status_code == 200

@@ -12,7 +12,6 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import nats
 import nats.js.errors
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -22,9 +21,9 @@ from nats.js.api import RawStreamMsg
 from oms.kernel import inbox, outbox
 from oms.kernel.broker import JetStreamBroker
 from oms.kernel.events import Envelope, OrderCanceled
+from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.relay import run_relay
 from oms.kernel.topology import DLQ_STREAM, EVENTS_STREAM, slot_name
-from oms.runtime.nats import EmbeddedNats
 from tests.conftest import execute
 
 
@@ -46,22 +45,30 @@ def service_db(make_database: Callable[[str], str]) -> Iterator[ServiceDatabase]
         execute(url, f"SELECT pg_drop_replication_slot('{slot_name(service)}')")
 
 
-@pytest.fixture
-async def js(nats_server: EmbeddedNats) -> AsyncIterator[JetStreamContext]:
-    """Raw JetStream access, after deleting the streams another test may have filled."""
-    nc: NatsClient = await nats.connect(servers=[nats_server.url])
-    context = nc.jetstream()
+async def delete_streams(js: JetStreamContext) -> None:
     for stream in (EVENTS_STREAM, DLQ_STREAM):
         with suppress(nats.js.errors.NotFoundError):
-            await context.delete_stream(stream)
+            await js.delete_stream(stream)
+
+
+@pytest.fixture
+async def js(operator: NatsAccess) -> AsyncIterator[JetStreamContext]:
+    """Raw JetStream access as the operator, the streams another test may have filled deleted and created
+    again empty (as `oms up` creates them before the relays and services start)."""
+    nc: NatsClient = await connect_nats(operator, once=True)
+    context = nc.jetstream()
+    await delete_streams(context)
+    topology = await JetStreamBroker.connect(operator, once=True)
+    await topology.ensure_topology()
+    await topology.close()
     yield context
     await nc.close()
 
 
 @pytest.fixture
-async def broker(js: JetStreamContext, nats_server: EmbeddedNats) -> AsyncIterator[JetStreamBroker]:
-    connected = await JetStreamBroker.connect(nats_server.url, name="test")
-    await connected.ensure_topology()
+async def broker(js: JetStreamContext, operator: NatsAccess) -> AsyncIterator[JetStreamBroker]:
+    """The broker as the operator, which may do everything (publish any event, consume any consumer)."""
+    connected = await JetStreamBroker.connect(operator)
     yield connected
     await connected.close()
 
@@ -118,7 +125,7 @@ class RelayThread:
     """`run_relay` in a thread of the test process, as a supervisor would run it."""
 
     db: ServiceDatabase
-    nats_url: str
+    nats: NatsAccess
     stop: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     thread: threading.Thread | None = None
@@ -133,7 +140,7 @@ class RelayThread:
 
     def _run(self) -> None:
         try:
-            run_relay(self.db.service, self.db.url, self.nats_url, self.stop)
+            run_relay(self.db.service, self.db.url, self.nats, self.stop)
         except BaseException as exc:
             self.error = exc
 
@@ -148,13 +155,9 @@ class RelayThread:
 
 
 @pytest.fixture
-def relay(service_db: ServiceDatabase, nats_server: EmbeddedNats) -> Iterator[RelayThread]:
-    """A relay for `service_db`, not started yet."""
-    running = RelayThread(service_db, nats_server.url)
+def relay(service_db: ServiceDatabase, operator: NatsAccess) -> Iterator[RelayThread]:
+    """A relay for `service_db` (a service outside the topology: it publishes as the operator), not started
+    yet."""
+    running = RelayThread(service_db, operator)
     yield running
     running.halt()
-
-
-@pytest.fixture
-def nats_server_url(nats_server: EmbeddedNats) -> str:
-    return nats_server.url

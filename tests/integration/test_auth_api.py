@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from oms.auth.app import create_app
+from oms.kernel.http import client_networks
 from oms.kernel.settings import Settings
 from tests.conftest import execute
 
@@ -184,6 +185,23 @@ async def test_health_metrics_and_docs_are_served(client: httpx.AsyncClient) -> 
     assert 'oms_http_requests_total{method="GET",route="/users",status="401"}' in metrics
     assert (await client.get("/openapi.json")).json()["info"]["title"] == "OMS auth"
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_metrics_are_served_only_to_the_configured_client_networks(settings: Settings) -> None:
+    async with auth_client(settings, address="203.0.113.7") as outside:
+        refused = await outside.get("/metrics")
+        assert refused.status_code == 403
+        assert refused.json()["error"] == "metrics are served only to the addresses in OMS_METRICS_CLIENTS"
+        assert (await outside.get("/health")).status_code == 200
+    opened = settings.model_copy(update={"metrics_clients": "10.0.0.0/8, 203.0.113.0/24"})
+    async with auth_client(opened, address="203.0.113.7") as allowed:
+        assert (await allowed.get("/metrics")).status_code == 200
+
+
+def test_a_metrics_client_list_that_is_not_networks_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"OMS_METRICS_CLIENTS: .*'internal'"):
+        client_networks("127.0.0.1, internal")
+    assert client_networks("*") is None
 
 
 async def test_bootstrap_admin_is_not_recreated_on_restart(settings: Settings, auth_db: str) -> None:

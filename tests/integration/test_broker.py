@@ -17,8 +17,9 @@ from oms.kernel.broker import (
     Outgoing,
     PublishAborted,
 )
+from oms.kernel.nats_access import NatsAccess
 from oms.kernel.topology import CONSUMERS, DLQ_STREAM, EVENTS_STREAM
-from tests.integration.conftest import eventually, stream_messages
+from tests.integration.conftest import delete_streams, eventually, stream_messages
 
 
 async def test_ensure_topology_creates_durable_streams_and_consumers_idempotently(
@@ -57,9 +58,10 @@ async def test_publish_of_the_same_message_id_twice_is_stored_once(
 
 
 async def test_publish_retries_until_the_stream_exists_then_stores_each_message_once(
-    js: JetStreamContext, nats_server_url: str
+    js: JetStreamContext, operator: NatsAccess
 ) -> None:
-    broker = await JetStreamBroker.connect(nats_server_url, name="test")
+    await delete_streams(js)
+    broker = await JetStreamBroker.connect(operator)
     retries: list[int] = []
     try:
         publishing = asyncio.create_task(
@@ -82,8 +84,9 @@ async def test_publish_retries_until_the_stream_exists_then_stores_each_message_
     assert [(m.headers or {})[MSG_ID] for m in await stream_messages(js)] == ["e0", "e1", "e2"]
 
 
-async def test_publish_gives_up_only_when_asked(js: JetStreamContext, nats_server_url: str) -> None:
-    broker = await JetStreamBroker.connect(nats_server_url, name="test")
+async def test_publish_gives_up_only_when_asked(js: JetStreamContext, operator: NatsAccess) -> None:
+    await delete_streams(js)
+    broker = await JetStreamBroker.connect(operator)
     attempts: list[int] = []
     try:
         with pytest.raises(PublishAborted):
@@ -98,8 +101,9 @@ async def test_publish_gives_up_only_when_asked(js: JetStreamContext, nats_serve
 
 
 async def test_ensure_topology_brings_an_older_stream_and_consumer_up_to_date(
-    js: JetStreamContext, nats_server_url: str
+    js: JetStreamContext, operator: NatsAccess
 ) -> None:
+    await delete_streams(js)
     await js.add_stream(name=EVENTS_STREAM, subjects=["oms.>"], storage=StorageType.FILE, duplicate_window=10)
     await js.add_consumer(
         EVENTS_STREAM,
@@ -108,7 +112,7 @@ async def test_ensure_topology_brings_an_older_stream_and_consumer_up_to_date(
         ack_policy=AckPolicy.EXPLICIT,
         max_deliver=2,
     )
-    broker = await JetStreamBroker.connect(nats_server_url, name="test")
+    broker = await JetStreamBroker.connect(operator)
     try:
         await broker.ensure_topology()
     finally:

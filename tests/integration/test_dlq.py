@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
 
+import pytest
 from nats.js import JetStreamContext
 
 from oms.kernel.broker import MAX_DELIVER, JetStreamBroker, Outgoing
 from oms.kernel.consumer import ConsumerRunner, RetryPolicy, one_at_a_time
-from oms.kernel.dlq import list_dead_letters, replay
-from oms.kernel.events import Envelope
+from oms.kernel.dlq import ReplayRefused, apply_dead_letter, list_dead_letters, replay
+from oms.kernel.events import Envelope, FundsReserved
+from oms.kernel.nats_access import NatsAccess
 from oms.kernel.topology import DLQ_STREAM
 from tests.integration.conftest import canceled_event, message_count
 
@@ -98,3 +104,87 @@ async def test_replay_all_sends_every_dead_letter_back(broker: JetStreamBroker) 
     await consume_until(runner, lambda: len(handler.handled) == 2)
     assert sorted(e.id for e in handler.handled) == sorted(e.id for e in events)
     assert await list_dead_letters(broker) == []
+
+
+async def test_an_event_on_a_subject_its_producer_may_not_publish_is_dead_lettered_unapplied(
+    broker: JetStreamBroker,
+) -> None:
+    """The operator (who may publish anything) puts the account's funds.reserved on oms.order.created."""
+    forged = Envelope.of(
+        FundsReserved(
+            order_id=uuid.uuid4(),
+            customer_id=uuid.uuid4(),
+            occurred_at=datetime.now(UTC),
+            reservation_id=uuid.uuid4(),
+            asset_name="TRY",
+            amount=Decimal(10**9),
+        )
+    )
+    retyped = canceled_event()
+    await broker.publish(
+        [
+            Outgoing("oms.order.created", forged.to_json(), str(forged.id)),
+            Outgoing("oms.order.created", retyped.to_json(), str(retyped.id)),  # a type on another's subject
+        ]
+    )
+    handler = FlakyHandler()
+    handler.poisoned = False
+    runner = ConsumerRunner(broker, "account", one_at_a_time(handler), policy=FAST, fetch_timeout=0.2)
+
+    assert await runner.run_once() == 2
+
+    assert handler.handled == []
+    letters = await list_dead_letters(broker)
+    assert [(x.msg_id, x.deliveries) for x in letters] == [(str(forged.id), 1), (str(retyped.id), 1)]
+    assert letters[0].error == (
+        "refused: a 'funds.reserved' event on oms.order.created; the account consumer applies only events of"
+        " the order service (order.*), each on its own subject"
+    )
+    assert letters[1].error.startswith("refused: a 'order.canceled' event on oms.order.created")
+
+
+async def test_a_service_applies_its_dead_letter_with_its_own_handler_without_publishing_events(
+    broker: JetStreamBroker, nats_identity: Callable[[str], NatsAccess], js: JetStreamContext
+) -> None:
+    """The ops endpoint's replay: the account identity may not publish oms.order.*, so the dead letter goes
+    through the account's handler, once, and leaves the queue."""
+    event = canceled_event()
+    await broker.publish([Outgoing(event.subject, event.to_json(), str(event.id))])
+    account = await JetStreamBroker.connect(nats_identity("account"))
+    try:
+        handler = FlakyHandler()
+        runner = ConsumerRunner(account, "account", one_at_a_time(handler), policy=FAST, fetch_timeout=0.2)
+        await consume_until(runner, lambda: handler.failures == MAX_DELIVER)
+        [letter] = await list_dead_letters(account)
+        events_before = await message_count(js)
+
+        with pytest.raises(ReplayRefused, match="still fails: ValueError: balance row missing"):
+            await apply_dead_letter(account, letter, one_at_a_time(handler))
+        assert await list_dead_letters(account) == [letter]
+
+        handler.poisoned = False
+        await apply_dead_letter(account, letter, one_at_a_time(handler))
+        assert handler.handled == [event]
+        assert await list_dead_letters(account) == []
+        assert await message_count(js) == events_before  # nothing republished
+    finally:
+        await account.close()
+
+
+async def test_a_dead_letter_its_consumer_would_refuse_is_not_applied_by_a_replay(
+    broker: JetStreamBroker,
+) -> None:
+    forged = canceled_event()
+    await broker.publish([Outgoing("oms.order.matched", forged.to_json(), str(forged.id))])
+    handler = FlakyHandler()
+    handler.poisoned = False
+    runner = ConsumerRunner(broker, "account", one_at_a_time(handler), policy=FAST, fetch_timeout=0.2)
+    await runner.run_once()
+    [letter] = await list_dead_letters(broker)
+
+    with pytest.raises(
+        ReplayRefused, match=re.escape("refused: a 'order.canceled' event on oms.order.matched")
+    ):
+        await apply_dead_letter(broker, letter, one_at_a_time(handler))
+    assert handler.handled == []
+    assert await list_dead_letters(broker) == [letter]

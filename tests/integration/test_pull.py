@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from oms.kernel.broker import JetStreamBroker, Outgoing
+from oms.kernel.permissions import OPERATOR
 from oms.runtime.nats import EmbeddedNats
 from oms.runtime.ports import free_port
 from tests.integration.conftest import canceled_event
@@ -48,7 +49,7 @@ async def test_fetch_waits_for_the_next_message_and_returns_when_it_arrives(brok
 
 @pytest.fixture
 def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path, free_port(), free_port())
+    server = EmbeddedNats(tmp_path, free_port())
     server.start()
     yield server
     server.stop()
@@ -57,7 +58,7 @@ def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
 async def test_fetching_goes_on_after_the_server_restarts(own_nats: EmbeddedNats) -> None:
     """The outstanding pull requests die with the server; new ones replace them once the client has
     reconnected and heard nothing for a few heartbeats."""
-    broker = await JetStreamBroker.connect(own_nats.url)
+    broker = await JetStreamBroker.connect(own_nats.access(OPERATOR))
     try:
         await broker.ensure_topology()
         assert await broker.fetch("account", 10, 0.3) == []  # pulling, nothing there

@@ -22,6 +22,7 @@ from oms.kernel import outbox
 from oms.kernel import relay as relay_module
 from oms.kernel.broker import MSG_ID
 from oms.kernel.events import Envelope, parse
+from oms.kernel.nats_access import NatsAccess
 from oms.kernel.outbox import outbox_rows as outbox_insert
 from oms.kernel.relay import RelayConfigError, prepare_database, run_relay
 from oms.kernel.sql import write_together
@@ -158,15 +159,16 @@ async def test_relay_publishes_rows_left_when_its_slot_is_missing(
 
 
 def start_relay_process(
-    db: ServiceDatabase, nats_url: str, log: Path, metrics_port: int, confirm_delay: float | None = None
+    db: ServiceDatabase, nats: NatsAccess, log: Path, metrics_port: int, confirm_delay: float | None = None
 ) -> subprocess.Popen[bytes]:
-    """`python -m oms.kernel.relay` for `db`, its output appended to `log`."""
+    """`python -m oms.kernel.relay` for `db` with `nats`'s credentials, its output appended to `log`."""
     argv = [sys.executable, "-m", "oms.kernel.relay", "--service", db.service]
-    argv += ["--database-url", db.url, "--nats-url", nats_url, "--metrics-port", str(metrics_port)]
+    argv += ["--database-url", db.url, "--metrics-port", str(metrics_port)]
     if confirm_delay is not None:
         argv += ["--confirm-delay", str(confirm_delay)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMS_")} | nats.env()
     with open(log, "ab") as output:
-        return subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT)
+        return subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, env=env)
 
 
 def stop_relay_process(process: subprocess.Popen[bytes], log: Path) -> None:
@@ -176,10 +178,10 @@ def stop_relay_process(process: subprocess.Popen[bytes], log: Path) -> None:
 
 
 async def test_relay_killed_mid_stream_resumes_without_loss_or_duplicates(
-    service_db: ServiceDatabase, nats_server: EmbeddedNats, js: JetStreamContext, tmp_path: Path
+    service_db: ServiceDatabase, operator: NatsAccess, js: JetStreamContext, tmp_path: Path
 ) -> None:
     log = tmp_path / "relay.log"
-    process = start_relay_process(service_db, nats_server.url, log, free_port())
+    process = start_relay_process(service_db, operator, log, free_port())
     try:
         wait_until_streaming(service_db)
         producing = asyncio.create_task(commit_events(service_db.url, 1000))
@@ -191,7 +193,7 @@ async def test_relay_killed_mid_stream_resumes_without_loss_or_duplicates(
         assert killed_at < len(events), "the relay was not killed mid-stream"
 
         metrics_port = free_port()
-        process = start_relay_process(service_db, nats_server.url, log, metrics_port)
+        process = start_relay_process(service_db, operator, log, metrics_port)
         await wait_for_messages(js, 1000, within=30)
         await asyncio.sleep(0.5)  # time for duplicates, if any, to show
         ids = await relayed_ids(js)
@@ -263,7 +265,7 @@ def test_relay_refuses_to_start_without_logical_wal_level(
     execute(url, outbox.OUTBOX_DDL + outbox.RELAY_SLOTS_DDL + outbox.PUBLICATION_DDL)
 
     with pytest.raises(RelayConfigError, match=r"wal_level=replica.*set wal_level=logical"):
-        run_relay("order", url, nats_server.url, threading.Event())
+        run_relay("order", url, nats_server.access("relay-order"), threading.Event())
 
 
 def test_relay_command_exits_2_with_the_reason_without_logical_wal_level(
@@ -272,7 +274,8 @@ def test_relay_command_exits_2_with_the_reason_without_logical_wal_level(
     replica_level_server.create_databases(["orders"])
     argv = [sys.executable, "-m", "oms.kernel.relay", "--service", "order"]
     argv += ["--database-url", replica_level_server.url("orders"), "--nats-url", nats_server.url]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=os.environ)
+    env = {**os.environ, **nats_server.access("relay-order").env()}
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env)
     assert result.returncode == 2
     assert "wal_level=logical" in result.stderr.splitlines()[-1]
 

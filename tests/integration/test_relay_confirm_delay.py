@@ -15,9 +15,9 @@ import httpx
 from nats.js import JetStreamContext
 from prometheus_client import REGISTRY
 
+from oms.kernel.nats_access import NatsAccess
 from oms.kernel.relay import STATUS_INTERVAL, run_relay
 from oms.kernel.topology import slot_name
-from oms.runtime.nats import EmbeddedNats
 from oms.runtime.ports import free_port
 from tests.conftest import execute
 from tests.integration.conftest import RelayThread, ServiceDatabase, eventually, wait_until_streaming
@@ -46,9 +46,7 @@ class DelayedRelay(RelayThread):
 
     def _run(self) -> None:
         try:
-            run_relay(
-                self.db.service, self.db.url, self.nats_url, self.stop, confirm_delay=self.confirm_delay
-            )
+            run_relay(self.db.service, self.db.url, self.nats, self.stop, confirm_delay=self.confirm_delay)
         except BaseException as exc:
             self.error = exc
 
@@ -82,10 +80,10 @@ def relayed_by(metrics_port: int, service: str) -> float:
 
 
 async def test_a_relay_killed_within_the_confirm_delay_publishes_again_then_lets_go(
-    service_db: ServiceDatabase, nats_server: EmbeddedNats, js: JetStreamContext, tmp_path: Path
+    service_db: ServiceDatabase, operator: NatsAccess, js: JetStreamContext, tmp_path: Path
 ) -> None:
     log = tmp_path / "relay.log"
-    process = start_relay_process(service_db, nats_server.url, log, free_port(), confirm_delay=60)
+    process = start_relay_process(service_db, operator, log, free_port(), confirm_delay=60)
     try:
         wait_until_streaming(service_db)
         [first] = await commit_events(service_db.url, 1)
@@ -101,7 +99,7 @@ async def test_a_relay_killed_within_the_confirm_delay_publishes_again_then_lets
         process.wait()
 
         metrics_port = free_port()
-        process = start_relay_process(service_db, nats_server.url, log, metrics_port, confirm_delay=1.0)
+        process = start_relay_process(service_db, operator, log, metrics_port, confirm_delay=1.0)
 
         async def published_again() -> bool:
             return relayed_by(metrics_port, service_db.service) >= 20
@@ -121,9 +119,9 @@ async def test_a_relay_killed_within_the_confirm_delay_publishes_again_then_lets
 
 
 async def test_acknowledged_events_are_held_for_the_delay_then_deleted_and_confirmed_while_idle(
-    service_db: ServiceDatabase, nats_server: EmbeddedNats, js: JetStreamContext
+    service_db: ServiceDatabase, operator: NatsAccess, js: JetStreamContext
 ) -> None:
-    relay = DelayedRelay(service_db, nats_server.url, confirm_delay=2.0).start()
+    relay = DelayedRelay(service_db, operator, confirm_delay=2.0).start()
     try:
         await commit_events(service_db.url, 10)
         committed = wal_position(service_db.url)
@@ -171,10 +169,10 @@ async def test_an_idle_relay_confirms_its_position_and_stops_promptly(
 
 
 async def test_rows_left_from_before_the_slot_are_deleted_only_after_the_delay(
-    service_db: ServiceDatabase, nats_server: EmbeddedNats, js: JetStreamContext
+    service_db: ServiceDatabase, operator: NatsAccess, js: JetStreamContext
 ) -> None:
     left = await commit_events(service_db.url, 5)
-    relay = DelayedRelay(service_db, nats_server.url, confirm_delay=1.5).launch()
+    relay = DelayedRelay(service_db, operator, confirm_delay=1.5).launch()
     try:
         await wait_for_messages(js, 5)
         assert outbox_rows(service_db.url) == 5, "rows deleted before the broker surely synced them"

@@ -71,4 +71,5 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         routers=[router],
         health_checks=health_checks,
+        metrics_clients=settings.metrics_clients,
     )

@@ -32,7 +32,10 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with httpx.AsyncClient(timeout=10) as http:
             app.state.services = Services(http, settings)
-            yield
+            try:
+                yield
+            finally:
+                await app.state.services.broker.close()
 
     def health_checks(app: FastAPI) -> dict[str, HealthCheck]:
         async def auth() -> None:
@@ -47,6 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         routers=[public.router, customer.router, admin.router, system.router],
         health_checks=health_checks,
+        metrics_clients=settings.metrics_clients,
     )
     app.state.settings = settings
     app.state.sessions = SessionCodec(session_key(settings))

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from oms.backoffice.broker import BrokerHealth
 from oms.backoffice.models import (
     Balance,
     Health,
@@ -61,7 +62,7 @@ class Services:
             "order": settings.order_url.rstrip("/"),
             "account": settings.account_url.rstrip("/"),
         }
-        self.nats_monitor_url = settings.nats_monitor_url.rstrip("/")
+        self.broker = BrokerHealth(settings)
         self._names: tuple[dict[str, str], float] = ({}, float("-inf"))
 
     async def _call(
@@ -179,14 +180,11 @@ class Services:
         await self._call("POST", service, f"/api/v1/ops/dead-letters/{seq}/replay", token)
 
     async def health(self, component: str) -> Health:
-        """A service's /health, or the NATS monitor's JetStream health check."""
-        url = (
-            f"{self.nats_monitor_url}/healthz?js-enabled-only=true"
-            if component == "nats"
-            else f"{self.urls[component]}/health"
-        )
+        """A service's /health, or whether JetStream answers the back office's broker identity."""
+        if component == "nats":
+            return await self.broker.check()
         try:
-            response = await self.http.get(url, timeout=3)
+            response = await self.http.get(f"{self.urls[component]}/health", timeout=3)
         except httpx.HTTPError as exc:
             return Health(component, False, f"unreachable ({type(exc).__name__})")
         return Health(component, response.is_success, _health_detail(response))

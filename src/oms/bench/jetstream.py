@@ -16,11 +16,12 @@ import nats
 import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
+from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.topology import EVENTS_STREAM, SUBJECT_ROOT
 
 
-async def last_seq(nats_url: str, stream: str = EVENTS_STREAM) -> int:
-    nc = await nats.connect(servers=[nats_url])
+async def last_seq(access: NatsAccess, stream: str = EVENTS_STREAM) -> int:
+    nc = await connect_nats(access, once=True)
     try:
         info = await nc.jetstream().stream_info(stream)
         return int(info.state.last_seq)
@@ -29,7 +30,7 @@ async def last_seq(nats_url: str, stream: str = EVENTS_STREAM) -> int:
 
 
 async def read_stream(
-    nats_url: str,
+    access: NatsAccess,
     stream: str,
     subjects: str,
     after_seq: int,
@@ -39,7 +40,7 @@ async def read_stream(
     """`visit(payload, stored_at)` for each message on `subjects` of `stream` in (after_seq, until_seq]."""
     if until_seq <= after_seq:
         return 0
-    nc = await nats.connect(servers=[nats_url])
+    nc = await connect_nats(access, once=True)
     seen = 0
     try:
         js = nc.jetstream()
@@ -69,7 +70,7 @@ async def read_stream(
         await nc.close()
 
 
-async def event_latencies(nats_url: str, after_seq: int, until_seq: int) -> dict[str, list[float]]:
+async def event_latencies(access: NatsAccess, after_seq: int, until_seq: int) -> dict[str, list[float]]:
     """Seconds from each event's `occurredAt` (set just before its transaction commits) to the moment
     JetStream stored it (after the relay read it from the WAL and published it), by event type."""
     by_type: dict[str, list[float]] = defaultdict(list)
@@ -82,18 +83,18 @@ async def event_latencies(nats_url: str, after_seq: int, until_seq: int) -> dict
             return
         by_type[str(event.get("type"))].append((stored_at - occurred).total_seconds())
 
-    await read_stream(nats_url, EVENTS_STREAM, f"{SUBJECT_ROOT}.>", after_seq, until_seq, visit)
+    await read_stream(access, EVENTS_STREAM, f"{SUBJECT_ROOT}.>", after_seq, until_seq, visit)
     return dict(by_type)
 
 
 async def publish_limit(
-    nats_url: str, seconds: float = 5.0, in_flight: int = 4000, payload_bytes: int = 450
+    access: NatsAccess, seconds: float = 5.0, in_flight: int = 4000, payload_bytes: int = 450
 ) -> dict[str, Any]:
     """Acked publishes/s to a scratch file-stored stream on the same server (the server's own fsync
     setting applies), pipelined with `in_flight` unacknowledged publishes, each with a unique message id."""
     stream = f"BENCH_LIMIT_{uuid.uuid4().hex[:8].upper()}"
     subject = f"bench_limit.{stream.lower()}"
-    nc = await nats.connect(servers=[nats_url])
+    nc = await connect_nats(access, once=True)
     js = nc.jetstream(publish_async_max_pending=in_flight)
     await js.add_stream(StreamConfig(name=stream, subjects=[subject], storage=StorageType.FILE))
     payload = b"x" * payload_bytes

@@ -35,7 +35,7 @@ async def run_phase(
     drain_timeout: float,
 ) -> dict[str, Any]:
     """Send the load, wait until every order is terminal and settled, and summarise it."""
-    seq_before = await jetstream.last_seq(target.nats_url) if target.nats_url else None
+    seq_before = await jetstream.last_seq(target.nats) if target.nats else None
     commits_before = await observer.commits() if observer is not None else None
     load = Load(client, customers, config)
     terminal = {"count": 0, "checked": 0.0}
@@ -87,9 +87,9 @@ async def run_phase(
         outcomes, drain = await outcomes_by_api(client, admin, customers, result.order_ids, drain_timeout)
     finished = time.time()
     events: dict[str, list[float]] = {}
-    if target.nats_url and seq_before is not None:
+    if target.nats and seq_before is not None:
         events = await jetstream.event_latencies(
-            target.nats_url, seq_before, await jetstream.last_seq(target.nats_url)
+            target.nats, seq_before, await jetstream.last_seq(target.nats)
         )
     summary = summarize(result, outcomes, settled, events, drain)
     summary["orders"]["commits_per_order"] = round(commits / max(result.created, 1), 2) if commits else None

@@ -22,7 +22,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import nats
 import psutil
 import psycopg2
 from nats.js.api import StorageType, StreamConfig
@@ -31,6 +30,7 @@ from oms.bench.jetstream import read_stream
 from oms.bench.pgbench import drop_database, recreate_database, run_pgbench
 from oms.bench.stats import latency_summary
 from oms.bench.system import Target
+from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.outbox import OUTBOX_DDL, PUBLICATION_DDL, RELAY_SLOTS_DDL
 from oms.kernel.topology import slot_name
 
@@ -55,13 +55,13 @@ def _connect(target: Target) -> Any:
 
 
 def _start_relay(target: Target, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    url, nats_url = target.database_url(DATABASE), target.nats_url
-    assert url and nats_url
+    url, access = target.database_url(DATABASE), target.nats
+    assert url and access
     argv = [sys.executable, "-m", "oms.kernel.relay", "--service", SERVICE, "--database-url", url]
+    # The bench relay publishes its own scratch subjects: it runs as the operator.
+    env = {**os.environ, **access.env(), **env}
     with open(log, "ab") as out:
-        return subprocess.Popen(
-            [*argv, "--nats-url", nats_url], stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}
-        )
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
 def _stop_relay(process: subprocess.Popen[bytes]) -> None:
@@ -90,25 +90,25 @@ def _wait_slot_active(target: Target, timeout: float = 60.0) -> None:
         conn.close()
 
 
-async def _stream_count(nats_url: str, stream: str) -> int:
-    nc = await nats.connect(servers=[nats_url])
+async def _stream_count(access: NatsAccess, stream: str) -> int:
+    nc = await connect_nats(access, once=True)
     try:
         return int((await nc.jetstream().stream_info(stream)).state.messages)
     finally:
         await nc.close()
 
 
-async def _wait_count(nats_url: str, stream: str, count: int, within: float) -> float | None:
+async def _wait_count(access: NatsAccess, stream: str, count: int, within: float) -> float | None:
     """Seconds until `stream` holds `count` messages (None on timeout)."""
     started = time.perf_counter()
     while time.perf_counter() - started < within:
-        if await _stream_count(nats_url, stream) >= count:
+        if await _stream_count(access, stream) >= count:
             return time.perf_counter() - started
         await asyncio.sleep(0.05)
     return None
 
 
-async def _latencies(nats_url: str, stream: str, after: int, until: int) -> tuple[list[float], float]:
+async def _latencies(access: NatsAccess, stream: str, after: int, until: int) -> tuple[list[float], float]:
     """(commit → stored latencies, events/s between the first and the last one stored)."""
     latencies: list[float] = []
     stored: list[float] = []
@@ -117,7 +117,7 @@ async def _latencies(nats_url: str, stream: str, after: int, until: int) -> tupl
         latencies.append(stored_at.timestamp() - float(json.loads(payload)["t"]))
         stored.append(stored_at.timestamp())
 
-    await read_stream(nats_url, stream, SUBJECTS, after, until, visit)
+    await read_stream(access, stream, SUBJECTS, after, until, visit)
     span = (max(stored) - min(stored)) if len(stored) > 1 else 0.0
     return latencies, (len(stored) / span if span else 0.0)
 
@@ -141,7 +141,7 @@ async def _steady(
     relay: subprocess.Popen[bytes],
 ) -> tuple[dict[str, Any], int]:
     """pgbench offers `rate` events/s for `seconds`; returns the figures and the stream's new last seq."""
-    assert target.nats_url
+    assert target.nats
     cpu_before = _cpu_seconds(relay)
     pg = await asyncio.to_thread(
         run_pgbench,
@@ -153,9 +153,9 @@ async def _steady(
         extra=["-R", str(max(1, rate // per_tx))],
     )
     inserted = int(pg["transactions"] or 0) * per_tx
-    complete = await _wait_count(target.nats_url, stream, seq + inserted, 120)
+    complete = await _wait_count(target.nats, stream, seq + inserted, 120)
     relay_cpu = _cpu_seconds(relay) - cpu_before
-    latencies, relayed = await _latencies(target.nats_url, stream, seq, seq + inserted)
+    latencies, relayed = await _latencies(target.nats, stream, seq, seq + inserted)
     figures = {
         "target_events_per_s": rate,
         "events_per_tx": per_tx,
@@ -172,7 +172,7 @@ async def _steady(
 async def _drain(target: Target, stream: str, seq: int, backlog: int, start_relay: Any) -> dict[str, Any]:
     """A backlog committed while the relay is down; then how fast the started relay empties it (from the
     first to the last message stored, so the relay's own start-up is not counted)."""
-    assert target.nats_url
+    assert target.nats
     conn = await asyncio.to_thread(_connect, target)
     try:
         with conn.cursor() as cur:
@@ -186,8 +186,8 @@ async def _drain(target: Target, stream: str, seq: int, backlog: int, start_rela
         conn.close()
     start_relay()
     events = backlog // 1000 * 1000
-    drained = await _wait_count(target.nats_url, stream, seq + events, 300)
-    _, rate = await _latencies(target.nats_url, stream, seq, seq + events)
+    drained = await _wait_count(target.nats, stream, seq + events, 300)
+    _, rate = await _latencies(target.nats, stream, seq, seq + events)
     return {"events": events, "complete": drained is not None, "events_per_s": round(rate, 1)}
 
 
@@ -204,9 +204,9 @@ async def relay_bench(
 ) -> dict[str, Any]:
     """Latency at each steady rate, then the backlog drain rate, of one relay process; cleans up its
     database, slot and stream."""
-    assert target.nats_url
+    assert target.nats
     stream = f"BENCH_RELAY_{uuid.uuid4().hex[:8].upper()}"
-    nc = await nats.connect(servers=[target.nats_url])
+    nc = await connect_nats(target.nats, once=True)
     await nc.jetstream().add_stream(StreamConfig(name=stream, subjects=[SUBJECTS], storage=StorageType.FILE))
     await asyncio.to_thread(_drop, target)
     await asyncio.to_thread(

@@ -164,10 +164,10 @@ async def _limits(options: BenchOptions, target: Target, console: Console, work_
         limits["postgres"] = await asyncio.to_thread(
             pgbench.commit_limit, target, clients=options.pgbench_clients, seconds=options.pgbench_seconds
         )
-    if target.nats_url:
+    if target.nats:
         console.print("JetStream limit: acked publishes …")
-        limits["jetstream"] = await jetstream.publish_limit(target.nats_url)
-    if target.has_database and target.nats_url:
+        limits["jetstream"] = await jetstream.publish_limit(target.nats)
+    if target.has_database and target.nats:
         rates = [options.relay_rate]
         broker = _get_limit(limits, "jetstream", "acked_per_s")
         if broker and broker / 2 < options.relay_rate:

@@ -19,6 +19,9 @@ from urllib.parse import quote, urlsplit
 
 import psutil
 
+from oms.kernel.nats_access import NatsAccess, kept_access
+from oms.kernel.permissions import OPERATOR
+from oms.kernel.settings import Settings
 from oms.runtime.ports import free_port_env
 
 ADMIN_USERNAME = "bench-admin"
@@ -39,7 +42,7 @@ class Target:
     pg_port: int | None = None
     pg_user: str = "oms"
     pg_password: str | None = None
-    nats_url: str | None = None
+    nats: NatsAccess | None = None  # the operator's access to its broker
     root_pid: int | None = None  # `oms up` (its descendants are the system's processes)
 
     def database_url(self, database: str) -> str | None:
@@ -73,7 +76,9 @@ def attach(data_dir: Path | None, urls: dict[str, str], admin: tuple[str, str]) 
         raise TargetError(f"no running system in {data_dir} (no run/state.json)")
     state = json.loads(state_file.read_text())
     target.root_pid = int(state["pid"])
-    target.nats_url = state.get("nats_url")
+    if state.get("nats_url"):
+        operator = kept_access(Settings(data_dir=data_dir), OPERATOR)
+        target.nats = operator.with_servers(str(state["nats_url"]))
     if state.get("pg_port"):
         target.pg_host = urlsplit(urls["order"]).hostname or "127.0.0.1"
         target.pg_port = int(state["pg_port"])

@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 
 from oms.bench.processes import role_of
 from oms.bench.system import Target
+from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.topology import CONSUMERS, EVENTS_STREAM
 
 KILLABLE = ("order", "account", "relay-order", "relay-account")
@@ -64,15 +65,9 @@ async def _ignore(_: Exception) -> None:
     """The server is down on purpose: its connection errors are expected."""
 
 
-async def quiet_connection(url: str) -> NatsClient:
-    """A connection that reconnects for ever and does not log the outages this suite causes."""
-    return await nats.connect(
-        servers=[url],
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        connect_timeout=2,
-        error_cb=_ignore,
-    )
+async def quiet_connection(access: NatsAccess) -> NatsClient:
+    """The operator's connection that reconnects for ever and does not log the outages this suite causes."""
+    return await connect_nats(access, error_cb=_ignore)
 
 
 class FaultInjector:
@@ -163,8 +158,8 @@ class FaultInjector:
         """Inject the faults of `plan` at random moments spread over `duration` seconds."""
         interval = duration / max(1, len(plan))
         start = time.monotonic()
-        assert self.target.nats_url
-        nc = await quiet_connection(self.target.nats_url)
+        assert self.target.nats
+        nc = await quiet_connection(self.target.nats)
         self.js = nc.jetstream(timeout=1)
         try:
             for index, fault in enumerate(plan):
@@ -192,8 +187,8 @@ async def duplicate_events(
     target: Target, log: FaultLog, count: int, duration: float, rng: random.Random
 ) -> None:
     """Publish `count` copies of recent stream messages, spread over `duration` seconds."""
-    assert target.nats_url
-    nc = await quiet_connection(target.nats_url)
+    assert target.nats
+    nc = await quiet_connection(target.nats)
     js = nc.jetstream(timeout=5)
     try:
         interval = duration / max(1, count)

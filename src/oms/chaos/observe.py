@@ -20,6 +20,7 @@ import nats.errors
 
 from oms.account import store as account_store
 from oms.bench.system import Target
+from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.outbox import unrelayed
 from oms.kernel.topology import CONSUMERS, EVENTS_STREAM
 from oms.order import store as order_store
@@ -63,10 +64,10 @@ class ConsumerMetrics:
             await self.scrape(http)
 
 
-async def consumer_stats(nats_url: str) -> dict[str, dict[str, Any]]:
+async def consumer_stats(access: NatsAccess) -> dict[str, dict[str, Any]]:
     """Per durable consumer: deliveries made (redeliveries included), messages on its subjects, and what is
     still pending or unacknowledged."""
-    nc = await nats.connect(servers=[nats_url])
+    nc = await connect_nats(access, once=True)
     try:
         js = nc.jetstream()
         stats = {}
@@ -119,7 +120,7 @@ async def _settled(target: Target) -> dict[str, int]:
 async def wait_quiet(target: Target, within: float) -> tuple[float | None, dict[str, Any]]:
     """Seconds until the services answer, nothing is on its way in either database and both consumers have
     nothing pending or unacknowledged (twice in a row); None and the last state seen on timeout."""
-    assert target.nats_url
+    assert target.nats
     started = time.monotonic()
     state: dict[str, Any] = {}
     calm = 0
@@ -127,7 +128,7 @@ async def wait_quiet(target: Target, within: float) -> tuple[float | None, dict[
         while time.monotonic() - started < within:
             try:
                 state = {"healthy": await _healthy(http, target), **await _settled(target)}
-                consumers = await consumer_stats(target.nats_url)
+                consumers = await consumer_stats(target.nats)
                 state["consumers_busy"] = sum(c["pending"] + c["unacknowledged"] for c in consumers.values())
             except (OSError, asyncpg.PostgresError, nats.errors.Error, TimeoutError) as exc:
                 state = {"error": f"{type(exc).__name__}: {exc}"}

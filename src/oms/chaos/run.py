@@ -111,8 +111,8 @@ async def run_chaos(config: ChaosConfig, target: Target, console: Console) -> di
         drain, state = await wait_quiet(target, config.drain_timeout)
         stop_metrics.set()
         await scraper
-        assert target.nats_url
-        consumers = await consumer_stats(target.nats_url)
+        assert target.nats
+        consumers = await consumer_stats(target.nats)
         console.print("verifying …")
         verdict = await verify(target, workload.book, faults)
         if drain is None:

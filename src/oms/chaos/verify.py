@@ -230,7 +230,7 @@ async def check_outbox(conns: dict[str, asyncpg.Connection], verdict: Verdict) -
 async def verify(target: Target, book: Ledger, faults: FaultLog) -> Verdict:
     verdict = Verdict()
     order_url, account_url = target.database_url("order"), target.database_url("account")
-    assert order_url and account_url and target.nats_url
+    assert order_url and account_url and target.nats
     conns = {"order": await asyncpg.connect(order_url), "account": await asyncpg.connect(account_url)}
     try:
         rows = {str(o.id): o for o in await order_store.all_orders(conns["order"])}
@@ -254,7 +254,7 @@ async def verify(target: Target, book: Ledger, faults: FaultLog) -> Verdict:
         "balances": audit.balances,
         "ledger": audit.ledger_entries,
     }
-    broker = await JetStreamBroker.connect(target.nats_url, name="oms-chaos")
+    broker = await JetStreamBroker.connect(target.nats)
     try:
         letters = await broker.dead_letters()
     finally:

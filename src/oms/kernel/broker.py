@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
-import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
@@ -24,6 +23,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RawStreamMsg, StorageType, StreamConfig
 
+from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.pull import PullConsumer
 from oms.kernel.topology import CONSUMERS, DLQ_ROOT, DLQ_STREAM, EVENTS_STREAM, SUBJECT_ROOT, Consumer
 
@@ -110,7 +110,7 @@ class Delivery(Protocol):
 class Broker(Protocol):
     @property
     def connected(self) -> bool: ...
-    async def ensure_topology(self) -> None: ...
+    async def wait_for_topology(self, consumer: str | None = None) -> None: ...
     async def publish(
         self,
         messages: Sequence[Outgoing],
@@ -166,23 +166,6 @@ class JetStreamDelivery:
         await self._msg.term()
 
 
-async def _log_error(exc: Exception) -> None:
-    log.warning("NATS connection: %s", exc)
-
-
-async def connect_nats(url: str, *, name: str = "oms") -> NatsClient:
-    """A NATS connection that reconnects for ever (a publisher retries through the outage)."""
-    servers = [u.strip() for u in url.split(",") if u.strip()]
-    return await nats.connect(
-        servers=servers,
-        name=name,
-        connect_timeout=2,
-        reconnect_time_wait=0.5,
-        max_reconnect_attempts=-1,
-        error_cb=_log_error,
-    )
-
-
 class JetStreamBroker:
     """NATS JetStream: stream OMS_EVENTS (`oms.>`), dead letters in OMS_DLQ (`oms_dlq.>`), file storage."""
 
@@ -194,8 +177,9 @@ class JetStreamBroker:
         self._pullers: dict[str, PullConsumer] = {}
 
     @classmethod
-    async def connect(cls, url: str, *, name: str = "oms", replicas: int = 1) -> JetStreamBroker:
-        return cls(await connect_nats(url, name=name), replicas=replicas)
+    async def connect(cls, access: NatsAccess, *, once: bool = False, replicas: int = 1) -> JetStreamBroker:
+        """Connected as `access.identity` (see `connect_nats`)."""
+        return cls(await connect_nats(access, once=once), replicas=replicas)
 
     @property
     def connected(self) -> bool:
@@ -212,8 +196,30 @@ class JetStreamBroker:
             await self._nc.flush(timeout=2)
         await self._nc.close()
 
+    async def wait_for_topology(self, consumer: str | None = None, *, poll: float = 1.0) -> None:
+        """Until the events stream (or durable `consumer` on it) exists: only the operator creates them
+        (`oms up`, before it starts the services and relays)."""
+        what = f"durable consumer {consumer} on {EVENTS_STREAM}" if consumer else f"stream {EVENTS_STREAM}"
+        waiting = False
+        while True:
+            try:
+                if consumer:
+                    await self._js.consumer_info(EVENTS_STREAM, consumer)
+                else:
+                    await self._js.stream_info(EVENTS_STREAM)
+            except (nats.js.errors.NotFoundError, nats.errors.NoRespondersError, TimeoutError):
+                if not waiting:
+                    log.warning("waiting for %s: the operator creates it (oms up, or oms dlq list)", what)
+                    waiting = True
+                await asyncio.sleep(poll)
+                continue
+            if waiting:
+                log.info("%s exists; going on", what)
+            return
+
     async def ensure_topology(self) -> None:
-        """Create (or bring up to date) the streams and the durable consumers; safe to run concurrently."""
+        """Create (or bring up to date) the streams and the durable consumers; safe to run concurrently.
+        Needs the operator identity: no other may create, change or purge streams and consumers."""
         await self._ensure_stream(
             StreamConfig(
                 name=EVENTS_STREAM,
@@ -343,6 +349,15 @@ class JetStreamBroker:
             redelivered=info.num_redelivered or 0,
             waiting=info.num_waiting or 0,
         )
+
+
+async def create_topology(operator: NatsAccess, replicas: int = 1) -> None:
+    """Create or update the streams and durable consumers, as the operator (`oms up`, before the services)."""
+    broker = await JetStreamBroker.connect(operator, once=True, replicas=replicas)
+    try:
+        await broker.ensure_topology()
+    finally:
+        await broker.close()
 
 
 def _acknowledged(ack: asyncio.Future[Any] | None) -> bool:

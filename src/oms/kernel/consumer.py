@@ -8,6 +8,10 @@ instead of one per event is what lets a consumer keep up with the HTTP side. It 
 (done: applied, or a duplicate) or the exception that kept that event from being applied (nothing of it was
 stored). If the handler raises, nothing of the batch was stored: each event is then tried alone, so that one
 bad event cannot hold back the others.
+
+Before any of that, an event its producer could not have published — a type on another type's subject, or a
+type of another service — is dead-lettered unapplied: the broker's permissions already refuse such publishes
+(docs/decisions/009); this holds even if they are misconfigured.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from prometheus_client import Counter, Histogram
 
 from oms.kernel.broker import MAX_DELIVER, Broker, Delivery
 from oms.kernel.events import AnyEvent, Envelope, MalformedEvent, parse
+from oms.kernel.topology import CONSUMERS
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +101,13 @@ class ConsumerRunner:
         batch: int = 200,
         fetch_timeout: float = 1.0,
     ) -> None:
+        if consumer not in CONSUMERS:
+            raise ValueError(
+                f"no durable consumer {consumer!r} in the topology (one of {', '.join(CONSUMERS)})"
+            )
         self.broker = broker
         self.consumer = consumer
+        self.reads = CONSUMERS[consumer]
         self.handler = handler
         self.policy = policy or RetryPolicy()
         self.batch = batch
@@ -122,12 +132,7 @@ class ConsumerRunner:
         return len(deliveries)
 
     async def _settle_all(self, deliveries: Sequence[Delivery]) -> None:
-        parsed: list[tuple[Delivery, Envelope[AnyEvent]]] = []
-        for delivery in deliveries:
-            try:
-                parsed.append((delivery, parse(delivery.data)))
-            except MalformedEvent as exc:
-                await self._dead_letter(delivery, f"malformed event: {exc}")
+        parsed = [(d, event) for d in deliveries if (event := await self._admit(d)) is not None]
         if not parsed:
             return
         BATCH_SIZE.labels(self.consumer).observe(len(parsed))
@@ -139,6 +144,21 @@ class ConsumerRunner:
                     MESSAGES.labels(self.consumer, "acked").inc()
                 else:
                     await self._failed(delivery, event, outcome)
+
+    async def _admit(self, delivery: Delivery) -> Envelope[AnyEvent] | None:
+        """The delivery's event, or None once it is dead-lettered: not an event, or not one whose producer
+        may publish it on this subject."""
+        try:
+            event = parse(delivery.data)
+        except MalformedEvent as exc:
+            await self._dead_letter(delivery, f"malformed event: {exc}")
+            return None
+        refusal = self.reads.refusal(delivery.subject, event.type)
+        if refusal is None:
+            return event
+        log.error("consumer %s: %s %s dead-lettered: %s", self.consumer, event.type, event.id, refusal)
+        await self._dead_letter(delivery, refusal)
+        return None
 
     async def _handle(self, events: Sequence[Envelope[AnyEvent]]) -> list[Outcome]:
         try:

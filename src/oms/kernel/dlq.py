@@ -2,7 +2,11 @@
 
 A replayed message goes to its original subject with a new message id (the broker would drop a repeat of the
 old one as a duplicate) and leaves the queue. It still carries the same event id, so a consumer that did
-process it meanwhile skips it through its inbox.
+process it meanwhile skips it through its inbox. Publishing to an event subject needs the operator identity.
+
+A service replays its own dead letters (the ops endpoint) without that right: `apply_dead_letter` hands the
+event to the service's own batch handler — the same checks as the consumer's, the same inbox — and removes
+it from the queue once applied.
 """
 
 from __future__ import annotations
@@ -12,10 +16,17 @@ import time
 from typing import Final, Literal
 
 from oms.kernel.broker import ORIGINAL_ID_HEADER, Broker, DeadLetter, Outgoing
+from oms.kernel.consumer import BatchHandler, describe
+from oms.kernel.events import MalformedEvent, parse
+from oms.kernel.topology import CONSUMERS
 
 log = logging.getLogger(__name__)
 
 REPLAYED_HEADER: Final = "Oms-Replayed-From"
+
+
+class ReplayRefused(RuntimeError):
+    """A dead letter that cannot be applied (it stays in the queue); the message says why."""
 
 
 async def list_dead_letters(broker: Broker, limit: int = 1000) -> list[DeadLetter]:
@@ -49,3 +60,26 @@ async def replay_one(broker: Broker, letter: DeadLetter) -> None:
     )
     await broker.remove_dead_letter(letter.seq)
     log.info("replayed dead letter %d (%s) to %s", letter.seq, letter.msg_id, letter.subject)
+
+
+async def apply_dead_letter(broker: Broker, letter: DeadLetter, handler: BatchHandler) -> None:
+    """Apply `letter` with its consumer's batch handler (a duplicate is skipped by the inbox), then remove it
+    from the queue; ReplayRefused if it is not an event its consumer accepts or the handler still fails."""
+    consumer = CONSUMERS.get(letter.consumer)
+    if consumer is None:
+        raise ReplayRefused(f"dead letter {letter.seq} names no known consumer ({letter.consumer!r})")
+    try:
+        event = parse(letter.payload)
+    except MalformedEvent as exc:
+        raise ReplayRefused(f"dead letter {letter.seq} is not an event: {exc}") from None
+    refusal = consumer.refusal(letter.subject, event.type)
+    if refusal is not None:
+        raise ReplayRefused(refusal)
+    try:
+        [outcome] = await handler([event])
+    except Exception as exc:
+        outcome = exc
+    if outcome is not None:
+        raise ReplayRefused(f"dead letter {letter.seq} still fails: {describe(outcome)}")
+    await broker.remove_dead_letter(letter.seq)
+    log.info("applied dead letter %d (%s) through the %s handler", letter.seq, event.id, consumer.name)

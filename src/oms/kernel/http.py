@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -10,15 +11,17 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import simplejson
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import BaseModel, WithJsonSchema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from oms.kernel.errors import error_responses, install_error_handlers
+from oms.kernel.errors import ApiError, error_responses, install_error_handlers
 
 HealthCheck = Callable[[], Awaitable[None]]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK = "127.0.0.0/8,::1"
 
 # Money and sizes leave as exact JSON numbers: pydantic would send strings and floats would round.
 ExactNumber = Annotated[Decimal, WithJsonSchema({"type": "number"})]
@@ -78,6 +81,27 @@ class RequestMetrics:
             REQUESTS.labels(scope["method"], route, str(status)).inc()
 
 
+def client_networks(spec: str) -> tuple[Network, ...] | None:
+    """The networks of OMS_METRICS_CLIENTS ("127.0.0.0/8,::1"), None for "*" (anyone); ValueError names a
+    bad entry."""
+    if spec.strip() == "*":
+        return None
+    try:
+        return tuple(ipaddress.ip_network(part.strip()) for part in spec.split(",") if part.strip())
+    except ValueError as exc:
+        raise ValueError(f"OMS_METRICS_CLIENTS: {exc}") from None
+
+
+def _may_read(request: Request, networks: tuple[Network, ...] | None) -> bool:
+    if networks is None:
+        return True
+    try:
+        address = ipaddress.ip_address(request.client.host if request.client else "")
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
 def create_service_app(
     *,
     title: str,
@@ -85,8 +109,11 @@ def create_service_app(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
     routers: list[APIRouter],
     health_checks: Callable[[FastAPI], Mapping[str, HealthCheck]],
+    metrics_clients: str = LOOPBACK,
 ) -> FastAPI:
-    """A FastAPI app with the project's error shape, `/health` (live + ready) and `/metrics`."""
+    """A FastAPI app with the project's error shape, `/health` (live + ready) and `/metrics` (served only
+    to the addresses in `metrics_clients`: the API port may face the world, the counters should not)."""
+    networks = client_networks(metrics_clients)
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     app.add_middleware(RequestMetrics)
@@ -108,8 +135,10 @@ def create_service_app(
         return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
-    async def metrics() -> Response:
-        """Prometheus metrics of this process."""
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics of this process (403 unless the caller's address is in OMS_METRICS_CLIENTS)."""
+        if not _may_read(request, networks):
+            raise ApiError(403, "metrics are served only to the addresses in OMS_METRICS_CLIENTS")
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

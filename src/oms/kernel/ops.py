@@ -1,6 +1,9 @@
 """Operations endpoints of an event-driven service (admins only): how far its relay and its consumer are
 behind, and its consumer's dead letters, listed and replayed. The back office's System page reads them, so
-that no one needs another service's database or the broker's tools for daily operation."""
+that no one needs another service's database or the broker's tools for daily operation.
+
+A replay here applies the dead letter through the service's own handler (`dlq.apply_dead_letter`): the
+service's broker identity may not publish to event subjects."""
 
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel
 
 from oms.kernel.broker import Broker, ConsumerStats, DeadLetter
-from oms.kernel.dlq import replay_one
+from oms.kernel.consumer import BatchHandler
+from oms.kernel.dlq import ReplayRefused, apply_dead_letter
 from oms.kernel.errors import ApiError, error_responses
 from oms.kernel.outbox import relay_position
 from oms.kernel.tokens import AdminUser
@@ -150,16 +154,21 @@ def ops_router(service: str) -> APIRouter:
         letters = await consumer_dead_letters(request.app.state.broker, service)
         return DeadLetterList(deadLetters=[DeadLetterView.of(letter) for letter in letters[:limit]])
 
-    @router.post("/dead-letters/{seq}/replay", response_model=Replayed, responses=error_responses(404))
+    @router.post("/dead-letters/{seq}/replay", response_model=Replayed, responses=error_responses(404, 409))
     async def replay(
         seq: Annotated[int, Path(ge=1, le=2**63 - 1)], _: AdminUser, request: Request
     ) -> Replayed:
-        """Send one dead letter back to this service's consumer (admins)."""
+        """Apply one dead letter with this service's handler and remove it from the queue (admins); 409 with
+        the reason when it still cannot be applied."""
         broker: Broker = request.app.state.broker
+        handler: BatchHandler = request.app.state.handler
         found = [letter for letter in await broker.dead_letters(limit=1, start=seq) if letter.seq == seq]
         if not found or found[0].consumer != service:
             raise ApiError(404, f"no dead letter {seq} of the {service} consumer")
-        await replay_one(broker, found[0])
+        try:
+            await apply_dead_letter(broker, found[0], handler)
+        except ReplayRefused as exc:
+            raise ApiError(409, str(exc)) from None
         return Replayed(replayed=1)
 
     return router

@@ -46,6 +46,7 @@ from psycopg2.extras import LogicalReplicationConnection, ReplicationCursor
 from oms.kernel.broker import Broker, JetStreamBroker, Outgoing, PublishAborted
 from oms.kernel.confirmation import Confirmations, Held, Relayed
 from oms.kernel.consumer import StopSignal
+from oms.kernel.nats_access import NatsAccess, NatsConfigError, access_for
 from oms.kernel.outbox import relay_position
 from oms.kernel.settings import Settings
 from oms.kernel.topology import OUTBOX_TABLE, PUBLICATION, RELAY_SLOTS_TABLE, slot_name
@@ -144,7 +145,7 @@ class Relay:
         try:
             async with pool.acquire() as conn:
                 leftovers = await prepare_database(conn, self.slot)
-            await self.broker.ensure_topology()
+            await self.broker.wait_for_topology()  # the operator creates it (`oms up`)
             if leftovers:
                 await self._publish_leftovers(pool)
                 await pool.execute(
@@ -403,13 +404,13 @@ async def prepare_database(conn: asyncpg.Connection, slot: str) -> bool:
 
 
 async def serve(
-    service: str, database_url: str, nats_url: str, stop: StopSignal, confirm_delay: float = 0.0
+    service: str, database_url: str, nats: NatsAccess, stop: StopSignal, confirm_delay: float = 0.0
 ) -> None:
     """Relay until `stop` is set, restarting after any failure (with backoff) from the confirmed position."""
     failures = 0
     while not stop.is_set():
         try:
-            broker = await JetStreamBroker.connect(nats_url, name=f"oms-relay-{service}")
+            broker = await JetStreamBroker.connect(nats)
             try:
                 await Relay(service, database_url, broker, stop, confirm_delay=confirm_delay).run()
             finally:
@@ -454,20 +455,22 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 def run_relay(
     service: str,
     database_url: str,
-    nats_url: str,
+    nats: NatsAccess,
     stop_event: threading.Event,
     metrics_port: int | None = None,
     confirm_delay: float = 0.0,
+    metrics_host: str = "127.0.0.1",
 ) -> None:
     """Run the relay of `service` until `stop_event` is set (from the main thread, SIGTERM/SIGINT set it),
-    holding acknowledged events `confirm_delay` seconds (see `Settings.relay_hold_seconds`).
+    publishing as `nats.identity`, holding acknowledged events `confirm_delay` seconds (see
+    `Settings.relay_hold_seconds`), its metrics on `metrics_host:metrics_port`.
     Raises RelayConfigError when the database cannot be relayed (e.g. wal_level is not logical)."""
     if metrics_port is not None:
-        start_http_server(metrics_port, addr="127.0.0.1")
+        start_http_server(metrics_port, addr=metrics_host)
     if confirm_delay:
         log.info("relay %s: holding acknowledged events %.3gs before confirming them", service, confirm_delay)
     with _stop_on_signals(stop_event):
-        _run_loop(serve(service, database_url, nats_url, stop_event, confirm_delay))
+        _run_loop(serve(service, database_url, nats, stop_event, confirm_delay))
 
 
 def _run_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -483,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m oms.kernel.relay", description=__doc__.split("\n")[0])
     parser.add_argument("--service", required=True)
     parser.add_argument("--database-url", required=True)
-    parser.add_argument("--nats-url", required=True)
+    parser.add_argument("--nats-url", help="[default: OMS_NATS_URL]; credentials from OMS_NATS_* settings")
     parser.add_argument("--metrics-port", type=int)
     parser.add_argument(
         "--confirm-delay",
@@ -493,14 +496,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
     try:
-        delay = Settings().relay_hold_seconds() if args.confirm_delay is None else args.confirm_delay
+        delay = settings.relay_hold_seconds() if args.confirm_delay is None else args.confirm_delay
     except ValueError as exc:
         print(f"relay: OMS_NATS_SYNC_INTERVAL or OMS_RELAY_CONFIRM_DELAY: {exc}", file=sys.stderr)
         return 2
     try:
-        run_relay(args.service, args.database_url, args.nats_url, threading.Event(), args.metrics_port, delay)
-    except RelayConfigError as exc:
+        nats = access_for(settings, f"relay-{args.service}")
+        if args.nats_url:
+            nats = nats.with_servers(args.nats_url)
+        run_relay(
+            args.service,
+            args.database_url,
+            nats,
+            threading.Event(),
+            args.metrics_port,
+            delay,
+            settings.metrics_host,
+        )
+    except (RelayConfigError, NatsConfigError) as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return 2
     return 0

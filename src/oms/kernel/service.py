@@ -19,6 +19,7 @@ from oms.kernel.consumer import BatchHandler, ConsumerRunner
 from oms.kernel.db import create_pool, migrate
 from oms.kernel.housekeeping import keep_tidy
 from oms.kernel.http import HealthCheck, create_service_app
+from oms.kernel.nats_access import access_for
 from oms.kernel.ops import ops_router
 from oms.kernel.settings import Settings
 from oms.kernel.tokens import JwksKeys, TokenVerifier
@@ -55,13 +56,14 @@ def create_event_service(
         app.state.pool = await create_pool(url)
         app.state.unit_of_work = postgres_unit_of_work(app.state.pool, repository)
         on_start(app)
-        app.state.broker = await JetStreamBroker.connect(settings.nats_url, name=f"oms-{service}")
+        app.state.broker = await JetStreamBroker.connect(access_for(settings, service))
+        app.state.handler = make_handler(app.state.unit_of_work, settings)
         stop = asyncio.Event()
         consumer: asyncio.Task[None] | None = None
         tidy = asyncio.create_task(keep_tidy(app.state.pool, stop), name=f"{service}-housekeeping")
         try:
-            await app.state.broker.ensure_topology()
-            runner = ConsumerRunner(app.state.broker, service, make_handler(app.state.unit_of_work, settings))
+            await app.state.broker.wait_for_topology(consumer=service)
+            runner = ConsumerRunner(app.state.broker, service, app.state.handler)
             consumer = asyncio.create_task(runner.run(stop), name=f"{service}-consumer")
             # What start-up made lives as long as the process: out of the collector's sight, a full
             # collection no longer walks it (measured: list-orders p99 with 8 clients 64 ms -> 16 ms).
@@ -93,4 +95,5 @@ def create_event_service(
         lifespan=lifespan,
         routers=[*routers, ops_router(service)],
         health_checks=health_checks,
+        metrics_clients=settings.metrics_clients,
     )

@@ -30,11 +30,15 @@ class Settings(BaseSettings):
     # Each relay serves its Prometheus metrics (events relayed, lag, commit→ack latency) on its own port.
     order_relay_port: int = 16666
     account_relay_port: int = 16667
+    metrics_host: str = "127.0.0.1"  # where the relays' metrics listen
+    # Who may read a service's /metrics on its API port: comma-separated addresses or networks ("*": anyone).
+    metrics_clients: str = "127.0.0.0/8,::1"
 
     # Embedded servers: kept off the machine's own 5432/4222.
     pg_port: int = 15432
     nats_port: int = 14222
-    nats_monitor_port: int = 18222
+    # NATS's HTTP monitoring has no authentication: off unless a port is given, and then on 127.0.0.1 only.
+    nats_monitor_port: int | None = None
     # JetStream fsync: "always" (every message on disk before its ack) or an interval such as "1s", "2m".
     nats_sync_interval: str = "1s"
     # Seconds the relay holds an acknowledged event before it deletes its row and confirms its WAL position.
@@ -53,6 +57,18 @@ class Settings(BaseSettings):
     audit_account_database_url: str | None = None
     nats_url: str = "nats://127.0.0.1:14222"
 
+    # This process's broker identity (docs/decisions/009): one kind of credentials — a .creds file, an nkey
+    # seed file, or a user with a password file — and TLS. Unset: the identity's file in the identities folder
+    # (default <data-dir>/secrets/nats, where `oms up` keeps the identities it generates).
+    nats_identities_dir: Path | None = None
+    nats_creds_file: Path | None = None
+    nats_nkey_file: Path | None = None
+    nats_user: str | None = None
+    nats_password_file: Path | None = None
+    nats_tls_ca_file: Path | None = None
+    nats_tls_cert_file: Path | None = None
+    nats_tls_key_file: Path | None = None
+
     # Tokens.
     auth_url: str = "http://127.0.0.1:668"
     token_issuer: str = "oms-auth"
@@ -60,11 +76,10 @@ class Settings(BaseSettings):
     token_lifetime_seconds: int = Field(default=3600, ge=60, le=86400)
     private_key_file: Path | None = None
 
-    # The back office: where it finds the services and the NATS monitor (`oms up` sets them), and the key
-    # that encrypts its session cookies (a Fernet key; default: <data-dir>/secrets/backoffice-session.key).
+    # The back office: where it finds the services (`oms up` sets them), and the key that encrypts its
+    # session cookies (a Fernet key; default: <data-dir>/secrets/backoffice-session.key).
     order_url: str = "http://127.0.0.1:666"
     account_url: str = "http://127.0.0.1:667"
-    nats_monitor_url: str = "http://127.0.0.1:18222"
     backoffice_session_key: SecretStr | None = None
 
     # The first admin.

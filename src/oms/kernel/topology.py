@@ -90,6 +90,15 @@ class Consumer:
         type's own, and the type is the producer's."""
         return subject == subject_of(event_type) and self.reads.publishes(event_type)
 
+    def refusal(self, subject: str, event_type: str) -> str | None:
+        """Why an event of `event_type` on `subject` is not one this consumer applies (None: it is)."""
+        if self.accepts(subject, event_type):
+            return None
+        return (
+            f"refused: a {event_type!r} event on {subject}; the {self.name} consumer applies only events of"
+            f" the {self.reads.service} service ({self.reads.prefix}.*), each on its own subject"
+        )
+
 
 ORDER: Final = Producer("order", "order")
 ACCOUNT: Final = Producer("account", "funds")

