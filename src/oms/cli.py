@@ -107,15 +107,17 @@ def _serve_http(settings: Settings, component: str) -> None:
 
     import uvicorn
 
+    from oms.kernel.serving import ServingConfigError, server_config
     from oms.runtime.ports import check_bindable
 
     port = settings.port_of(component)
     try:
         check_bindable(settings.host, port, f"the {component} service", port_env_name(component))
-    except PortUnavailable as exc:
+        api = importlib.import_module(f"oms.{component}.app").create_app(settings)
+        config = server_config(api, settings, port)
+    except (PortUnavailable, ServingConfigError) as exc:
         fail(str(exc))
-    api = importlib.import_module(f"oms.{component}.app").create_app(settings)
-    uvicorn.run(api, host=settings.host, port=port, log_config=None, access_log=False)
+    uvicorn.Server(config).run()
 
 
 def _serve_relay(settings: Settings, service: str) -> None:
