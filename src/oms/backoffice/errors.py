@@ -64,7 +64,7 @@ def install_page_errors(app: FastAPI) -> None:
     async def refused(request: Request, exc: ServiceError) -> Response:
         if exc.status == 401:
             response = to_login(request, "expired")
-            clear_session(response)
+            clear_session(request, response)
             return response
         if exc.status >= 500:
             return error_page(request, 503, exc.message)
