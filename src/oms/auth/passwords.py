@@ -30,7 +30,9 @@ def _lower_priority() -> None:
 class Passwords:
     """Each hash takes ~64 MiB and tens to hundreds of ms of CPU."""
 
-    def __init__(self, checks: int = 4, waiting: int = 16) -> None:
+    # New passwords that may wait: waiting costs a connection, not CPU. A short queue measured worse: the
+    # refused clients came straight back, and answering them took the event loop from the logins.
+    def __init__(self, checks: int = 4, waiting: int = 64) -> None:
         self._hasher = PasswordHasher()
         self._check_slots = asyncio.Semaphore(checks)
         self._new_lane = ThreadPoolExecutor(1, "new-passwords", initializer=_lower_priority)
