@@ -19,7 +19,8 @@ from oms.backoffice.sessions import COOKIE, Login, SessionCodec, new_session, se
 from oms.kernel.settings import Settings
 from oms.kernel.tokens import Role
 
-LOGIN = Login("header.claims.signature", "u-1", "alice", Role.CUSTOMER, time.time() + 600)
+# Made when the tests are collected, which may be long before this module runs (after the e2e tests).
+LOGIN = Login("header.claims.signature", "u-1", "alice", Role.CUSTOMER, time.time() + 86_400)
 
 
 def test_a_session_survives_the_cookie_round_trip() -> None:
