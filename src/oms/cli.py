@@ -117,7 +117,10 @@ def _serve_http(settings: Settings, component: str) -> None:
         config = server_config(api, settings, port)
     except (PortUnavailable, ServingConfigError) as exc:
         fail(str(exc))
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:  # as uvicorn.run: a start that failed (its lifespan, its port) is an error
+        fail(f"the {component} service did not start")
 
 
 def _serve_relay(settings: Settings, service: str) -> None:
