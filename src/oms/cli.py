@@ -115,6 +115,7 @@ def _serve_http(settings: Settings, component: str) -> None:
     import uvicorn
 
     from oms.kernel.nats_access import NatsConfigError, access_for
+    from oms.kernel.serving import ServingConfigError, server_config
     from oms.kernel.topology import CONSUMERS
     from oms.runtime.ports import check_bindable
 
@@ -123,10 +124,14 @@ def _serve_http(settings: Settings, component: str) -> None:
         check_bindable(settings.host, port, f"the {component} service", port_env_name(component))
         if component in CONSUMERS:
             access_for(settings, component)  # its broker identity, checked before anything starts
-    except (PortUnavailable, NatsConfigError) as exc:
+        api = importlib.import_module(f"oms.{component}.app").create_app(settings)
+        config = server_config(api, settings, port)
+    except (PortUnavailable, NatsConfigError, ServingConfigError) as exc:
         fail(str(exc))
-    api = importlib.import_module(f"oms.{component}.app").create_app(settings)
-    uvicorn.run(api, host=settings.host, port=port, log_config=None, access_log=False)
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:  # as uvicorn.run: a start that failed (its lifespan, its port) is an error
+        fail(f"the {component} service did not start")
 
 
 def _serve_relay(settings: Settings, service: str) -> None:

@@ -84,6 +84,8 @@ def system_env(**extra: str) -> dict[str, str]:
             **free_port_env(),
             "OMS_ADMIN_USERNAME": "boss",
             "OMS_ADMIN_PASSWORD": "boss-password",
+            # The tests register their customers from one address, far more than a person would.
+            "OMS_REGISTER_ADDRESS_MAX_ATTEMPTS": "100000",
             **extra,
         }
     )

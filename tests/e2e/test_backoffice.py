@@ -162,6 +162,73 @@ def test_a_customer_cannot_reach_admin_pages_or_another_customers_data(browser: 
     customer.close()
 
 
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+}
+# Recorded by the browser itself on every page (playwright's init scripts are not subject to the page's CSP).
+RECORD_VIOLATIONS = """
+window.cspViolations = [];
+document.addEventListener("securitypolicyviolation",
+    (e) => window.cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));
+"""
+
+
+def _visit_checking_headers(person: Desk, paths: list[str], violations: list[str]) -> None:
+    for path in paths:
+        response = person.page.goto(f"{person.base}{path}")
+        assert response is not None and response.ok, path
+        headers = response.headers
+        policy = headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in policy and "script-src 'self'" in policy, path
+        assert "unsafe-inline" not in policy and "unsafe-eval" not in policy, path
+        assert {k: headers.get(k) for k in SECURITY_HEADERS} == SECURITY_HEADERS, path
+        person.page.wait_for_timeout(300)  # htmx loads and starts its polling
+        violations += person.page.evaluate("window.cspViolations")
+
+
+def test_every_page_sends_the_security_headers_and_nothing_breaks_its_policy(
+    browser: Browser, api: Api
+) -> None:
+    """No inline script or style anywhere (htmx included, while it polls and swaps), never in a frame."""
+    admin, customer = api.admin(), api.customer()
+    api.deposit(admin, customer, "TRY", "100")
+    order_id = api.place(customer, "BUY", "AAPL", "1", "10")
+    violations: list[str] = []
+    console: list[str] = []
+    people = []
+    for user, password, paths in (
+        (customer.username, "password-1", ["/", "/trade", "/orders", f"/orders/{order_id}", "/ledger"]),
+        (
+            "boss",
+            "boss-password",
+            ["/admin", "/admin/users", "/admin/orders", f"/admin/customers/{customer.id}", "/admin/system"],
+        ),
+    ):
+        person = desk(browser, api)
+        person.context.add_init_script(RECORD_VIOLATIONS)
+        person.page.on(
+            "console", lambda m: console.append(m.text) if "Content Security Policy" in m.text else None
+        )
+        _visit_checking_headers(person, ["/login", "/register"], violations)
+        person.sign_in(user, password)
+        _visit_checking_headers(person, paths, violations)
+        person.page.wait_for_timeout(3500)  # at least one round of every htmx poll on the last page
+        violations += person.page.evaluate("window.cspViolations")
+        people.append(person)
+    assert violations == [] and console == [], (violations, console)
+    # The detector works: an inline script put into the page is blocked and reported.
+    people[0].page.evaluate(
+        "() => { const s = document.createElement('script'); s.textContent = 'window.ran = 1';"
+        " document.body.appendChild(s); }"
+    )
+    people[0].page.wait_for_timeout(300)
+    assert people[0].page.evaluate("window.ran") is None
+    assert people[0].page.evaluate("window.cspViolations") != []
+    for person in people:
+        person.close()
+
+
 def _poison(operator: NatsAccess) -> None:
     """Publish a message no consumer can read (as the operator: nobody else may publish order events and
     the relay would publish only real ones): the account consumer dead-letters it at once."""

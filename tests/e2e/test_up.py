@@ -15,7 +15,9 @@ import pytest
 from fastapi import FastAPI
 
 from oms.kernel.errors import install_error_handlers
-from oms.kernel.tokens import AdminUser, CurrentUser, JwksKeys, TokenVerifier
+from oms.kernel.revocation import Revocations, following_auth
+from oms.kernel.settings import Settings
+from oms.kernel.tokens import AdminUser, CurrentUser, verifier_for
 from oms.runtime.nats import EmbeddedNats
 from oms.runtime.ports import free_port
 from oms.runtime.postgres import EmbeddedPostgres
@@ -55,12 +57,13 @@ def judy_and_boss_tokens(system: RunningSystem) -> tuple[str, str]:
 
 
 async def test_other_services_verify_tokens_with_the_jwks_only(system: RunningSystem) -> None:
-    """A service that knows only the JWKS URL accepts auth's tokens and refuses wrong roles."""
+    """A service that knows only auth's URL (its JWKS, its revocations) and the services' key accepts auth's
+    tokens and refuses wrong roles: it holds no secret that could sign one."""
     app = FastAPI()
     install_error_handlers(app)
-    app.state.token_verifier = TokenVerifier(
-        JwksKeys(f"{system.url('auth')}/.well-known/jwks.json"), "oms-auth", "oms"
-    )
+    settings = Settings(auth_url=system.url("auth"), data_dir=system.data_dir)
+    revocations = Revocations(max_staleness=30)
+    app.state.token_verifier = verifier_for(settings, revocations)
 
     @app.get("/me")
     async def me(user: CurrentUser) -> dict[str, str]:
@@ -72,7 +75,10 @@ async def test_other_services_verify_tokens_with_the_jwks_only(system: RunningSy
 
     customer, admin_token = judy_and_boss_tokens(system)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+    async with (
+        following_auth(settings, revocations),
+        httpx.AsyncClient(transport=transport, base_url="http://svc") as client,
+    ):
         auth = {"Authorization": f"Bearer {customer}"}
         assert (await client.get("/me", headers=auth)).json() == {"username": "judy", "role": "customer"}
         assert (await client.get("/admin", headers=auth)).status_code == 403

@@ -4,38 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from oms.auth.app import create_app
 from oms.kernel.http import client_networks
 from oms.kernel.settings import Settings
 from tests.conftest import execute
-
-ADMIN = {"username": "root-admin", "password": "admin-password-1"}
-
-
-@asynccontextmanager
-async def auth_client(settings: Settings, address: str = "127.0.0.1") -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=(address, 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://auth") as client:
-            yield client
-
-
-def make_settings(url: str, data_dir: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "data_dir": data_dir,
-        "auth_database_url": url,
-        "admin_username": ADMIN["username"],
-        "admin_password": ADMIN["password"],
-        "login_address_max_failures": 10_000,
-    }
-    return Settings(**{**values, **overrides})  # type: ignore[arg-type]
+from tests.integration.auth_service import ADMIN, auth_client, bearer, make_settings, token_of
 
 
 @pytest.fixture(scope="module")
@@ -52,17 +29,6 @@ def settings(auth_db: str, tmp_path_factory: pytest.TempPathFactory) -> Settings
 async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with auth_client(settings) as c:
         yield c
-
-
-async def token_of(client: httpx.AsyncClient, username: str, password: str) -> str:
-    response = await client.post("/login", json={"username": username, "password": password})
-    assert response.status_code == 200, response.text
-    token: str = response.json()["token"]
-    return token
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def test_register_customer_then_login_gives_bearer_token(client: httpx.AsyncClient) -> None:
@@ -153,7 +119,7 @@ async def test_users_as_admin_lists_users_without_hashes(client: httpx.AsyncClie
     response = await client.get("/users", headers=bearer(admin))
     assert response.status_code == 200
     users = response.json()["users"]
-    assert all(set(u) == {"id", "username", "role", "createdAt"} for u in users)
+    assert all(set(u) == {"id", "username", "role", "createdAt", "disabled"} for u in users)
     hashes = [row[0] for row in execute(auth_db, "SELECT password_hash FROM users")]
     assert hashes and all(h.startswith("$argon2id$") for h in hashes)
     assert not any(h in response.text for h in hashes)

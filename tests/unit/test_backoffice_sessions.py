@@ -14,6 +14,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from oms.backoffice.app import create_app
+from oms.backoffice.headers import HEADERS
 from oms.backoffice.sessions import COOKIE, Login, SessionCodec, new_session, session_key
 from oms.kernel.settings import Settings
 from oms.kernel.tokens import Role
@@ -98,3 +99,28 @@ async def test_pages_need_a_signed_in_user_and_say_where_to_come_back(client: ht
     )
     assert htmx.headers["HX-Redirect"].startswith("/login")
     assert (await client.get("/static/htmx.min.js")).status_code == 200  # served here, no CDN
+
+
+async def test_every_answer_carries_the_security_headers_errors_included(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, auth_url="http://127.0.0.1:9")
+    app = create_app(settings)
+
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/boom", boom)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://bo") as http,
+    ):
+        answers = [
+            await http.get("/login"),
+            await http.get("/static/app.css"),
+            await http.get("/no-such-page"),
+            await http.get("/boom"),
+            await http.post("/login", content=b"x" * 70_000),
+        ]
+    assert [a.status_code for a in answers] == [200, 200, 404, 500, 413]
+    for answer in answers:
+        assert {k: answer.headers.get(k) for k in HEADERS} == HEADERS, answer.request.url

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
 
 from oms.auth.domain import User, token_claims
 from oms.auth.keys import SigningKey
-from oms.kernel.tokens import Role, StaticKeys, TokenError, TokenVerifier
+from oms.kernel.revocation import Revocation, Revocations
+from oms.kernel.tokens import KeysUnavailable, Role, StaticKeys, TokenError, TokenVerifier
 
 ISSUER, AUDIENCE = "oms-auth", "oms"
 
@@ -28,7 +29,7 @@ def key(tmp_path_factory: pytest.TempPathFactory) -> SigningKey:
 
 @pytest.fixture(scope="module")
 def verifier(key: SigningKey) -> TokenVerifier:
-    return TokenVerifier(StaticKeys(key.jwks), ISSUER, AUDIENCE)
+    return TokenVerifier(StaticKeys(key.jwks), ISSUER, AUDIENCE, Revocations.none_revoked())
 
 
 def claims(**changes: object) -> dict[str, object]:
@@ -105,6 +106,28 @@ async def test_verify_wrong_claims_are_refused(
         await verifier.verify(key.sign(claims(**change)))
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"sub": "not-a-uuid"},
+        {"sub": 42},
+        {"sub": ""},
+        {"username": ["alice"]},
+        {"username": ""},
+        {"jti": 7},
+        {"jti": ""},
+        {"role": None},
+        {"iat": "yesterday"},
+    ],
+)
+async def test_verify_signed_token_whose_claims_do_not_fit_is_refused_not_an_error(
+    key: SigningKey, verifier: TokenVerifier, change: dict[str, object]
+) -> None:
+    """Signed by the real key (auth never issues these): still a TokenError (401), never a crash (500)."""
+    with pytest.raises(TokenError):
+        await verifier.verify(key.sign(claims(**change)))
+
+
 @pytest.mark.parametrize("missing", ["exp", "jti", "sub", "aud", "iss", "role"])
 async def test_verify_missing_claim_is_refused(
     key: SigningKey, verifier: TokenVerifier, missing: str
@@ -127,6 +150,51 @@ async def test_verify_garbage_is_refused(verifier: TokenVerifier, garbage: str) 
         await verifier.verify(garbage)
 
 
+def _revoked(**entry: object) -> Revocations:
+    revocations = Revocations(max_staleness=60)
+    defaults: dict[str, object] = {"seq": 1, "token_id": None, "not_before": None, "expires_at": 2**40}
+    revocations.apply([Revocation(**{**defaults, **entry})], 1)  # type: ignore[arg-type]
+    return revocations
+
+
+async def test_verify_a_signed_out_token_is_refused_and_others_are_not(key: SigningKey) -> None:
+    signed_out, other = claims(), claims()
+    verifier = TokenVerifier(
+        StaticKeys(key.jwks),
+        ISSUER,
+        AUDIENCE,
+        _revoked(user_id=signed_out["sub"], token_id=signed_out["jti"]),
+    )
+    with pytest.raises(TokenError, match="revoked"):
+        await verifier.verify(key.sign(signed_out))
+    assert (await verifier.verify(key.sign(other))).user_id == other["sub"]
+
+
+async def test_verify_a_token_issued_before_the_users_cutoff_is_refused(key: SigningKey) -> None:
+    now = int(time.time())
+    before, after = claims(iat=now - 5), claims(iat=now)
+    after["sub"] = before["sub"]
+    verifier = TokenVerifier(
+        StaticKeys(key.jwks), ISSUER, AUDIENCE, _revoked(user_id=before["sub"], not_before=now)
+    )
+    with pytest.raises(TokenError, match="revoked"):
+        await verifier.verify(key.sign(before))
+    assert (await verifier.verify(key.sign(after))).user_id == after["sub"]
+
+
+async def test_verify_with_a_list_of_revocations_too_old_is_unavailable_not_accepted(
+    key: SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    revocations = _revoked(user_id="nobody", token_id="x")
+    verifier = TokenVerifier(StaticKeys(key.jwks), ISSUER, AUDIENCE, revocations)
+    token = key.sign(claims())
+    await verifier.verify(token)
+    later = time.monotonic() + 61
+    monkeypatch.setattr("oms.kernel.revocation.time.monotonic", lambda: later)
+    with pytest.raises(KeysUnavailable):
+        await verifier.verify(token)
+
+
 def test_signing_key_is_kept_and_reloaded(tmp_path: Path) -> None:
     first = SigningKey.load_or_create(tmp_path / "k.pem")
     again = SigningKey.load_or_create(tmp_path / "k.pem")
@@ -146,7 +214,7 @@ async def test_verify_remembers_a_verified_token_until_it_expires(
     key: SigningKey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     keys = CountingKeys(key.jwks)
-    verifier = TokenVerifier(keys, ISSUER, AUDIENCE)
+    verifier = TokenVerifier(keys, ISSUER, AUDIENCE, Revocations.none_revoked())
     token = key.sign(claims(exp=int(time.time()) + 60))
     first, second = await verifier.verify(token), await verifier.verify(token)
     assert first == second and keys.lookups == 1
@@ -158,7 +226,7 @@ async def test_verify_remembers_a_verified_token_until_it_expires(
 
 
 async def test_verify_remembers_a_bounded_number_of_tokens(key: SigningKey) -> None:
-    verifier = TokenVerifier(StaticKeys(key.jwks), ISSUER, AUDIENCE, remembered=3)
+    verifier = TokenVerifier(StaticKeys(key.jwks), ISSUER, AUDIENCE, Revocations.none_revoked(), remembered=3)
     for _ in range(5):
         await verifier.verify(key.sign(claims()))
     assert len(verifier._verified) == 3

@@ -3,45 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
-from oms.auth import domain, store
+from oms.auth import domain, store, throttle
 from oms.auth.keys import SigningKey
+from oms.auth.passwords import Passwords, PasswordsBusy
+from oms.kernel.client_address import client_address
 from oms.kernel.deps import Pool
 from oms.kernel.errors import ApiError, error_responses
 from oms.kernel.settings import Settings
 from oms.kernel.tokens import AdminUser, MaybeUser, Role
 
 router = APIRouter()
-
-
-class Passwords:
-    """argon2id hashing off the event loop, a few at a time (each hash takes ~64 MiB and tens of ms)."""
-
-    def __init__(self, concurrency: int = 4) -> None:
-        self._hasher = PasswordHasher()
-        self._slots = asyncio.Semaphore(concurrency)
-        # Unknown users cost as much as wrong passwords, so timing does not reveal who exists.
-        self._decoy = self._hasher.hash("decoy password never used")
-
-    async def hash(self, password: str) -> str:
-        async with self._slots:
-            return await run_in_threadpool(self._hasher.hash, password)
-
-    async def verify(self, password_hash: str | None, password: str) -> bool:
-        async with self._slots:
-            try:
-                return await run_in_threadpool(self._hasher.verify, password_hash or self._decoy, password)
-            except (VerificationError, InvalidHashError):
-                return False
+INVALID_LOGIN = "invalid username or password"
 
 
 class RegisterRequest(BaseModel):
@@ -71,18 +51,56 @@ class UserView(BaseModel):
     username: str
     role: Role
     createdAt: datetime
+    disabled: bool
 
 
 class UsersResponse(BaseModel):
     users: list[UserView]
 
 
-async def create_user(pool: asyncpg.Pool, passwords: Passwords, body: RegisterRequest) -> domain.User:
-    """Validate and store a new user (shared by the API, the bootstrap admin and `oms admin create`)."""
-    problem = domain.username_problem(body.username) or domain.password_problem(body.password)
+async def _passwords(request: Request) -> Passwords:
+    passwords: Passwords = request.app.state.passwords
+    return passwords
+
+
+async def _policies(request: Request) -> throttle.Policies:
+    policies: throttle.Policies = request.app.state.throttle
+    return policies
+
+
+async def _address(request: Request) -> str:
+    return client_address(request, request.app.state.client_address_key, time.time())
+
+
+PasswordsDep = Annotated[Passwords, Depends(_passwords)]
+PoliciesDep = Annotated[throttle.Policies, Depends(_policies)]
+ClientAddress = Annotated[str, Depends(_address)]
+
+
+async def hash_new(passwords: Passwords, password: str) -> str:
+    """The hash of a new password, or 503 while too many wait to be hashed."""
+    try:
+        return await passwords.hash(password)
+    except PasswordsBusy:
+        raise ApiError(
+            503, "too many new passwords at once; try again", headers={"Retry-After": "2"}
+        ) from None
+
+
+def check_new_password(password: str) -> None:
+    """422 unless `password` may be a password."""
+    problem = domain.password_problem(password)
     if problem:
         raise ApiError(422, problem)
-    password_hash = await passwords.hash(body.password)
+
+
+async def create_user(pool: asyncpg.Pool, passwords: Passwords, body: RegisterRequest) -> domain.User:
+    """Validate and store a new user (shared by the API, the bootstrap admin and `oms admin create`)."""
+    problem = domain.username_problem(body.username)
+    if problem:
+        raise ApiError(422, problem)
+    check_new_password(body.password)
+    password_hash = await hash_new(passwords, body.password)
     try:
         async with pool.acquire() as conn:
             return await store.add_user(conn, body.username, password_hash, body.role)
@@ -91,69 +109,66 @@ async def create_user(pool: asyncpg.Pool, passwords: Passwords, body: RegisterRe
 
 
 @router.post(
-    "/register", status_code=201, response_model=Created, tags=["users"], responses=error_responses(409)
+    "/register", status_code=201, response_model=Created, tags=["users"], responses=error_responses(409, 429)
 )
-async def register(body: RegisterRequest, request: Request, pool: Pool, caller: MaybeUser) -> Created:
-    """Create a customer (anyone) or an admin (admins only)."""
+async def register(
+    body: RegisterRequest,
+    pool: Pool,
+    passwords: PasswordsDep,
+    policies: PoliciesDep,
+    caller: MaybeUser,
+    address: ClientAddress,
+) -> Created:
+    """Create a customer (anyone; a few per address) or an admin (admins only)."""
     if body.role is Role.ADMIN and caller is None:
         raise ApiError(
             401, "creating an admin needs an admin's bearer token", headers={"WWW-Authenticate": "Bearer"}
         )
     if body.role is Role.ADMIN and caller is not None and not caller.is_admin:
         raise ApiError(403, "only an admin can create an admin")
-    user = await create_user(pool, request.app.state.passwords, body)
+    if caller is None or not caller.is_admin:
+        problem = domain.username_problem(body.username) or domain.password_problem(body.password)
+        if problem:  # refused before it counts
+            raise ApiError(422, problem)
+        async with pool.acquire() as conn:
+            await throttle.admit_registration(conn, policies, address)
+    user = await create_user(pool, passwords, body)
     return Created(message="user created", id=str(user.id))
 
 
-async def _count_attempt(conn: asyncpg.Connection, key: str, policy: domain.ThrottlePolicy) -> None:
-    now = await store.now(conn)
-    attempts = await store.attempts_for_update(conn, key)
-    wait = domain.retry_after(attempts, now)
-    if wait is not None:
-        raise ApiError(429, "too many failed logins; try again later", headers={"Retry-After": str(wait)})
-    await store.save_attempts(conn, key, domain.count_attempt(attempts, now, policy))
-
-
-def _policies(settings: Settings) -> tuple[domain.ThrottlePolicy, domain.ThrottlePolicy]:
-    window = timedelta(seconds=settings.login_failure_window_seconds)
-    lockout = timedelta(seconds=settings.login_max_lockout_seconds)
-    return (
-        domain.ThrottlePolicy(settings.login_user_max_failures, window, lockout),
-        domain.ThrottlePolicy(settings.login_address_max_failures, window, lockout),
-    )
-
-
 @router.post("/login", response_model=TokenResponse, tags=["users"], responses=error_responses(429))
-async def login(body: LoginRequest, request: Request, pool: Pool) -> TokenResponse:
+async def login(
+    body: LoginRequest,
+    request: Request,
+    pool: Pool,
+    passwords: PasswordsDep,
+    policies: PoliciesDep,
+    address: ClientAddress,
+) -> TokenResponse:
     """Exchange a username and password for a bearer token."""
-    settings: Settings = request.app.state.settings
-    user_policy, address_policy = _policies(settings)
-    user_key = f"user:{body.username.lower()}"
-    address_key = f"address:{request.client.host if request.client else 'unknown'}"
     async with pool.acquire() as conn:
-        async with conn.transaction():
-            await _count_attempt(conn, address_key, address_policy)
-        if domain.username_problem(body.username):
-            raise ApiError(401, "invalid username or password")  # no such user can exist
-        async with conn.transaction():
-            await _count_attempt(conn, user_key, user_policy)
+        await throttle.admit_login(conn, policies, body.username, address)
+        if domain.username_problem(body.username) or len(body.password) > domain.MAX_PASSWORD_LENGTH:
+            raise ApiError(401, INVALID_LOGIN)  # no user can have that name or password
         user = await store.user_named(conn, body.username)
-        valid = await request.app.state.passwords.verify(user.password_hash if user else None, body.password)
-        if not valid or user is None:
-            raise ApiError(401, "invalid username or password")
-        async with conn.transaction():
-            await store.forget_attempts(conn, user_key)
-            attempts = await store.attempts_for_update(conn, address_key)
-            await store.save_attempts(conn, address_key, domain.take_back_attempt(attempts))
+    if not await passwords.verify(user.password_hash if user else None, body.password) or user is None:
+        raise ApiError(401, INVALID_LOGIN)
+    async with pool.acquire() as conn:
+        await throttle.login_proven(conn, policies, body.username, address)
+    if user.disabled:
+        raise ApiError(403, "this account is disabled")
+    return await _issue(request.app.state.settings, request.app.state.signing_key, user)
+
+
+async def _issue(settings: Settings, signing_key: SigningKey, user: domain.User) -> TokenResponse:
+    now = datetime.now(UTC)
+    issued = domain.issue_time(now, user)
+    if issued > now:
+        await asyncio.sleep((issued - now).total_seconds())
     lifetime = timedelta(seconds=settings.token_lifetime_seconds)
     claims = domain.token_claims(
-        user,
-        now=datetime.now(UTC),
-        lifetime=lifetime,
-        issuer=settings.token_issuer,
-        audience=settings.token_audience,
+        user, now=issued, lifetime=lifetime, issuer=settings.token_issuer, audience=settings.token_audience
     )
-    signing_key: SigningKey = request.app.state.signing_key
     return TokenResponse(token=signing_key.sign(claims), expires_in=int(lifetime.total_seconds()))
 
 
@@ -164,7 +179,10 @@ async def list_users(_: AdminUser, pool: Pool) -> UsersResponse:
         users = await store.all_users(conn)
     return UsersResponse(
         users=[
-            UserView(id=str(u.id), username=u.username, role=u.role, createdAt=u.created_at) for u in users
+            UserView(
+                id=str(u.id), username=u.username, role=u.role, createdAt=u.created_at, disabled=u.disabled
+            )
+            for u in users
         ]
     )
 

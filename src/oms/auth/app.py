@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import asyncpg
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from oms.auth import store
-from oms.auth.api import Passwords, RegisterRequest, create_user, router
+from oms.auth import credentials, store
+from oms.auth.api import RegisterRequest, create_user, router
 from oms.auth.keys import SigningKey
+from oms.auth.passwords import Passwords
+from oms.auth.throttle import Policies
 from oms.kernel.db import create_pool, migrate
+from oms.kernel.housekeeping import Sweep, keep_tidy
 from oms.kernel.http import HealthCheck, create_service_app
+from oms.kernel.revocation import Revocations, following
+from oms.kernel.secret_file import read_or_create
 from oms.kernel.settings import Settings
 from oms.kernel.tokens import Role, StaticKeys, TokenVerifier
 
@@ -34,6 +42,18 @@ async def ensure_admin(pool: asyncpg.Pool, passwords: Passwords, username: str, 
     return True
 
 
+def _forget_expired(settings: Settings) -> Sweep:
+    """Forget revocations no living token needs and throttle counts that lock nothing any more."""
+    window = timedelta(seconds=max(settings.login_failure_window_seconds, settings.register_window_seconds))
+
+    async def sweep(pool: asyncpg.Pool) -> str | None:
+        async with pool.acquire() as conn:
+            revocations, attempts = await store.forget_expired(conn, window)
+        return f"{revocations} revocations and {attempts} attempt counts" if revocations or attempts else None
+
+    return sweep
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -42,11 +62,18 @@ def create_app(settings: Settings) -> FastAPI:
         signing_key = SigningKey.load_or_create(settings.key_file)
         app.state.settings = settings
         app.state.signing_key = signing_key
+        revocations = Revocations(settings.revocation_max_staleness_seconds)
         app.state.token_verifier = TokenVerifier(
-            StaticKeys(signing_key.jwks), settings.token_issuer, settings.token_audience
+            StaticKeys(signing_key.jwks), settings.token_issuer, settings.token_audience, revocations
         )
         app.state.passwords = Passwords()
+        app.state.throttle = Policies.of(settings)
+        app.state.client_address_key = read_or_create(settings.client_address_key)
+        app.state.service_key = read_or_create(settings.service_key)
         app.state.pool = await create_pool(url)
+        app.state.revocations_fetch = credentials.database_feed(app.state.pool)
+        stop = asyncio.Event()
+        tidy = asyncio.create_task(keep_tidy(app.state.pool, stop, sweeper=_forget_expired(settings)))
         try:
             if settings.admin_username and settings.admin_password:
                 await ensure_admin(
@@ -55,8 +82,12 @@ def create_app(settings: Settings) -> FastAPI:
                     settings.admin_username,
                     settings.admin_password.get_secret_value(),
                 )
-            yield
+            async with following(revocations, app.state.revocations_fetch, settings.revocation_poll_seconds):
+                yield
         finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tidy
             await app.state.pool.close()
 
     def health_checks(app: FastAPI) -> dict[str, HealthCheck]:
@@ -69,7 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
         title="OMS auth",
         description="Users, passwords and tokens. Tokens are EdDSA-signed; verify them with the JWKS.",
         lifespan=lifespan,
-        routers=[router],
+        routers=[router, credentials.router],
         health_checks=health_checks,
         metrics_clients=settings.metrics_clients,
     )

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from oms.kernel.secret_file import read_or_create
 from oms.kernel.tokens import ALGORITHM
 
 
@@ -41,23 +40,15 @@ class SigningKey:
 
     @classmethod
     def load_or_create(cls, path: Path) -> SigningKey:
-        """Load the key at `path`, creating it first if there is none. Replicas starting together agree:
-        the first to link its file wins and the others read that one."""
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            pem = Ed25519PrivateKey.generate().private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-            fd, temp = tempfile.mkstemp(dir=path.parent)
-            try:
-                os.write(fd, pem)
-                os.close(fd)
-                os.link(temp, path)
-            except FileExistsError:
-                pass
-            finally:
-                os.unlink(temp)
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        """Load the key at `path`, creating it first if there is none (replicas starting together agree)."""
+        pem = read_or_create(path, _new_pem)
+        key = serialization.load_pem_private_key(pem, password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise ValueError(f"{path} does not hold an Ed25519 private key")
         return cls(key)
+
+
+def _new_pem() -> bytes:
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )

@@ -15,11 +15,14 @@ from fastapi.staticfiles import StaticFiles
 
 from oms.backoffice import admin, customer, public, system
 from oms.backoffice.errors import install_page_errors
+from oms.backoffice.headers import SecurityHeaders
 from oms.backoffice.services import Services
 from oms.backoffice.sessions import SessionCodec, session_key
 from oms.kernel.http import HealthCheck, create_service_app
+from oms.kernel.revocation import Revocations, following_auth
+from oms.kernel.secret_file import read_or_create
 from oms.kernel.settings import Settings
-from oms.kernel.tokens import JwksKeys, TokenVerifier
+from oms.kernel.tokens import verifier_for
 
 STATIC = Path(__file__).parent / "static"
 
@@ -28,10 +31,16 @@ def create_app(settings: Settings) -> FastAPI:
     # Every page calls the services: a log line per call would drown the back office's own log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
+    revocations = Revocations(settings.revocation_max_staleness_seconds)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(timeout=10) as http:
-            app.state.services = Services(http, settings)
+        key = read_or_create(settings.client_address_key)
+        async with (
+            httpx.AsyncClient(timeout=10) as http,
+            following_auth(settings, revocations),
+        ):
+            app.state.services = Services(http, settings, key)
             try:
                 yield
             finally:
@@ -54,11 +63,10 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.sessions = SessionCodec(session_key(settings))
-    app.state.token_verifier = TokenVerifier(
-        JwksKeys(f"{settings.auth_url}/.well-known/jwks.json"), settings.token_issuer, settings.token_audience
-    )
+    app.state.token_verifier = verifier_for(settings, revocations)
     app.state.audit_lock = asyncio.Lock()
     app.state.last_audit = None
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     install_page_errors(app)
+    app.add_middleware(SecurityHeaders)
     return app

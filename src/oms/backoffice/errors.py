@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from oms.backoffice.headers import HEADERS
 from oms.backoffice.services import ServiceError
 from oms.backoffice.sessions import AdminOnly, CsrfRefused, LoginRequired, clear_session
 from oms.backoffice.views import is_htmx, render, see_other
@@ -64,7 +65,7 @@ def install_page_errors(app: FastAPI) -> None:
     async def refused(request: Request, exc: ServiceError) -> Response:
         if exc.status == 401:
             response = to_login(request, "expired")
-            clear_session(response)
+            clear_session(request, response)
             return response
         if exc.status >= 500:
             return error_page(request, 503, exc.message)
@@ -84,4 +85,6 @@ def install_page_errors(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_page(request, 500, "Please try again; if it keeps happening, tell an admin.")
+        page = error_page(request, 500, "Please try again; if it keeps happening, tell an admin.")
+        page.headers.update(HEADERS)  # answered outside the middleware that adds them to every other page
+        return page

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 from urllib.parse import urlencode
 
-import jwt
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
@@ -13,15 +13,18 @@ from oms.backoffice.services import ServiceError
 from oms.backoffice.sessions import (
     Login,
     clear_session,
+    current_login,
     new_session,
     read_session,
     require_csrf,
     write_session,
 )
 from oms.backoffice.views import ServicesDep, local_path, render, see_other
+from oms.kernel.client_address import peer
 from oms.kernel.tokens import KeysUnavailable, TokenError, TokenVerifier
 
 router = APIRouter(dependencies=[Depends(require_csrf)])
+log = logging.getLogger(__name__)
 
 
 def _home(login: Login) -> str:
@@ -31,17 +34,16 @@ def _home(login: Login) -> str:
 @router.get("/login")
 async def login_page(request: Request, next: str = "/", username: str = "") -> Response:
     """The sign-in form (straight on to the user's home when already signed in)."""
-    session = read_session(request)
-    if session and session.signed_in:
-        return see_other(_home(session.signed_in))
+    login = await current_login(request)
+    if login is not None:
+        return see_other(_home(login))
     return render(request, "login.html", {"next": local_path(next), "username": username})
 
 
 async def _login(request: Request, token: str) -> Login:
     verifier: TokenVerifier = request.app.state.token_verifier
     principal = await verifier.verify(token)
-    expires_at = float(jwt.decode(token, options={"verify_signature": False})["exp"])
-    return Login(token, principal.user_id, principal.username, principal.role, expires_at)
+    return Login(token, principal.user_id, principal.username, principal.role, principal.expires_at)
 
 
 @router.post("/login")
@@ -54,7 +56,7 @@ async def login(
 ) -> Response:
     """Exchange the username and password for a token, kept in the encrypted session cookie."""
     try:
-        login = await _login(request, await services.login(username, password))
+        login = await _login(request, await services.login(username, password, peer(request)))
     except ServiceError as exc:
         message = "Invalid username or password." if exc.status in (401, 422) else exc.message
         context = {"next": local_path(next), "username": username, "error": message}
@@ -69,10 +71,20 @@ async def login(
 
 
 @router.post("/logout")
-async def logout() -> Response:
-    """Forget the session (its cookie) and go back to the sign-in form."""
-    response = see_other("/login?notice=signed-out")
-    clear_session(response)
+async def logout(request: Request, services: ServicesDep) -> Response:
+    """End the session at auth (its token is refused everywhere from then on), forget the cookie, and go
+    back to the sign-in form."""
+    session = read_session(request)
+    notice = "signed-out"
+    if session is not None and session.signed_in is not None:
+        try:
+            await services.logout(session.signed_in.token)
+        except ServiceError as exc:
+            if exc.status != 401:  # 401: revoked or expired already
+                log.warning("sign-out not recorded by auth: %s", exc.message)
+                notice = "signed-out-here"
+    response = see_other(f"/login?notice={notice}")
+    clear_session(request, response)
     return response
 
 
@@ -95,7 +107,7 @@ async def register(
         context = {"username": username, "error": "The two passwords differ."}
         return render(request, "register.html", context, status=422)
     try:
-        await services.register(username, password, "customer")
+        await services.register(username, password, "customer", address=peer(request))
     except ServiceError as exc:
         return render(request, "register.html", {"username": username, "error": exc.message}, exc.status)
     return see_other("/login?" + urlencode({"notice": "registered", "username": username}))

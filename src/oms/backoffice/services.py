@@ -21,6 +21,7 @@ from oms.backoffice.models import (
     OrderPage,
     UserRecord,
 )
+from oms.kernel import client_address
 from oms.kernel.settings import Settings
 
 OPERATED = ("order", "account")
@@ -55,8 +56,9 @@ def _refusal(service: str, response: httpx.Response) -> ServiceError:
 
 
 class Services:
-    def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
+    def __init__(self, http: httpx.AsyncClient, settings: Settings, client_address_key: bytes) -> None:
         self.http = http
+        self._client_address_key = client_address_key
         self.urls = {
             "auth": settings.auth_url.rstrip("/"),
             "order": settings.order_url.rstrip("/"),
@@ -84,14 +86,28 @@ class Services:
         return _body(response)
 
     # -- auth ---------------------------------------------------------------------------------------
-    async def login(self, username: str, password: str) -> str:
-        answer = await self._call("POST", "auth", "/login", json={"username": username, "password": password})
+    def _from(self, address: str) -> dict[str, str]:
+        """Tells auth the browser's address (signed: auth believes it from the back office only)."""
+        return {client_address.HEADER: client_address.vouch(self._client_address_key, address, time.time())}
+
+    async def login(self, username: str, password: str, address: str) -> str:
+        """A token for that user, asked on behalf of the browser at `address` (auth throttles by it)."""
+        body = {"username": username, "password": password}
+        answer = await self._call("POST", "auth", "/login", json=body, headers=self._from(address))
         token: str = answer["token"]
         return token
 
-    async def register(self, username: str, password: str, role: str, token: str | None = None) -> str:
+    async def logout(self, token: str) -> None:
+        """Revoke the token at auth: every service and back-office replica refuses it from then on."""
+        await self._call("POST", "auth", "/logout", token)
+
+    async def register(
+        self, username: str, password: str, role: str, token: str | None = None, *, address: str = ""
+    ) -> str:
+        """Create a user: by an admin (`token`), or by the visitor at `address` (limited per address)."""
         body = {"username": username, "password": password, "role": role}
-        answer = await self._call("POST", "auth", "/register", token, json=body)
+        headers = self._from(address) if address else {}
+        answer = await self._call("POST", "auth", "/register", token, json=body, headers=headers)
         return str(answer["id"])
 
     async def users(self, token: str) -> list[UserRecord]:

@@ -3,7 +3,9 @@ token, and the session's CSRF token that every form must post back.
 
 The cookie is encrypted and authenticated (Fernet), so the token never reaches page JavaScript nor anyone
 who reads the cookie, and any replica with the same key can serve the session. A visitor who is not signed
-in gets a session too (CSRF token only), so the login and register forms are protected as well.
+in gets a session too (CSRF token only), so the login and register forms are protected as well. Over HTTPS
+the cookie is `__Host-` and Secure. Signing out revokes the token at auth, and every request checks it
+against the revoked tokens every replica follows: an old cookie no longer signs anyone in.
 """
 
 from __future__ import annotations
@@ -11,20 +13,21 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
-import os
 import secrets
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, replace
 from typing import Annotated, Any
 
 from cryptography.fernet import Fernet, InvalidToken
 from fastapi import Depends, Request, Response
 
+from oms.backoffice.services import ServiceError
+from oms.kernel.secret_file import read_or_create
 from oms.kernel.settings import Settings
-from oms.kernel.tokens import Role
+from oms.kernel.tokens import KeysUnavailable, Role, TokenError, TokenVerifier
 
 COOKIE = "oms_session"
+SECURE_COOKIE = "__Host-oms_session"  # over HTTPS: sent only over HTTPS, to this host, for every path
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 KEY_FILE = "backoffice-session.key"
@@ -101,32 +104,22 @@ def session_key(settings: Settings) -> bytes:
     """The configured key, else the one kept in the data folder's secrets (created on first use)."""
     if settings.backoffice_session_key is not None:
         return settings.backoffice_session_key.get_secret_value().encode()
-    path = settings.secrets_dir / KEY_FILE
-    if not path.exists():
-        _create_key_file(path)
-    return path.read_bytes().strip()
+    return read_or_create(settings.secrets_dir / KEY_FILE, Fernet.generate_key)
 
 
-def _create_key_file(path: Path) -> None:
-    """Write a new key without ever exposing a half-written file: replicas starting together agree."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(Fernet.generate_key())
-    try:
-        os.link(temporary, path)
-    except FileExistsError:
-        pass  # another replica won; use its key
-    finally:
-        temporary.unlink()
+def _cookie(request: Request) -> str:
+    return SECURE_COOKIE if _https(request) else COOKIE
+
+
+def _https(request: Request) -> bool:
+    return request.url.scheme == "https"
 
 
 def read_session(request: Request) -> Session | None:
     """The session of this request, if its cookie is present and genuine."""
     if not hasattr(request.state, "session"):
         codec: SessionCodec = request.app.state.sessions
-        cookie = request.cookies.get(COOKIE)
+        cookie = request.cookies.get(_cookie(request))
         request.state.session = codec.decode(cookie) if cookie else None
     found: Session | None = request.state.session
     return found
@@ -137,19 +130,21 @@ def write_session(request: Request, response: Response, session: Session) -> Non
     codec: SessionCodec = request.app.state.sessions
     login = session.login
     response.set_cookie(
-        COOKIE,
+        _cookie(request),
         codec.encode(session),
         max_age=max(1, int(login.expires_at - time.time())) if login else None,
         path="/",
-        secure=request.url.scheme == "https",
+        secure=_https(request),
         httponly=True,
         samesite="strict",
     )
     request.state.session = session
 
 
-def clear_session(response: Response) -> None:
-    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+def clear_session(request: Request, response: Response) -> None:
+    response.delete_cookie(
+        _cookie(request), path="/", secure=_https(request), httponly=True, samesite="strict"
+    )
 
 
 async def require_csrf(request: Request) -> None:
@@ -166,10 +161,28 @@ async def require_csrf(request: Request) -> None:
         raise CsrfRefused
 
 
-def signed_in(request: Request) -> Login:
-    """The signed-in user, or LoginRequired."""
+async def current_login(request: Request) -> Login | None:
+    """The signed-in user, if their token is still good: not expired, not signed out, not revoked by a
+    password change or a disable. A revoked one leaves the session signed out for this request."""
     session = read_session(request)
     login = session.signed_in if session else None
+    if session is None or login is None or getattr(request.state, "login_checked", False):
+        return login
+    verifier: TokenVerifier = request.app.state.token_verifier
+    try:
+        await verifier.verify(login.token)
+    except TokenError:
+        request.state.session = replace(session, login=None)
+        login = None
+    except KeysUnavailable:  # which tokens are revoked is not known right now
+        raise ServiceError(503, "Sessions cannot be checked right now; try again in a moment.") from None
+    request.state.login_checked = True
+    return login
+
+
+async def signed_in(request: Request) -> Login:
+    """The signed-in user, or LoginRequired."""
+    login = await current_login(request)
     if login is None:
         raise LoginRequired
     return login

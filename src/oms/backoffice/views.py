@@ -30,6 +30,7 @@ SIDES = ("BUY", "SELL")
 NOTICES = {
     "registered": ("ok", "Your account is ready: sign in."),
     "signed-out": ("ok", "You are signed out."),
+    "signed-out-here": ("warn", "You are signed out here, but auth could not be told: sign out again soon."),
     "expired": ("warn", "Your session ended: please sign in again."),
     "deposited": ("ok", "Deposit recorded."),
     "user-created": ("ok", "User created."),

@@ -82,15 +82,19 @@ class Client:
     async def admin(self) -> Principal:
         return await self.login(*self.target.admin)
 
-    async def register_customers(self, count: int, prefix: str = "bench") -> list[Principal]:
-        """`count` new customers, each logged in (argon2 makes this ~0.1 s of CPU per customer)."""
+    async def register_customers(self, count: int, by: Principal, prefix: str = "bench") -> list[Principal]:
+        """`count` new customers created by the admin `by` (self-registration is limited per address), each
+        logged in (argon2 makes this ~0.1 s of CPU per customer)."""
         slots = asyncio.Semaphore(4)
 
         async def one() -> Principal:
             name, password = f"{prefix}-{uuid.uuid4().hex[:12]}", "bench-password-1"
             async with slots:
                 created = await self.request(
-                    "POST", self.url("auth", "/register"), json={"username": name, "password": password}
+                    "POST",
+                    self.url("auth", "/register"),
+                    json={"username": name, "password": password},
+                    headers=by.headers,
                 )
                 created.raise_for_status()
                 return await self.login(name, password)

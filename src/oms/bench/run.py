@@ -111,7 +111,7 @@ async def run_bench(
     try:
         admin = await client.admin()
         console.print(f"registering and funding {options.customers} customers …")
-        customers = await client.register_customers(options.customers)
+        customers = await client.register_customers(options.customers, admin)
         await fund_customers(client, admin, customers)
         if observer is not None:
             await observer.open()

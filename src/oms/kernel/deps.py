@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import uuid
+from datetime import date
 from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, Header, Request
+from pydantic import BeforeValidator
 
 from oms.kernel.errors import ApiError
 from oms.kernel.idempotency import MAX_KEY_LENGTH
@@ -37,8 +40,26 @@ Pool = Annotated[asyncpg.Pool, Depends(_pool)]
 AppSettings = Annotated[Settings, Depends(_settings)]
 IdempotencyKey = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", max_length=MAX_KEY_LENGTH, description="Makes retries safe"),
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=MAX_KEY_LENGTH,
+        pattern=r"^[\x21-\x7e]+$",  # visible ASCII
+        description="Makes retries safe: 1-200 visible ASCII characters",
+    ),
 ]
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _iso_date_text(value: object) -> object:
+    # pydantic alone also reads 0, 1700000000 or "2024-01-01T00:00" as dates.
+    if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
+        raise ValueError("must be a date as YYYY-MM-DD")
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date_text)]
 
 
 def own_customer(principal: Principal, customer_id: uuid.UUID | None) -> uuid.UUID | None:

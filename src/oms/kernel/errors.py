@@ -28,6 +28,7 @@ _MEANING = {
     403: "Not allowed for this user",
     404: "No such resource (or not yours)",
     409: "Conflicts with the current state",
+    413: "The request body is over 64 KiB",
     422: "Invalid request",
     429: "Too many attempts; see Retry-After",
     503: "A dependency is unavailable",

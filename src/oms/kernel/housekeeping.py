@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Final
 
@@ -32,13 +33,23 @@ async def sweep(pool: asyncpg.Pool) -> tuple[int, int]:
     return inbox, int(status.split()[-1])
 
 
-async def keep_tidy(pool: asyncpg.Pool, stop: asyncio.Event, every: float = EVERY) -> None:
+async def _sweep_service(pool: asyncpg.Pool) -> str | None:
+    inbox, keys = await sweep(pool)
+    return f"{inbox} inbox rows and {keys} idempotency keys" if inbox or keys else None
+
+
+Sweep = Callable[[asyncpg.Pool], Awaitable[str | None]]  # what it forgot, None if nothing
+
+
+async def keep_tidy(
+    pool: asyncpg.Pool, stop: asyncio.Event, every: float = EVERY, sweeper: Sweep = _sweep_service
+) -> None:
     """Sweep now and then every `every` seconds until `stop` is set; a failed sweep is retried next time."""
     while not stop.is_set():
         try:
-            inbox, keys = await sweep(pool)
-            if inbox or keys:
-                log.info("housekeeping: forgot %d inbox rows and %d idempotency keys", inbox, keys)
+            forgot = await sweeper(pool)
+            if forgot:
+                log.info("housekeeping: forgot %s", forgot)
         except (asyncpg.PostgresError, OSError) as exc:
             log.warning("housekeeping failed: %s", exc)
         with contextlib.suppress(TimeoutError):

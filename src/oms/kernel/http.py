@@ -54,8 +54,8 @@ LATENCY = Histogram(
 )
 
 
-class RequestMetrics:
-    """Counts and times requests by route template (never by raw path, which would explode labels)."""
+class HttpMiddleware:
+    """An ASGI middleware of HTTP requests (`handle`); lifespan and other scopes pass through."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -64,6 +64,16 @@ class RequestMetrics:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class RequestMetrics(HttpMiddleware):
+    """Counts and times requests by route template (never by raw path, which would explode labels)."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500
 
@@ -102,6 +112,59 @@ def _may_read(request: Request, networks: tuple[Network, ...] | None) -> bool:
     return any(address in network for network in networks)
 
 
+MAX_BODY_BYTES = 64 * 1024
+
+
+class BodyTooLarge(Exception):
+    """The request body passed the limit while the app was reading it."""
+
+
+class BodyLimit(HttpMiddleware):
+    """Refuses a request body over MAX_BODY_BYTES with 413 before reading it all: at once when its
+    Content-Length says so, else as soon as the bytes read pass the limit (whatever the app answered to
+    the body cut short is replaced by the 413)."""
+
+    limit = MAX_BODY_BYTES
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.limit:
+            await self._refuse(scope, send)
+            return
+        received, exceeded, started = 0, False, False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                exceeded = True
+                raise BodyTooLarge
+            return message
+
+        async def send_unless_exceeded(message: Message) -> None:
+            nonlocal started
+            if not exceeded:
+                started = started or message["type"] == "http.response.start"
+                await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_unless_exceeded)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not started:
+            await self._refuse(scope, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        body = {"error": "request body too large", "detail": {"maxBytes": self.limit}}
+        await JSONResponse(body, 413)(scope, _nothing, send)
+
+
+async def _nothing() -> Message:
+    return {"type": "http.disconnect"}
+
+
 def create_service_app(
     *,
     title: str,
@@ -116,10 +179,11 @@ def create_service_app(
     networks = client_networks(metrics_clients)
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    app.add_middleware(BodyLimit)
     app.add_middleware(RequestMetrics)
     for router in routers:
         # Any route may refuse a caller or a request; 404/409 are declared by the routes that answer them.
-        app.include_router(router, responses=error_responses(400, 401, 403, 422, 503))
+        app.include_router(router, responses=error_responses(400, 401, 403, 413, 422, 503))
 
     @app.get("/health", tags=["operations"])
     async def health() -> JSONResponse:

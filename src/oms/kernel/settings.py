@@ -75,6 +75,22 @@ class Settings(BaseSettings):
     token_audience: str = "oms"
     token_lifetime_seconds: int = Field(default=3600, ge=60, le=86400)
     private_key_file: Path | None = None
+    # How often every service asks auth for revoked tokens, and how old that list may grow (auth unreachable)
+    # before tokens are refused with 503 rather than accepted unchecked (docs/decisions/012).
+    revocation_poll_seconds: float = Field(default=1.0, gt=0, le=5)
+    revocation_max_staleness_seconds: float = Field(default=30.0, ge=5)
+
+    # HTTP, in every service. The client address is the TCP peer; X-Forwarded-For/-Proto are believed only
+    # from these proxies (comma-separated addresses or networks; none by default).
+    trusted_proxies: str = ""
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Secrets shared by services (default: <data-dir>/secrets/…, created on first use; replicas on other
+    # hosts need the same files): the back office signs the browser's address for auth with the first;
+    # services read auth's revocations with the second.
+    client_address_key_file: Path | None = None
+    service_key_file: Path | None = None
 
     # The back office: where it finds the services (`oms up` sets them), and the key that encrypts its
     # session cookies (a Fernet key; default: <data-dir>/secrets/backoffice-session.key).
@@ -91,6 +107,9 @@ class Settings(BaseSettings):
     login_address_max_failures: int = 20
     login_failure_window_seconds: int = 900
     login_max_lockout_seconds: int = 900
+    # Registrations per address (admins creating users are not counted), then slower and slower.
+    register_address_max_attempts: int = 10
+    register_window_seconds: int = 3600
 
     execution: ExecutionMode = ExecutionMode.IMMEDIATE
     customer_deposits: bool = True
@@ -126,6 +145,14 @@ class Settings(BaseSettings):
     @property
     def key_file(self) -> Path:
         return self.private_key_file or self.secrets_dir / "auth-ed25519.pem"
+
+    @property
+    def client_address_key(self) -> Path:
+        return self.client_address_key_file or self.secrets_dir / "client-address.key"
+
+    @property
+    def service_key(self) -> Path:
+        return self.service_key_file or self.secrets_dir / "service.key"
 
 
 _DURATION_PART = r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Protocol
@@ -14,6 +15,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from oms.kernel.errors import ApiError
+from oms.kernel.revocation import Revocations, RevocationsUnknown
+from oms.kernel.settings import Settings
 
 ALGORITHM = "EdDSA"
 REQUIRED_CLAIMS = ["sub", "username", "role", "iat", "exp", "iss", "aud", "jti"]
@@ -26,11 +29,15 @@ class Role(StrEnum):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the user id (the customerId of their orders and assets), name and role."""
+    """Who is calling: the user id (the customerId of their orders and assets), name and role, and the
+    token they called with (its id, and when it was issued and expires, in unix seconds)."""
 
     user_id: str
     username: str
     role: Role
+    token_id: str
+    issued_at: int
+    expires_at: float
 
     @property
     def is_admin(self) -> bool:
@@ -42,7 +49,7 @@ class TokenError(Exception):
 
 
 class KeysUnavailable(Exception):
-    """The public keys cannot be fetched right now (not the caller's fault)."""
+    """The public keys or the revoked tokens cannot be read right now (not the caller's fault)."""
 
 
 class PublicKeys(Protocol):
@@ -93,30 +100,43 @@ class JwksKeys:
 
 class TokenVerifier:
     """Verifies tokens, remembering the ones it verified until they expire: a client sends the same token
-    with every request, and checking its signature again would only repeat the same answer."""
+    with every request, and checking its signature again would only repeat the same answer. Whether a token
+    was revoked is asked every time, of the list kept in memory (`revocations`)."""
 
-    def __init__(self, keys: PublicKeys, issuer: str, audience: str, remembered: int = 10_000) -> None:
+    def __init__(
+        self,
+        keys: PublicKeys,
+        issuer: str,
+        audience: str,
+        revocations: Revocations,
+        remembered: int = 10_000,
+    ) -> None:
         self.keys = keys
         self.issuer = issuer
         self.audience = audience
+        self.revocations = revocations
         self.remembered = remembered
-        self._verified: dict[str, tuple[Principal, float]] = {}  # token → (caller, its exp)
+        self._verified: dict[str, Principal] = {}
 
     async def verify(self, token: str) -> Principal:
         """The caller behind `token`, or TokenError. Only EdDSA is accepted: `none`, HS256 and RS256
         tokens are refused before any key is looked at."""
         known = self._verified.get(token)
-        if known is not None:
-            if time.time() < known[1]:
-                return known[0]
-            del self._verified[token]
-        principal, expires = await self._verify(token)
-        if len(self._verified) >= self.remembered:
-            del self._verified[next(iter(self._verified))]  # the oldest
-        self._verified[token] = (principal, expires)
-        return principal
+        if known is None or time.time() >= known.expires_at:
+            self._verified.pop(token, None)
+            known = await self._verify(token)
+            if len(self._verified) >= self.remembered:
+                del self._verified[next(iter(self._verified))]  # the oldest
+            self._verified[token] = known
+        try:
+            revoked = self.revocations.refuses(known.user_id, known.token_id, known.issued_at)
+        except RevocationsUnknown as exc:
+            raise KeysUnavailable(str(exc)) from exc
+        if revoked:
+            raise TokenError("token revoked")
+        return known
 
-    async def _verify(self, token: str) -> tuple[Principal, float]:
+    async def _verify(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -139,11 +159,25 @@ class TokenVerifier:
             raise TokenError("token expired") from exc
         except jwt.PyJWTError as exc:
             raise TokenError("invalid token") from exc
-        try:
-            principal = Principal(str(claims["sub"]), str(claims["username"]), Role(claims["role"]))
-            return principal, float(claims["exp"])
-        except (ValueError, TypeError) as exc:
-            raise TokenError("invalid token") from exc
+        return _principal(claims)
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    """The claims as typed values; a signed token whose claims do not fit is refused like a forged one."""
+    sub, username, jti = claims["sub"], claims["username"], claims["jti"]
+    if not all(isinstance(value, str) and value for value in (sub, username, jti)):
+        raise TokenError("invalid token")
+    try:
+        user_id, role = str(uuid.UUID(sub)), Role(claims["role"])
+        return Principal(user_id, username, role, jti, int(claims["iat"]), float(claims["exp"]))
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise TokenError("invalid token") from exc
+
+
+def verifier_for(settings: Settings, revocations: Revocations) -> TokenVerifier:
+    """How every service but auth verifies tokens: with auth's public keys and its list of revocations."""
+    keys = JwksKeys(f"{settings.auth_url.rstrip('/')}/.well-known/jwks.json")
+    return TokenVerifier(keys, settings.token_issuer, settings.token_audience, revocations)
 
 
 _bearer = HTTPBearer(auto_error=False, description="A token from the auth service's POST /login")

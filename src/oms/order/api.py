@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
-from oms.kernel.deps import IdempotencyKey, Pool, own_customer, units_of_work
+from oms.kernel.deps import IdempotencyKey, IsoDate, Pool, own_customer, units_of_work
 from oms.kernel.errors import ApiError, error_responses
 from oms.kernel.group_commit import GroupCommit
 from oms.kernel.http import ExactJSONResponse, ExactNumber
@@ -133,8 +133,8 @@ async def list_orders(
     user: CurrentUser,
     pool: Pool,
     customerId: uuid.UUID | None = None,
-    startDate: date | None = None,
-    endDate: date | None = None,
+    startDate: IsoDate | None = None,
+    endDate: IsoDate | None = None,
     status: OrderStatus | None = None,
     assetName: Symbol | None = None,
     orderSide: Side | None = None,

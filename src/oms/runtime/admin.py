@@ -13,7 +13,8 @@ from oms.runtime.databases import database_urls
 
 
 async def _create(url: str, name: str, password: str) -> None:
-    from oms.auth.api import Passwords, RegisterRequest, create_user
+    from oms.auth.api import RegisterRequest, create_user
+    from oms.auth.passwords import Passwords
 
     pool = await create_pool(url, min_size=1, max_size=1)
     try:

@@ -14,8 +14,8 @@ from urllib.parse import quote
 import psycopg2
 from psycopg2 import sql
 
+from oms.kernel.secret_file import read_or_create_text
 from oms.runtime.processes import Identity, spawn, stop, tail
-from oms.runtime.secret_files import read_or_create
 
 SUPERUSER = "oms"
 # PostgreSQL refuses to run as root; as root we run it as this system user.
@@ -82,7 +82,7 @@ class EmbeddedPostgres:
         """Create the cluster on first use (password auth, replication allowed). True if it was created."""
         if (self.pgdata / "PG_VERSION").exists():
             return False
-        read_or_create(self.password_file)
+        read_or_create_text(self.password_file)
         self.pgdata.mkdir(parents=True, exist_ok=True, mode=0o700)
         pwfile = self.pgdata.parent / ".pg-initdb-pw"
         pwfile.write_text(self.password)

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from oms.kernel.secret_file import read_or_create_text
 from oms.kernel.settings import SERVICES
 from oms.kernel.topology import PRODUCERS, RELAYED
-from oms.runtime.secret_files import read_or_create
 
 AUDITED: Final = ("order", "account")  # the audit compares these two databases with each other
 
@@ -87,7 +87,7 @@ def connections_of(component: str) -> list[str]:
 
 def passwords(secrets_dir: Path, roles: set[Role]) -> dict[Role, str]:
     """Each role's password, from its file in `secrets_dir` (made on first use)."""
-    return {role: read_or_create(secrets_dir / role.secret) for role in roles}
+    return {role: read_or_create_text(secrets_dir / role.secret) for role in roles}
 
 
 def database_url(server_url: str, database: str, *, role: str | None = None, password: str = "") -> str:

@@ -25,6 +25,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from oms.kernel.broker import create_topology
 from oms.kernel.nats_access import NatsAccess, NatsConfigError, access_for, identities_dir, kept_access
 from oms.kernel.permissions import IDENTITIES, OPERATOR
+from oms.kernel.secret_file import read_or_create
 from oms.kernel.settings import Settings, port_env_name
 from oms.kernel.topology import RELAYED
 from oms.runtime.nats import EmbeddedNats, NatsError
@@ -35,6 +36,21 @@ from oms.runtime.provision import provision
 from oms.runtime.roles import connections, connections_of, env_name
 
 DEFAULT_ADMIN = "admin"
+# Settings given to `oms up` that its children read too (the others are set for them below).
+PASSED_ON = (
+    "trusted_proxies",
+    "http_header_timeout_seconds",
+    "client_address_key_file",
+    "service_key_file",
+    "revocation_poll_seconds",
+    "revocation_max_staleness_seconds",
+    "login_user_max_failures",
+    "login_address_max_failures",
+    "login_failure_window_seconds",
+    "login_max_lockout_seconds",
+    "register_address_max_attempts",
+    "register_window_seconds",
+)
 
 
 class StartError(RuntimeError):
@@ -165,6 +181,9 @@ class System:
 
     def start(self) -> None:
         self.check_ports()
+        # Secrets the services share (the back office and auth; every service and auth), made before any.
+        read_or_create(self.settings.client_address_key)
+        read_or_create(self.settings.service_key)
         with Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -277,6 +296,7 @@ class System:
             env["OMS_RELAY_CONFIRM_DELAY"] = str(s.relay_confirm_delay)
         username, password, _ = admin_credentials(s)
         env["OMS_ADMIN_USERNAME"], env["OMS_ADMIN_PASSWORD"] = username, password
+        env.update({f"OMS_{n.upper()}": str(getattr(s, n)) for n in PASSED_ON if n in s.model_fields_set})
         return env
 
     def _start_children(self, specs: list[tuple[str, list[str], str | None]]) -> None:
