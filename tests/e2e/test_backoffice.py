@@ -9,10 +9,11 @@ import re
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, Request, expect, sync_playwright
 
 from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.permissions import OPERATOR
@@ -399,3 +400,24 @@ def test_the_system_pages_audit_runs_with_the_read_only_role(api: Api) -> None:
         assert http.post("/admin/system/audit", data={"csrf_token": token}).status_code == 303
         page = http.get("/admin/system").text
     assert 'id="audit-result" data-clean="true"' in page and "Every invariant holds" in page
+
+
+def _record_unless_from(base: str, elsewhere: list[str], request: Request) -> None:
+    if not request.url.startswith(base):
+        elsewhere.append(request.url)
+
+
+def test_every_services_api_docs_render_offline_from_its_own_assets(browser: Browser, api: Api) -> None:
+    """`/docs` of each service: Swagger UI from the service itself (no CDN: this browser reaches nothing
+    else), its operations listed; on the back office too, under its Content-Security-Policy."""
+    for component in ("auth", "order", "account", "backoffice"):
+        base = api.system.url(component)
+        elsewhere: list[str] = []
+        page = browser.new_page()
+        page.on("request", partial(_record_unless_from, base, elsewhere))
+        try:
+            page.goto(f"{base}/docs")
+            expect(page.locator(".opblock").first).to_be_visible(timeout=15_000)
+        finally:
+            page.close()
+        assert elsewhere == [], component

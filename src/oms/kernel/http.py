@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from pydantic import BaseModel, WithJsonSchema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from oms.kernel.docs import serve_docs
 from oms.kernel.errors import ApiError, error_responses, install_error_handlers
 
 HealthCheck = Callable[[], Awaitable[None]]
@@ -177,7 +178,15 @@ def create_service_app(
     """A FastAPI app with the project's error shape, `/health` (live + ready) and `/metrics` (served only
     to the addresses in `metrics_clients`: the API port may face the world, the counters should not)."""
     networks = client_networks(metrics_clients)
-    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    serve_docs(app)
     install_error_handlers(app)
     app.add_middleware(BodyLimit)
     app.add_middleware(RequestMetrics)
