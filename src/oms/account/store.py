@@ -1,5 +1,5 @@
-"""Balances, reservations, tombstones and the ledger in the account database: the repository a unit of work
-hands the handlers, and the API's reads."""
+"""Balances, reservations, tombstones, the ledger, deposits and withdrawals in the account database: the
+repository a unit of work hands the handlers, and the API's reads."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Generic, TypeVar
 
 import asyncpg
 
@@ -23,11 +24,20 @@ from oms.account.domain import (
     Tombstone,
     balances_needed,
 )
+from oms.account.requests import Deposit, DepositStatus, Stamp, Withdrawal, WithdrawalStatus
 from oms.kernel.events import Event
 from oms.kernel.sql import Write, columns
 from oms.kernel.unit_of_work import Stage
 
 _ASSET = "id, customer_id, asset_name, total_size, usable_size"
+_RESERVATION = "id, order_id, customer_id, asset_name, amount, status, withdrawal_id"
+_DEPOSIT = (
+    "seq, id, customer_id, asset_name, amount, status, requested_by, requested_at, decided_by, decided_at"
+)
+_WITHDRAWAL = (
+    "seq, id, customer_id, amount, iban, status, requested_by, created_at AS requested_at, decided_by, "
+    "decided_at"
+)
 
 
 def _asset(row: asyncpg.Record) -> Asset:
@@ -102,21 +112,46 @@ class Accounts:
         if unused:
             self._stage(Write(_DROP_UNUSED, (unused,)))
 
-    def add_withdrawal(
-        self, withdrawal_id: uuid.UUID, customer_id: uuid.UUID, amount: Decimal, iban: str
-    ) -> None:
-        self._stage(
-            Write(
-                "INSERT INTO withdrawals (id, customer_id, amount, iban) VALUES ($1, $2, $3, $4)",
-                (withdrawal_id, customer_id, amount, iban),
-            )
+    async def lock_deposit(self, deposit_id: uuid.UUID) -> Deposit | None:
+        """The deposit, row-locked until the unit ends (so two decisions on it queue up)."""
+        row = await self._conn.fetchrow(
+            f"SELECT {_DEPOSIT} FROM deposits WHERE id = $1 FOR UPDATE", deposit_id
         )
+        return _deposit(row) if row else None
+
+    def add_deposit(self, deposit: Deposit) -> None:
+        self._stage(Write(_ADD_DEPOSIT, _deposit_row(deposit)))
+
+    def decide_deposit(self, deposit: Deposit) -> None:
+        """Store the decision on a REQUESTED deposit (the unit fails if it was decided meanwhile)."""
+        self._stage(Write(_DECIDE.format(table="deposits"), _decision_row(deposit), rows=1))
+
+    async def lock_withdrawal(self, withdrawal_id: uuid.UUID) -> Withdrawal | None:
+        """The withdrawal, row-locked until the unit ends."""
+        row = await self._conn.fetchrow(
+            f"SELECT {_WITHDRAWAL} FROM withdrawals WHERE id = $1 FOR UPDATE", withdrawal_id
+        )
+        return _withdrawal(row) if row else None
+
+    async def lock_hold(self, withdrawal_id: uuid.UUID) -> Reservation | None:
+        """The reservation that holds a withdrawal's amount, row-locked (None for one paid at once)."""
+        row = await self._conn.fetchrow(
+            f"SELECT {_RESERVATION} FROM reservations WHERE withdrawal_id = $1 FOR UPDATE", withdrawal_id
+        )
+        return _reservation(row) if row else None
+
+    def add_withdrawal(self, withdrawal: Withdrawal) -> None:
+        self._stage(Write(_ADD_WITHDRAWAL, _withdrawal_row(withdrawal)))
+
+    def decide_withdrawal(self, withdrawal: Withdrawal) -> None:
+        """Store the decision on a REQUESTED withdrawal (the unit fails if it was decided meanwhile)."""
+        self._stage(Write(_DECIDE.format(table="withdrawals"), _decision_row(withdrawal), rows=1))
 
     async def _reservations(self, order_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Reservation]:
         """The orders' reservations, row-locked, by order id."""
         rows = await self._conn.fetch(
-            "SELECT id, order_id, customer_id, asset_name, amount, status FROM reservations "
-            "WHERE order_id = ANY($1::uuid[]) ORDER BY order_id FOR UPDATE",
+            f"SELECT {_RESERVATION} FROM reservations WHERE order_id = ANY($1::uuid[]) "
+            "ORDER BY order_id FOR UPDATE",
             list(order_ids),
         )
         return {row["order_id"]: _reservation(row) for row in rows}
@@ -139,7 +174,61 @@ def _reservation(row: asyncpg.Record) -> Reservation:
         row["asset_name"],
         row["amount"],
         ReservationStatus(row["status"]),
+        row["withdrawal_id"],
     )
+
+
+def _stamps(row: asyncpg.Record) -> tuple[Stamp, Stamp | None]:
+    """Who asked and when; who decided and when, if it was decided."""
+    decided = Stamp(row["decided_by"], row["decided_at"]) if row["decided_at"] else None
+    return Stamp(row["requested_by"], row["requested_at"]), decided
+
+
+def _deposit(row: asyncpg.Record) -> Deposit:
+    asked, decided = _stamps(row)
+    status = DepositStatus(row["status"])
+    return Deposit(row["id"], row["customer_id"], row["asset_name"], row["amount"], asked, status, decided)
+
+
+def _withdrawal(row: asyncpg.Record) -> Withdrawal:
+    asked, decided = _stamps(row)
+    status = WithdrawalStatus(row["status"])
+    return Withdrawal(row["id"], row["customer_id"], row["amount"], row["iban"], asked, status, decided)
+
+
+def _deposit_row(d: Deposit) -> tuple[object, ...]:
+    asked = d.requested
+    return (d.id, d.customer_id, d.asset_name, d.amount, d.status.value, asked.by, asked.at, *_decided(d))
+
+
+def _withdrawal_row(w: Withdrawal) -> tuple[object, ...]:
+    asked = w.requested
+    return (w.id, w.customer_id, w.amount, w.iban, w.status.value, asked.by, asked.at, *_decided(w))
+
+
+def _decided(request: Deposit | Withdrawal) -> tuple[uuid.UUID | None, datetime | None]:
+    return (request.decided.by, request.decided.at) if request.decided else (None, None)
+
+
+def _decision_row(request: Deposit | Withdrawal) -> tuple[object, ...]:
+    if request.decided is None:
+        raise ValueError(f"{request.id} is not decided")
+    return (request.id, request.status.value, *_decided(request))
+
+
+_ADD_DEPOSIT = (
+    "INSERT INTO deposits (id, customer_id, asset_name, amount, status, requested_by, requested_at, "
+    "decided_by, decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+)
+_ADD_WITHDRAWAL = (
+    "INSERT INTO withdrawals (id, customer_id, amount, iban, status, requested_by, created_at, decided_by, "
+    "decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+)
+# A decision is taken once: only on a row still REQUESTED.
+_DECIDE = (
+    "UPDATE {table} SET status = $2, decided_by = $3, decided_at = $4 WHERE id = $1 AND status = 'REQUESTED' "
+    "RETURNING 1"
+)
 
 
 # Only rows this transaction created (xmin) and left at zero: a concurrent deposit's row is never taken.
@@ -168,7 +257,7 @@ def _asset_row(a: Asset) -> tuple[object, ...]:
 
 
 def _reservation_row(r: Reservation) -> tuple[object, ...]:
-    return (r.id, r.order_id, r.customer_id, r.asset_name, r.amount, r.status.value)
+    return (r.id, r.order_id, r.customer_id, r.asset_name, r.amount, r.status.value, r.withdrawal_id)
 
 
 def _tombstone_row(t: Tombstone) -> tuple[object, ...]:
@@ -186,9 +275,9 @@ _PUT_ASSETS = (
     "usable_size = EXCLUDED.usable_size, updated_at = now()"
 )
 _PUT_RESERVATIONS = (
-    "INSERT INTO reservations (id, order_id, customer_id, asset_name, amount, status) "
-    "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::numeric[], $6::text[]) "
-    "ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, updated_at = now()"
+    "INSERT INTO reservations (id, order_id, customer_id, asset_name, amount, status, withdrawal_id) "
+    "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::numeric[], $6::text[], "
+    "$7::uuid[]) ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, updated_at = now()"
 )
 _ADD_TOMBSTONES = (
     "INSERT INTO tombstones (order_id, customer_id, reason) "
@@ -235,27 +324,70 @@ async def ledger_page(
     return rows
 
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """Requests newest first, and the cursor of the next (older) page, if there is one."""
+
+    items: list[T]
+    next_cursor: int | None
+
+
+async def deposits_page(
+    conn: asyncpg.Connection,
+    customer_id: uuid.UUID | None,
+    status: DepositStatus | None,
+    limit: int,
+    before_seq: int | None,
+) -> Page[Deposit]:
+    """Deposits newest first, of one customer or all, of one status or any."""
+    rows = await conn.fetch(_page_query(_DEPOSIT, "deposits"), customer_id, status, before_seq, limit + 1)
+    return Page([_deposit(r) for r in rows[:limit]], rows[limit - 1]["seq"] if len(rows) > limit else None)
+
+
+async def withdrawals_page(
+    conn: asyncpg.Connection,
+    customer_id: uuid.UUID | None,
+    status: WithdrawalStatus | None,
+    limit: int,
+    before_seq: int | None,
+) -> Page[Withdrawal]:
+    """Withdrawals newest first, of one customer or all, of one status or any."""
+    rows = await conn.fetch(
+        _page_query(_WITHDRAWAL, "withdrawals"), customer_id, status, before_seq, limit + 1
+    )
+    return Page([_withdrawal(r) for r in rows[:limit]], rows[limit - 1]["seq"] if len(rows) > limit else None)
+
+
+def _page_query(columns: str, table: str) -> str:
+    return (
+        f"SELECT {columns} FROM {table} WHERE ($1::uuid IS NULL OR customer_id = $1) "
+        "AND ($2::text IS NULL OR status = $2) AND ($3::bigint IS NULL OR seq < $3) "
+        "ORDER BY seq DESC LIMIT $4"
+    )
+
+
 # --- What operators read (audit, chaos, bench) ----------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class LedgerSum:
-    """A balance's ledger, summed: what the balance must be, and how much of it came in or went out."""
+    """A balance's ledger, summed: what the balance must be."""
 
     total: Decimal
     usable: Decimal
     entries: int
-    cash_flow: Decimal  # deposits − withdrawals
 
 
 async def ledger_sums(conn: asyncpg.Connection) -> dict[BalanceKey, LedgerSum]:
     """Every balance's ledger, summed."""
     rows = await conn.fetch(
-        "SELECT customer_id, asset_name, sum(delta_total) AS t, sum(delta_usable) AS u, count(*) AS n, "
-        "coalesce(sum(delta_total) FILTER (WHERE kind IN ('DEPOSIT', 'WITHDRAWAL')), 0) AS flow "
+        "SELECT customer_id, asset_name, sum(delta_total) AS t, sum(delta_usable) AS u, count(*) AS n "
         "FROM ledger GROUP BY customer_id, asset_name"
     )
-    return {(r["customer_id"], r["asset_name"]): LedgerSum(r["t"], r["u"], r["n"], r["flow"]) for r in rows}
+    return {(r["customer_id"], r["asset_name"]): LedgerSum(r["t"], r["u"], r["n"]) for r in rows}
 
 
 async def ledger(conn: asyncpg.Connection) -> list[LedgerEntry]:
@@ -289,11 +421,33 @@ async def held_sums(conn: asyncpg.Connection) -> dict[BalanceKey, Decimal]:
 
 async def order_reservations(conn: asyncpg.Connection) -> dict[uuid.UUID, Reservation]:
     """Every order's reservation, by order id."""
-    rows = await conn.fetch(
-        "SELECT id, order_id, customer_id, asset_name, amount, status FROM reservations "
-        "WHERE order_id IS NOT NULL"
-    )
+    rows = await conn.fetch(f"SELECT {_RESERVATION} FROM reservations WHERE order_id IS NOT NULL")
     return {r["order_id"]: _reservation(r) for r in rows}
+
+
+async def withdrawal_holds(conn: asyncpg.Connection) -> dict[uuid.UUID, Reservation]:
+    """Every withdrawal's hold, by withdrawal id."""
+    rows = await conn.fetch(f"SELECT {_RESERVATION} FROM reservations WHERE withdrawal_id IS NOT NULL")
+    return {r["withdrawal_id"]: _reservation(r) for r in rows}
+
+
+async def ownerless_holds(conn: asyncpg.Connection) -> list[Reservation]:
+    """HELD reservations that belong to neither an order nor a withdrawal (left by older code)."""
+    rows = await conn.fetch(
+        f"SELECT {_RESERVATION} FROM reservations "
+        "WHERE status = 'HELD' AND order_id IS NULL AND withdrawal_id IS NULL ORDER BY created_at"
+    )
+    return [_reservation(r) for r in rows]
+
+
+async def all_deposits(conn: asyncpg.Connection) -> list[Deposit]:
+    """Every deposit, requested or credited at once, oldest first."""
+    return [_deposit(r) for r in await conn.fetch(f"SELECT {_DEPOSIT} FROM deposits ORDER BY seq")]
+
+
+async def all_withdrawals(conn: asyncpg.Connection) -> list[Withdrawal]:
+    """Every withdrawal, oldest first."""
+    return [_withdrawal(r) for r in await conn.fetch(f"SELECT {_WITHDRAWAL} FROM withdrawals ORDER BY seq")]
 
 
 async def held_count(conn: asyncpg.Connection) -> int:
