@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from oms.account import commands, store
+from oms.account import commands, request_store
 from oms.account.api import UnitsOfWork, done, stamp
 from oms.account.requests import (
     APPROVE,
@@ -105,7 +105,7 @@ async def list_deposits(
 ) -> ExactJSONResponse:
     """Deposits newest first — requests and those credited at once — with who asked and who decided."""
     async with pool.acquire() as conn:
-        page = await store.deposits_page(conn, own_customer(user, customerId), status, limit, cursor)
+        page = await request_store.deposits_page(conn, own_customer(user, customerId), status, limit, cursor)
     views = [
         DepositView(
             id=d.id,
@@ -131,7 +131,9 @@ async def list_withdrawals(
 ) -> ExactJSONResponse:
     """Withdrawals newest first — paid at once or requested — with who asked and who decided."""
     async with pool.acquire() as conn:
-        page = await store.withdrawals_page(conn, own_customer(user, customerId), status, limit, cursor)
+        page = await request_store.withdrawals_page(
+            conn, own_customer(user, customerId), status, limit, cursor
+        )
     views = [
         WithdrawalView(
             id=w.id,

@@ -1,5 +1,6 @@
-"""Balances, reservations, tombstones, the ledger, deposits and withdrawals in the account database: the
-repository a unit of work hands the handlers, and the API's reads."""
+"""Balances, reservations, tombstones and the ledger in the account database: the repository a unit of work
+hands the handlers and commands (deposits and withdrawals too, through `oms.account.request_store`), and the
+API's reads."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Generic, TypeVar
 
 import asyncpg
 
+from oms.account import request_store
 from oms.account.domain import (
     Asset,
     BalanceKey,
@@ -24,20 +25,13 @@ from oms.account.domain import (
     Tombstone,
     balances_needed,
 )
-from oms.account.requests import Deposit, DepositStatus, Stamp, Withdrawal, WithdrawalStatus
+from oms.account.requests import Deposit, Withdrawal
 from oms.kernel.events import Event
 from oms.kernel.sql import Write, columns
 from oms.kernel.unit_of_work import Stage
 
 _ASSET = "id, customer_id, asset_name, total_size, usable_size"
 _RESERVATION = "id, order_id, customer_id, asset_name, amount, status, withdrawal_id"
-_DEPOSIT = (
-    "seq, id, customer_id, asset_name, amount, status, requested_by, requested_at, decided_by, decided_at"
-)
-_WITHDRAWAL = (
-    "seq, id, customer_id, amount, iban, status, requested_by, created_at AS requested_at, decided_by, "
-    "decided_at"
-)
 
 
 def _asset(row: asyncpg.Record) -> Asset:
@@ -114,24 +108,18 @@ class Accounts:
 
     async def lock_deposit(self, deposit_id: uuid.UUID) -> Deposit | None:
         """The deposit, row-locked until the unit ends (so two decisions on it queue up)."""
-        row = await self._conn.fetchrow(
-            f"SELECT {_DEPOSIT} FROM deposits WHERE id = $1 FOR UPDATE", deposit_id
-        )
-        return _deposit(row) if row else None
+        return await request_store.locked_deposit(self._conn, deposit_id)
 
     def add_deposit(self, deposit: Deposit) -> None:
-        self._stage(Write(_ADD_DEPOSIT, _deposit_row(deposit)))
+        self._stage(request_store.adding(deposit))
 
     def decide_deposit(self, deposit: Deposit) -> None:
         """Store the decision on a REQUESTED deposit (the unit fails if it was decided meanwhile)."""
-        self._stage(Write(_DECIDE.format(table="deposits"), _decision_row(deposit), rows=1))
+        self._stage(request_store.deciding(deposit))
 
     async def lock_withdrawal(self, withdrawal_id: uuid.UUID) -> Withdrawal | None:
         """The withdrawal, row-locked until the unit ends."""
-        row = await self._conn.fetchrow(
-            f"SELECT {_WITHDRAWAL} FROM withdrawals WHERE id = $1 FOR UPDATE", withdrawal_id
-        )
-        return _withdrawal(row) if row else None
+        return await request_store.locked_withdrawal(self._conn, withdrawal_id)
 
     async def lock_hold(self, withdrawal_id: uuid.UUID) -> Reservation | None:
         """The reservation that holds a withdrawal's amount, row-locked (None for one paid at once)."""
@@ -141,11 +129,11 @@ class Accounts:
         return _reservation(row) if row else None
 
     def add_withdrawal(self, withdrawal: Withdrawal) -> None:
-        self._stage(Write(_ADD_WITHDRAWAL, _withdrawal_row(withdrawal)))
+        self._stage(request_store.adding(withdrawal))
 
     def decide_withdrawal(self, withdrawal: Withdrawal) -> None:
         """Store the decision on a REQUESTED withdrawal (the unit fails if it was decided meanwhile)."""
-        self._stage(Write(_DECIDE.format(table="withdrawals"), _decision_row(withdrawal), rows=1))
+        self._stage(request_store.deciding(withdrawal))
 
     async def _reservations(self, order_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Reservation]:
         """The orders' reservations, row-locked, by order id."""
@@ -176,59 +164,6 @@ def _reservation(row: asyncpg.Record) -> Reservation:
         ReservationStatus(row["status"]),
         row["withdrawal_id"],
     )
-
-
-def _stamps(row: asyncpg.Record) -> tuple[Stamp, Stamp | None]:
-    """Who asked and when; who decided and when, if it was decided."""
-    decided = Stamp(row["decided_by"], row["decided_at"]) if row["decided_at"] else None
-    return Stamp(row["requested_by"], row["requested_at"]), decided
-
-
-def _deposit(row: asyncpg.Record) -> Deposit:
-    asked, decided = _stamps(row)
-    status = DepositStatus(row["status"])
-    return Deposit(row["id"], row["customer_id"], row["asset_name"], row["amount"], asked, status, decided)
-
-
-def _withdrawal(row: asyncpg.Record) -> Withdrawal:
-    asked, decided = _stamps(row)
-    status = WithdrawalStatus(row["status"])
-    return Withdrawal(row["id"], row["customer_id"], row["amount"], row["iban"], asked, status, decided)
-
-
-def _deposit_row(d: Deposit) -> tuple[object, ...]:
-    asked = d.requested
-    return (d.id, d.customer_id, d.asset_name, d.amount, d.status.value, asked.by, asked.at, *_decided(d))
-
-
-def _withdrawal_row(w: Withdrawal) -> tuple[object, ...]:
-    asked = w.requested
-    return (w.id, w.customer_id, w.amount, w.iban, w.status.value, asked.by, asked.at, *_decided(w))
-
-
-def _decided(request: Deposit | Withdrawal) -> tuple[uuid.UUID | None, datetime | None]:
-    return (request.decided.by, request.decided.at) if request.decided else (None, None)
-
-
-def _decision_row(request: Deposit | Withdrawal) -> tuple[object, ...]:
-    if request.decided is None:
-        raise ValueError(f"{request.id} is not decided")
-    return (request.id, request.status.value, *_decided(request))
-
-
-_ADD_DEPOSIT = (
-    "INSERT INTO deposits (id, customer_id, asset_name, amount, status, requested_by, requested_at, "
-    "decided_by, decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-)
-_ADD_WITHDRAWAL = (
-    "INSERT INTO withdrawals (id, customer_id, amount, iban, status, requested_by, created_at, decided_by, "
-    "decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-)
-# A decision is taken once: only on a row still REQUESTED.
-_DECIDE = (
-    "UPDATE {table} SET status = $2, decided_by = $3, decided_at = $4 WHERE id = $1 AND status = 'REQUESTED' "
-    "RETURNING 1"
-)
 
 
 # Only rows this transaction created (xmin) and left at zero: a concurrent deposit's row is never taken.
@@ -324,51 +259,6 @@ async def ledger_page(
     return rows
 
 
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    """Requests newest first, and the cursor of the next (older) page, if there is one."""
-
-    items: list[T]
-    next_cursor: int | None
-
-
-async def deposits_page(
-    conn: asyncpg.Connection,
-    customer_id: uuid.UUID | None,
-    status: DepositStatus | None,
-    limit: int,
-    before_seq: int | None,
-) -> Page[Deposit]:
-    """Deposits newest first, of one customer or all, of one status or any."""
-    rows = await conn.fetch(_page_query(_DEPOSIT, "deposits"), customer_id, status, before_seq, limit + 1)
-    return Page([_deposit(r) for r in rows[:limit]], rows[limit - 1]["seq"] if len(rows) > limit else None)
-
-
-async def withdrawals_page(
-    conn: asyncpg.Connection,
-    customer_id: uuid.UUID | None,
-    status: WithdrawalStatus | None,
-    limit: int,
-    before_seq: int | None,
-) -> Page[Withdrawal]:
-    """Withdrawals newest first, of one customer or all, of one status or any."""
-    rows = await conn.fetch(
-        _page_query(_WITHDRAWAL, "withdrawals"), customer_id, status, before_seq, limit + 1
-    )
-    return Page([_withdrawal(r) for r in rows[:limit]], rows[limit - 1]["seq"] if len(rows) > limit else None)
-
-
-def _page_query(columns: str, table: str) -> str:
-    return (
-        f"SELECT {columns} FROM {table} WHERE ($1::uuid IS NULL OR customer_id = $1) "
-        "AND ($2::text IS NULL OR status = $2) AND ($3::bigint IS NULL OR seq < $3) "
-        "ORDER BY seq DESC LIMIT $4"
-    )
-
-
 # --- What operators read (audit, chaos, bench) ----------------------------------------------------------
 
 
@@ -438,16 +328,6 @@ async def ownerless_holds(conn: asyncpg.Connection) -> list[Reservation]:
         "WHERE status = 'HELD' AND order_id IS NULL AND withdrawal_id IS NULL ORDER BY created_at"
     )
     return [_reservation(r) for r in rows]
-
-
-async def all_deposits(conn: asyncpg.Connection) -> list[Deposit]:
-    """Every deposit, requested or credited at once, oldest first."""
-    return [_deposit(r) for r in await conn.fetch(f"SELECT {_DEPOSIT} FROM deposits ORDER BY seq")]
-
-
-async def all_withdrawals(conn: asyncpg.Connection) -> list[Withdrawal]:
-    """Every withdrawal, oldest first."""
-    return [_withdrawal(r) for r in await conn.fetch(f"SELECT {_WITHDRAWAL} FROM withdrawals ORDER BY seq")]
 
 
 async def held_count(conn: asyncpg.Connection) -> int:

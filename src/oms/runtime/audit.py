@@ -20,6 +20,7 @@ from decimal import Decimal
 
 import asyncpg
 
+from oms.account import request_store
 from oms.account import store as account_store
 from oms.account.domain import Asset, OrderTerms, Reservation
 from oms.account.requests import Deposit, DepositStatus, Withdrawal, WithdrawalStatus
@@ -89,8 +90,8 @@ async def _account_snapshot(conn: asyncpg.Connection) -> _Snapshot:
         await account_store.order_reservations(conn),
         await account_store.withdrawal_holds(conn),
         await account_store.ownerless_holds(conn),
-        await account_store.all_deposits(conn),
-        await account_store.all_withdrawals(conn),
+        await request_store.all_deposits(conn),
+        await request_store.all_withdrawals(conn),
     )
 
 
