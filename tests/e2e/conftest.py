@@ -29,7 +29,8 @@ class RunningSystem:
     def url(self, component: str) -> str:
         return f"http://127.0.0.1:{self.env[f'OMS_{component.upper()}_PORT']}"
 
-    def start(self, *args: str, timeout: float = 90.0) -> None:
+    def start(self, *args: str, timeout: float = 90.0, background: bool = False) -> None:
+        """`oms up`; `background`: as a shell starts a background job (SIGINT and SIGQUIT ignored)."""
         self.output = []
         self.process = subprocess.Popen(
             [sys.executable, "-m", "oms", "up", "--data-dir", str(self.data_dir), *args],
@@ -37,6 +38,7 @@ class RunningSystem:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=_as_background_job if background else None,
         )
         threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
         deadline = time.monotonic() + timeout
@@ -62,6 +64,11 @@ class RunningSystem:
     def leftovers(self) -> list[psutil.Process]:
         """Processes started by this system that are still alive."""
         return [p for p in self.descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def _as_background_job() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
 
 
 def system_env(**extra: str) -> dict[str, str]:

@@ -120,13 +120,13 @@ def test_logs_never_contain_passwords_or_tokens(system: RunningSystem) -> None:
 
 def test_stop_leaves_no_process_and_restart_finds_all_data(system: RunningSystem) -> None:
     httpx.post(f"{system.url('auth')}/register", json={"username": "kate", "password": "kate-password"})
-    assert system.stop(signal.SIGINT) == 0
+    assert system.stop(signal.SIGTERM) == 0
     assert system.leftovers() == []
     assert "stopped" in "".join(system.output)
 
-    system.start()
+    system.start(background=True)  # as `oms up &` from a shell: SIGINT ignored, and it must still stop it
     assert login(system, "kate", "kate-password").status_code == 200
-    assert system.stop(signal.SIGTERM) == 0
+    assert system.stop(signal.SIGINT) == 0
     assert system.leftovers() == []
 
 

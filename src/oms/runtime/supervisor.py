@@ -319,6 +319,9 @@ def run(settings: Settings, console: Console) -> None:
     system = System(settings, console)
     with exclusive(settings.data_dir):
         previous = signal.signal(signal.SIGTERM, _raise_stop)
+        # Caught explicitly: a shell starts a background job with SIGINT ignored, and Python then never raises
+        # KeyboardInterrupt; SIGINT must stop it all the same.
+        signal.signal(signal.SIGINT, _raise_stop)
         try:
             system.start()
             system.write_state()
