@@ -18,7 +18,8 @@ from oms.backoffice.sessions import COOKIE, Login, SessionCodec, new_session, se
 from oms.kernel.settings import Settings
 from oms.kernel.tokens import Role
 
-LOGIN = Login("header.claims.signature", "u-1", "alice", Role.CUSTOMER, time.time() + 600)
+# Valid for a day: this is made when the suite is collected, maybe half an hour before a test uses it.
+LOGIN = Login("header.claims.signature", "u-1", "alice", Role.CUSTOMER, time.time() + 86400)
 
 
 def test_a_session_survives_the_cookie_round_trip() -> None:
