@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TypeVar
 
 from oms.account.domain import (
     Asset,
@@ -21,6 +22,7 @@ from oms.account.domain import (
     Tombstone,
     balances_needed,
 )
+from oms.account.requests import Deposit, Withdrawal
 from oms.kernel.events import Event
 from oms.kernel.sql import WriteConflict
 from oms.kernel.unit_of_work import Change, InMemoryState, UnitOfWorkFactory, in_memory_unit_of_work
@@ -74,7 +76,8 @@ class AccountTables:
     reservations: dict[uuid.UUID, Reservation] = field(default_factory=dict)  # by reservation id
     tombstones: dict[uuid.UUID, Tombstone] = field(default_factory=dict)
     ledger: list[LedgerEntry] = field(default_factory=list)
-    withdrawals: dict[uuid.UUID, tuple[uuid.UUID, Decimal, str]] = field(default_factory=dict)
+    deposits: dict[uuid.UUID, Deposit] = field(default_factory=dict)
+    withdrawals: dict[uuid.UUID, Withdrawal] = field(default_factory=dict)
 
 
 class FakeAccounts:
@@ -113,14 +116,26 @@ class FakeAccounts:
     def store(self, effects: Sequence[Effect], created: Iterable[Asset] = ()) -> None:
         self._stage(Change(apply=lambda: self._put(effects)))
 
-    def add_withdrawal(
-        self, withdrawal_id: uuid.UUID, customer_id: uuid.UUID, amount: Decimal, iban: str
-    ) -> None:
-        self._stage(
-            Change(
-                apply=lambda: self._tables.withdrawals.__setitem__(withdrawal_id, (customer_id, amount, iban))
-            )
-        )
+    async def lock_deposit(self, deposit_id: uuid.UUID) -> Deposit | None:
+        return self._tables.deposits.get(deposit_id)
+
+    def add_deposit(self, deposit: Deposit) -> None:
+        self._stage(_adding(self._tables.deposits, deposit))
+
+    def decide_deposit(self, deposit: Deposit) -> None:
+        self._stage(_deciding(self._tables.deposits, deposit))
+
+    async def lock_withdrawal(self, withdrawal_id: uuid.UUID) -> Withdrawal | None:
+        return self._tables.withdrawals.get(withdrawal_id)
+
+    async def lock_hold(self, withdrawal_id: uuid.UUID) -> Reservation | None:
+        return next((r for r in self._tables.reservations.values() if r.withdrawal_id == withdrawal_id), None)
+
+    def add_withdrawal(self, withdrawal: Withdrawal) -> None:
+        self._stage(_adding(self._tables.withdrawals, withdrawal))
+
+    def decide_withdrawal(self, withdrawal: Withdrawal) -> None:
+        self._stage(_deciding(self._tables.withdrawals, withdrawal))
 
     def _put(self, effects: Sequence[Effect]) -> None:
         for effect in effects:
@@ -131,6 +146,28 @@ class FakeAccounts:
             if effect.tombstone is not None:
                 self._tables.tombstones.setdefault(effect.tombstone.order_id, effect.tombstone)
             self._tables.ledger.extend(effect.entries)
+
+
+Request = TypeVar("Request", Deposit, Withdrawal)
+
+
+def _adding(table: dict[uuid.UUID, Request], request: Request) -> Change:
+    def check() -> None:
+        if request.id in table:
+            raise WriteConflict(f"a request with id {request.id} exists")
+
+    return Change(apply=lambda: table.__setitem__(request.id, request), check=check)
+
+
+def _deciding(table: dict[uuid.UUID, Request], request: Request) -> Change:
+    """Like the database's update: only of a request still REQUESTED."""
+
+    def check() -> None:
+        stored = table.get(request.id)
+        if stored is None or stored.status != "REQUESTED":
+            raise WriteConflict(f"request {request.id} is no longer REQUESTED")
+
+    return Change(apply=lambda: table.__setitem__(request.id, request), check=check)
 
 
 def orders_in_memory(state: InMemoryState, table: OrderTable) -> UnitOfWorkFactory[FakeOrders]:

@@ -1,7 +1,7 @@
 """Names vulture cannot see being used (tests/unit/test_code_health.py reads this file with the code)."""
 
 from oms.backoffice.charts import LineChart
-from oms.backoffice.models import Order
+from oms.backoffice.models import MoneyRequest, Order
 from oms.backoffice.system import AuditRun
 from oms.cli import Component
 
@@ -9,5 +9,7 @@ from oms.cli import Component
 LineChart.usable_path  # noqa: B018  (templates/macros.html)
 Order.funds_reserved  # noqa: B018  (templates/_order_row.html, _order_status.html)
 AuditRun.finished_at  # noqa: B018  (templates/admin/system.html)
+MoneyRequest.requested_by  # noqa: B018  (templates/_requests_table.html)
+MoneyRequest.decided_by  # noqa: B018  (templates/_requests_table.html)
 # Chosen on the command line by value (`oms serve backoffice`).
 Component.backoffice  # noqa: B018

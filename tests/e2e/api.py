@@ -65,6 +65,14 @@ class Api:
         created.raise_for_status()
         return User(created.json()["id"], name, self.login(name, "password-1"))
 
+    def new_admin(self) -> User:
+        """Another admin (created by the first), signed in."""
+        name = f"a-{uuid.uuid4().hex[:10]}"
+        body = {"username": name, "password": "password-1", "role": "admin"}
+        created = self.call("POST", "auth", "/register", by=self.admin(), json=body)
+        created.raise_for_status()
+        return User(created.json()["id"], name, self.login(name, "password-1"))
+
     def deposit(self, by: User, customer: User, asset: str, total: Any, usable: Any = None) -> httpx.Response:
         body = {
             "customerId": customer.id,
@@ -178,3 +186,30 @@ class Api:
             if not page["nextCursor"]:
                 return entries
             params["cursor"] = str(page["nextCursor"])
+
+    # --- deposit and withdrawal requests --------------------------------------------------------------------
+
+    def withdraw(
+        self, by: User, customer: User, amount: Any, iban: str, key: str | None = None
+    ) -> httpx.Response:
+        body = {"customerId": customer.id, "amount": amount, "iban": iban}
+        headers = {"Idempotency-Key": key} if key else {}
+        return self.call("POST", "account", "/api/v1/assets/withdraw", by=by, json=body, headers=headers)
+
+    def decide(
+        self, by: User, kind: str, request_id: str, verdict: str, key: str | None = None
+    ) -> httpx.Response:
+        """`verdict` (approve or reject) on a deposit or withdrawal request (`kind`)."""
+        headers = {"Idempotency-Key": key} if key else {}
+        return self.call("POST", "account", f"/api/v1/{kind}s/{request_id}/{verdict}", by=by, headers=headers)
+
+    def requests_of(
+        self, by: User, kind: str, customer: User | None = None, **params: str
+    ) -> list[dict[str, Any]]:
+        """The deposits or withdrawals (`kind`) `by` may see, newest first (exact Decimals)."""
+        if customer is not None:
+            params["customerId"] = customer.id
+        response = self.call("GET", "account", f"/api/v1/{kind}s", by=by, params=params)
+        response.raise_for_status()
+        found: list[dict[str, Any]] = exact(response)[f"{kind}s"]
+        return found

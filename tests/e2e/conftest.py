@@ -45,7 +45,7 @@ class RunningSystem:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            preexec_fn=_ignore_sigint if background else None,
+            preexec_fn=_as_background_job if background else None,
         )
         threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
         deadline = time.monotonic() + timeout
@@ -73,8 +73,9 @@ class RunningSystem:
         return [p for p in self.descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
-def _ignore_sigint() -> None:
+def _as_background_job() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
 
 
 def system_env(**extra: str) -> dict[str, str]:

@@ -322,6 +322,117 @@ def test_admin_in_manual_mode_matches_and_cancels_while_the_customer_watches(
         person.close()
 
 
+IBAN = "TR33 0006 1005 1978 6457 8413 26"
+
+
+def test_customer_requests_a_deposit_and_sees_an_admin_approve_or_reject_it(
+    browser: Browser, api: Api
+) -> None:
+    me = api.customer()
+    customer = desk(browser, api)
+    customer.sign_in(me.username, "password-1")
+    customer.page.get_by_role("link", name="Deposit or withdraw").click()
+    expect(customer.page).to_have_url(re.compile(r"/money$"))
+    customer.page.locator("#deposit-amount").fill("750.25")
+    customer.page.get_by_role("button", name="Request deposit").click()
+    expect(customer.page.locator(".notice")).to_contain_text("once an admin approves it")
+    waiting = customer.page.locator("#deposits tbody tr").first
+    expect(waiting).to_have_attribute("data-status", "REQUESTED")
+    expect(waiting.locator(".decided")).to_have_text("waiting for an admin")
+    customer.shot("customer-money-requested")
+    request_id = (waiting.get_attribute("id") or "").removeprefix("deposit-")
+    expect(customer.go("/").locator("#no-balances")).to_be_visible()  # nothing credited yet
+
+    admin = desk(browser, api)
+    admin.sign_in("boss", "boss-password")
+    expect(admin.page.locator("#requests-waiting")).not_to_contain_text("(0)")
+    admin.page.locator("#requests-waiting").click()
+    row = admin.page.locator(f"#deposit-{request_id}")
+    expect(row).to_contain_text(me.username)
+    admin.shot("admin-requests")
+    row.get_by_role("button", name="Approve").click()
+    expect(admin.page.locator(".notice")).to_have_text("Request approved.")
+    expect(admin.page.locator(f"#decided-{request_id}")).to_contain_text("boss")
+
+    page = customer.go("/money")
+    expect(page.locator(f"#deposit-{request_id}")).to_have_attribute("data-status", "APPROVED")
+    expect(page.locator(f"#deposit-{request_id} .decided")).to_contain_text("an admin, ")
+    customer.go("/")
+    expect(customer.cell("TRY", "total")).to_have_text("750.25")
+
+    customer.go("/money").locator("#deposit-amount").fill("99")
+    customer.page.get_by_role("button", name="Request deposit").click()
+    second = customer.page.locator("#deposits tbody tr").first
+    second_id = (second.get_attribute("id") or "").removeprefix("deposit-")
+    admin.go("/admin/money").locator(f"#deposit-{second_id}").get_by_role("button", name="Reject").click()
+    expect(admin.page.locator(".notice")).to_have_text("Request rejected.")
+    expect(customer.go("/money").locator(f"#deposit-{second_id}")).to_have_attribute(
+        "data-status", "REJECTED"
+    )
+    customer.shot("customer-money-decided")
+    customer.go("/")
+    expect(customer.cell("TRY", "total")).to_have_text("750.25")
+    for person in (customer, admin):
+        person.close()
+
+
+def test_large_withdrawals_are_held_and_approved_by_another_admin(browser: Browser, api: Api) -> None:
+    boss, other_admin, me = api.admin(), api.new_admin(), api.customer()
+    assert api.deposit(boss, me, "TRY", "120000").status_code == 200
+    customer = desk(browser, api)
+    customer.sign_in(me.username, "password-1")
+    page = customer.go("/money")
+    page.locator("#withdraw-amount").fill("60000")
+    page.locator("#withdraw-iban").fill("TR00 0000 0000 0000 0000 0000 00")
+    page.get_by_role("button", name="Withdraw").click()
+    expect(page.locator("#withdrawal-problem")).to_be_visible()  # the service checks the IBAN
+    page.locator("#withdraw-iban").fill(IBAN)
+    page.get_by_role("button", name="Withdraw").click()
+    expect(page.locator(".notice")).to_contain_text("held until an admin approves it")
+    mine = page.locator("#withdrawals tbody tr").first
+    expect(mine).to_have_attribute("data-status", "REQUESTED")
+    expect(mine.locator(".decided")).to_contain_text("the amount is held")
+    expect(page.locator("#usable-cash")).to_have_text("Usable: 60,000 TRY")
+    customer_request = (mine.get_attribute("id") or "").removeprefix("withdrawal-")
+    customer.shot("customer-withdrawal-held")
+
+    admin = desk(browser, api)
+    admin.sign_in("boss", "boss-password")
+    page = admin.go(f"/admin/customers/{me.id}")
+    page.locator("#withdraw-amount").fill("55000.5")
+    page.locator("#withdraw-iban").fill(IBAN)
+    page.get_by_role("button", name="Withdraw").click()
+    expect(page.locator(".notice")).to_contain_text("held until an admin approves it")
+    asked_by_boss = page.locator("#withdrawals tbody tr").first
+    expect(asked_by_boss.locator(".asked-by")).to_have_text("you")
+    expect(asked_by_boss.locator(".four-eyes")).to_have_text("Asked by you: another admin approves")
+    expect(asked_by_boss.get_by_role("button", name="Approve")).to_have_count(0)
+    expect(admin.cell("TRY", "usable")).to_have_text("4,999.5")
+    admin.shot("admin-four-eyes")
+    boss_request = (asked_by_boss.get_attribute("id") or "").removeprefix("withdrawal-")
+    assert (
+        api.decide(boss, "withdrawal", boss_request, "approve").status_code == 403
+    )  # not through the page either
+
+    second = desk(browser, api)
+    second.sign_in(other_admin.username, "password-1")
+    page = second.go("/admin/money")
+    for request_id in (boss_request, customer_request):
+        page.locator(f"#withdrawal-{request_id}").get_by_role("button", name="Approve").click()
+        expect(page.locator(".notice")).to_have_text("Request approved.")
+        expect(page.locator(f"#decided-{request_id}")).to_contain_text(other_admin.username)
+    second.shot("admin-withdrawals-approved")
+
+    page = customer.go("/money")
+    expect(page.locator(f"#withdrawal-{customer_request}")).to_have_attribute("data-status", "PAID")
+    expect(page.locator(f"#withdrawal-{boss_request} .asked-by")).to_have_text("an admin")
+    customer.go("/")
+    expect(customer.cell("TRY", "total")).to_have_text("4,999.5")
+    expect(customer.cell("TRY", "reserved")).to_have_text("0")
+    for person in (customer, admin, second):
+        person.close()
+
+
 def _csrf_token(html: str) -> str:
     found = re.search(r'name="csrf_token" value="([^"]+)"', html)
     assert found, "no CSRF token on the page"
@@ -358,6 +469,11 @@ def test_posts_without_the_sessions_csrf_token_are_refused(api: Api) -> None:
             f"/orders/{some}/cancel",
             "/admin/users",
             f"/admin/customers/{some}/deposit",
+            f"/admin/customers/{some}/withdraw",
+            f"/admin/requests/deposit/{some}/approve",
+            f"/admin/requests/withdrawal/{some}/reject",
+            "/money/deposit",
+            "/money/withdraw",
             f"/admin/orders/{some}/match",
             "/admin/system/audit",
             "/admin/system/dead-letters/order/1/replay",

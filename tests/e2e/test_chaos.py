@@ -36,7 +36,9 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def chaos_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    system = LaunchedSystem(tmp_path_factory.mktemp("chaos") / "data")
+    system = LaunchedSystem(
+        tmp_path_factory.mktemp("chaos") / "data", extra_env=ChaosConfig.ci().system_env()
+    )
     target = system.start()
     yield target
     system.stop()
@@ -62,6 +64,10 @@ def test_chaos_really_happened(chaos_report: dict[str, Any]) -> None:
     faults, operations = chaos_report["faults"], chaos_report["operations"]
     assert operations["orders"]["accepted"] >= 1000
     assert operations["orders"].get("unresolved", 0) == 0
+    assert operations["deposit requests"].get("accepted", 0) > 0
+    assert operations["decisions"].get("accepted", 0) > operations["deposit requests"]["accepted"]
+    own = operations["own approvals (four eyes)"]
+    assert own.get("refused", 0) == own["sent"] > 0
     assert faults["total_kills"] >= 10
     assert set(faults["kills"]) == {"order", "account", "relay-order", "relay-account"}
     assert faults["nats_restarts"] >= 1 and faults["pg_restarts"] >= 1

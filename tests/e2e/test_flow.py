@@ -91,7 +91,8 @@ def test_idempotency_key_makes_a_retried_order_and_deposit_count_once(api: Api) 
     headers = {**gina.headers, "Idempotency-Key": "dep-1"}
     first = api.http.post(api.url("account", "/api/v1/assets"), json=deposit, headers=headers)
     again = api.http.post(api.url("account", "/api/v1/assets"), json=deposit, headers=headers)
-    assert first.status_code == again.status_code == 200 and first.json() == again.json()
+    assert first.status_code == again.status_code == 202 and first.json() == again.json()  # one request
+    assert api.decide(admin, "deposit", first.json()["id"], "approve").status_code == 200
     assert api.balances(admin, gina) == {"TRY": (Decimal(50), Decimal(50))}
     other = {**deposit, "totalSize": "60", "usableSize": "60"}
     assert api.http.post(api.url("account", "/api/v1/assets"), json=other, headers=headers).status_code == 422

@@ -161,13 +161,13 @@ def test_each_child_is_given_only_its_own_database_roles(system: RunningSystem) 
 
 def test_stop_leaves_no_process_and_restart_finds_all_data(system: RunningSystem) -> None:
     httpx.post(f"{system.url('auth')}/register", json={"username": "kate", "password": "kate-password"})
-    assert system.stop(signal.SIGINT) == 0
+    assert system.stop(signal.SIGTERM) == 0
     assert system.leftovers() == []
     assert "stopped" in "".join(system.output)
 
-    system.start()
+    system.start(background=True)  # as `oms up &` from a shell: SIGINT ignored, and it must still stop it
     assert login(system, "kate", "kate-password").status_code == 200
-    assert system.stop(signal.SIGTERM) == 0
+    assert system.stop(signal.SIGINT) == 0
     assert system.leftovers() == []
 
 

@@ -14,7 +14,18 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 import pytest
 
-from oms.account import domain
+from oms.account import commands, domain
+from oms.account.domain import HELD, SETTLED, Problem, Refused
+from oms.account.requests import (
+    APPROVE,
+    REJECT,
+    Deposit,
+    DepositStatus,
+    Stamp,
+    Step,
+    WithdrawalStatus,
+    approve_deposit,
+)
 from oms.account.store import Accounts
 from oms.kernel.db import create_pool, migrate
 from oms.kernel.errors import ApiError
@@ -274,7 +285,7 @@ async def deposit(accounts: Backend[Accounts], customer: uuid.UUID, amount: str)
     async with accounts.unit_of_work() as tx:
         key = (customer, CASH)
         balances = await tx.repository.lock_balances([key], create=[key])
-        tx.repository.store([domain.deposit(balances.get(key), customer, CASH, D(amount), D(amount))])
+        tx.repository.store([domain.deposit(balances.get(key), customer, CASH, D(amount))])
 
 
 async def test_accounts_effects_stored_are_read_back_in_the_next_book(accounts: Backend[Accounts]) -> None:
@@ -326,3 +337,96 @@ async def test_accounts_a_rejected_order_leaves_a_tombstone_and_no_hold(accounts
     assert order.order_id not in book.reservations
     [answer] = [e for e in await accounts.published() if e.order_id == order.order_id]
     assert answer.type == "funds.rejected"
+
+
+# --- deposit and withdrawal requests ------------------------------------------------------------------------
+
+
+def stamp(by: uuid.UUID, second: int = 0) -> Stamp:
+    return Stamp(by, NOW.replace(second=second))
+
+
+async def test_accounts_deposit_request_is_read_back_and_its_approval_credits_once(
+    accounts: Backend[Accounts],
+) -> None:
+    customer, admin = uuid.uuid4(), uuid.uuid4()
+    async with accounts.unit_of_work() as tx:
+        asked = await commands.ask_for_deposit(tx, customer, CASH, D("250.5"), stamp(customer))
+    assert isinstance(asked, Deposit)
+    async with accounts.unit_of_work() as tx:
+        assert await tx.repository.lock_deposit(asked.id) == asked
+        assert await tx.repository.lock_balances([(customer, CASH)]) == {}  # nothing credited yet
+        stale = await tx.repository.lock_deposit(asked.id)
+    async with accounts.unit_of_work() as tx:
+        approved = await commands.decide_deposit(tx, asked.id, APPROVE, stamp(admin, 5))
+    assert isinstance(approved, Step)
+    async with accounts.unit_of_work() as tx:
+        stored = await tx.repository.lock_deposit(asked.id)
+        cash = (await tx.repository.lock_balances([(customer, CASH)]))[(customer, CASH)]
+    assert stored == approved.request
+    assert stored is not None and (stored.status, stored.decided) == (DepositStatus.APPROVED, stamp(admin, 5))
+    assert (cash.total_size, cash.usable_size) == (D("250.5"), D("250.5"))
+
+    assert stale is not None  # a decision taken on a stale read fails its whole unit: credited once
+    with pytest.raises(WriteConflict):
+        async with accounts.unit_of_work() as tx:
+            again = approve_deposit(stale, cash, stamp(uuid.uuid4(), 6))
+            assert isinstance(again, Step)
+            tx.repository.decide_deposit(again.request)
+            tx.repository.store([again.effect])
+    async with accounts.unit_of_work() as tx:
+        cash = (await tx.repository.lock_balances([(customer, CASH)]))[(customer, CASH)]
+        assert await tx.repository.lock_deposit(asked.id) == approved.request
+    assert cash.total_size == D("250.5")
+
+
+async def test_accounts_requested_withdrawal_holds_then_pays_out_from_the_hold(
+    accounts: Backend[Accounts],
+) -> None:
+    customer, admin = uuid.uuid4(), uuid.uuid4()
+    await deposit(accounts, customer, "1000")
+    async with accounts.unit_of_work() as tx:
+        asked = await commands.withdraw(
+            tx, customer, D(600), "TR330006100519786457841326", stamp(admin), threshold=D(500)
+        )
+    assert isinstance(asked, Step) and asked.request.status is WithdrawalStatus.REQUESTED
+    async with accounts.unit_of_work() as tx:
+        assert await tx.repository.lock_withdrawal(asked.request.id) == asked.request
+        hold = await tx.repository.lock_hold(asked.request.id)
+        cash = (await tx.repository.lock_balances([(customer, CASH)]))[(customer, CASH)]
+    assert hold == asked.effect.reservation
+    assert hold is not None and (hold.withdrawal_id, hold.order_id, hold.status) == (
+        asked.request.id,
+        None,
+        HELD,
+    )
+    assert (cash.total_size, cash.usable_size) == (D(1000), D(400))
+
+    async with accounts.unit_of_work() as tx:
+        refused = await commands.decide_withdrawal(tx, asked.request.id, APPROVE, stamp(admin, 5))
+    assert isinstance(refused, Refused) and refused.problem is Problem.FOUR_EYES
+    async with accounts.unit_of_work() as tx:
+        paid = await commands.decide_withdrawal(tx, asked.request.id, APPROVE, stamp(uuid.uuid4(), 6))
+    assert isinstance(paid, Step)
+    async with accounts.unit_of_work() as tx:
+        stored = await tx.repository.lock_withdrawal(asked.request.id)
+        hold = await tx.repository.lock_hold(asked.request.id)
+        cash = (await tx.repository.lock_balances([(customer, CASH)]))[(customer, CASH)]
+        missing = await tx.repository.lock_withdrawal(uuid.uuid4())
+    assert stored is not None and stored.status is WithdrawalStatus.PAID
+    assert hold is not None and hold.status is SETTLED
+    assert (cash.total_size, cash.usable_size, missing) == (D(400), D(400), None)
+
+
+async def test_accounts_rejected_deposit_request_creates_no_balance(accounts: Backend[Accounts]) -> None:
+    customer = uuid.uuid4()
+    async with accounts.unit_of_work() as tx:
+        asked = await commands.ask_for_deposit(tx, customer, CASH, D(10), stamp(customer))
+    assert isinstance(asked, Deposit)
+    async with accounts.unit_of_work() as tx:
+        rejected = await commands.decide_deposit(tx, asked.id, REJECT, stamp(uuid.uuid4(), 1))
+        assert await commands.decide_deposit(tx, uuid.uuid4(), REJECT, stamp(uuid.uuid4(), 1)) is None
+    assert isinstance(rejected, Step) and rejected.request.status is DepositStatus.REJECTED
+    async with accounts.unit_of_work() as tx:
+        assert await tx.repository.lock_balances([(customer, CASH)]) == {}
+        assert await tx.repository.lock_deposit(asked.id) == rejected.request

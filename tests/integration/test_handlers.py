@@ -115,9 +115,7 @@ async def deposit(pool: asyncpg.Pool, customer: uuid.UUID, asset: str, amount: s
     """A deposit as the account API makes it (one unit of work: balance, ledger entry)."""
     async with postgres_unit_of_work(pool, Accounts)() as tx:
         balances = await tx.repository.lock_balances([(customer, asset)], create=[(customer, asset)])
-        effect = account_domain.deposit(
-            balances.get((customer, asset)), customer, asset, D(amount), D(amount)
-        )
+        effect = account_domain.deposit(balances.get((customer, asset)), customer, asset, D(amount))
         assert effect.refused is None
         tx.repository.store([effect])
 

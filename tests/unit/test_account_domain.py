@@ -4,6 +4,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from oms.account.domain import (
+    MAX_DEPOSIT,
     NOT_RESERVED_BEFORE_CANCEL,
     NOTHING,
     Asset,
@@ -21,6 +23,7 @@ from oms.account.domain import (
     LedgerEntry,
     OrderTerms,
     Problem,
+    Refused,
     Reservation,
     ReservationStatus,
     Tombstone,
@@ -30,6 +33,21 @@ from oms.account.domain import (
     reserve_funds,
     settle,
     withdraw,
+)
+from oms.account.requests import (
+    Deposit,
+    DepositStatus,
+    Stamp,
+    Step,
+    Withdrawal,
+    WithdrawalStatus,
+    approve_deposit,
+    approve_withdrawal,
+    deposit_at_once,
+    reject_deposit,
+    reject_withdrawal,
+    request_deposit,
+    request_withdrawal,
 )
 from oms.kernel.money import CASH, Side, add, sub
 from oms.kernel.settings import ExecutionMode
@@ -47,6 +65,7 @@ from oms.order.domain import (
 )
 
 CUSTOMER = uuid.uuid4()
+IBAN = "TR330006100519786457841326"
 NOW = datetime(2026, 1, 2, 9, 30, tzinfo=UTC)
 D = Decimal
 HELD, RELEASED, SETTLED = ReservationStatus.HELD, ReservationStatus.RELEASED, ReservationStatus.SETTLED
@@ -102,8 +121,8 @@ def test_asset_locked_size_is_total_minus_usable() -> None:
 # --- Deposit -----------------------------------------------------------------------------------------------
 
 
-def test_deposit_new_asset_created_with_both_sizes() -> None:
-    effect = deposit(None, CUSTOMER, CASH, D("100.5"), D("100.5"), reference="dep-1")
+def test_deposit_new_asset_created_usable_in_full() -> None:
+    effect = deposit(None, CUSTOMER, CASH, D("100.5"), reference="dep-1")
     assert sizes(changed(effect, CASH)) == (D("100.5"), D("100.5"))
     assert effect.entries == (
         LedgerEntry(EntryKind.DEPOSIT, CUSTOMER, CASH, D("100.5"), D("100.5"), None, "dep-1"),
@@ -113,41 +132,33 @@ def test_deposit_new_asset_created_with_both_sizes() -> None:
 
 def test_deposit_existing_asset_both_sizes_added_same_id() -> None:
     cash = balance(CASH, "10", "4")
-    effect = deposit(cash, CUSTOMER, CASH, D("5"), D("5"))
+    effect = deposit(cash, CUSTOMER, CASH, D("5"))
     assert changed(effect, CASH).id == cash.id
     assert sizes(changed(effect, CASH)) == (D(15), D(9))
     assert_ledger_matches([cash], effect)
 
 
-def test_deposit_usable_below_total_rest_held_without_order() -> None:
-    effect = deposit(None, CUSTOMER, "AAPL", D(10), D(7))
-    hold = effect.reservation
-    assert hold is not None
-    assert (hold.order_id, hold.asset_name, hold.amount, hold.status) == (None, "AAPL", D(3), HELD)
-    assert [e.kind for e in effect.entries] == [EntryKind.DEPOSIT, EntryKind.RESERVE]
-    assert changed(effect, "AAPL").locked_size == hold.amount
-    assert_ledger_matches([], effect)
-
-
-def test_deposit_zero_sizes_opens_empty_asset() -> None:
-    effect = deposit(None, CUSTOMER, "AAPL", D(0), D(0))
-    assert sizes(changed(effect, "AAPL")) == (D(0), D(0))
+def test_deposit_of_the_largest_amount_with_the_finest_fraction_is_credited() -> None:
+    effect = deposit(None, CUSTOMER, CASH, MAX_DEPOSIT)
+    assert sizes(changed(effect, CASH)) == (MAX_DEPOSIT, MAX_DEPOSIT)
+    assert deposit(None, CUSTOMER, CASH, D("0.00000001")).refused is None
 
 
 @pytest.mark.parametrize(
-    ("name", "total", "usable", "message"),
+    ("name", "amount", "message"),
     [
-        (CASH, "1", "2", "usableSize must not exceed totalSize"),
-        (CASH, "-1", "0", "must not be negative"),
-        (CASH, "1", "-1", "must not be negative"),
-        (CASH, "NaN", "1", "must not be negative"),
-        ("aapl", "1", "1", "asset name"),
+        (CASH, "0", "must be greater than 0"),
+        (CASH, "-0", "must be greater than 0"),
+        (CASH, "-1", "must be greater than 0"),
+        (CASH, "NaN", "must be greater than 0"),
+        (CASH, "1000000000000000.00000001", "at most 1000000000000000"),
+        (CASH, "99999999999999999999.99999999", "at most 1000000000000000"),
+        (CASH, "0.000000001", "at most 8 decimal places"),
+        ("aapl", "1", "asset name"),
     ],
 )
-def test_deposit_invalid_sizes_refused_nothing_changed(
-    name: str, total: str, usable: str, message: str
-) -> None:
-    effect = deposit(None, CUSTOMER, name, D(total), D(usable))
+def test_deposit_invalid_amount_refused_nothing_changed(name: str, amount: str, message: str) -> None:
+    effect = deposit(None, CUSTOMER, name, D(amount))
     assert effect.refused is not None
     assert effect.refused.problem is Problem.INVALID
     assert message in effect.refused.message
@@ -156,7 +167,7 @@ def test_deposit_invalid_sizes_refused_nothing_changed(
 
 def test_deposit_other_customers_asset_raises() -> None:
     with pytest.raises(ValueError, match="given for"):
-        deposit(balance(CASH, "1", customer=uuid.uuid4()), CUSTOMER, CASH, D(1), D(1))
+        deposit(balance(CASH, "1", customer=uuid.uuid4()), CUSTOMER, CASH, D(1))
 
 
 # --- Withdraw ----------------------------------------------------------------------------------------------
@@ -309,13 +320,6 @@ def test_release_reservation_settled_refused_as_inconsistent() -> None:
     assert effect.refused.problem is Problem.INCONSISTENT
 
 
-def test_release_reservation_deposit_hold_released() -> None:
-    placed = deposit(None, CUSTOMER, "AAPL", D(10), D(7))
-    assert placed.reservation is not None
-    effect = release_reservation(placed.reservation, changed(placed, "AAPL"))
-    assert sizes(changed(effect, "AAPL")) == (D(10), D(10))
-
-
 def test_release_reservation_missing_balance_raises() -> None:
     with pytest.raises(ValueError, match="no TRY balance"):
         release_reservation(held_for(terms()), None)
@@ -414,6 +418,8 @@ def test_settle_contradicting_state_refused_as_inconsistent(reservation: str | N
 # delivered late, out of order or twice, and no inbox to hide duplicates: the domain alone must cope.
 
 CUSTOMERS = (uuid.UUID(int=1), uuid.UUID(int=2))
+ADMINS = (uuid.UUID(int=101), uuid.UUID(int=102))
+THRESHOLD = D(300)  # withdrawals above it wait for an admin
 ASSETS = (CASH, "AAPL", "MSFT")
 T_START = datetime(2026, 1, 2, tzinfo=UTC)
 amounts = st.decimals(min_value=0, max_value=1000, places=2)
@@ -432,8 +438,8 @@ class Lifecycle(RuleBasedStateMachine):
         self.orders: dict[uuid.UUID, Order] = {}
         self.inflight: list[tuple[str, uuid.UUID]] = []  # (event type, order id) on its way
         self.delivered: list[tuple[str, uuid.UUID]] = []
-        self.deposited: dict[tuple[uuid.UUID, str], Decimal] = {}
-        self.withdrawn: dict[uuid.UUID, Decimal] = {}
+        self.deposits: dict[uuid.UUID, Deposit] = {}
+        self.withdrawals: dict[uuid.UUID, Withdrawal] = {}
         self.clock = T_START
 
     @initialize(mode=st.sampled_from(list(ExecutionMode)), funded=st.booleans())
@@ -441,27 +447,78 @@ class Lifecycle(RuleBasedStateMachine):
         self.mode = mode
         for customer in CUSTOMERS if funded else ():  # most orders then find their funds
             for name, size in ((CASH, D(2000)), ("AAPL", D(40)), ("MSFT", D(40))):
-                self.deposit(customer, name, size, size)
+                self.credit(ADMINS[0], customer, name, size)
 
     # --- what users and admins do ---
 
-    @rule(customer=st.sampled_from(CUSTOMERS), name=st.sampled_from(ASSETS), total=amounts, share=st.data())
-    def deposit_some(self, customer: uuid.UUID, name: str, total: Decimal, share: st.DataObject) -> None:
-        usable = share.draw(st.sampled_from([total, total / 2, D(0)]))
-        self.deposit(customer, name, total, usable)
-
-    def deposit(self, customer: uuid.UUID, name: str, total: Decimal, usable: Decimal) -> None:
-        effect = deposit(self.assets.get((customer, name)), customer, name, total, usable)
-        self.store(effect)
-        key = (customer, name)
-        self.deposited[key] = add(self.deposited.get(key, D(0)), total)
+    @rule(
+        admin=st.sampled_from(ADMINS),
+        customer=st.sampled_from(CUSTOMERS),
+        name=st.sampled_from(ASSETS),
+        amount=amounts,
+    )
+    def credit(self, admin: uuid.UUID, customer: uuid.UUID, name: str, amount: Decimal) -> None:
+        """An admin's deposit: credited at once."""
+        asked = Stamp(admin, self.tick())
+        credited = deposit_at_once(self.assets.get((customer, name)), customer, name, amount, asked)
+        self.take(credited, expected=Problem.INVALID if amount == 0 else None)
 
     @rule(customer=st.sampled_from(CUSTOMERS), amount=amounts)
-    def withdraw(self, customer: uuid.UUID, amount: Decimal) -> None:
-        effect = withdraw(self.assets.get((customer, CASH)), amount)
-        if effect.refused is None:
-            self.withdrawn[customer] = add(self.withdrawn.get(customer, D(0)), amount)
-        self.store(effect)
+    def request_a_deposit(self, customer: uuid.UUID, amount: Decimal) -> None:
+        requested = request_deposit(customer, CASH, amount, Stamp(customer, self.tick()))
+        if isinstance(requested, Deposit):
+            self.deposits[requested.id] = requested
+        else:
+            assert requested.problem is Problem.INVALID and amount == 0
+
+    @precondition(lambda self: bool(self.deposits))
+    @rule(data=st.data(), approve=st.booleans())
+    def decide_a_deposit(self, data: st.DataObject, approve: bool) -> None:
+        """Any deposit, decided by either admin or by its own maker: only REQUESTED ones are decided, once,
+        and an approval never by the one who asked."""
+        request = data.draw(st.sampled_from(list(self.deposits.values())))
+        decided = Stamp(data.draw(st.sampled_from([*ADMINS, request.requested.by])), self.tick())
+        asset = self.assets.get((request.customer_id, request.asset_name))
+        step = approve_deposit(request, asset, decided) if approve else reject_deposit(request, decided)
+        self.take(step, expected=self.refusal(request, decided, approve))
+
+    @rule(by_admin=st.booleans(), customer=st.sampled_from(CUSTOMERS), amount=amounts)
+    def withdraw(self, by_admin: bool, customer: uuid.UUID, amount: Decimal) -> None:
+        """Up to the threshold paid at once; above it held until an admin decides."""
+        asked = Stamp(ADMINS[0] if by_admin else customer, self.tick())
+        cash = self.assets.get((customer, CASH))
+        step = request_withdrawal(cash, customer, amount, IBAN, asked, threshold=THRESHOLD)
+        usable = cash.usable_size if cash else D(0)
+        expected = Problem.INVALID if amount == 0 else Problem.INSUFFICIENT if amount > usable else None
+        self.take(step, expected=expected)
+
+    @precondition(lambda self: bool(self.withdrawals))
+    @rule(data=st.data(), approve=st.booleans())
+    def decide_a_withdrawal(self, data: st.DataObject, approve: bool) -> None:
+        request = data.draw(st.sampled_from(list(self.withdrawals.values())))
+        decided = Stamp(data.draw(st.sampled_from([*ADMINS, request.requested.by])), self.tick())
+        hold = next((r for r in self.reservations.values() if r.withdrawal_id == request.id), None)
+        cash = self.assets.get((request.customer_id, CASH))
+        decide = approve_withdrawal if approve else reject_withdrawal
+        self.take(decide(request, hold, cash, decided), expected=self.refusal(request, decided, approve))
+
+    @staticmethod
+    def refusal(request: Deposit | Withdrawal, decided: Stamp, approve: bool) -> Problem | None:
+        if request.status != "REQUESTED":
+            return Problem.DECIDED
+        return Problem.FOUR_EYES if approve and decided.by == request.requested.by else None
+
+    def take(self, step: Step[Any] | Refused, expected: Problem | None = None) -> None:
+        """Store a request's step, or check that it was refused for the `expected` reason."""
+        if isinstance(step, Refused):
+            assert step.problem is expected, step
+            return
+        assert expected is None, f"{step.request} was not refused ({expected})"
+        request = step.request
+        table: dict[uuid.UUID, Any] = self.deposits if isinstance(request, Deposit) else self.withdrawals
+        table[request.id] = request
+        self.store(step.effect)
+        assert all(entry.reference == str(request.id) for entry in step.effect.entries)
 
     @rule(
         customer=st.sampled_from(CUSTOMERS),
@@ -496,13 +553,6 @@ class Lifecycle(RuleBasedStateMachine):
 
     def ready_orders(self) -> list[Order]:
         return [o for o in self.orders.values() if o.reserved and o.status is PENDING]
-
-    @rule(data=st.data())
-    def release_a_deposit_hold(self, data: st.DataObject) -> None:
-        holds = [r for r in self.reservations.values() if r.order_id is None and r.status is HELD]
-        if holds:
-            hold = data.draw(st.sampled_from(holds))
-            self.store(release_reservation(hold, self.assets[(hold.customer_id, hold.asset_name)]))
 
     # --- the broker: any message, any order, possibly twice ---
 
@@ -627,11 +677,19 @@ class Lifecycle(RuleBasedStateMachine):
             assert asset.total_size == self.expected_total(customer, name)
 
     def expected_total(self, customer: uuid.UUID, name: str) -> Decimal:
-        """Conservation: deposits - withdrawals - what settled orders paid + what they received."""
-        total = sub(
-            self.deposited.get((customer, name), D(0)),
-            self.withdrawn.get(customer, D(0)) if name == CASH else D(0),
+        """Conservation: approved deposits - paid withdrawals - what settled orders paid + what they
+        received."""
+        deposited = sum_exact(
+            d.amount
+            for d in self.deposits.values()
+            if (d.customer_id, d.asset_name, d.status) == (customer, name, DepositStatus.APPROVED)
         )
+        withdrawn = sum_exact(
+            w.amount
+            for w in self.withdrawals.values()
+            if (w.customer_id, w.status, name) == (customer, WithdrawalStatus.PAID, CASH)
+        )
+        total = sub(deposited, withdrawn)
         for reservation in self.reservations.values():
             order = self.orders.get(reservation.order_id) if reservation.order_id else None
             if order is None or reservation.status is not SETTLED or order.customer_id != customer:
@@ -642,6 +700,42 @@ class Lifecycle(RuleBasedStateMachine):
             elif name == received:
                 total = add(total, order.size if order.side is Side.BUY else order.cost)
         return total
+
+    @invariant()
+    def check_holds(self) -> None:
+        """Every hold belongs to an order or to a withdrawal, and every REQUESTED withdrawal's amount is held
+        until it is decided: PAID from its hold, or the hold RELEASED."""
+        for reservation in self.reservations.values():
+            assert (reservation.order_id is None) != (reservation.withdrawal_id is None)
+            if reservation.order_id is not None:
+                assert reservation.order_id in self.orders
+        for request in self.withdrawals.values():
+            holds = [r for r in self.reservations.values() if r.withdrawal_id == request.id]
+            assert [h.amount for h in holds] in ([], [request.amount])
+            status = holds[0].status if holds else None
+            assert (request.status, status) in {
+                (WithdrawalStatus.REQUESTED, HELD),
+                (WithdrawalStatus.PAID, SETTLED),
+                (WithdrawalStatus.PAID, None),  # up to the threshold: paid at once
+                (WithdrawalStatus.REJECTED, RELEASED),
+            }
+            assert (status is None) == (request.amount <= THRESHOLD)
+
+    @invariant()
+    def check_decisions(self) -> None:
+        for request in [*self.deposits.values(), *self.withdrawals.values()]:
+            assert (request.decided is None) == (request.status == "REQUESTED")
+            if request.decided is None:
+                continue
+            assert request.decided.at >= request.requested.at
+            if request.status in (DepositStatus.APPROVED, WithdrawalStatus.PAID):
+                # Decided by the one who asked only when made at once: an admin's deposit, a small withdrawal.
+                at_once = request.requested.by in ADMINS if isinstance(request, Deposit) else None
+                at_once = request.amount <= THRESHOLD if at_once is None else at_once
+                assert (request.decided.by == request.requested.by) == at_once
+            credited = [e for e in self.ledger if e.reference == str(request.id)]
+            if isinstance(request, Deposit):
+                assert len(credited) == (request.status is DepositStatus.APPROVED)
 
     @staticmethod
     def owns(reservation: Reservation, customer: uuid.UUID, name: str) -> bool:

@@ -12,9 +12,17 @@ from decimal import Decimal
 from pathlib import Path
 
 from oms.account.domain import Asset, EntryKind, LedgerEntry
+from oms.account.requests import Deposit, DepositStatus, Stamp, Withdrawal, WithdrawalStatus
 from oms.chaos.faults import schedule
 from oms.chaos.observe import server_errors
-from oms.chaos.verify import Verdict, check_ledger, check_money, check_orders, resolve_unanswered
+from oms.chaos.verify import (
+    Verdict,
+    check_ledger,
+    check_money,
+    check_orders,
+    check_requests,
+    resolve_unanswered,
+)
 from oms.chaos.workload import Ledger, Op
 from oms.kernel.money import Side
 from oms.order.domain import Order, OrderStatus
@@ -64,7 +72,13 @@ def _book() -> tuple[Ledger, dict[str, Order]]:
         Op("deposit", ALICE, {"asset": "AAPL", "amount": Decimal(5)}, outcome="accepted"),
     ]
     book.withdrawals.append(
-        Op("withdraw", ALICE, {"amount": Decimal("10.01")}, outcome="accepted", answer={"id": "w1"})
+        Op(
+            "withdraw",
+            ALICE,
+            {"amount": Decimal("10.01")},
+            outcome="accepted",
+            answer={"id": "w1", "status": "PAID"},
+        )
     )
     return book, {O1: buy_row, O2: sell_row}
 
@@ -154,6 +168,87 @@ def test_an_unanswered_deposit_counts_once_if_the_ledger_shows_it() -> None:
     verdict = Verdict()
     check_ledger(book, check_orders(book, rows, verdict), ledger, verdict)
     assert verdict.violations == []
+
+
+# --- deposit and withdrawal requests ---------------------------------------------------------------------
+
+D1, W2 = str(uuid.uuid4()), str(uuid.uuid4())
+ADMIN = uuid.uuid4()
+
+
+def _with_requests(withdrawal_status: str = "PAID") -> tuple[Ledger, list[Deposit | Withdrawal]]:
+    """Alice asked to deposit 40 (approved) and an admin asked to pay her 2000 out (decided as given)."""
+    book = Ledger()
+    asked = Op("deposit_request", ALICE, {"asset": "TRY", "amount": Decimal(40)}, outcome="accepted")
+    asked.answer = {"id": D1, "status": "REQUESTED"}
+    large = Op("withdraw", ALICE, {"amount": Decimal(2000)}, outcome="accepted", answer={"id": W2})
+    large.answer["status"] = "REQUESTED"
+    book.deposit_requests.append(asked)
+    book.withdrawals.append(large)
+    for request_id, kind, status in ((D1, "deposit", "APPROVED"), (W2, "withdrawal", "PAID")):
+        decision = Op("decision", ALICE, {"kind": kind, "id": request_id, "verdict": "approve"})
+        decision.outcome, decision.answer = "accepted", {"status": status}
+        book.decisions.append(decision)
+    stamp = Stamp(uuid.UUID(ALICE), T)
+    decided = Stamp(ADMIN, T)
+    requests: list[Deposit | Withdrawal] = [
+        Deposit(uuid.UUID(D1), uuid.UUID(ALICE), "TRY", Decimal(40), stamp, DepositStatus.APPROVED, decided),
+        Withdrawal(
+            uuid.UUID(W2),
+            uuid.UUID(ALICE),
+            Decimal(2000),
+            "TR33",
+            Stamp(ADMIN, T),
+            WithdrawalStatus(withdrawal_status),
+            decided,
+        ),
+    ]
+    return book, requests
+
+
+def test_requests_decided_as_answered_are_clean_and_counted_in_the_money() -> None:
+    book, requests = _with_requests()
+    book.deposits.append(Op("deposit", ALICE, {"asset": "TRY", "amount": Decimal(3000)}, outcome="accepted"))
+    verdict = Verdict()
+    check_requests(book, requests, verdict)
+    balance = Asset(uuid.uuid4(), uuid.UUID(ALICE), "TRY", Decimal(1040), Decimal(1040))  # 3000 + 40 − 2000
+    check_money(book, {}, [balance], verdict)
+    assert verdict.violations == []
+
+
+def test_a_request_stored_otherwise_than_decided_is_a_violation() -> None:
+    book, requests = _with_requests(withdrawal_status="REQUESTED")
+    verdict = Verdict()
+    check_requests(book, requests, verdict)
+    assert verdict.violations == [f"withdraw {W2} of 2000 is REQUESTED, but the workload was answered PAID"]
+
+
+def test_an_own_approval_that_was_not_refused_is_a_violation() -> None:
+    book, requests = _with_requests()
+    own = Op("four_eyes", ALICE, {"id": W2}, outcome="accepted", status=200, answer={"status": "PAID"})
+    book.four_eyes.append(own)
+    verdict = Verdict()
+    check_requests(book, requests, verdict)
+    assert verdict.violations == [
+        f"the admin who asked for withdrawal {W2} approved it: 200 {{'status': 'PAID'}}"
+    ]
+
+
+def test_a_request_nobody_made_is_a_violation() -> None:
+    book, requests = _with_requests()
+    book.deposit_requests.clear()
+    book.decisions.pop(0)
+    verdict = Verdict()
+    check_requests(book, requests, verdict)
+    assert verdict.violations == [f"deposit {D1} of 40 that no request explains"]
+
+
+def test_an_approved_request_without_its_ledger_entries_is_a_violation() -> None:
+    book, _ = _with_requests()
+    verdict = Verdict()
+    check_ledger(book, {}, [], verdict)
+    assert f"deposit_request {D1} is APPROVED but its ledger entries are {{}}" in verdict.violations
+    assert f"withdraw {W2} is PAID but its ledger entries are {{}}" in verdict.violations
 
 
 def test_server_errors_are_read_from_the_services_json_logs(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ class System:
         async with self.account_units() as tx:
             key = (customer, asset)
             balances = await tx.repository.lock_balances([key], create=[key])
-            tx.repository.store([domain.deposit(balances.get(key), customer, asset, D(amount), D(amount))])
+            tx.repository.store([domain.deposit(balances.get(key), customer, asset, D(amount))])
 
     async def settle_down(self, twice: bool = True) -> None:
         """Relay and handle until nothing new is published; every event is delivered `twice`."""

@@ -1,38 +1,41 @@
-"""The account service's HTTP API: deposits, withdrawals, balances and the ledger."""
+"""The account service's HTTP API: deposits, withdrawals, balances and the ledger (requests waiting for an
+admin: `oms.account.requests_api`)."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, Final, TypeVar
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from oms.account import domain, store
-from oms.account.domain import Effect, EntryKind, Problem
+from oms.account import commands, store
+from oms.account.domain import EntryKind, Problem, Refused
 from oms.account.iban import InvalidIban, parse_iban
+from oms.account.requests import Stamp
 from oms.account.store import Accounts
 from oms.kernel.deps import AppSettings, IdempotencyKey, Pool, own_customer, units_of_work
 from oms.kernel.errors import ApiError, error_responses
 from oms.kernel.http import ExactJSONResponse, ExactNumber, exact_json
-from oms.kernel.money import CASH, NonNegativeDecimal, PositiveDecimal, Symbol
-from oms.kernel.settings import Settings
+from oms.kernel.money import CASH, PositiveDecimal, Symbol
+from oms.kernel.settings import DepositPolicy, Settings
 from oms.kernel.tokens import CurrentUser, Principal
 from oms.kernel.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
 
 
-class DepositRequest(BaseModel):
+class DepositBody(BaseModel):
     customerId: uuid.UUID
     assetName: Symbol
-    totalSize: NonNegativeDecimal
-    usableSize: NonNegativeDecimal
+    totalSize: PositiveDecimal
+    usableSize: PositiveDecimal = Field(description="must equal totalSize")
 
 
-class WithdrawRequest(BaseModel):
+class WithdrawBody(BaseModel):
     customerId: uuid.UUID
     amount: PositiveDecimal
     iban: str
@@ -40,6 +43,13 @@ class WithdrawRequest(BaseModel):
 
 class Id(BaseModel):
     id: str
+
+
+class Requested(BaseModel):
+    """A deposit or withdrawal waiting for an admin's decision (or, for a withdrawal, PAID at once)."""
+
+    id: str
+    status: str
 
 
 class AssetView(BaseModel):
@@ -71,84 +81,115 @@ class LedgerPage(BaseModel):
     nextCursor: str | None
 
 
-def _check_refusal(effect: Effect) -> None:
-    if effect.refused is not None:
-        status = 409 if effect.refused.problem is Problem.INSUFFICIENT else 422
-        raise ApiError(status, effect.refused.message)
+UnitsOfWork = Annotated[UnitOfWorkFactory[Accounts], Depends(units_of_work)]
+T = TypeVar("T")
+_STATUS: Final = {Problem.INVALID: 422, Problem.FOUR_EYES: 403}  # other refusals: 409, a state's conflict
 
 
-def _deposit_policy(user: Principal, body: DepositRequest, settings: Settings) -> None:
+def requested(meaning: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI answer 202: a request waiting for an admin."""
+    return {202: {"model": Requested, "description": f"Requested: {meaning}"}}
+
+
+def done(outcome: T | Refused | None, what: str = "request") -> T:
+    """What a command did, or the API's refusal: 404 when there is no such `what`."""
+    if outcome is None:
+        raise ApiError(404, f"no such {what}")
+    if isinstance(outcome, Refused):
+        raise ApiError(_STATUS.get(outcome.problem, 409), outcome.message)
+    return outcome
+
+
+def stamp(user: Principal) -> Stamp:
+    """`user`, now."""
+    return Stamp(uuid.UUID(user.user_id), datetime.now(UTC))
+
+
+def answered(answer: dict[str, Any]) -> ExactJSONResponse:
+    """A request's answer: 202 while it waits for an admin's decision."""
+    return ExactJSONResponse(answer, 202 if answer.get("status") == "REQUESTED" else 200)
+
+
+def _credited_at_once(user: Principal, body: DepositBody, settings: Settings) -> bool:
+    """Whether this deposit is credited at once (else it is a request); 403 when it is not allowed."""
     own_customer(user, body.customerId)
     if user.is_admin:
-        return
-    if not settings.customer_deposits:
+        return True
+    if settings.customer_deposits is DepositPolicy.OFF:
         raise ApiError(403, "deposits are made by an admin")
     if body.assetName != CASH:
         raise ApiError(403, f"customers may deposit only {CASH}; other assets are credited by an admin")
+    return settings.customer_deposits is DepositPolicy.INSTANT
 
 
-UnitsOfWork = Annotated[UnitOfWorkFactory[Accounts], Depends(units_of_work)]
-
-
-@router.post("/assets", response_model=Id, responses=error_responses(403, 422))
+@router.post(
+    "/assets",
+    response_model=Id,
+    responses=error_responses(403, 422) | requested("credited once an admin approves it"),
+)
 async def deposit(
-    body: DepositRequest,
+    body: DepositBody,
     user: CurrentUser,
     unit_of_work: UnitsOfWork,
     settings: AppSettings,
     key: IdempotencyKey = None,
 ) -> ExactJSONResponse:
-    """Deposit: add totalSize (of which usableSize is usable) to the asset, creating it if missing."""
-    _deposit_policy(user, body, settings)
-    if body.usableSize > body.totalSize:
-        raise ApiError(422, "usableSize must not exceed totalSize")
+    """Deposit totalSize (usableSize must equal it): an admin's is credited at once (200, the asset's id); a
+    customer's TRY is a request (202 REQUESTED) that changes no balance until an admin approves it, or is
+    credited at once or refused as OMS_CUSTOMER_DEPOSITS says."""
+    at_once = _credited_at_once(user, body, settings)
+    if body.usableSize != body.totalSize:
+        raise ApiError(422, "usableSize must equal totalSize: money is made unusable only by reservations")
     request = ("POST", "/api/v1/assets", body.model_dump(mode="json"))
     async with unit_of_work() as tx:
-        answer = await tx.idempotency.once(user.user_id, key, request, partial(_credit, tx, body, user))
-    return ExactJSONResponse(answer)
+        action = partial(_credit if at_once else _ask, tx, body, stamp(user))
+        answer = await tx.idempotency.once(user.user_id, key, request, action)
+    return answered(answer)
 
 
-async def _credit(tx: UnitOfWork[Accounts], body: DepositRequest, user: Principal) -> dict[str, Any]:
-    account = (body.customerId, body.assetName)
-    balances = await tx.repository.lock_balances([account], create=[account])
-    effect = domain.deposit(
-        balances.get(account),
-        body.customerId,
-        body.assetName,
-        body.totalSize,
-        body.usableSize,
-        reference=f"deposit by {user.username}",
-    )
-    _check_refusal(effect)
-    tx.repository.store([effect])
-    return {"id": str(effect.assets[0].id)}
+async def _credit(tx: UnitOfWork[Accounts], body: DepositBody, asked: Stamp) -> dict[str, Any]:
+    step = done(await commands.credit_at_once(tx, body.customerId, body.assetName, body.totalSize, asked))
+    return {"id": str(step.effect.assets[0].id)}
 
 
-@router.post("/assets/withdraw", response_model=Id, responses=error_responses(403, 409, 422))
+async def _ask(tx: UnitOfWork[Accounts], body: DepositBody, asked: Stamp) -> dict[str, Any]:
+    request = done(await commands.ask_for_deposit(tx, body.customerId, body.assetName, body.totalSize, asked))
+    return {"id": str(request.id), "status": request.status.value}
+
+
+@router.post(
+    "/assets/withdraw",
+    response_model=Requested,
+    responses=error_responses(403, 409, 422) | requested("its amount is held until an admin decides"),
+)
 async def withdraw(
-    body: WithdrawRequest, user: CurrentUser, unit_of_work: UnitsOfWork, key: IdempotencyKey = None
+    body: WithdrawBody,
+    user: CurrentUser,
+    unit_of_work: UnitsOfWork,
+    settings: AppSettings,
+    key: IdempotencyKey = None,
 ) -> ExactJSONResponse:
-    """Withdraw usable TRY to a bank account (IBAN, checksum verified)."""
+    """Withdraw usable TRY to a bank account (IBAN, checksum verified): paid at once up to
+    OMS_WITHDRAWAL_APPROVAL_THRESHOLD (200 PAID); above it a request (202 REQUESTED) whose amount is held
+    until an admin other than the one who asked approves it (paid) or an admin rejects it (released)."""
     own_customer(user, body.customerId)
     try:
         iban = parse_iban(body.iban)
     except InvalidIban as exc:
         raise ApiError(422, str(exc)) from None
     request = ("POST", "/api/v1/assets/withdraw", body.model_dump(mode="json"))
+    threshold = settings.withdrawal_approval_threshold
     async with unit_of_work() as tx:
-        answer = await tx.idempotency.once(user.user_id, key, request, partial(_pay_out, tx, body, iban))
-    return ExactJSONResponse(answer)
+        action = partial(_pay_out, tx, body, iban, stamp(user), threshold)
+        answer = await tx.idempotency.once(user.user_id, key, request, action)
+    return answered(answer)
 
 
-async def _pay_out(tx: UnitOfWork[Accounts], body: WithdrawRequest, iban: str) -> dict[str, Any]:
-    withdrawal_id = uuid.uuid4()
-    cash = (body.customerId, CASH)
-    balances = await tx.repository.lock_balances([cash])
-    effect = domain.withdraw(balances.get(cash), body.amount, reference=str(withdrawal_id))
-    _check_refusal(effect)
-    tx.repository.add_withdrawal(withdrawal_id, body.customerId, body.amount, iban)
-    tx.repository.store([effect])
-    return {"id": str(withdrawal_id)}
+async def _pay_out(
+    tx: UnitOfWork[Accounts], body: WithdrawBody, iban: str, asked: Stamp, threshold: Decimal
+) -> dict[str, Any]:
+    step = done(await commands.withdraw(tx, body.customerId, body.amount, iban, asked, threshold=threshold))
+    return {"id": str(step.request.id), "status": step.request.status.value}
 
 
 @router.get("/assets", response_model=AssetList, responses=error_responses(403))

@@ -9,7 +9,9 @@ Invariants, per customer and asset, after every effect:
 - 0 <= usable_size <= total_size, and total_size - usable_size = sum of HELD reservations;
 - each balance equals the sum of its ledger entries; every entry kind has one shape:
   DEPOSIT (+a, +a), WITHDRAWAL (-a, -a), RESERVE (0, -a), RELEASE (0, +a), SETTLE_DEBIT (-a, 0),
-  SETTLE_CREDIT (+a, +a) as (delta_total, delta_usable).
+  SETTLE_CREDIT (+a, +a), PAYOUT (-a, 0) as (delta_total, delta_usable);
+- money is made unusable only by a reservation, and each one belongs to an order or to a withdrawal waiting
+  for an admin's approval (`oms.account.requests`): a deposit is always usable in full.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from enum import StrEnum
 from typing import Final
 
 from oms.kernel.events import Event, FundsRejected, FundsReserved, OrderCanceled, OrderCreated, OrderMatched
-from oms.kernel.money import CASH, EXACT, Side, add, cost, plain, sub, symbol_problem
+from oms.kernel.money import CASH, EXACT, MAX_SCALE, Side, add, cost, plain, sub, symbol_problem
 
 NOT_RESERVED_BEFORE_CANCEL: Final = "order canceled before its funds were reserved"
 
@@ -41,12 +43,19 @@ class EntryKind(StrEnum):
     RELEASE = "RELEASE"
     SETTLE_DEBIT = "SETTLE_DEBIT"
     SETTLE_CREDIT = "SETTLE_CREDIT"
+    PAYOUT = "PAYOUT"  # a held withdrawal paid out
 
 
 class Problem(StrEnum):
     INVALID = "invalid"  # bad input: 422
     INSUFFICIENT = "insufficient"  # not enough usable balance: 409
     INCONSISTENT = "inconsistent"  # an event contradicts the stored state: alert, dead-letter
+    DECIDED = "decided"  # a request that is no longer REQUESTED: 409
+    FOUR_EYES = "four eyes"  # a request approved by the one who asked: 403
+
+
+MAX_DEPOSIT: Final = Decimal(10) ** 15  # the largest single deposit, in units of the asset
+_SMALLEST: Final = Decimal(1).scaleb(-MAX_SCALE)
 
 
 HELD, RELEASED, SETTLED = ReservationStatus.HELD, ReservationStatus.RELEASED, ReservationStatus.SETTLED
@@ -82,7 +91,8 @@ class Asset:
 
 @dataclass(frozen=True)
 class Reservation:
-    """Funds set aside for an order (`order_id`), or a hold on a deposit's unusable part (no order)."""
+    """Funds set aside for an order (`order_id`), or for a withdrawal waiting for approval
+    (`withdrawal_id`)."""
 
     id: uuid.UUID
     order_id: uuid.UUID | None
@@ -90,6 +100,12 @@ class Reservation:
     asset_name: str
     amount: Decimal
     status: ReservationStatus = HELD
+    withdrawal_id: uuid.UUID | None = None
+
+    @property
+    def reference(self) -> str:
+        """What its ledger entries name: the withdrawal it holds for, else the reservation itself."""
+        return str(self.withdrawal_id or self.id)
 
 
 @dataclass(frozen=True)
@@ -110,7 +126,7 @@ class LedgerEntry:
     delta_total: Decimal
     delta_usable: Decimal
     order_id: uuid.UUID | None = None
-    reference: str | None = None  # the reservation id, or the deposit/withdrawal the caller names
+    reference: str | None = None  # the reservation id, or the deposit or withdrawal (request) it moves
 
 
 @dataclass(frozen=True)
@@ -187,27 +203,31 @@ def deposit(
     asset: Asset | None,
     customer_id: uuid.UUID,
     asset_name: str,
-    total: Decimal,
-    usable: Decimal,
+    amount: Decimal,
     *,
     reference: str | None = None,
 ) -> Effect:
-    """Add `total` to a balance (created if missing); all but `usable` of it stays held until released."""
-    problem = _deposit_problem(asset_name, total, usable)
+    """Add `amount` to a balance (created if missing), total and usable alike."""
+    problem = deposit_problem(asset_name, amount)
     if problem:
         return _refused(Problem.INVALID, problem)
     current = _balance(asset, customer_id, asset_name)
-    entries = [_entry(EntryKind.DEPOSIT, current, total, reference=reference)]
-    hold = None
-    if usable < total:
-        # Only HELD reservations may make usable < total; the unusable part becomes a hold without an order.
-        hold = Reservation(uuid.uuid4(), None, customer_id, asset_name, sub(total, usable))
-        entries.append(_entry(EntryKind.RESERVE, current, hold.amount, reference=str(hold.id)))
-    return Effect(assets=(_posted(current, entries),), reservation=hold, entries=tuple(entries))
+    entry = ledger_entry(EntryKind.DEPOSIT, current, amount, reference=reference)
+    return Effect(assets=(posted(current, [entry]),), entries=(entry,))
 
 
 def withdraw(cash: Asset | None, amount: Decimal, *, reference: str | None = None) -> Effect:
     """Take `amount` TRY out of the usable cash balance; refused when it is short."""
+    refused = cash_shortfall(cash, amount)
+    if refused is not None:
+        return refused
+    assert cash is not None  # a missing balance is refused as short
+    entry = ledger_entry(EntryKind.WITHDRAWAL, cash, amount, reference=reference)
+    return Effect(assets=(posted(cash, [entry]),), entries=(entry,))
+
+
+def cash_shortfall(cash: Asset | None, amount: Decimal) -> Effect | None:
+    """The refusal of taking `amount` out of usable TRY (not positive, or more than is usable), or None."""
     if not amount.is_finite() or amount <= 0:
         return _refused(Problem.INVALID, "amount must be greater than 0")
     usable = cash.usable_size if cash else Decimal(0)
@@ -218,8 +238,7 @@ def withdraw(cash: Asset | None, amount: Decimal, *, reference: str | None = Non
         )
     if cash.asset_name != CASH:
         raise ValueError(f"withdrawals are paid from {CASH}, not {cash.asset_name}")
-    entry = _entry(EntryKind.WITHDRAWAL, cash, amount, reference=reference)
-    return Effect(assets=(_posted(cash, [entry]),), entries=(entry,))
+    return None
 
 
 def reserve_funds(
@@ -247,7 +266,9 @@ def reserve_funds(
     held = Reservation(
         uuid.uuid4(), order.order_id, order.customer_id, asset.asset_name, order.reserved_amount
     )
-    entry = _entry(EntryKind.RESERVE, asset, held.amount, order_id=order.order_id, reference=str(held.id))
+    entry = ledger_entry(
+        EntryKind.RESERVE, asset, held.amount, order_id=order.order_id, reference=str(held.id)
+    )
     event = FundsReserved(
         order_id=order.order_id,
         customer_id=order.customer_id,
@@ -256,7 +277,7 @@ def reserve_funds(
         asset_name=held.asset_name,
         amount=held.amount,
     )
-    return Effect(assets=(_posted(asset, [entry]),), reservation=held, entries=(entry,), events=(event,))
+    return Effect(assets=(posted(asset, [entry]),), reservation=held, entries=(entry,), events=(event,))
 
 
 def release_reservation(reservation: Reservation, asset: Asset | None) -> Effect:
@@ -265,10 +286,12 @@ def release_reservation(reservation: Reservation, asset: Asset | None) -> Effect
         return NOTHING
     if reservation.status is SETTLED:
         return _refused(Problem.INCONSISTENT, f"reservation {reservation.id} is already SETTLED")
-    asset = _reserved_balance(reservation, asset)
-    entry = _entry(EntryKind.RELEASE, asset, reservation.amount, reservation.order_id, str(reservation.id))
+    asset = held_balance(reservation, asset)
+    entry = ledger_entry(
+        EntryKind.RELEASE, asset, reservation.amount, reservation.order_id, reservation.reference
+    )
     return Effect(
-        assets=(_posted(asset, [entry]),),
+        assets=(posted(asset, [entry]),),
         reservation=replace(reservation, status=RELEASED),
         entries=(entry,),
     )
@@ -304,14 +327,14 @@ def settle(reservation: Reservation | None, order: OrderTerms, balances: Mapping
     problem = _settlement_problem(reservation, order)
     if problem:
         return _refused(Problem.INCONSISTENT, problem)
-    paid = _reserved_balance(reservation, balances.get(reservation.asset_name))
+    paid = held_balance(reservation, balances.get(reservation.asset_name))
     received = _balance(balances.get(order.received_asset), order.customer_id, order.received_asset)
     proceeds = order.size if order.side is Side.BUY else cost(order.size, order.price)
     link = (order.order_id, str(reservation.id))
-    debit = _entry(EntryKind.SETTLE_DEBIT, paid, reservation.amount, *link)
-    credit = _entry(EntryKind.SETTLE_CREDIT, received, proceeds, *link)
+    debit = ledger_entry(EntryKind.SETTLE_DEBIT, paid, reservation.amount, *link)
+    credit = ledger_entry(EntryKind.SETTLE_CREDIT, received, proceeds, *link)
     return Effect(
-        assets=(_posted(paid, [debit]), _posted(received, [credit])),
+        assets=(posted(paid, [debit]), posted(received, [credit])),
         reservation=replace(reservation, status=SETTLED),
         entries=(debit, credit),
     )
@@ -412,16 +435,18 @@ _SIGNS: Final = {
     EntryKind.RELEASE: (0, 1),
     EntryKind.SETTLE_DEBIT: (-1, 0),
     EntryKind.SETTLE_CREDIT: (1, 1),
+    EntryKind.PAYOUT: (-1, 0),
 }
 
 
-def _entry(
+def ledger_entry(
     kind: EntryKind,
     asset: Asset,
     amount: Decimal,
     order_id: uuid.UUID | None = None,
     reference: str | None = None,
 ) -> LedgerEntry:
+    """The entry of `kind` moving `amount` of `asset`, signed as its kind always is."""
     total_sign, usable_sign = _SIGNS[kind]
     return LedgerEntry(
         kind,
@@ -434,7 +459,7 @@ def _entry(
     )
 
 
-def _posted(asset: Asset, entries: list[LedgerEntry]) -> Asset:
+def posted(asset: Asset, entries: list[LedgerEntry]) -> Asset:
     """The balance after its entries: balances move only through ledger entries."""
     for entry in entries:
         asset = asset.moved(entry.delta_total, entry.delta_usable)
@@ -466,18 +491,22 @@ def _balance(asset: Asset | None, customer_id: uuid.UUID, asset_name: str) -> As
     return asset
 
 
-def _reserved_balance(reservation: Reservation, asset: Asset | None) -> Asset:
-    # A HELD reservation is part of its balance's locked size, so the balance must exist.
+def held_balance(reservation: Reservation, asset: Asset | None) -> Asset:
+    """The balance `reservation` holds part of (a HELD reservation's balance exists; raises otherwise)."""
     if asset is None:
         raise ValueError(f"no {reservation.asset_name} balance for reservation {reservation.id}")
     return _balance(asset, reservation.customer_id, reservation.asset_name)
 
 
-def _deposit_problem(asset_name: str, total: Decimal, usable: Decimal) -> str | None:
-    if not (total.is_finite() and usable.is_finite()) or total < 0 or usable < 0:
-        return "totalSize and usableSize must not be negative"
-    if usable > total:
-        return "usableSize must not exceed totalSize"
+def deposit_problem(asset_name: str, amount: Decimal) -> str | None:
+    """Why `amount` of `asset_name` cannot be deposited, or None: more than 0 (so not -0), at most
+    `MAX_SCALE` decimal places and `MAX_DEPOSIT`."""
+    if not amount.is_finite() or amount <= 0:
+        return "amount must be greater than 0"
+    if amount > MAX_DEPOSIT:
+        return f"amount must be at most {plain(MAX_DEPOSIT)}"
+    if amount != amount.quantize(_SMALLEST):
+        return f"amount must have at most {MAX_SCALE} decimal places"
     return symbol_problem(asset_name)
 
 

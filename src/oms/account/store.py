@@ -1,5 +1,6 @@
 """Balances, reservations, tombstones and the ledger in the account database: the repository a unit of work
-hands the handlers, and the API's reads."""
+hands the handlers and commands (deposits and withdrawals too, through `oms.account.request_store`), and the
+API's reads."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from decimal import Decimal
 
 import asyncpg
 
+from oms.account import request_store
 from oms.account.domain import (
     Asset,
     BalanceKey,
@@ -23,11 +25,13 @@ from oms.account.domain import (
     Tombstone,
     balances_needed,
 )
+from oms.account.requests import Deposit, Withdrawal
 from oms.kernel.events import Event
 from oms.kernel.sql import Write, columns
 from oms.kernel.unit_of_work import Stage
 
 _ASSET = "id, customer_id, asset_name, total_size, usable_size"
+_RESERVATION = "id, order_id, customer_id, asset_name, amount, status, withdrawal_id"
 
 
 def _asset(row: asyncpg.Record) -> Asset:
@@ -102,21 +106,40 @@ class Accounts:
         if unused:
             self._stage(Write(_DROP_UNUSED, (unused,)))
 
-    def add_withdrawal(
-        self, withdrawal_id: uuid.UUID, customer_id: uuid.UUID, amount: Decimal, iban: str
-    ) -> None:
-        self._stage(
-            Write(
-                "INSERT INTO withdrawals (id, customer_id, amount, iban) VALUES ($1, $2, $3, $4)",
-                (withdrawal_id, customer_id, amount, iban),
-            )
+    async def lock_deposit(self, deposit_id: uuid.UUID) -> Deposit | None:
+        """The deposit, row-locked until the unit ends (so two decisions on it queue up)."""
+        return await request_store.locked_deposit(self._conn, deposit_id)
+
+    def add_deposit(self, deposit: Deposit) -> None:
+        self._stage(request_store.adding(deposit))
+
+    def decide_deposit(self, deposit: Deposit) -> None:
+        """Store the decision on a REQUESTED deposit (the unit fails if it was decided meanwhile)."""
+        self._stage(request_store.deciding(deposit))
+
+    async def lock_withdrawal(self, withdrawal_id: uuid.UUID) -> Withdrawal | None:
+        """The withdrawal, row-locked until the unit ends."""
+        return await request_store.locked_withdrawal(self._conn, withdrawal_id)
+
+    async def lock_hold(self, withdrawal_id: uuid.UUID) -> Reservation | None:
+        """The reservation that holds a withdrawal's amount, row-locked (None for one paid at once)."""
+        row = await self._conn.fetchrow(
+            f"SELECT {_RESERVATION} FROM reservations WHERE withdrawal_id = $1 FOR UPDATE", withdrawal_id
         )
+        return _reservation(row) if row else None
+
+    def add_withdrawal(self, withdrawal: Withdrawal) -> None:
+        self._stage(request_store.adding(withdrawal))
+
+    def decide_withdrawal(self, withdrawal: Withdrawal) -> None:
+        """Store the decision on a REQUESTED withdrawal (the unit fails if it was decided meanwhile)."""
+        self._stage(request_store.deciding(withdrawal))
 
     async def _reservations(self, order_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Reservation]:
         """The orders' reservations, row-locked, by order id."""
         rows = await self._conn.fetch(
-            "SELECT id, order_id, customer_id, asset_name, amount, status FROM reservations "
-            "WHERE order_id = ANY($1::uuid[]) ORDER BY order_id FOR UPDATE",
+            f"SELECT {_RESERVATION} FROM reservations WHERE order_id = ANY($1::uuid[]) "
+            "ORDER BY order_id FOR UPDATE",
             list(order_ids),
         )
         return {row["order_id"]: _reservation(row) for row in rows}
@@ -139,6 +162,7 @@ def _reservation(row: asyncpg.Record) -> Reservation:
         row["asset_name"],
         row["amount"],
         ReservationStatus(row["status"]),
+        row["withdrawal_id"],
     )
 
 
@@ -168,7 +192,7 @@ def _asset_row(a: Asset) -> tuple[object, ...]:
 
 
 def _reservation_row(r: Reservation) -> tuple[object, ...]:
-    return (r.id, r.order_id, r.customer_id, r.asset_name, r.amount, r.status.value)
+    return (r.id, r.order_id, r.customer_id, r.asset_name, r.amount, r.status.value, r.withdrawal_id)
 
 
 def _tombstone_row(t: Tombstone) -> tuple[object, ...]:
@@ -186,9 +210,9 @@ _PUT_ASSETS = (
     "usable_size = EXCLUDED.usable_size, updated_at = now()"
 )
 _PUT_RESERVATIONS = (
-    "INSERT INTO reservations (id, order_id, customer_id, asset_name, amount, status) "
-    "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::numeric[], $6::text[]) "
-    "ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, updated_at = now()"
+    "INSERT INTO reservations (id, order_id, customer_id, asset_name, amount, status, withdrawal_id) "
+    "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::numeric[], $6::text[], "
+    "$7::uuid[]) ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, updated_at = now()"
 )
 _ADD_TOMBSTONES = (
     "INSERT INTO tombstones (order_id, customer_id, reason) "
@@ -240,22 +264,20 @@ async def ledger_page(
 
 @dataclass(frozen=True)
 class LedgerSum:
-    """A balance's ledger, summed: what the balance must be, and how much of it came in or went out."""
+    """A balance's ledger, summed: what the balance must be."""
 
     total: Decimal
     usable: Decimal
     entries: int
-    cash_flow: Decimal  # deposits − withdrawals
 
 
 async def ledger_sums(conn: asyncpg.Connection) -> dict[BalanceKey, LedgerSum]:
     """Every balance's ledger, summed."""
     rows = await conn.fetch(
-        "SELECT customer_id, asset_name, sum(delta_total) AS t, sum(delta_usable) AS u, count(*) AS n, "
-        "coalesce(sum(delta_total) FILTER (WHERE kind IN ('DEPOSIT', 'WITHDRAWAL')), 0) AS flow "
+        "SELECT customer_id, asset_name, sum(delta_total) AS t, sum(delta_usable) AS u, count(*) AS n "
         "FROM ledger GROUP BY customer_id, asset_name"
     )
-    return {(r["customer_id"], r["asset_name"]): LedgerSum(r["t"], r["u"], r["n"], r["flow"]) for r in rows}
+    return {(r["customer_id"], r["asset_name"]): LedgerSum(r["t"], r["u"], r["n"]) for r in rows}
 
 
 async def ledger(conn: asyncpg.Connection) -> list[LedgerEntry]:
@@ -289,11 +311,23 @@ async def held_sums(conn: asyncpg.Connection) -> dict[BalanceKey, Decimal]:
 
 async def order_reservations(conn: asyncpg.Connection) -> dict[uuid.UUID, Reservation]:
     """Every order's reservation, by order id."""
-    rows = await conn.fetch(
-        "SELECT id, order_id, customer_id, asset_name, amount, status FROM reservations "
-        "WHERE order_id IS NOT NULL"
-    )
+    rows = await conn.fetch(f"SELECT {_RESERVATION} FROM reservations WHERE order_id IS NOT NULL")
     return {r["order_id"]: _reservation(r) for r in rows}
+
+
+async def withdrawal_holds(conn: asyncpg.Connection) -> dict[uuid.UUID, Reservation]:
+    """Every withdrawal's hold, by withdrawal id."""
+    rows = await conn.fetch(f"SELECT {_RESERVATION} FROM reservations WHERE withdrawal_id IS NOT NULL")
+    return {r["withdrawal_id"]: _reservation(r) for r in rows}
+
+
+async def ownerless_holds(conn: asyncpg.Connection) -> list[Reservation]:
+    """HELD reservations that belong to neither an order nor a withdrawal (left by older code)."""
+    rows = await conn.fetch(
+        f"SELECT {_RESERVATION} FROM reservations "
+        "WHERE status = 'HELD' AND order_id IS NULL AND withdrawal_id IS NULL ORDER BY created_at"
+    )
+    return [_reservation(r) for r in rows]
 
 
 async def held_count(conn: asyncpg.Connection) -> int:

@@ -1,10 +1,11 @@
-"""The admins' pages: overview, users, a customer's account (balances, deposit, ledger), every order with
-cancel and (manual mode) match."""
+"""The admins' pages: overview, users, a customer's account (balances, deposit, withdrawal, requests, ledger),
+every order with cancel and (manual mode) match."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -12,8 +13,9 @@ from fastapi.responses import Response
 
 from oms.backoffice.charts import orders_per_minute
 from oms.backoffice.customer import balance_chart_context
-from oms.backoffice.forms import DepositForm, UserForm, new_key
+from oms.backoffice.forms import DepositForm, UserForm, WithdrawalForm, new_key
 from oms.backoffice.models import Order, OrderFilter, UserRecord
+from oms.backoffice.money import DEPOSIT_NOTICES, Sent, requests_of, send_form, withdraw_for
 from oms.backoffice.services import ServiceError, Services
 from oms.backoffice.sessions import Login, SignedInAdmin, require_csrf, signed_in_admin
 from oms.backoffice.views import (
@@ -51,9 +53,15 @@ async def overview(request: Request, login: SignedInAdmin, services: ServicesDep
     now = datetime.now(UTC)
     orders = await recent_orders(services, login, now - timedelta(minutes=CHART_MINUTES))
     waiting = await services.orders(login.token, OrderFilter(status="PENDING"), limit=100)
+    requests = [
+        r
+        for kind in ("deposit", "withdrawal")
+        for r in await services.money_requests(login.token, kind, status="REQUESTED", limit=100)
+    ]
     context = {
         "chart": orders_per_minute(orders, now, CHART_MINUTES),
         "waiting": waiting.orders,
+        "requests_waiting": len(requests),
         "names": await services.usernames(login.token),
     }
     return render(request, "admin/overview.html", context)
@@ -110,14 +118,18 @@ async def _customer_page(
     customer_id: uuid.UUID,
     form: DepositForm,
     status: int = 200,
+    withdrawal: WithdrawalForm | None = None,
 ) -> Response:
     customer = await _customer(services, login, customer_id)
     cursor = request.query_params.get("cursor") or None
     ledger = await services.ledger(login.token, customer_id=customer.id, limit=PAGE_SIZE, cursor=cursor)
     context: dict[str, Any] = {
         **await balance_chart_context(services, login, customer.id),
+        **await requests_of(services, login, customer.id),
         "customer": customer,
         "form": form,
+        "withdrawal_form": withdrawal or WithdrawalForm(),
+        "names": await services.usernames(login.token),
         "page": ledger,
         "cursor": cursor or "",
     }
@@ -128,7 +140,8 @@ async def _customer_page(
 async def customer_page(
     request: Request, customer_id: uuid.UUID, login: SignedInAdmin, services: ServicesDep
 ) -> Response:
-    """A customer's balances, cash over time, ledger, and the deposit form."""
+    """A customer's balances, cash over time, deposits and withdrawals, ledger, and the forms to deposit and
+    withdraw."""
     return await _customer_page(request, login, services, customer_id, DepositForm())
 
 
@@ -142,20 +155,37 @@ async def deposit(
     amount: Annotated[str, Form()] = "",
     key: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
-    """Credit an asset (cash or any other) to a customer."""
+    """Credit an asset (cash or any other) to a customer, at once."""
     form = DepositForm(asset=asset, amount=amount, key=key or new_key())
     checked = form.checked()
-    if checked is None:
-        return await _customer_page(request, login, services, customer_id, form, 422)
+    sent = Sent(status=422)
+    if checked is not None:
+        await _customer(services, login, customer_id)
+        action = partial(services.deposit, login.token, str(customer_id), *checked, key=form.key)
+        sent = await send_form(form, action, DEPOSIT_NOTICES)
+    if sent.notice is None:
+        return await _customer_page(request, login, services, customer_id, form, sent.status)
+    return see_other(f"/admin/customers/{customer_id}?notice={sent.notice}")
+
+
+@router.post("/customers/{customer_id}/withdraw")
+async def withdraw(
+    request: Request,
+    customer_id: uuid.UUID,
+    login: SignedInAdmin,
+    services: ServicesDep,
+    amount: Annotated[str, Form()] = "",
+    iban: Annotated[str, Form(max_length=64)] = "",
+    key: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """Pay a customer's TRY out to an IBAN: at once, or (large) once another admin approves it."""
     await _customer(services, login, customer_id)
-    try:
-        await services.deposit(login.token, str(customer_id), *checked, key=form.key)
-    except ServiceError as exc:
-        if exc.status >= 500:
-            raise
-        form.problem = exc.message
-        return await _customer_page(request, login, services, customer_id, form, exc.status)
-    return see_other(f"/admin/customers/{customer_id}?notice=deposited")
+    form = WithdrawalForm(amount=amount, iban=iban, key=key or new_key())
+    sent = await withdraw_for(services, login, str(customer_id), form)
+    if sent.notice is None:
+        page = DepositForm()
+        return await _customer_page(request, login, services, customer_id, page, sent.status, form)
+    return see_other(f"/admin/customers/{customer_id}?notice={sent.notice}")
 
 
 @router.get("/orders")

@@ -13,7 +13,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from oms.backoffice import admin, customer, public, system
+from oms.backoffice import admin, customer, money, public, system
 from oms.backoffice.errors import install_page_errors
 from oms.backoffice.headers import SecurityHeaders
 from oms.backoffice.services import Services
@@ -57,7 +57,14 @@ def create_app(settings: Settings) -> FastAPI:
         title="OMS back office",
         description="The web back office of admins and customers (HTML pages; no API of its own).",
         lifespan=lifespan,
-        routers=[public.router, customer.router, admin.router, system.router],
+        routers=[
+            public.router,
+            customer.router,
+            money.router,
+            admin.router,
+            money.admin_router,
+            system.router,
+        ],
         health_checks=health_checks,
         metrics_clients=settings.metrics_clients,
     )

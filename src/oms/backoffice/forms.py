@@ -90,6 +90,25 @@ class DepositForm:
 
 
 @dataclass
+class WithdrawalForm:
+    amount: str = ""
+    iban: str = ""
+    key: str = field(default_factory=new_key)
+    errors: dict[str, str] = field(default_factory=dict)
+    problem: str | None = None
+
+    def checked(self) -> tuple[Decimal, str] | None:
+        """(amount, IBAN), or None with `errors` filled in (the account service checks the IBAN itself)."""
+        value, error = amount_error(self.amount.strip(), "Amount")
+        if error:
+            self.errors["amount"] = error
+        self.iban = " ".join(self.iban.split()).upper()
+        if not self.iban:
+            self.errors["iban"] = "Enter the IBAN of the account to pay into, e.g. TR33 0006 1005 …"
+        return None if self.errors or value is None else (value, self.iban)
+
+
+@dataclass
 class UserForm:
     username: str = ""
     role: str = "customer"

@@ -27,7 +27,7 @@ class Balance:
 
     @property
     def reserved(self) -> Decimal:
-        """Held for PENDING orders: total − usable."""
+        """Held for PENDING orders and REQUESTED withdrawals: total − usable."""
         return self.total - self.usable
 
     @classmethod
@@ -137,6 +137,45 @@ class LedgerEntry:
 class LedgerPage:
     entries: list[LedgerEntry]
     next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class MoneyRequest:
+    """A deposit or a withdrawal (`kind`), as the account service lists it: who asked, who decided, when."""
+
+    kind: str  # deposit | withdrawal
+    id: str
+    customer_id: str
+    asset: str
+    amount: Decimal
+    iban: str | None
+    status: str
+    requested_by: str | None
+    requested_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+
+    @property
+    def waiting(self) -> bool:
+        """Still waiting for an admin's decision."""
+        return self.status == "REQUESTED"
+
+    @classmethod
+    def of(cls, kind: str, data: dict[str, Any]) -> MoneyRequest:
+        decided_at = data.get("decidedAt")
+        return cls(
+            kind=kind,
+            id=data["id"],
+            customer_id=data["customerId"],
+            asset=data.get("assetName", CASH),
+            amount=decimal(data["amount"]),
+            iban=data.get("iban"),
+            status=data["status"],
+            requested_by=data.get("requestedBy"),
+            requested_at=moment(data["requestedAt"]),
+            decided_by=data.get("decidedBy"),
+            decided_at=moment(decided_at) if decided_at else None,
+        )
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from oms.backoffice.models import (
     Health,
     LedgerEntry,
     LedgerPage,
+    MoneyRequest,
     Order,
     OrderFilter,
     OrderPage,
@@ -150,6 +151,7 @@ class Services:
         return LedgerPage([LedgerEntry.of(e) for e in answer["entries"]], answer.get("nextCursor"))
 
     async def deposit(self, token: str, customer_id: str, asset: str, amount: Decimal, key: str) -> str:
+        """Deposit; the answer's status: REQUESTED (waits for an admin) or APPROVED (credited at once)."""
         body = {
             "customerId": customer_id,
             "assetName": asset,
@@ -158,7 +160,35 @@ class Services:
         }
         headers = {"Idempotency-Key": key}
         answer = await self._call("POST", "account", "/api/v1/assets", token, json=body, headers=headers)
-        return str(answer["id"])
+        return str(answer.get("status", "APPROVED"))
+
+    async def withdraw(self, token: str, customer_id: str, amount: Decimal, iban: str, key: str) -> str:
+        """Withdraw TRY; the answer's status: PAID at once, or REQUESTED (held until an admin decides)."""
+        body = {"customerId": customer_id, "amount": str(amount), "iban": iban}
+        headers = {"Idempotency-Key": key}
+        answer = await self._call(
+            "POST", "account", "/api/v1/assets/withdraw", token, json=body, headers=headers
+        )
+        return str(answer["status"])
+
+    async def money_requests(
+        self,
+        token: str,
+        kind: str,
+        *,
+        customer_id: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+    ) -> list[MoneyRequest]:
+        """Deposits or withdrawals (`kind`), newest first: the customer's own, or (admins) anyone's."""
+        wanted = {"customerId": customer_id, "status": status, "limit": str(limit)}
+        params = {k: v for k, v in wanted.items() if v}
+        answer = await self._call("GET", "account", f"/api/v1/{kind}s", token, params=params)
+        return [MoneyRequest.of(kind, r) for r in answer[f"{kind}s"]]
+
+    async def decide(self, token: str, kind: str, request_id: str, verdict: str) -> None:
+        """An admin's `verdict` (approve or reject) on a deposit or withdrawal request."""
+        await self._call("POST", "account", f"/api/v1/{kind}s/{request_id}/{verdict}", token)
 
     # -- orders -------------------------------------------------------------------------------------
     async def orders(

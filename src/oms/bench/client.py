@@ -101,6 +101,14 @@ class Client:
 
         return list(await asyncio.gather(*(one() for _ in range(count))))
 
+    async def register_admin(self, by: Principal, prefix: str = "bench-admin") -> Principal:
+        """Another admin, created by `by` (an admin), logged in."""
+        name, password = f"{prefix}-{uuid.uuid4().hex[:12]}", "bench-password-1"
+        body = {"username": name, "password": password, "role": "admin"}
+        created = await self.request("POST", self.url("auth", "/register"), json=body, headers=by.headers)
+        created.raise_for_status()
+        return await self.login(name, password)
+
     async def deposit(
         self, by: Principal, customer_id: str, asset: str, amount: Decimal | str, key: str | None = None
     ) -> Response:
@@ -121,6 +129,13 @@ class Client:
         return await self.request(
             "POST", self.url("account", "/api/v1/assets/withdraw"), json=body, headers=_with(by, key)
         )
+
+    async def decide(
+        self, by: Principal, kind: str, request_id: str, verdict: str, key: str | None = None
+    ) -> Response:
+        """An admin's `verdict` (approve or reject) on a deposit or withdrawal request (`kind`)."""
+        path = f"/api/v1/{kind}s/{request_id}/{verdict}"
+        return await self.request("POST", self.url("account", path), headers=_with(by, key))
 
     async def create_order(
         self,

@@ -52,7 +52,7 @@ def chaos(
     )
     console = Console(width=None if sys.stdout.isatty() else 150)
     work_dir = Path(tempfile.mkdtemp(prefix="oms-chaos-"))
-    system = LaunchedSystem(work_dir / "data", extra_env=env_pairs(env or []))
+    system = LaunchedSystem(work_dir / "data", extra_env={**config.system_env(), **env_pairs(env or [])})
     try:
         console.print(f"starting a system in {work_dir} …")
         target = system.start()

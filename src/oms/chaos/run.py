@@ -9,6 +9,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from rich.console import Console
@@ -19,7 +20,7 @@ from oms.bench.system import Target
 from oms.chaos.faults import FaultInjector, FaultLog, duplicate_events, schedule
 from oms.chaos.observe import ConsumerMetrics, consumer_stats, wait_quiet
 from oms.chaos.verify import verify
-from oms.chaos.workload import Ledger, Workload
+from oms.chaos.workload import Cast, Ledger, Workload
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class ChaosConfig:
     seed: int = 5
     drain_timeout: float = 300.0
     in_flight: int = 64
+    requesters: int = 8  # customers who sign in and ask for deposits themselves
+    withdrawal_threshold: Decimal = Decimal(1000)  # TRY: larger withdrawals wait for an admin
 
     @classmethod
     def ci(cls) -> ChaosConfig:
@@ -41,6 +44,10 @@ class ChaosConfig:
         return cls(
             orders=1000, customers=50, duration=80.0, kills=12, nats_restarts=1, pg_restarts=1, duplicates=40
         )
+
+    def system_env(self) -> dict[str, str]:
+        """What the system under test must be started with for this workload."""
+        return {"OMS_WITHDRAWAL_APPROVAL_THRESHOLD": str(self.withdrawal_threshold)}
 
     @property
     def min_gap(self) -> float:
@@ -56,6 +63,9 @@ def _operations(book: Ledger) -> dict[str, dict[str, int]]:
         ("cancels", book.cancels),
         ("deposits", book.deposits),
         ("withdrawals", book.withdrawals),
+        ("deposit requests", book.deposit_requests),
+        ("decisions", book.decisions),
+        ("own approvals (four eyes)", book.four_eyes),
     ):
         counts = {"sent": len(ops)}
         for op in ops:
@@ -75,7 +85,15 @@ async def run_chaos(config: ChaosConfig, target: Target, console: Console) -> di
     report: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "config": asdict(config)}
     try:
         admin = await client.admin()
-        workload = Workload(client, admin, [str(uuid.uuid4()) for _ in range(config.customers)], rng)
+        requesters = await client.register_customers(min(config.requesters, config.customers), admin, "chaos")
+        others = [str(uuid.uuid4()) for _ in range(config.customers - len(requesters))]
+        cast = Cast(
+            admin,
+            await client.register_admin(admin, "chaos-admin"),
+            [r.id for r in requesters] + others,
+            requesters,
+        )
+        workload = Workload(client, cast, rng, config.withdrawal_threshold)
         console.print(f"funding {config.customers} customers …")
         await workload.fund()
         scraper = asyncio.create_task(metrics.run(stop_metrics))
@@ -92,7 +110,8 @@ async def run_chaos(config: ChaosConfig, target: Target, console: Console) -> di
                     task,
                     description=(
                         f"{len(book.orders)} orders ({accepted} accepted), {len(book.cancels)} cancels, "
-                        f"{len(book.deposits)} deposits, {len(book.withdrawals)} withdrawals; "
+                        f"{len(book.deposits)} deposits, {len(book.withdrawals)} withdrawals, "
+                        f"{len(book.decisions)} decisions; "
                         f"{faults.total_kills} kills, {faults.nats_restarts} NATS and "
                         f"{faults.pg_restarts} PostgreSQL restarts, {len(faults.duplicates)} duplicates; "
                         f"{book.retries} retries"

@@ -11,8 +11,10 @@ from typing import Any
 
 import asyncpg
 
+from oms.account import request_store
 from oms.account import store as account_store
 from oms.account.domain import Asset, EntryKind, LedgerEntry
+from oms.account.requests import Deposit, Withdrawal
 from oms.bench.system import Target
 from oms.chaos.faults import FaultLog
 from oms.chaos.workload import Ledger, Op
@@ -87,16 +89,87 @@ def check_orders(book: Ledger, rows: dict[str, Order], verdict: Verdict) -> dict
     return ours
 
 
+# --- requests: what the workload was answered, and what became of them ----------------------------------
+
+
+def final_status(book: Ledger, op: Op) -> str | None:
+    """The status an accepted deposit or withdrawal ended in as the workload was answered: at once, or by the
+    accepted decision on it (REQUESTED while there is none). None if it was not accepted."""
+    if not op.accepted:
+        return None
+    status = str(op.answer.get("status", "APPROVED"))  # an admin's deposit is answered with the asset's id
+    decision = book.decided().get(str(op.answer["id"]))
+    if status == "REQUESTED" and decision is not None and decision.accepted:
+        return str(decision.answer["status"])
+    return status
+
+
+def credited(book: Ledger) -> list[Op]:
+    """The deposits that were credited: an admin's at once, and the requests that were approved."""
+    requests = [op for op in book.deposit_requests if final_status(book, op) == "APPROVED"]
+    return [*(op for op in book.deposits if op.accepted), *requests]
+
+
+def paid(book: Ledger) -> list[Op]:
+    """The withdrawals that were paid: at once, or approved."""
+    return [op for op in book.withdrawals if final_status(book, op) == "PAID"]
+
+
+def resolve_undecided(book: Ledger, requests: list[Deposit | Withdrawal]) -> int:
+    """A decision that never got an answer may or may not have been taken: the request's stored status says.
+    Returns how many were found taken."""
+    stored = {str(r.id): r.status.value for r in requests}
+    found = 0
+    for op in book.decisions:
+        status = stored.get(op.body["id"])
+        if op.outcome == "unresolved" and status not in (None, "REQUESTED"):
+            op.outcome, op.answer, found = "accepted", {"status": status}, found + 1
+    return found
+
+
+def check_requests(book: Ledger, requests: list[Deposit | Withdrawal], verdict: Verdict) -> None:
+    """Every accepted request is stored once, in the status it was answered with (decided: never left
+    REQUESTED); nothing else was requested; every own approval of a withdrawal was refused (four eyes)."""
+    stored = {str(r.id): r for r in requests}
+    asked = [op for op in [*book.deposit_requests, *book.withdrawals] if op.accepted]
+    for op in asked:
+        status, row = final_status(book, op), stored.pop(str(op.answer["id"]), None)
+        what = f"{op.kind} {op.answer['id']} of {op.body['amount']}"
+        if row is None or row.amount != op.body["amount"] or str(row.customer_id) != op.customer:
+            verdict.fail(f"lost {what}: answered {op.answer}, stored {row}")
+        elif row.status.value != status:
+            verdict.fail(f"{what} is {row.status.value}, but the workload was answered {status}")
+        elif status == "REQUESTED":
+            verdict.fail(f"{what} is still REQUESTED: its decision was {book.decided().get(str(row.id))}")
+    unanswered = Counter((op.customer, op.body["amount"]) for op in book.deposit_requests if not op.accepted)
+    unanswered += Counter((op.customer, op.body["amount"]) for op in book.withdrawals if not op.accepted)
+    for row in stored.values():
+        asked_by_customer = isinstance(row, Withdrawal) or row.requested.by == row.customer_id
+        key = (str(row.customer_id), row.amount)
+        if asked_by_customer and unanswered[key] > 0:
+            unanswered[key] -= 1
+        elif asked_by_customer:
+            verdict.fail(f"{type(row).__name__.lower()} {row.id} of {row.amount} that no request explains")
+    verdict.violations += [
+        f"the admin who asked for withdrawal {op.body['id']} approved it: {op.status} {op.answer}"
+        for op in book.four_eyes
+        if op.outcome != "unresolved" and op.status != 403
+    ]
+    verdict.violations += [
+        f"decision {op.body} refused: {op.status} {op.answer}"
+        for op in book.decisions
+        if op.outcome == "refused"
+    ]
+
+
 def _expected_balances(book: Ledger, orders: dict[str, Order]) -> dict[Key, Decimal]:
-    """Per customer and asset: accepted deposits − accepted withdrawals ± what MATCHED orders moved."""
+    """Per customer and asset: credited deposits − paid withdrawals ± what MATCHED orders moved."""
     expected: dict[Key, Decimal] = defaultdict(Decimal)
-    for op in book.deposits:
-        if op.accepted:
-            key = (op.customer, op.body["asset"])
-            expected[key] = add(expected[key], op.body["amount"])
-    for op in book.withdrawals:
-        if op.accepted:
-            expected[(op.customer, CASH)] = sub(expected[(op.customer, CASH)], op.body["amount"])
+    for op in credited(book):
+        key = (op.customer, op.body["asset"])
+        expected[key] = add(expected[key], op.body["amount"])
+    for op in paid(book):
+        expected[(op.customer, CASH)] = sub(expected[(op.customer, CASH)], op.body["amount"])
     for order in orders.values():
         if order.status is OrderStatus.MATCHED:
             for asset, amount in terms_of(order).moves():
@@ -118,10 +191,8 @@ def check_money(book: Ledger, orders: dict[str, Order], balances: list[Asset], v
                 f"customer {key[0]} {key[1]}: usable {usable} ≠ total {total} with nothing in flight"
             )
     held = sum((t for (_, asset), (t, _) in actual.items() if asset == CASH), ZERO)
-    deposited = sum(
-        (op.body["amount"] for op in book.deposits if op.accepted and op.body["asset"] == CASH), ZERO
-    )
-    withdrawn = sum((op.body["amount"] for op in book.withdrawals if op.accepted), ZERO)
+    deposited = sum((op.body["amount"] for op in credited(book) if op.body["asset"] == CASH), ZERO)
+    withdrawn = sum((op.body["amount"] for op in paid(book)), ZERO)
     verdict.figures["money"] = {
         "try_held_by_customers": str(held),
         "try_deposited": str(deposited),
@@ -134,15 +205,13 @@ def resolve_unanswered(book: Ledger, ledger: list[LedgerEntry]) -> int:
     """A deposit or withdrawal that never got an answer (given up on) may or may not have happened: one
     that the ledger shows, beyond what the accepted requests explain, counts as accepted; the rest did not
     happen. Returns how many were found applied."""
-    accepted = Counter(
-        (op.customer, op.body["asset"], op.body["amount"]) for op in book.deposits if op.accepted
-    )
+    accepted = Counter((op.customer, op.body["asset"], op.body["amount"]) for op in credited(book))
     seen = Counter(
         (str(r.customer_id), r.asset_name, r.delta_total) for r in ledger if r.kind is EntryKind.DEPOSIT
     )
     unexplained = seen - accepted
     known = {str(op.answer["id"]) for op in book.withdrawals if op.accepted}
-    paid = {
+    paid_at_once = {
         (str(r.customer_id), -r.delta_total): r.reference
         for r in ledger
         if r.kind is EntryKind.WITHDRAWAL and r.reference not in known
@@ -154,41 +223,64 @@ def resolve_unanswered(book: Ledger, ledger: list[LedgerEntry]) -> int:
             unexplained[entry] -= 1
             op.outcome, found = "accepted", found + 1
     for op in book.withdrawals:
-        reference = paid.pop((op.customer, op.body["amount"]), None)
+        reference = paid_at_once.pop((op.customer, op.body["amount"]), None)
         if op.outcome == "unresolved" and reference is not None:
-            op.outcome, op.answer, found = "accepted", {"id": reference}, found + 1
+            op.outcome, op.answer, found = "accepted", {"id": reference, "status": "PAID"}, found + 1
     return found
 
 
 def check_ledger(book: Ledger, orders: dict[str, Order], ledger: list[LedgerEntry], verdict: Verdict) -> None:
-    """Deposits and withdrawals each in the ledger exactly once; per order at most one entry of each kind,
-    and the settlement entries exactly for the MATCHED orders."""
+    """Credited deposits and paid withdrawals each in the ledger exactly once; per order at most one entry of
+    each kind, and the settlement entries exactly for the MATCHED orders; per request the entries its outcome
+    calls for."""
     deposits = Counter(
         (str(r.customer_id), r.asset_name, r.delta_total) for r in ledger if r.kind is EntryKind.DEPOSIT
     )
-    wanted = Counter(
-        (op.customer, op.body["asset"], op.body["amount"]) for op in book.deposits if op.accepted
-    )
+    wanted = Counter((op.customer, op.body["asset"], op.body["amount"]) for op in credited(book))
     for entry, count in (wanted - deposits).items():
         verdict.fail(f"lost deposit: {count} × {entry} accepted but not in the ledger")
     for entry, count in (deposits - wanted).items():
         verdict.fail(f"deposit in the ledger that no accepted request explains: {count} × {entry}")
-    paid: Counter[tuple[str | None, Decimal]] = Counter(
-        (r.reference, -r.delta_total) for r in ledger if r.kind is EntryKind.WITHDRAWAL
+    paid_out: Counter[tuple[str | None, Decimal]] = Counter(
+        (r.reference, -r.delta_total) for r in ledger if r.kind in (EntryKind.WITHDRAWAL, EntryKind.PAYOUT)
     )
     asked: Counter[tuple[str | None, Decimal]] = Counter(
-        (str(op.answer["id"]), op.body["amount"]) for op in book.withdrawals if op.accepted
+        (str(op.answer["id"]), op.body["amount"]) for op in paid(book)
     )
-    verdict.violations += [f"lost withdrawal {w}" for w in asked - paid]
+    verdict.violations += [f"lost withdrawal {w}" for w in asked - paid_out]
     verdict.violations += [
-        f"withdrawal in the ledger no accepted request explains: {w}" for w in paid - asked
+        f"withdrawal in the ledger no accepted request explains: {w}" for w in paid_out - asked
     ]
+    _check_request_entries(book, ledger, verdict)
     per_order = Counter((str(r.order_id), r.kind.value) for r in ledger if r.order_id is not None)
     verdict.violations += [f"order {o}: {kind} {n} times" for (o, kind), n in per_order.items() if n > 1]
     for order_id, row in orders.items():
         settled = per_order[(order_id, "SETTLE_DEBIT")] == per_order[(order_id, "SETTLE_CREDIT")] == 1
         if (row.status is OrderStatus.MATCHED) != settled:
             verdict.fail(f"order {order_id} is {row.status} but its settlement entries say otherwise")
+
+
+# The entries a request leaves in the ledger, by its final status (a withdrawal's payment is checked above).
+REQUEST_ENTRIES = {
+    ("deposit_request", "APPROVED"): Counter(DEPOSIT=1),
+    ("deposit_request", "REJECTED"): Counter(),
+    ("withdraw", "PAID"): Counter(RESERVE=1, PAYOUT=1),
+    ("withdraw", "REJECTED"): Counter(RESERVE=1, RELEASE=1),
+}
+
+
+def _check_request_entries(book: Ledger, ledger: list[LedgerEntry], verdict: Verdict) -> None:
+    by_request: dict[str | None, Counter[str]] = defaultdict(Counter)
+    for entry in ledger:
+        by_request[entry.reference][entry.kind.value] += 1
+    for op in [*book.deposit_requests, *book.withdrawals]:
+        status = final_status(book, op)
+        if status is None or (op.kind == "withdraw" and op.answer.get("status") == "PAID"):
+            continue  # not accepted, or paid at once (one WITHDRAWAL entry, checked above)
+        found = by_request[str(op.answer["id"])]
+        expected = REQUEST_ENTRIES.get((op.kind, status))
+        if expected is not None and found != expected:
+            verdict.fail(f"{op.kind} {op.answer['id']} is {status} but its ledger entries are {dict(found)}")
 
 
 async def check_duplicates(conns: dict[str, asyncpg.Connection], faults: FaultLog, verdict: Verdict) -> None:
@@ -238,7 +330,14 @@ async def verify(target: Target, book: Ledger, faults: FaultLog) -> Verdict:
         statuses = Counter(o.status.value for o in orders.values())
         verdict.figures["orders"] = {"stored": len(rows), **statuses}
         ledger = await account_store.ledger(conns["account"])
+        requests: list[Deposit | Withdrawal] = [
+            *await request_store.all_deposits(conns["account"]),
+            *await request_store.all_withdrawals(conns["account"]),
+        ]
+        verdict.figures["undecided_but_decided"] = resolve_undecided(book, requests)
         verdict.figures["unanswered_but_applied"] = resolve_unanswered(book, ledger)
+        check_requests(book, requests, verdict)
+        verdict.figures["requests"] = dict(Counter(f"{type(r).__name__} {r.status.value}" for r in requests))
         check_money(book, orders, await account_store.balances(conns["account"], None, None), verdict)
         check_ledger(book, orders, ledger, verdict)
         await check_duplicates(conns, faults, verdict)

@@ -1,10 +1,12 @@
 """The chaos workload: orders, cancels, deposits and withdrawals across many customers, every request
-recorded client-side with its final answer.
+recorded client-side with its final answer. Some deposits are customers' requests and some withdrawals are
+above the approval threshold: each is then approved or rejected by an admin — a withdrawal's approval by
+another admin than the one who asked, who sometimes tries first and must be refused (four eyes).
 
 A request that fails without an answer (connection refused or reset, timeout, 5xx: a service or its database
-is down) is retried with the same `Idempotency-Key`, so a create, deposit or withdrawal whose first attempt
-did commit is answered from the stored answer and happens once. A cancel has no key: a retried cancel that
-finds the order CANCELED is recorded as ambiguous (our first attempt, or the system's own refusal).
+is down) is retried with the same `Idempotency-Key`, so a create, deposit, withdrawal or decision whose first
+attempt did commit is answered from the stored answer and happens once. A cancel has no key: a retried cancel
+that finds the order CANCELED is recorded as ambiguous (our first attempt, or the system's own refusal).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from oms.bench.client import Client, Principal
 from oms.bench.http import Response, TransportError
+from oms.kernel.money import CASH
 
 IBAN = "TR33 0006 1005 1978 6457 8413 26"
 HELD_STOCKS = ("AAPL", "MSFT")
@@ -33,7 +36,7 @@ RETRYABLE_STATUS = {500, 502, 503, 504, 429}
 class Op:
     """One logical request and what finally became of it."""
 
-    kind: str  # order | cancel | deposit | withdraw
+    kind: str  # order | cancel | deposit | withdraw | deposit_request | decision | four_eyes
     customer: str
     body: dict[str, Any]
     key: str | None = None
@@ -53,13 +56,28 @@ class Ledger:
 
     orders: list[Op] = field(default_factory=list)
     cancels: list[Op] = field(default_factory=list)
-    deposits: list[Op] = field(default_factory=list)
-    withdrawals: list[Op] = field(default_factory=list)
+    deposits: list[Op] = field(default_factory=list)  # an admin's, credited at once
+    withdrawals: list[Op] = field(default_factory=list)  # paid at once, or REQUESTED (large)
+    deposit_requests: list[Op] = field(default_factory=list)  # a customer's, waiting for an admin
+    decisions: list[Op] = field(default_factory=list)  # approve or reject of a request
+    four_eyes: list[Op] = field(default_factory=list)  # the asking admin's own approval: must be refused
     http_errors: Counter[str] = field(default_factory=Counter)
     retries: int = 0
 
     def all(self) -> list[Op]:
-        return [*self.orders, *self.cancels, *self.deposits, *self.withdrawals]
+        return [
+            *self.orders,
+            *self.cancels,
+            *self.deposits,
+            *self.withdrawals,
+            *self.deposit_requests,
+            *self.decisions,
+            *self.four_eyes,
+        ]
+
+    def decided(self) -> dict[str, Op]:
+        """The decision on each request, by request id."""
+        return {op.body["id"]: op for op in self.decisions}
 
 
 def kurus(rng: random.Random, low: int, high: int) -> Decimal:
@@ -67,17 +85,30 @@ def kurus(rng: random.Random, low: int, high: int) -> Decimal:
     return Decimal(rng.randint(low * 100, high * 100)) / 100
 
 
+@dataclass(frozen=True)
+class Cast:
+    """Who acts: the admin who sends everything, a second admin (four eyes), the customers by id, and those of
+    them who can sign in and ask for deposits themselves."""
+
+    admin: Principal
+    second_admin: Principal
+    customers: list[str]
+    requesters: list[Principal]
+
+
 class Workload:
     def __init__(
-        self, client: Client, admin: Principal, customers: list[str], rng: random.Random, give_up: float = 300
+        self, client: Client, cast: Cast, rng: random.Random, threshold: Decimal, give_up: float = 300
     ) -> None:
         self.client = client
-        self.admin = admin
-        self.customers = customers
+        self.admin = cast.admin
+        self.cast = cast
+        self.customers = cast.customers
         self.rng = rng
+        self.threshold = threshold  # the system's OMS_WITHDRAWAL_APPROVAL_THRESHOLD
         self.give_up = give_up
         self.book = Ledger()
-        self.recent: dict[str, list[str]] = {c: [] for c in customers}  # accepted order ids, newest last
+        self.recent: dict[str, list[str]] = {c: [] for c in cast.customers}  # accepted order ids, newest last
 
     async def send(self, op: Op, request: Callable[[], Awaitable[Response]]) -> Op:
         """Send until a definitive answer (2xx or 4xx) or `give_up` seconds; retries are safe (see above)."""
@@ -115,12 +146,46 @@ class Workload:
             op, lambda: self.client.deposit(self.admin, customer, asset, amount, key=op.key)
         )
 
-    async def withdraw(self, customer: str) -> Op:
-        amount = kurus(self.rng, 1, 300)
+    async def withdraw(self, customer: str, large: bool = False) -> Op:
+        """Up to the threshold: paid at once. Above it (`large`): held, then decided."""
+        amount = (
+            self.threshold + kurus(self.rng, 0, 1000) + Decimal("0.01") if large else kurus(self.rng, 1, 300)
+        )
         op = Op("withdraw", customer, {"amount": amount}, key=str(uuid.uuid4()))
         self.book.withdrawals.append(op)
+        await self.send(op, lambda: self.client.withdraw(self.admin, customer, amount, IBAN, key=op.key))
+        if op.accepted and op.answer["status"] == "REQUESTED":
+            if self.rng.random() < 0.3:
+                await self.approve_own(op)
+            await self.decide(op, "withdrawal")
+        return op
+
+    async def request_deposit(self, requester: Principal) -> Op:
+        """A customer asks to deposit TRY; an admin then approves or rejects it."""
+        amount = kurus(self.rng, 10, 500)
+        op = Op("deposit_request", requester.id, {"asset": CASH, "amount": amount}, key=str(uuid.uuid4()))
+        self.book.deposit_requests.append(op)
+        await self.send(op, lambda: self.client.deposit(requester, requester.id, CASH, amount, key=op.key))
+        if op.accepted:
+            await self.decide(op, "deposit")
+        return op
+
+    async def decide(self, request: Op, kind: str) -> Op:
+        """Approve (seven times in ten; a withdrawal by the second admin) or reject the request."""
+        verdict = "approve" if self.rng.random() < 0.7 else "reject"
+        by = self.cast.second_admin if verdict == "approve" else self.admin
+        body = {"kind": kind, "id": str(request.answer["id"]), "verdict": verdict}
+        op = Op("decision", request.customer, body, key=str(uuid.uuid4()))
+        self.book.decisions.append(op)
+        return await self.send(op, lambda: self.client.decide(by, kind, body["id"], verdict, key=op.key))
+
+    async def approve_own(self, request: Op) -> Op:
+        """The admin who asked for a withdrawal tries to approve it: refused, four eyes (403)."""
+        request_id = str(request.answer["id"])
+        op = Op("four_eyes", request.customer, {"id": request_id})
+        self.book.four_eyes.append(op)
         return await self.send(
-            op, lambda: self.client.withdraw(self.admin, customer, amount, IBAN, key=op.key)
+            op, lambda: self.client.decide(self.admin, "withdrawal", request_id, "approve")
         )
 
     def order_terms(self) -> dict[str, Any]:
@@ -166,7 +231,7 @@ class Workload:
 
         async def opening(customer: str) -> None:
             async with slots:
-                await self.deposit(customer, "TRY", kurus(self.rng, 2_000, 20_000))
+                await self.deposit(customer, CASH, kurus(self.rng, 2_000, 20_000))
                 for stock in HELD_STOCKS:
                     await self.deposit(customer, stock, INITIAL_STOCK)
 
@@ -201,7 +266,11 @@ class Workload:
             await self.order(customer, cancel_at_once=self.rng.random() < 0.05)
         elif roll < 0.87:
             await self.cancel(customer)
-        elif roll < 0.94:
-            await self.deposit(customer, "TRY", kurus(self.rng, 10, 500))
-        else:
+        elif roll < 0.91:
+            await self.deposit(customer, CASH, kurus(self.rng, 10, 500))
+        elif roll < 0.95:
             await self.withdraw(customer)
+        elif roll < 0.975 and self.cast.requesters:
+            await self.request_deposit(self.rng.choice(self.cast.requesters))
+        else:
+            await self.withdraw(customer, large=True)

@@ -20,9 +20,10 @@ def _alembic_config(service: str, url: str) -> Config:
     return config
 
 
-def migrate(service: str, url: str) -> None:
-    """Bring `service`'s database to the newest schema (safe to run from several replicas at once)."""
-    command.upgrade(_alembic_config(service, url), "head")
+def migrate(service: str, url: str, revision: str = "head") -> None:
+    """Bring `service`'s database to the newest schema, or to `revision` (safe to run from several replicas at
+    once)."""
+    command.upgrade(_alembic_config(service, url), revision)
 
 
 def downgrade(service: str, url: str, revision: str = "base") -> None:

@@ -2,20 +2,44 @@
 
 from __future__ import annotations
 
+import logging
 import re
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Final
+from typing import Annotated, Final
 
-from pydantic import Field, SecretStr
+from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = ("auth", "order", "account")
+log = logging.getLogger(__name__)
 
 
 class ExecutionMode(StrEnum):
     IMMEDIATE = "immediate"
     MANUAL = "manual"
+
+
+class DepositPolicy(StrEnum):
+    """What a customer's deposit does (an admin's is always credited at once)."""
+
+    REQUEST = "request"  # waits for an admin's approval
+    INSTANT = "instant"  # credited at once: demos only
+    OFF = "off"  # deposits are admin-only
+
+
+_DEPRECATED_POLICIES: Final = {"true": DepositPolicy.INSTANT, "false": DepositPolicy.OFF}
+
+
+def _deposit_policy(value: object) -> object:
+    """OMS_CUSTOMER_DEPOSITS, with the old true/false read as instant/off (and a deprecation line)."""
+    old = str(value).strip().lower()
+    if old in _DEPRECATED_POLICIES:
+        new = _DEPRECATED_POLICIES[old]
+        log.warning("OMS_CUSTOMER_DEPOSITS=%s is deprecated: it means %s; set that instead", old, new.value)
+        return new
+    return value
 
 
 class Settings(BaseSettings):
@@ -112,7 +136,9 @@ class Settings(BaseSettings):
     register_window_seconds: int = 3600
 
     execution: ExecutionMode = ExecutionMode.IMMEDIATE
-    customer_deposits: bool = True
+    customer_deposits: Annotated[DepositPolicy, BeforeValidator(_deposit_policy)] = DepositPolicy.REQUEST
+    # TRY: a withdrawal above it waits for an admin's approval (four eyes), its amount held meanwhile.
+    withdrawal_approval_threshold: Decimal = Field(default=Decimal(50_000), ge=0)
     log_format: str = "auto"  # auto | json | text
     log_level: str = "INFO"
 

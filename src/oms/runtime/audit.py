@@ -1,8 +1,10 @@
 """`oms audit`: every invariant of the order and account databases, checked against each other.
 
 Per customer and asset: 0 ≤ usable ≤ total; total − usable = Σ HELD reservations; the balance equals the sum
-of its ledger; and it equals deposits − withdrawals ± what settled orders (from the *order* database) moved.
-Per order: MATCHED ⇔ reservation SETTLED; CANCELED ⇔ none or RELEASED; PENDING ⇔ HELD or none.
+of its ledger; and it equals approved deposits − paid withdrawals ± what settled orders (from the *order*
+database) moved. Per order: MATCHED ⇔ reservation SETTLED; CANCELED ⇔ none or RELEASED; PENDING ⇔ HELD or
+none. Every hold belongs to an order or a REQUESTED withdrawal — nothing else makes money unusable — and per
+withdrawal: REQUESTED ⇔ its amount HELD; PAID ⇔ its hold SETTLED (or none: paid at once); REJECTED ⇔ RELEASED.
 An order whose events are still on their way (e.g. MATCHED, reservation still HELD) is re-checked until
 `settle_seconds` pass; only one still stuck then is a violation.
 """
@@ -18,8 +20,10 @@ from decimal import Decimal
 
 import asyncpg
 
+from oms.account import request_store
 from oms.account import store as account_store
 from oms.account.domain import Asset, OrderTerms, Reservation
+from oms.account.requests import Deposit, DepositStatus, Withdrawal, WithdrawalStatus
 from oms.kernel.money import CASH, add, sub
 from oms.order import store as order_store
 from oms.order.domain import Order
@@ -56,12 +60,25 @@ class AuditReport:
         return not self.violations
 
 
+# A withdrawal's status and its hold's (None: no hold), as they may be together.
+WITHDRAWAL_HOLDS = {
+    (WithdrawalStatus.REQUESTED, "HELD"),
+    (WithdrawalStatus.PAID, "SETTLED"),
+    (WithdrawalStatus.PAID, None),  # up to the threshold: paid at once, never held
+    (WithdrawalStatus.REJECTED, "RELEASED"),
+}
+
+
 @dataclass
 class _Snapshot:
     balances: dict[Key, Asset]
     ledger: dict[Key, account_store.LedgerSum]
     held: dict[Key, Decimal]
     reservations: dict[uuid.UUID, Reservation]  # by order
+    holds: dict[uuid.UUID, Reservation]  # by withdrawal
+    ownerless: list[Reservation]  # HELD, of no order and no withdrawal
+    deposits: list[Deposit]
+    withdrawals: list[Withdrawal]
 
 
 async def _account_snapshot(conn: asyncpg.Connection) -> _Snapshot:
@@ -71,6 +88,10 @@ async def _account_snapshot(conn: asyncpg.Connection) -> _Snapshot:
         await account_store.ledger_sums(conn),
         await account_store.held_sums(conn),
         await account_store.order_reservations(conn),
+        await account_store.withdrawal_holds(conn),
+        await account_store.ownerless_holds(conn),
+        await request_store.all_deposits(conn),
+        await request_store.all_withdrawals(conn),
     )
 
 
@@ -123,15 +144,46 @@ def terms_of(order: Order) -> OrderTerms:
     return OrderTerms(order.id, order.customer_id, order.asset_name, order.side, order.size, order.price)
 
 
+def _check_holds(snap: _Snapshot, report: AuditReport) -> None:
+    """Only PENDING orders (checked with the orders) and REQUESTED withdrawals may hold money."""
+    for phantom in snap.ownerless:
+        report.violations.append(
+            f"customer {phantom.customer_id} {phantom.asset_name}: {phantom.amount} held by reservation "
+            f"{phantom.id}, which belongs to no PENDING order or REQUESTED withdrawal"
+        )
+    for withdrawal in snap.withdrawals:
+        hold = snap.holds.get(withdrawal.id)
+        pair = (withdrawal.status, hold.status.value if hold else None)
+        if pair not in WITHDRAWAL_HOLDS or (hold is not None and hold.amount != withdrawal.amount):
+            held = f"{hold.status.value} {hold.amount}" if hold else "nothing"
+            report.violations.append(
+                f"withdrawal {withdrawal.id} of {withdrawal.amount} is {withdrawal.status} but holds {held}"
+            )
+
+
+def _cash_flows(snap: _Snapshot) -> dict[Key, Decimal]:
+    """What came in and went out of each balance: approved deposits − paid withdrawals."""
+    flows: dict[Key, Decimal] = defaultdict(Decimal)
+    for deposit in snap.deposits:
+        if deposit.status is DepositStatus.APPROVED:
+            key = (deposit.customer_id, deposit.asset_name)
+            flows[key] = add(flows[key], deposit.amount)
+    for withdrawal in snap.withdrawals:
+        if withdrawal.status is WithdrawalStatus.PAID:
+            key = (withdrawal.customer_id, CASH)
+            flows[key] = sub(flows[key], withdrawal.amount)
+    return flows
+
+
 def _check_conservation(snap: _Snapshot, moved: dict[Key, Decimal], report: AuditReport) -> None:
-    for key in sorted(set(snap.balances) | set(moved), key=str):
+    flows = _cash_flows(snap)
+    for key in sorted(set(snap.balances) | set(moved) | set(flows), key=str):
         asset = snap.balances.get(key)
         total = asset.total_size if asset else ZERO
-        summed = snap.ledger.get(key)
-        expected = add(summed.cash_flow if summed else ZERO, moved.get(key, ZERO))
+        expected = add(flows.get(key, ZERO), moved.get(key, ZERO))
         if total != expected:
             report.violations.append(
-                f"customer {key[0]} {key[1]}: total {total} but deposits − withdrawals "
+                f"customer {key[0]} {key[1]}: total {total} but approved deposits − paid withdrawals "
                 f"± settled orders = {expected}"
             )
 
@@ -149,6 +201,7 @@ async def _once(order_url: str, account_url: str) -> tuple[AuditReport, list[uui
         await account.close()
         await order.close()
     _check_balances(snap, report)
+    _check_holds(snap, report)
     moved, in_flight = _check_orders(orders, snap, report)
     _check_conservation(snap, moved, report)
     report.customers = len({k[0] for k in snap.balances})
