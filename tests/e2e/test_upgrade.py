@@ -32,6 +32,8 @@ pytestmark = pytest.mark.e2e
 OLGA = uuid.UUID(int=0x0142)
 SETTLED_ORDER, PENDING_ORDER = uuid.UUID(int=0x0201), uuid.UUID(int=0x0202)
 
+# The schema the previous version ran with: its newest migration of each service.
+PREVIOUS_VERSION = {"auth": "0001", "order": "0002", "account": "0002"}
 
 def olgas_aapl_buy(order_id: uuid.UUID, *, size: int, price: int, status: str) -> str:
     reserved = status == "MATCHED"
@@ -94,9 +96,9 @@ def make_old_data_folder(data_dir: Path) -> None:
     server = EmbeddedPostgres(data_dir, free_port())
     server.start()
     try:
-        server.create_databases(list(SERVICES))
-        for service in SERVICES:
-            migrate(service, server.url(service))
+        server.create_databases(list(PREVIOUS_VERSION))
+        for service, revision in PREVIOUS_VERSION.items():
+            migrate(service, server.url(service), revision)
         write_settled_buy(server)
         for service in RELAYED:
             execute(server.url(service), f"INSERT INTO relay_slots VALUES ('{slot_name(service)}', true)")
