@@ -35,6 +35,7 @@ SETTLED_ORDER, PENDING_ORDER = uuid.UUID(int=0x0201), uuid.UUID(int=0x0202)
 # The schema the previous version ran with: its newest migration of each service.
 PREVIOUS_VERSION = {"auth": "0001", "order": "0002", "account": "0002"}
 
+
 def olgas_aapl_buy(order_id: uuid.UUID, *, size: int, price: int, status: str) -> str:
     reserved = status == "MATCHED"
     return (
