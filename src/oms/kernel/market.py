@@ -10,9 +10,10 @@ These are plain values and pure rules, with their wire form (camelCase JSON, dec
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import StrEnum
-from typing import Annotated, Final
+from typing import Annotated, Final, Protocol
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 from pydantic.alias_generators import to_camel
@@ -134,3 +135,61 @@ def collared_price(ask: Decimal, collar: Decimal, tick_size: Decimal) -> Decimal
 def _to_tick(price: Decimal, tick: Decimal, *, up: bool) -> Decimal:
     ticks = EXACT.divide(price, tick).to_integral_value(rounding=ROUND_CEILING if up else ROUND_FLOOR)
     return EXACT.multiply(ticks, tick)
+
+
+QuoteListener = Callable[[Quote], Awaitable[None]]
+
+
+class MarketData(Protocol):
+    """What a service knows of the market: the instruments and each symbol's latest quote."""
+
+    def instrument(self, symbol: str) -> Instrument | None: ...
+
+    def quote(self, symbol: str) -> Quote | None: ...
+
+    def listen(self, listener: QuoteListener) -> None:
+        """Call `listener` with every new quote (each symbol's in sequence order, never one twice)."""
+
+
+class MarketBoard:
+    """MarketData held in memory: filled by whatever reads the market (the broker, a replayed file, a test).
+
+    A quote older than (or the same as) the symbol's latest one is ignored, so a quote delivered twice or
+    late changes nothing and reaches no listener."""
+
+    def __init__(self) -> None:
+        self._instruments: dict[str, Instrument] = {}
+        self._quotes: dict[str, Quote] = {}
+        self._listeners: list[QuoteListener] = []
+
+    def instrument(self, symbol: str) -> Instrument | None:
+        return self._instruments.get(symbol)
+
+    def instruments(self) -> list[Instrument]:
+        return sorted(self._instruments.values(), key=lambda i: i.symbol)
+
+    def quote(self, symbol: str) -> Quote | None:
+        return self._quotes.get(symbol)
+
+    def last_price(self, symbol: str) -> Decimal | None:
+        """The last traded price, or the reference price before the first quote (None: not listed)."""
+        quote, instrument = self._quotes.get(symbol), self._instruments.get(symbol)
+        if quote is not None:
+            return quote.last
+        return instrument.reference_price if instrument else None
+
+    def listen(self, listener: QuoteListener) -> None:
+        self._listeners.append(listener)
+
+    def list_instrument(self, instrument: Instrument) -> None:
+        self._instruments[instrument.symbol] = instrument
+
+    async def publish(self, quote: Quote) -> bool:
+        """Take `quote` as the latest of its symbol and tell the listeners; False when it is not newer."""
+        latest = self._quotes.get(quote.symbol)
+        if latest is not None and quote.sequence <= latest.sequence:
+            return False
+        self._quotes[quote.symbol] = quote
+        for listener in self._listeners:
+            await listener(quote)
+        return True
