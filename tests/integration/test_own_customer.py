@@ -209,6 +209,7 @@ async def test_a_customer_naming_another_customer_is_refused_and_nothing_changes
     assert await services.footprint() == before
 
 
+@pytest.mark.usefixtures("owner_order")
 @pytest.mark.parametrize("request_", NAMING_A_CUSTOMER, ids=_name)
 async def test_a_customer_naming_themselves_or_an_admin_naming_anyone_gets_past_authorization(
     services: Services, request_: Request
