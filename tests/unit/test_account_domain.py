@@ -192,15 +192,13 @@ def test_withdraw_more_than_usable_refused_as_insufficient() -> None:
 
 def test_withdraw_no_cash_asset_refused_as_insufficient() -> None:
     effect = withdraw(None, D(1))
-    assert effect.refused is not None
-    assert effect.refused.problem is Problem.INSUFFICIENT
+    assert effect.refused == Refused(Problem.INSUFFICIENT, "insufficient usable TRY: 0 usable, 1 requested")
 
 
 @pytest.mark.parametrize("amount", ["0", "-1"])
 def test_withdraw_non_positive_amount_refused_as_invalid(amount: str) -> None:
     effect = withdraw(balance(CASH, "100"), D(amount))
-    assert effect.refused is not None
-    assert effect.refused.problem is Problem.INVALID
+    assert effect.refused == Refused(Problem.INVALID, "amount must be greater than 0")
 
 
 def test_withdraw_from_non_cash_asset_raises() -> None:
@@ -361,6 +359,13 @@ def test_settle_buy_cash_paid_and_asset_created() -> None:
     assert effect.reservation.status is SETTLED
     assert [e.kind for e in effect.entries] == [EntryKind.SETTLE_DEBIT, EntryKind.SETTLE_CREDIT]
     assert_ledger_matches([cash], effect)
+
+
+def test_settle_entries_name_the_order_and_the_reservation_they_settle() -> None:
+    order = terms(Side.BUY, "10", "2.5")
+    held = held_for(order)
+    effect = settle(held, order, by_name(balance(CASH, "100", "75")))
+    assert {(e.order_id, e.reference) for e in effect.entries} == {(order.order_id, str(held.id))}
 
 
 def test_settle_buy_existing_asset_increased_same_id() -> None:
