@@ -240,6 +240,11 @@ def test_reserve_funds_sell_holds_size_of_asset() -> None:
     assert_ledger_matches([shares], effect)
 
 
+def test_reserve_funds_below_one_try_a_share_holds_the_exact_cost() -> None:
+    effect = reserve_funds(terms(Side.BUY, "3", "0.5"), by_name(balance(CASH, "2")), now=NOW)
+    assert sizes(changed(effect, CASH)) == (D(2), D("0.5"))
+
+
 def test_reserve_funds_exact_usable_reserved_to_zero() -> None:
     effect = reserve_funds(terms(Side.BUY, "10", "2.5"), by_name(balance(CASH, "25")), now=NOW)
     assert sizes(changed(effect, CASH)) == (D(25), D(0))
@@ -258,6 +263,7 @@ def test_reserve_funds_exact_usable_reserved_to_zero() -> None:
         (terms(Side.SELL, "4"), [balance(CASH, "100")], "no AAPL held"),
         (terms(asset=CASH), [balance(CASH, "100")], "TRY cannot be traded"),
         (terms(size="0"), [balance(CASH, "100")], "size and price must be greater than 0"),
+        (terms(price="0"), [balance(CASH, "100")], "size and price must be greater than 0"),
     ],
 )
 def test_reserve_funds_not_coverable_rejected_and_remembered(
