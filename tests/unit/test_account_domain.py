@@ -124,6 +124,8 @@ def test_asset_locked_size_is_total_minus_usable() -> None:
 def test_deposit_new_asset_created_usable_in_full() -> None:
     effect = deposit(None, CUSTOMER, CASH, D("100.5"), reference="dep-1")
     assert sizes(changed(effect, CASH)) == (D("100.5"), D("100.5"))
+    assert isinstance(changed(effect, CASH).id, uuid.UUID)  # what the API answers an admin's deposit with
+    assert changed(deposit(None, CUSTOMER, "AAPL", D(1)), "AAPL").id != changed(effect, CASH).id
     assert effect.entries == (
         LedgerEntry(EntryKind.DEPOSIT, CUSTOMER, CASH, D("100.5"), D("100.5"), None, "dep-1"),
     )
@@ -163,6 +165,12 @@ def test_deposit_invalid_amount_refused_nothing_changed(name: str, amount: str, 
     assert effect.refused.problem is Problem.INVALID
     assert message in effect.refused.message
     assert not effect.changed
+
+
+def test_deposit_of_nothing_refused_with_the_reason_the_client_sees() -> None:
+    assert deposit(None, CUSTOMER, CASH, D(0)).refused == Refused(
+        Problem.INVALID, "amount must be greater than 0"
+    )
 
 
 def test_deposit_other_customers_asset_raises() -> None:
@@ -227,7 +235,7 @@ def test_reserve_funds_buy_holds_size_times_price_cash() -> None:
         ),
     )
     assert effect.entries[0].kind is EntryKind.RESERVE
-    assert effect.entries[0].order_id == order.order_id
+    assert (effect.entries[0].order_id, effect.entries[0].reference) == (order.order_id, str(held.id))
     assert_ledger_matches([cash], effect)
 
 
