@@ -32,9 +32,10 @@ MUTATION_MODULES ?= oms.order.domain oms.account.domain oms.account.requests oms
 mutation: $(STAMP)
 	rm -rf mutants && mkdir mutants
 	@for module in $(MUTATION_MODULES); do \
-		echo "mutation: $$module (log in mutants/$$module.log)"; \
+		echo "mutation: $$module (log in mutants/$$module.log)"; start=$$(date +%s); \
 		$(BIN)/mutmut run --max-children $(MUTATION_JOBS) "$$module.*" > mutants/$$module.log 2>&1 \
 			|| { tail -n 30 mutants/$$module.log; exit 1; }; \
+		echo $$(( $$(date +%s) - start )) > mutants/$$module.seconds; \
 	done
 	$(BIN)/python tests/mutation_report.py | tee mutants/report.md
 

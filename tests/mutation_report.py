@@ -26,22 +26,31 @@ def outcome(exit_code: int | None) -> str:
 def report(mutants: Path) -> tuple[str, list[str]]:
     """A Markdown table of the scores, and the surviving mutants' names."""
     lines = [
-        "| module | killed | timeout | survived | other | score |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| module | killed | timeout | survived | other | score | minutes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     survivors: list[str] = []
+    everything: Counter[str] = Counter()
     for meta in sorted((mutants / "src").rglob("*.py.meta")):
         results: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
         if all(code is None for code in results.values()):
             continue  # not among the modules of this run
         counts = Counter(outcome(code) for code in results.values())
+        everything += counts
         survivors += sorted(name for name, code in results.items() if outcome(code) == "survived")
         caught = counts["killed"] + counts["timeout"]
         other = len(results) - caught - counts["survived"]
         module = meta.relative_to(mutants / "src").as_posix().removesuffix(".py.meta")
+        timed = mutants / f"{module.replace('/', '.')}.seconds"  # written by `make mutation`
+        minutes = f"{int(timed.read_text()) / 60:.1f}" if timed.exists() else "?"
         lines.append(
             f"| {module} | {counts['killed']} | {counts['timeout']} | {counts['survived']} | {other} "
-            f"| {caught}/{len(results)} = {100 * caught / len(results):.1f} % |"
+            f"| {caught}/{len(results)} = {100 * caught / len(results):.1f} % | {minutes} |"
+        )
+    total, caught = sum(everything.values()), everything["killed"] + everything["timeout"]
+    if total:
+        lines.append(
+            f"| all | | | {everything['survived']} | | {caught}/{total} = {100 * caught / total:.1f} % | |"
         )
     return "\n".join(lines), survivors
 
