@@ -17,6 +17,7 @@ import tempfile
 from contextlib import suppress
 from pathlib import Path
 
+import psutil
 import psycopg2
 import pytest
 from psycopg2 import sql
@@ -33,6 +34,8 @@ _started_by = 0
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     ROOT.mkdir(exist_ok=True)
+    if os.getpid() == _MUTMUT:
+        _remove_folders_of_killed_runs()
     config.option.basetemp = str(ROOT / str(os.getpid()))
 
 
@@ -41,6 +44,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(config.option.basetemp, ignore_errors=True)
     if _started_by == os.getpid() != _MUTMUT:  # a forked run that needed it first: nobody else will use it
         _stop()
+
+
+def _remove_folders_of_killed_runs() -> None:
+    """What runs mutmut killed (a mutant that made the tests hang) left behind."""
+    for folder in ROOT.iterdir():
+        pid = folder.name.removeprefix("postgres-")
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def shared_postgres() -> EmbeddedPostgres:
