@@ -4,8 +4,10 @@ and the four-eyes rule."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -234,6 +236,21 @@ def test_requested_withdrawal_without_its_hold_raises() -> None:
     asked = withdrawal("5000", cash("6000"))
     with pytest.raises(ValueError, match="not held"):
         approve_withdrawal(asked.request, None, asked.effect.assets[0], at(9, ADMIN))
+
+
+@pytest.mark.parametrize("decide", [approve_withdrawal, reject_withdrawal])
+@pytest.mark.parametrize("whose", ["another withdrawal's", "its own, released"])
+def test_a_withdrawal_is_never_decided_on_a_hold_that_is_not_its_own_held_amount(
+    decide: Any, whose: str
+) -> None:
+    asked = withdrawal("5000", cash("12000"))
+    other = withdrawal("6000", cash("12000"))
+    held = asked.effect.reservation if whose == "its own, released" else other.effect.reservation
+    assert held is not None
+    if whose == "its own, released":
+        held = replace(held, status=RELEASED)
+    with pytest.raises(ValueError, match="not held"):
+        decide(asked.request, held, asked.effect.assets[0], at(9, OTHER_ADMIN))
 
 
 def test_hold_and_pay_out_keep_the_balance_equal_to_its_entries() -> None:
