@@ -263,3 +263,23 @@ def test_hold_and_pay_out_keep_the_balance_equal_to_its_entries() -> None:
     assert sum(e.delta_usable for e in entries) == D(-5000)
     with pytest.raises(ValueError, match="not HELD"):
         pay_out(paid.reservation, paid.assets[0])  # type: ignore[arg-type]
+
+
+def test_refusals_of_a_decision_name_the_request_and_why() -> None:
+    deposit = requested_deposit()
+    approved = step(approve_deposit(deposit, None, at(5, ADMIN))).request
+    assert reject_deposit(approved, at(6, OTHER_ADMIN)) == Refused(
+        Problem.DECIDED, f"deposit {deposit.id} is APPROVED, no longer REQUESTED"
+    )
+    assert approve_deposit(deposit, None, at(5, CUSTOMER)) == Refused(
+        Problem.FOUR_EYES, "four eyes: a deposit is approved by an admin other than the one who asked"
+    )
+    asked = withdrawal("5000", cash("6000"), by=ADMIN)
+    held, balance = asked.effect.reservation, asked.effect.assets[0]
+    assert approve_withdrawal(asked.request, held, balance, at(5, ADMIN)) == Refused(
+        Problem.FOUR_EYES, "four eyes: a withdrawal is approved by an admin other than the one who asked"
+    )
+    rejected = step(reject_withdrawal(asked.request, held, balance, at(5, ADMIN))).request
+    assert reject_withdrawal(rejected, held, balance, at(6, OTHER_ADMIN)) == Refused(
+        Problem.DECIDED, f"withdrawal {rejected.id} is REJECTED, no longer REQUESTED"
+    )
