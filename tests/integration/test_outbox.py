@@ -4,7 +4,7 @@ rows not relayed yet, and how far the relay is behind."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -42,6 +42,8 @@ async def test_unrelayed_rows_are_listed_oldest_first_or_only_those_written_rece
         (recent.id, recent.subject),
     ]
     assert [r.id for r in await unrelayed(conn, written_within=timedelta(hours=1))] == [recent.id]
+    waited = [datetime.now(UTC) - r.created_at for r in await unrelayed(conn)]
+    assert waited[0] > timedelta(hours=2) > timedelta(minutes=1) > waited[1]  # how long each has waited
 
 
 async def test_the_relay_position_says_what_waits_and_whether_a_slot_is_kept(
