@@ -17,7 +17,7 @@ from mutmut.mutation.diff_apply import get_diff_for_mutant
 MUTANTS = Path("mutants")
 KILLED = {1, 3}  # a test failed; pytest's internal error counts too (mutmut's own reading)
 TIMEOUT = {-24, 24, 36, 152, 255}  # the mutant made the tests hang: caught, though not by an assertion
-_SQL = re.compile(r"\b(select|insert|update|delete|returning|order by)\b", re.IGNORECASE)
+_SQL = re.compile(r"\b(select|insert|update|delete|returning|order by|left join)\b", re.IGNORECASE)
 
 
 def outcome(exit_code: int | None) -> str:
