@@ -27,12 +27,16 @@ DEFAULT_BAND_PERCENT: Final = Decimal(10)
 DEFAULT_COLLAR: Final = Decimal("0.05")
 
 
+QUOTE_SUBJECT_PREFIX: Final = f"{SUBJECT_ROOT}.market.quote."
+INSTRUMENT_SUBJECT_PREFIX: Final = f"{SUBJECT_ROOT}.market.instrument."
+
+
 def quote_subject(symbol: str) -> str:
-    return f"{SUBJECT_ROOT}.market.quote.{symbol}"
+    return f"{QUOTE_SUBJECT_PREFIX}{symbol}"
 
 
 def instrument_subject(symbol: str) -> str:
-    return f"{SUBJECT_ROOT}.market.instrument.{symbol}"
+    return f"{INSTRUMENT_SUBJECT_PREFIX}{symbol}"
 
 
 def _no_floats(value: object) -> object:
@@ -116,6 +120,11 @@ class Quote(_Wire):
     time: AwareDatetime
     sequence: int = Field(ge=1)
 
+    @property
+    def msg_id(self) -> str:
+        """The broker's deduplication id: a quote published again (a retry) is stored once."""
+        return f"{self.symbol}:{self.sequence}"
+
     def price_for(self, side: Side) -> Decimal:
         """What an order on `side` executes at: a BUY at the ask, a SELL at the bid."""
         return self.ask if side is Side.BUY else self.bid
@@ -170,6 +179,10 @@ class MarketBoard:
 
     def quote(self, symbol: str) -> Quote | None:
         return self._quotes.get(symbol)
+
+    def quotes(self) -> list[Quote]:
+        """The latest quote of every symbol that has one, by symbol."""
+        return [self._quotes[symbol] for symbol in sorted(self._quotes)]
 
     def last_price(self, symbol: str) -> Decimal | None:
         """The last traded price, or the reference price before the first quote (None: not listed)."""
