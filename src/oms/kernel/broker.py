@@ -198,6 +198,11 @@ class JetStreamBroker:
     def connected(self) -> bool:
         return bool(self._nc.is_connected)
 
+    @property
+    def connection(self) -> NatsClient:
+        """The NATS connection, for what reads the broker beside the events (kernel/market_view.py)."""
+        return self._nc
+
     async def close(self) -> None:
         """Send what is buffered (acks included) and disconnect."""
         if self._nc.is_closed:

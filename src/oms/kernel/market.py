@@ -10,6 +10,7 @@ These are plain values and pure rules, with their wire form (camelCase JSON, dec
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import StrEnum
@@ -193,6 +194,11 @@ class MarketBoard:
 
     def listen(self, listener: QuoteListener) -> None:
         self._listeners.append(listener)
+
+    def unlisten(self, listener: QuoteListener) -> None:
+        """Stop telling `listener` (a stream whose client went away)."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
 
     def list_instrument(self, instrument: Instrument) -> None:
         self._instruments[instrument.symbol] = instrument
