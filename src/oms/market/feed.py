@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 QUOTES = Counter("oms_market_quotes_published_total", "Quotes published on the broker")
 REFUSED = Counter("oms_market_quotes_refused_total", "Quotes of the source not published", ["reason"])
 INSTRUMENTS = Gauge("oms_market_instruments", "Instruments listed, by status", ["status"])
-_POLL: Final = 0.5  # seconds between looks at `stop` while there is nothing to publish
+_POLL: Final = 0.5  # seconds between looks at `stop` while no instrument changes
 
 
 def quote_message(quote: Quote) -> Outgoing:
@@ -66,6 +66,7 @@ class Feed:
         self._open: list[Listing] | None = None
         self._latest: dict[str, Quote] = {}
         self._unpublished: dict[str, Listing] = dict(self._listings)  # all of them at start
+        self._changed = asyncio.Event()
         self._count_instruments()
 
     # -- Listed (what the source sees) --------------------------------------------------------------------
@@ -87,6 +88,7 @@ class Feed:
             return
         self._listings[listing.symbol] = self._unpublished[listing.symbol] = listing
         self._open = None
+        self._changed.set()
         self._count_instruments()
 
     def _count_instruments(self) -> None:
@@ -96,10 +98,11 @@ class Feed:
 
     async def _publish_instruments(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            self._changed.clear()
             todo = dict(self._unpublished)
             if not todo:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), _POLL / 10)
+                    await asyncio.wait_for(self._changed.wait(), _POLL)
                 continue
             await self._broker.publish([instrument_message(x) for x in todo.values()], give_up=stop.is_set)
             for symbol, listing in todo.items():
