@@ -129,6 +129,7 @@ class Settings(BaseSettings):
     # session cookies (a Fernet key; default: <data-dir>/secrets/backoffice-session.key).
     order_url: str = "http://127.0.0.1:666"
     account_url: str = "http://127.0.0.1:667"
+    market_url: str = "http://127.0.0.1:670"
     backoffice_session_key: SecretStr | None = None
 
     # The first admin.

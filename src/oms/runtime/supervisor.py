@@ -296,6 +296,7 @@ class System:
                 "OMS_NATS_SYNC_INTERVAL": s.nats_sync_interval,
                 "OMS_ORDER_URL": f"http://{s.host}:{s.order_port}",
                 "OMS_ACCOUNT_URL": f"http://{s.host}:{s.account_port}",
+                "OMS_MARKET_URL": f"http://{s.host}:{s.market_port}",
             }
         )
         for component in [*self.components(), *(f"{r}_relay" for r in RELAYED)]:
