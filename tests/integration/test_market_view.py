@@ -3,6 +3,7 @@ new quotes live, and after a restart of the reader or of the broker starts from 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from decimal import Decimal as D
@@ -12,7 +13,7 @@ from nats.js import JetStreamContext
 
 from oms.kernel.broker import JetStreamBroker, Outgoing
 from oms.kernel.market import Instrument, InstrumentStatus, Quote, instrument_subject, quote_subject
-from oms.kernel.market_view import follow_market, read_market_message
+from oms.kernel.market_view import MarketView, follow_market, read_market_message
 from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.permissions import MARKET
 from oms.runtime.nats import EmbeddedNats
@@ -90,6 +91,25 @@ async def test_a_reader_of_an_empty_stream_is_ready_and_hears_each_new_quote_onc
             await eventually(both_heard, within=10, what="quotes 1 and 2")
             assert view.instrument("AAPL") == halted
     finally:
+        await nc.close()
+
+
+async def test_a_view_made_before_its_connection_reads_once_run_on_it(
+    feed: JetStreamBroker, nats_identity: Callable[[str], NatsAccess]
+) -> None:
+    """As a service hands a view to what needs market data at start, then runs it on its broker connection."""
+    view = MarketView()
+    assert view.instrument("AAPL") is None and not view.ready
+    await feed.publish([as_message(AAPL), as_message(quote("AAPL", 5))])
+    nc = await connect_nats(nats_identity("order"))
+    stop = asyncio.Event()
+    reading = asyncio.create_task(view.run(nc, stop))
+    try:
+        await view.wait_ready(10)
+        assert view.instrument("AAPL") == AAPL and view.quote("AAPL").sequence == 5  # type: ignore[union-attr]
+    finally:
+        stop.set()
+        await reading
         await nc.close()
 
 

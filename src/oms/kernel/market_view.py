@@ -73,12 +73,12 @@ class _Reading:
 
 
 class MarketView:
-    """`MarketData` from the broker, kept up to date by `run` (or `follow_market`)."""
+    """`MarketData` from the broker, kept up to date by `run` on a connection (or `follow_market`). It can be
+    made before there is a connection: a service hands it to what needs market data, then runs it on its
+    broker connection once that exists."""
 
-    def __init__(self, nc: NatsClient, board: MarketBoard | None = None, *, heartbeat: float = HEARTBEAT):
+    def __init__(self, board: MarketBoard | None = None, *, heartbeat: float = HEARTBEAT) -> None:
         self.board = board or MarketBoard()
-        self._nc = nc
-        self._js = nc.jetstream(timeout=5)
         self._heartbeat = heartbeat
         self._ready = asyncio.Event()
         self._reading: _Reading | None = None
@@ -104,11 +104,11 @@ class MarketView:
         """Until the stream's last values are on the board (TimeoutError after `within` seconds)."""
         await asyncio.wait_for(self._ready.wait(), within)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Read the stream until `stop` is set, starting a new consumer whenever the flow may have a gap."""
+    async def run(self, nc: NatsClient, stop: asyncio.Event) -> None:
+        """Read the stream on `nc` until `stop` is set; a new consumer whenever the flow may have a gap."""
         while not stop.is_set():
             try:
-                await self._read_until_lost(stop)
+                await self._read_until_lost(nc, stop)
             except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
                 log.warning("reading %s: %s; trying again", MARKET_STREAM, exc)
                 with contextlib.suppress(TimeoutError):
@@ -116,15 +116,17 @@ class MarketView:
             if not stop.is_set():
                 self.restarts += 1
 
-    async def _read_until_lost(self, stop: asyncio.Event) -> None:
+    async def _read_until_lost(self, nc: NatsClient, stop: asyncio.Event) -> None:
         # Deliveries may come before the answer to the consumer's creation: the reading starts first.
         self._reading = reading = _Reading()
-        subscription = await self._nc.subscribe(self._nc.new_inbox(), cb=self._receive)
+        subscription = await nc.subscribe(nc.new_inbox(), cb=self._receive)
         try:
-            info = await self._js.add_consumer(MARKET_STREAM, self._consumer(subscription.subject))
+            info = await nc.jetstream(timeout=5).add_consumer(
+                MARKET_STREAM, self._consumer(subscription.subject)
+            )
             if not info.num_pending and not (info.delivered and info.delivered.consumer_seq):
                 self._ready.set()  # the stream is empty: there is nothing to wait for
-            while not stop.is_set() and not self._lost(reading):
+            while not stop.is_set() and not self._lost(reading, nc):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self._heartbeat / 2)
         finally:
@@ -144,11 +146,11 @@ class MarketView:
             num_replicas=1,
         )
 
-    def _lost(self, reading: _Reading) -> bool:
+    def _lost(self, reading: _Reading, nc: NatsClient) -> bool:
         silent = time.monotonic() - reading.heard_at > self._heartbeat * MISSED_HEARTBEATS
         if silent and not reading.lost:
             log.warning("no heartbeat from the %s consumer; reading the last values again", MARKET_STREAM)
-        return reading.lost or silent or not self._nc.is_connected
+        return reading.lost or silent or not nc.is_connected
 
     async def _receive(self, msg: Msg) -> None:
         reading = self._reading
@@ -187,11 +189,12 @@ async def _quietly_unsubscribe(subscription: Subscription) -> None:
 
 
 @asynccontextmanager
-async def follow_market(nc: NatsClient, board: MarketBoard | None = None) -> AsyncIterator[MarketView]:
-    """A `MarketView` on connection `nc`, read in the background for the duration of the block."""
-    view = MarketView(nc, board)
+async def follow_market(nc: NatsClient, view: MarketView | None = None) -> AsyncIterator[MarketView]:
+    """`view` (or a new MarketView) read on connection `nc` in the background for the duration of the
+    block."""
+    view = view or MarketView()
     stop = asyncio.Event()
-    task = asyncio.create_task(view.run(stop), name="market-view")
+    task = asyncio.create_task(view.run(nc, stop), name="market-view")
     try:
         yield view
     finally:
