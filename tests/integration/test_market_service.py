@@ -4,6 +4,7 @@ service would), also across a restart of the service."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -168,6 +169,17 @@ async def test_only_an_admin_lists_or_changes_an_instrument(market: Market) -> N
         return listed is not None and listed.price_band_percent == D(15)
 
     await eventually(published, within=10, what="THYAO's new band on the broker")
+
+
+async def test_admins_listing_the_same_symbol_at_once_list_it_once(market: Market, market_db: str) -> None:
+    body = {"name": "Aselsan", "referencePrice": "140.5", "tickSize": "0.1"}
+    async with market.client() as client:
+        answers = await asyncio.gather(
+            *(client.put("/api/v1/instruments/ASELS", json=body, headers=market.admin) for _ in range(6))
+        )
+    codes = sorted(a.status_code for a in answers)
+    assert codes.count(201) == 1 and set(codes) <= {200, 201, 409}, codes
+    assert execute(market_db, "SELECT version FROM instruments WHERE symbol = 'ASELS'") == [(1,)]
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from oms.kernel.errors import ApiError, error_responses
 from oms.kernel.http import ExactJSONResponse, ExactNumber
 from oms.kernel.market import Instrument, InstrumentStatus, MarketBoard, Quote
 from oms.kernel.money import InvalidValue, PositiveDecimal, parse_symbol
+from oms.kernel.sql import WriteConflict
 from oms.kernel.sse import EventStreamResponse, sse_event
 from oms.kernel.tokens import AdminUser, CurrentUser
 from oms.kernel.unit_of_work import UnitOfWorkFactory
@@ -150,7 +151,7 @@ async def get_instrument(_: CurrentUser, pool: Pool, symbol: SymbolPath) -> Exac
     "/instruments/{symbol}",
     response_model=InstrumentView,
     status_code=200,
-    responses={201: {"model": InstrumentView, "description": "Listed"}},
+    responses={201: {"model": InstrumentView, "description": "Listed"}, **error_responses(409)},
 )
 async def put_instrument(
     admin: AdminUser, units: Units, feed: TheFeed, symbol: SymbolPath, body: InstrumentChangeRequest
@@ -174,15 +175,18 @@ async def put_instrument(
 async def _change(
     units: UnitOfWorkFactory[Instruments], symbol: str, change: InstrumentChange, by: str
 ) -> tuple[Listing, bool]:
-    async with units() as tx:
-        current = await tx.repository.lock(symbol)
-        usual = await tx.repository.usual_volatility() or Decimal("0.02")
-        try:
-            listing = change_listing(symbol, current, change, usual)
-        except ChangeRefused as exc:
-            raise ApiError(422, str(exc)) from None
-        if listing != current:
-            tx.repository.save(listing, by=by, new=current is None)
+    try:
+        async with units() as tx:
+            current = await tx.repository.lock(symbol)
+            usual = await tx.repository.usual_volatility() or Decimal("0.02")
+            try:
+                listing = change_listing(symbol, current, change, usual)
+            except ChangeRefused as exc:
+                raise ApiError(422, str(exc)) from None
+            if listing != current:
+                tx.repository.save(listing, by=by, new=current is None)
+    except WriteConflict:  # another admin listed the same new symbol at the same moment
+        raise ApiError(409, f"{symbol} was listed meanwhile: look at it and try again") from None
     return listing, current is None
 
 
