@@ -15,7 +15,7 @@ MoneyRequest.requested_by  # noqa: B018  (templates/_requests_table.html)
 MoneyRequest.decided_by  # noqa: B018  (templates/_requests_table.html)
 # Chosen on the command line by value (`oms serve backoffice`).
 Component.backoffice  # noqa: B018
-# The market contract the order service's execution builds on (issue 12, part 3).
+# The market contract the order service's execution builds on (issue 12, part 3): remove when it lands.
 market.MarketData  # noqa: B018
 market.DEFAULT_COLLAR  # noqa: B018
 # Read by Starlette and by FastAPI's OpenAPI.

@@ -290,12 +290,11 @@ def dlq_list(data_dir: DataDir = None) -> None:
         found = asyncio.run(asyncio.wait_for(letters(), 30))
     except Exception as exc:
         fail(f"cannot read the dead-letter queue: {exc}")
-    table = Table("seq", "subject", "consumer", "deliveries", "failed at", "error", title="dead letters")
+    table = Table("id", "subject", "deliveries", "failed at", "error", title="dead letters")
     for letter in found:
         table.add_row(
-            str(letter.seq),
+            letter.id,
             letter.subject,
-            letter.consumer,
             str(letter.deliveries),
             str(letter.failed_at or ""),
             letter.error,
@@ -305,7 +304,7 @@ def dlq_list(data_dir: DataDir = None) -> None:
 
 @dlq_app.command("replay")
 def dlq_replay(
-    which: Annotated[str, typer.Argument(help="The seq of one dead letter, or --all")] = "",
+    which: Annotated[str, typer.Argument(help="A dead letter's id (`account:3`, as listed), or --all")] = "",
     every: Annotated[bool, typer.Option("--all", help="Replay every dead letter")] = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -315,14 +314,12 @@ def dlq_replay(
     from oms.kernel.dlq import replay
 
     if every == bool(which):
-        fail("give either a dead letter's seq or --all")
-    if which and not which.isdigit():
-        fail(f"not a dead letter seq: {which!r}")
+        fail("give either a dead letter's id (as `oms dlq list` shows it) or --all")
 
     async def send_back() -> int:
         broker = await _operator_broker(_settings(data_dir=data_dir))
         try:
-            return await replay(broker, "all" if every else int(which))
+            return await replay(broker, "all" if every else which)
         finally:
             await broker.close()
 
