@@ -54,6 +54,7 @@ def up(
     order_port: Annotated[int | None, typer.Option(help="[env OMS_ORDER_PORT; 666]")] = None,
     account_port: Annotated[int | None, typer.Option(help="[env OMS_ACCOUNT_PORT; 667]")] = None,
     backoffice_port: Annotated[int | None, typer.Option(help="[env OMS_BACKOFFICE_PORT; 669]")] = None,
+    market_port: Annotated[int | None, typer.Option(help="[env OMS_MARKET_PORT; 670]")] = None,
 ) -> None:
     """Run everything in the foreground: PostgreSQL, NATS, the services. Ctrl-C stops it all."""
     from oms.runtime.supervisor import StartError, run
@@ -66,6 +67,7 @@ def up(
         order_port=order_port,
         account_port=account_port,
         backoffice_port=backoffice_port,
+        market_port=market_port,
     )
     try:
         run(settings, console)
@@ -80,6 +82,7 @@ class Component(StrEnum):
     order = "order"
     account = "account"
     backoffice = "backoffice"
+    market = "market"
     relay = "relay"
 
 
@@ -115,18 +118,20 @@ def _serve_http(settings: Settings, component: str) -> None:
     import uvicorn
 
     from oms.kernel.nats_access import NatsConfigError, access_for
+    from oms.kernel.permissions import MARKET
     from oms.kernel.serving import ServingConfigError, server_config
     from oms.kernel.topology import CONSUMERS
+    from oms.market.sources import ReplayError
     from oms.runtime.ports import check_bindable
 
     port = settings.port_of(component)
     try:
         check_bindable(settings.host, port, f"the {component} service", port_env_name(component))
-        if component in CONSUMERS:
+        if component in CONSUMERS or component == MARKET:
             access_for(settings, component)  # its broker identity, checked before anything starts
         api = importlib.import_module(f"oms.{component}.app").create_app(settings)
         config = server_config(api, settings, port)
-    except (PortUnavailable, NatsConfigError, ServingConfigError) as exc:
+    except (PortUnavailable, NatsConfigError, ServingConfigError, ReplayError) as exc:
         fail(str(exc))
     server = uvicorn.Server(config)
     server.run()
@@ -221,6 +226,7 @@ class Database(StrEnum):
     auth = "auth"
     order = "order"
     account = "account"
+    market = "market"
 
 
 @db_app.command("provision")
@@ -229,7 +235,7 @@ def db_provision(
         str, typer.Option("--admin-url", envvar="OMS_PG_ADMIN_URL", help="A superuser's postgresql:// URL")
     ],
     database: Annotated[
-        list[Database] | None, typer.Option(help="Only this service's database (repeatable) [all three]")
+        list[Database] | None, typer.Option(help="Only this service's database (repeatable) [all four]")
     ] = None,
     data_dir: DataDir = None,
 ) -> None:

@@ -252,7 +252,7 @@ def test_system_page_shows_health_backlog_dead_letters_and_runs_the_audit(browse
     admin = desk(browser, api)
     admin.sign_in("boss", "boss-password")
     page = admin.go("/admin/system")
-    for component in ("auth", "order", "account", "nats", "relay-order", "relay-account"):
+    for component in ("auth", "order", "account", "market", "nats", "relay-order", "relay-account"):
         expect(page.locator(f"#health tr[data-component='{component}']")).to_have_attribute("data-ok", "true")
     expect(page.locator("#backlog tr[data-measure='redelivered'] td")).to_have_count(2)
     for _ in range(50):  # the dead letter is written a moment after the publish

@@ -13,7 +13,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from oms.backoffice import admin, customer, money, public, system
+from oms.backoffice import admin, customer, instruments, money, public, system
 from oms.backoffice.errors import install_page_errors
 from oms.backoffice.headers import SecurityHeaders
 from oms.backoffice.services import Services
@@ -63,6 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
             money.router,
             admin.router,
             money.admin_router,
+            instruments.router,
             system.router,
         ],
         health_checks=health_checks,

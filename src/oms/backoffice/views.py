@@ -47,6 +47,9 @@ NOTICES = {
     "not-reserved": ("warn", "Its funds are not reserved yet: try again in a moment."),
     "replayed": ("ok", "Dead letter sent back to its consumer."),
     "audited": ("ok", "Audit finished."),
+    "instrument-saved": ("ok", "Instrument saved: the market publishes it at once."),
+    "halted": ("ok", "Instrument halted: no quotes and no new orders until it is reopened."),
+    "reopened": ("ok", "Instrument reopened."),
 }
 
 
