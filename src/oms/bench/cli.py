@@ -71,8 +71,12 @@ def bench(
     data_dir: Annotated[
         Path | None, typer.Option(help="The running system's data folder (databases, broker, processes)")
     ] = None,
-    admin_username: Annotated[str | None, typer.Option(envvar="OMS_ADMIN_USERNAME")] = None,
-    admin_password: Annotated[str | None, typer.Option(envvar="OMS_ADMIN_PASSWORD")] = None,
+    admin_username: Annotated[
+        str | None, typer.Option(envvar="OMS_ADMIN_USERNAME", help="The running system's admin")
+    ] = None,
+    admin_password: Annotated[
+        str | None, typer.Option(envvar="OMS_ADMIN_PASSWORD", help="That admin's password")
+    ] = None,
 ) -> None:
     """Measure orders/s end to end, latencies, relay and memory, beside this machine's limits."""
     from oms.bench.run import BenchOptions, finish, run_bench

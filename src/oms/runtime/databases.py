@@ -1,6 +1,6 @@
 """The databases for command-line tools (`oms admin`, `oms audit`), each as its own role (runtime/roles.py):
-configured URLs, or the running system's embedded server, or — if nothing runs — the embedded server started
-(and provisioned, as `oms up` would) for the command."""
+configured URLs, or the running system's embedded server, or — if nothing runs and the command may start it
+(`oms admin create`) — the embedded server started (and provisioned, as `oms up` would) for the command."""
 
 from __future__ import annotations
 
@@ -13,8 +13,17 @@ import psutil
 from oms.kernel.settings import Settings
 from oms.runtime.ports import check_bindable
 from oms.runtime.postgres import EmbeddedPostgres
-from oms.runtime.provision import provision
 from oms.runtime.roles import connection_urls, connections
+
+
+class NoRunningSystem(RuntimeError):
+    """A command that needs the running system found none; the message says where it looked."""
+
+    def __init__(self, settings: Settings, otherwise: str = "") -> None:
+        where = settings.data_dir.resolve()
+        super().__init__(
+            f"no running system on {where} (start one with `oms up --data-dir {where}`{otherwise})"
+        )
 
 
 def running_state(settings: Settings) -> dict[str, object] | None:
@@ -33,8 +42,12 @@ def _external(settings: Settings) -> bool:
 
 
 @contextmanager
-def database_urls(settings: Settings, names: tuple[str, ...]) -> Iterator[dict[str, str]]:
-    """The URL of each connection in `names` (`auth`, `audit_order`, …), for the duration of the block."""
+def database_urls(
+    settings: Settings, names: tuple[str, ...], *, may_start: bool = True
+) -> Iterator[dict[str, str]]:
+    """The URL of each connection in `names` (`auth`, `audit_order`, …), for the duration of the block.
+    Without `may_start`, NoRunningSystem at once when no system runs on the data folder (nothing is
+    created)."""
     if _external(settings):
         yield {name: settings.database_url(name) for name in names}
         return
@@ -45,6 +58,11 @@ def database_urls(settings: Settings, names: tuple[str, ...]) -> Iterator[dict[s
         server = EmbeddedPostgres(data_dir, int(state["pg_port"]), settings.host)  # type: ignore[call-overload]
         yield connection_urls(server.url(), settings.secrets_dir, wanted)
         return
+    if not may_start:
+        settings_names = " and ".join(f"OMS_{name.upper()}_DATABASE_URL" for name in names)
+        raise NoRunningSystem(settings, f", or set {settings_names}")
+    from oms.runtime.provision import provision  # alembic: a second's import, only when it is needed
+
     check_bindable(settings.host, settings.pg_port, "PostgreSQL", "OMS_PG_PORT")
     server = EmbeddedPostgres(data_dir, settings.pg_port, settings.host)
     server.start()
