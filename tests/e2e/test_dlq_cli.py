@@ -8,6 +8,7 @@ tests/integration/test_dlq.py.)
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import sys
@@ -145,6 +146,11 @@ def test_malformed_message_is_dead_lettered_listed_and_replayed_back_into_the_qu
     assert list(rows) == [letter.seq], listed.stdout
     assert "oms.order.created" in rows[letter.seq] and "account" in rows[letter.seq]
     assert "malformed event" in rows[letter.seq]
+    as_json = json.loads(oms(system, "dlq", "list", "--json").stdout)["deadLetters"]
+    assert [(x["seq"], x["subject"], x["consumer"]) for x in as_json] == [
+        (letter.seq, "oms.order.created", "account")
+    ]
+    assert as_json[0]["error"].startswith("malformed event:")
 
     replayed = oms(system, "dlq", "replay", str(letter.seq))
     assert replayed.returncode == 0, replayed.stderr
