@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -40,7 +41,7 @@ def assert_one_line_refusal(result: subprocess.CompletedProcess[str], took: floa
     assert result.returncode == 1, result
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("oms: ")
+    assert re.match(r"oms( bench)?: ", lines[0]), lines[0]
     for text in expected:
         assert text in lines[0]
     assert result.stdout == ""
@@ -106,4 +107,16 @@ def test_dlq_follows_oms_nats_port(tmp_path: Path, nats_server: EmbeddedNats, js
     as_json, _ = oms("dlq", "list", "--json", "--data-dir", str(tmp_path / "data"), cwd=tmp_path, **env)
     assert as_json.returncode == 0, as_json.stderr
     assert json.loads(as_json.stdout) == {"deadLetters": []}
+    assert tree(tmp_path) == []
+
+
+@pytest.mark.parametrize("data_dir", [None, "missing"])
+def test_bench_against_a_system_that_is_not_there_answers_in_one_line(
+    tmp_path: Path, data_dir: str | None
+) -> None:
+    urls = [f"--{name}-url=http://127.0.0.1:{free_port()}" for name in ("auth", "order", "account")]
+    where = ["--data-dir", str(tmp_path / data_dir)] if data_dir else []
+    login = ["--admin-username", "admin", "--admin-password", "admin-password"]
+    result, took = oms("bench", *urls, *login, *where, "--duration", "0", "--no-limits", cwd=tmp_path)
+    assert_one_line_refusal(result, took, "no running system" if data_dir else "cannot connect")
     assert tree(tmp_path) == []

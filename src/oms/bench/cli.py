@@ -79,6 +79,7 @@ def bench(
     ] = None,
 ) -> None:
     """Measure orders/s end to end, latencies, relay and memory, beside this machine's limits."""
+    from oms.bench.http import TransportError
     from oms.bench.run import BenchOptions, finish, run_bench
     from oms.bench.system import LaunchedSystem, TargetError, attach
 
@@ -120,6 +121,9 @@ def bench(
         finish(results, options, console)
     except (TargetError, RuntimeError) as exc:
         print(f"oms bench: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    except TransportError as exc:  # the system it was pointed at does not answer
+        print(f"oms bench: {' '.join(str(exc).split())}", file=sys.stderr)
         raise typer.Exit(1) from None
     finally:
         if launched is not None:
