@@ -406,6 +406,7 @@ def dlq_list(data_dir: DataDir = None, as_json: AsJson = False) -> None:
 
 def _letter_json(letter: DeadLetter) -> dict[str, object]:
     return {
+        "id": letter.id,
         "seq": letter.seq,
         "subject": letter.subject,
         "consumer": letter.consumer,
@@ -419,12 +420,11 @@ def _letter_json(letter: DeadLetter) -> dict[str, object]:
 def _print_letters(found: list[DeadLetter]) -> None:
     from rich.table import Table
 
-    table = Table("seq", "subject", "consumer", "deliveries", "failed at", "error", title="dead letters")
+    table = Table("id", "subject", "deliveries", "failed at", "error", title="dead letters")
     for letter in found:
         table.add_row(
-            str(letter.seq),
+            letter.id,
             letter.subject,
-            letter.consumer,
             str(letter.deliveries),
             str(letter.failed_at or ""),
             letter.error,
@@ -434,7 +434,9 @@ def _print_letters(found: list[DeadLetter]) -> None:
 
 @dlq_app.command("replay")
 def dlq_replay(
-    which: Annotated[str, typer.Argument(metavar="SEQ", help="The seq of one dead letter (or --all)")] = "",
+    which: Annotated[
+        str, typer.Argument(metavar="ID", help="A dead letter's id (`account:3`, as listed), or --all")
+    ] = "",
     every: Annotated[bool, typer.Option("--all", help="Replay every dead letter")] = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -442,12 +444,10 @@ def dlq_replay(
     from oms.kernel.dlq import replay
 
     if every == bool(which):
-        fail("give either a dead letter's seq or --all")
-    if which and not which.isdigit():
-        fail(f"not a dead letter seq: {which!r}")
+        fail("give either a dead letter's id (as `oms dlq list` shows it) or --all")
 
     async def send_back(broker: JetStreamBroker) -> int:
-        return await replay(broker, "all" if every else int(which))
+        return await replay(broker, "all" if every else which)
 
     count = _with_operator_broker(_settings(data_dir=data_dir), send_back, "replay failed")
     console.print(f"replayed {count} dead letter(s)")

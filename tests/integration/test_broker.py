@@ -18,7 +18,7 @@ from oms.kernel.broker import (
     PublishAborted,
 )
 from oms.kernel.nats_access import NatsAccess
-from oms.kernel.topology import CONSUMERS, DLQ_STREAM, EVENTS_STREAM
+from oms.kernel.topology import CONSUMERS, EVENTS_STREAM
 from tests.integration.conftest import delete_streams, eventually, stream_messages
 
 
@@ -31,9 +31,10 @@ async def test_ensure_topology_creates_durable_streams_and_consumers_idempotentl
     assert events.subjects == ["oms.>"]
     assert events.storage == StorageType.FILE
     assert (events.duplicate_window or 0) >= 120
-    dead_letters = (await js.stream_info(DLQ_STREAM)).config
-    assert dead_letters.subjects == ["oms_dlq.>"]
-    assert dead_letters.storage == StorageType.FILE
+    for consumer in CONSUMERS.values():  # each consumer's dead letters in a stream of their own
+        dead_letters = (await js.stream_info(consumer.dead_letter_stream)).config
+        assert dead_letters.subjects == [f"oms_dlq.{consumer.name}.>"]
+        assert dead_letters.storage == StorageType.FILE
     assert {
         name: c.filter_subject
         for name in CONSUMERS

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
-from oms.kernel.topology import CONSUMERS, DLQ_STREAM, EVENTS_STREAM, PRODUCERS, Consumer, Producer
+from oms.kernel.topology import CONSUMERS, EVENTS_STREAM, PRODUCERS, Consumer, Producer
 
 OPERATOR: Final = "operator"
 BACKOFFICE: Final = "backoffice"
@@ -56,10 +56,10 @@ def service_permissions(consumer: Consumer) -> Permissions:
             f"{_JS_API}.CONSUMER.INFO.{EVENTS_STREAM}.{consumer.name}",
             f"$JS.ACK.{EVENTS_STREAM}.{consumer.name}.>",
             consumer.dead_letters,
-            # JetStream cannot narrow these two by subject: a service can read and remove any dead letter
-            # (not only its own), never an event still in OMS_EVENTS (docs/decisions/009).
-            f"{_JS_API}.STREAM.MSG.GET.{DLQ_STREAM}",
-            f"{_JS_API}.STREAM.MSG.DELETE.{DLQ_STREAM}",
+            # Its own dead-letter queue only: JetStream cannot narrow these two by subject, so each
+            # consumer's dead letters have a stream of their own (docs/decisions/009).
+            f"{_JS_API}.STREAM.MSG.GET.{consumer.dead_letter_stream}",
+            f"{_JS_API}.STREAM.MSG.DELETE.{consumer.dead_letter_stream}",
         ),
         subscribe=_own_inbox(consumer.name),
     )
