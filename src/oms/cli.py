@@ -348,15 +348,17 @@ async def _operator_broker(settings: Settings) -> JetStreamBroker:
     """The broker as the operator identity: of the system running on this data folder, or (`--external`, or
     OMS_NATS_URL given) the configured one, its credentials from OMS_NATS_* or the identities folder.
     NoRunningSystem at once when neither."""
-    from oms.kernel.broker import JetStreamBroker
-    from oms.kernel.nats_access import access_for
-    from oms.kernel.permissions import OPERATOR
     from oms.runtime.databases import NoRunningSystem, running_state
 
     configured = settings.external or "nats_url" in settings.model_fields_set
     state = None if configured else running_state(settings)
     if not configured and state is None:
         raise NoRunningSystem(settings, ", or give OMS_NATS_URL of a broker of your own")
+    # Only now: the broker's modules take a while to import, and a refusal must be quick.
+    from oms.kernel.broker import JetStreamBroker
+    from oms.kernel.nats_access import access_for
+    from oms.kernel.permissions import OPERATOR
+
     access = access_for(settings, OPERATOR)
     if state is not None:
         access = access.with_servers(str(state["nats_url"]))
@@ -389,9 +391,10 @@ def _with_operator_broker(
 @dlq_app.command("list")
 def dlq_list(data_dir: DataDir = None, as_json: AsJson = False) -> None:
     """The messages consumers gave up on, with the error of each."""
-    from oms.kernel.dlq import list_dead_letters
 
     async def letters(broker: JetStreamBroker) -> list[DeadLetter]:
+        from oms.kernel.dlq import list_dead_letters
+
         await broker.ensure_topology()
         return await list_dead_letters(broker)
 
@@ -441,12 +444,12 @@ def dlq_replay(
     data_dir: DataDir = None,
 ) -> None:
     """Send dead letters back to their consumers."""
-    from oms.kernel.dlq import replay
-
     if every == bool(which):
         fail("give either a dead letter's id (as `oms dlq list` shows it) or --all")
 
     async def send_back(broker: JetStreamBroker) -> int:
+        from oms.kernel.dlq import replay
+
         return await replay(broker, "all" if every else which)
 
     count = _with_operator_broker(_settings(data_dir=data_dir), send_back, "replay failed")

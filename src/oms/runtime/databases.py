@@ -12,7 +12,6 @@ import psutil
 
 from oms.kernel.settings import Settings
 from oms.runtime.ports import check_bindable
-from oms.runtime.postgres import EmbeddedPostgres
 from oms.runtime.roles import connection_urls, connections
 
 
@@ -51,16 +50,19 @@ def database_urls(
     if _external(settings):
         yield {name: settings.database_url(name) for name in names}
         return
-    data_dir = settings.data_dir.resolve()
-    wanted = [c for c in connections() if c.name in names]
-    state = running_state(settings)
-    if state is not None and isinstance(state.get("pg_port"), int):
-        server = EmbeddedPostgres(data_dir, int(state["pg_port"]), settings.host)  # type: ignore[call-overload]
-        yield connection_urls(server.url(), settings.secrets_dir, wanted)
-        return
-    if not may_start:
+    state = running_state(settings) or {}
+    pg_port = state.get("pg_port")  # None also when the running system uses servers of its own
+    if not isinstance(pg_port, int) and not may_start:
         settings_names = " and ".join(f"OMS_{name.upper()}_DATABASE_URL" for name in names)
         raise NoRunningSystem(settings, f", or set {settings_names}")
+    from oms.runtime.postgres import EmbeddedPostgres  # psycopg2: not needed to say there is no system
+
+    data_dir = settings.data_dir.resolve()
+    wanted = [c for c in connections() if c.name in names]
+    if isinstance(pg_port, int):
+        server = EmbeddedPostgres(data_dir, pg_port, settings.host)
+        yield connection_urls(server.url(), settings.secrets_dir, wanted)
+        return
     from oms.runtime.provision import provision  # alembic: a second's import, only when it is needed
 
     check_bindable(settings.host, settings.pg_port, "PostgreSQL", "OMS_PG_PORT")
