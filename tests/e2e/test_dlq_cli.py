@@ -8,6 +8,7 @@ tests/integration/test_dlq.py.)
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import sys
@@ -149,6 +150,11 @@ def test_malformed_message_is_dead_lettered_listed_and_replayed_back_into_the_qu
     assert list(rows) == [letter.id] == [f"account:{letter.seq}"], listed.stdout
     assert "oms.order.created" in rows[letter.id]
     assert "malformed event" in rows[letter.id]
+    as_json = json.loads(oms(system, "dlq", "list", "--json").stdout)["deadLetters"]
+    assert [(x["id"], x["subject"], x["consumer"]) for x in as_json] == [
+        (letter.id, "oms.order.created", "account")
+    ]
+    assert as_json[0]["error"].startswith("malformed event:")
 
     replayed = oms(system, "dlq", "replay", letter.id)
     assert replayed.returncode == 0, replayed.stderr

@@ -47,7 +47,8 @@ def test_up_serves_health_register_login_and_admin_users(system: RunningSystem) 
 def test_up_prints_urls_and_admin_login(system: RunningSystem) -> None:
     text = "".join(system.output)
     assert system.url("auth") in text
-    assert "Admin login: boss / boss-password" in text
+    assert "Admin login: boss / (the password in OMS_ADMIN_PASSWORD)" in text
+    assert "boss-password" not in text  # this output is often kept in a log file
 
 
 def judy_and_boss_tokens(system: RunningSystem) -> tuple[str, str]:

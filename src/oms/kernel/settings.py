@@ -7,7 +7,7 @@ import re
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +49,16 @@ def _deposit_policy(value: object) -> object:
     return value
 
 
+def _local_url(scheme: str, given: dict[str, Any], port_setting: str) -> str:
+    """The URL of a server of this machine, from the settings read so far (those above in the class)."""
+    host = str(given["host"])
+    # Listening on every address: reached through the loopback one.
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{given[port_setting]}"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OMS_", extra="ignore")
 
@@ -88,7 +98,8 @@ class Settings(BaseSettings):
     account_relay_database_url: str | None = None
     audit_order_database_url: str | None = None
     audit_account_database_url: str | None = None
-    nats_url: str = "nats://127.0.0.1:14222"
+    # Unset: the embedded server on OMS_HOST:OMS_NATS_PORT (every URL not given follows the port settings).
+    nats_url: str = Field(default_factory=lambda given: _local_url("nats", given, "nats_port"))
 
     # This process's broker identity (docs/decisions/009): one kind of credentials — a .creds file, an nkey
     # seed file, or a user with a password file — and TLS. Unset: the identity's file in the identities folder
@@ -103,7 +114,7 @@ class Settings(BaseSettings):
     nats_tls_key_file: Path | None = None
 
     # Tokens.
-    auth_url: str = "http://127.0.0.1:668"
+    auth_url: str = Field(default_factory=lambda given: _local_url("http", given, "auth_port"))
     token_issuer: str = "oms-auth"
     token_audience: str = "oms"
     token_lifetime_seconds: int = Field(default=3600, ge=60, le=86400)
@@ -127,9 +138,9 @@ class Settings(BaseSettings):
 
     # The back office: where it finds the services (`oms up` sets them), and the key that encrypts its
     # session cookies (a Fernet key; default: <data-dir>/secrets/backoffice-session.key).
-    order_url: str = "http://127.0.0.1:666"
-    account_url: str = "http://127.0.0.1:667"
-    market_url: str = "http://127.0.0.1:670"
+    order_url: str = Field(default_factory=lambda given: _local_url("http", given, "order_port"))
+    account_url: str = Field(default_factory=lambda given: _local_url("http", given, "account_port"))
+    market_url: str = Field(default_factory=lambda given: _local_url("http", given, "market_port"))
     backoffice_session_key: SecretStr | None = None
 
     # The first admin.

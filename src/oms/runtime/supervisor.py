@@ -441,8 +441,15 @@ def _welcome(system: System, console: Console) -> None:
         monitor = system.nats.monitor_url
         watched = f"; unauthenticated monitoring on {monitor}" if monitor else ""
         console.print(f"  NATS        {system.nats.url} (identities in {system.nats.identities}{watched})")
-    where = f" (kept in {s.secrets_dir / 'admin-password'})" if generated else ""
-    console.print(f"\n  Admin login: [bold]{username}[/] / [bold]{password}[/]{where}")
+    relays = ", ".join(f"{r} http://{s.metrics_host}:{s.port_of(f'{r}_relay')}/metrics" for r in RELAYED)
+    console.print(f"  relays      {relays}")
+    # Never the whole password: this output is often kept in a log file.
+    if generated:
+        kept = s.secrets_dir.resolve() / "admin-password"
+        shown = f"{password[:3]}…{password[-2:]} (the whole password is in {kept})"
+    else:
+        shown = "(the password in OMS_ADMIN_PASSWORD)"
+    console.print(f"\n  Admin login: [bold]{username}[/] / {shown}", highlight=False)
     console.print(
         f"  e.g. curl -s -X POST http://{s.host}:{s.auth_port}/login -H 'Content-Type: application/json' "
         f'-d \'{{"username": "{username}", "password": "…"}}\''
