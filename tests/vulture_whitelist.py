@@ -1,8 +1,10 @@
 """Names vulture cannot see being used (tests/unit/test_code_health.py reads this file with the code)."""
 
 from oms.backoffice.charts import LineChart
+from oms.backoffice.confirm import Review
 from oms.backoffice.models import MoneyRequest, Order
 from oms.backoffice.system import AuditRun
+from oms.backoffice.views import Pager
 from oms.cli import Component
 
 # Read by the Jinja templates.
@@ -13,3 +15,6 @@ MoneyRequest.requested_by  # noqa: B018  (templates/_requests_table.html)
 MoneyRequest.decided_by  # noqa: B018  (templates/_requests_table.html)
 # Chosen on the command line by value (`oms serve backoffice`).
 Component.backoffice  # noqa: B018
+Review.button  # noqa: B018  (templates/confirm.html)
+Review.danger  # noqa: B018  (templates/confirm.html)
+Pager.older  # noqa: B018  (templates/macros.html)

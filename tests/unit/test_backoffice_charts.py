@@ -26,7 +26,7 @@ def order(created: datetime, status: str) -> Order:
 
 
 def entry(seq: int, at: datetime, total: str, usable: str) -> LedgerEntry:
-    return LedgerEntry(seq, "TRY", "X", Decimal(total), Decimal(usable), None, None, at)
+    return LedgerEntry(seq, "TRY", "X", Decimal(total), Decimal(usable), None, None, at, Decimal(0), Decimal(0))
 
 
 @pytest.mark.parametrize(
