@@ -170,7 +170,8 @@ async def place_order(
         return await _customer_page(request, login, services, customer_id, page, status, order_form=form)
 
     whose = Whose(customer.id, customer.username)
-    return await place_for(request, login, services, whose, form, confirm_token, again)
+    back = f"/admin/customers/{customer.id}#trade"
+    return await place_for(request, login, services, whose, form, confirm_token, again, back)
 
 
 async def _order_filters(

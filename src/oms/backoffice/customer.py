@@ -90,7 +90,7 @@ async def place_order(
         return await _trade_page(request, login, services, form, status)
 
     whose = Whose(login.user_id, login.username)
-    return await place_for(request, login, services, whose, form, confirm_token, again)
+    return await place_for(request, login, services, whose, form, confirm_token, again, "/trade")
 
 
 @router.get("/orders")

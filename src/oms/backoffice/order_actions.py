@@ -48,9 +48,10 @@ async def place_for(
     form: OrderForm,
     token: str,
     again: Again,
+    back: str,
 ) -> Response:
     """Review, then (confirmed) place the order for `whose` and follow it on its page; a refusal shows the
-    form `again` with the service's message."""
+    form `again` with the service's message. "Go back" on the review leads to `back`."""
     body = form.body(whose.id)
     if body is None:
         return await again(422)
@@ -68,7 +69,7 @@ async def place_for(
             "key": form.key,
         },
         button=f"Confirm {form.side.lower()} order",
-        back=request.url.path,
+        back=back,
         facts=[
             ("Customer", whose.name),
             ("Side", form.side),
