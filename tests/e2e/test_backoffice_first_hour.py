@@ -104,7 +104,7 @@ def test_sign_up_deposit_approval_buy_sell_ledger_and_export(browser: Browser, a
     register(customer, name)
     page = customer.page
     expect(page.locator(".notice")).to_contain_text(f"Welcome, {name}")
-    expect(page.locator("#deposit-amount-hint")).to_have_text(re.compile(r"Use \. for decimals"))
+    expect(page.locator("#deposit-amount-hint")).to_have_text(re.compile(r"^Decimals after a point \(\.\)"))
 
     for typed, said in (
         ("1,5", "1.5 if that is what you mean"),

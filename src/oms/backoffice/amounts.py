@@ -19,7 +19,7 @@ from babel.numbers import format_decimal
 
 from oms.kernel.money import CASH, MAX_TEXT_LENGTH, InvalidValue, parse_amount, plain
 
-HINT: Final = "Use . for decimals; , or a space between thousands is optional: 250,000.50"
+HINT: Final = "Decimals after a point (.); thousands grouped by commas, spaces or not at all: 250,000.50"
 SPACES: Final = " \u00a0\u2009\u202f"  # space, no-break space, thin space, narrow no-break space
 _PLAIN = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _GROUPED = re.compile(r"[0-9]{1,3}(?:(?P<sep>[, ])[0-9]{3})(?:(?P=sep)[0-9]{3})*(?:\.[0-9]+)?")

@@ -124,7 +124,7 @@ def pager(
     if count is not None:
         pages = max(1, -(-count.count // per_page))
         total = f"{count.count:,}{' or more' if count.at_least else ''}"
-        label += f" of {pages:,}{'+' if count.at_least else ''} · {total} {noun}"
+        label += f" of {pages:,}{'+' if count.at_least else ''} · {total} {plural(count.count, noun)}"
     return Pager(
         label,
         newer=_href(request, before=prev_cursor, page=number - 1) if prev_cursor else None,
@@ -133,10 +133,17 @@ def pager(
     )
 
 
+def plural(count: int, noun: str) -> str:
+    """`noun` (given in the plural: "orders", "entries") for `count` of them."""
+    if count != 1:
+        return noun
+    return noun[:-3] + "y" if noun.endswith("ies") else noun[:-1]
+
+
 def numbered_pager(request: Request, number: int, pages: int, total: int, noun: str) -> Pager:
     """The pager of a list held whole (paged by number)."""
     return Pager(
-        f"Page {number} of {pages} · {total:,} {noun}",
+        f"Page {number} of {pages} · {total:,} {plural(total, noun)}",
         newer=_href(request, page=number - 1) if number > 1 else None,
         older=_href(request, page=number + 1) if number < pages else None,
         newest=_href(request) if number > 2 else None,
