@@ -77,6 +77,11 @@ async def test_an_admin_adds_entries_only_as_themselves_and_customers_not_at_all
     assert added.status_code == 201
     found = (await trail(client, admin, who=entry["targetId"]))["entries"]
     assert [(e["actorName"], e["detail"]) for e in found] == [(ADMIN["username"], entry["detail"])]  # type: ignore[attr-defined]
+    for bad in ({**entry, "detail": "nul\x00"}, {**entry, "action": ""}, {**entry, "detail": "x" * 501}):
+        refused = await client.post("/admin-trail", json=bad, headers=bearer(admin))
+        assert refused.status_code == 422 and refused.json()["error"]
+    nul = await client.get("/admin-trail", params={"who": "a\x00"}, headers=bearer(admin))
+    assert nul.status_code == 422
     name = f"c-{uuid.uuid4().hex[:10]}"
     await client.post("/register", json={"username": name, "password": "password-1"})
     customer = await token_of(client, name, "password-1")

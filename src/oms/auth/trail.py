@@ -24,18 +24,24 @@ from oms.kernel.paging import COUNT_BOUND, Count, window
 from oms.kernel.tokens import AdminUser, Principal
 
 router = APIRouter(prefix="/admin-trail", tags=["admin trail"])
-Text = Annotated[str, Field(min_length=1, max_length=500)]
 SeqCursor = Annotated[int | None, Query(ge=1, le=2**63 - 1)]
+
+
+PLAIN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # no control characters (PostgreSQL text holds no NUL)
+
+
+def plain(min_length: int, max_length: int) -> Any:
+    return Field(min_length=min_length, max_length=max_length, pattern=PLAIN)
 
 
 class Entry(BaseModel):
     """An admin's action for the trail; the actor is the caller."""
 
-    action: Annotated[str, Field(min_length=1, max_length=64)]
-    targetKind: Annotated[str, Field(min_length=1, max_length=32)]
-    targetId: Annotated[str, Field(min_length=1, max_length=64)]
-    targetName: Annotated[str, Field(max_length=200)] = ""
-    detail: Text
+    action: Annotated[str, plain(1, 64)]
+    targetKind: Annotated[str, plain(1, 32)]
+    targetId: Annotated[str, plain(1, 64)]
+    targetName: Annotated[str, plain(0, 200)] = ""
+    detail: Annotated[str, plain(1, 500)]
 
 
 class EntryView(Entry):
@@ -148,8 +154,8 @@ async def _fetch(
 
 def trail_filter(
     _: AdminUser,
-    who: Annotated[str | None, Query(max_length=200)] = None,
-    action: Annotated[str | None, Query(max_length=64)] = None,
+    who: Annotated[str | None, Query(max_length=200, pattern=PLAIN)] = None,
+    action: Annotated[str | None, Query(max_length=64, pattern=PLAIN)] = None,
     startDate: date | None = None,
     endDate: date | None = None,
 ) -> TrailFilter:
