@@ -270,7 +270,12 @@ ENDPOINTS = [
     ),
     *(
         Endpoint(f"GET {path}", "GET", service, lambda c, path=path: path, _for_owner, OWNER_OR_ADMIN)
-        for service, path in (("order", "/api/v1/orders/count"), ("account", "/api/v1/ledger/count"))
+        for service, path in (
+            ("order", "/api/v1/orders/count"),
+            ("account", "/api/v1/ledger/count"),
+            ("account", "/api/v1/deposits/count"),
+            ("account", "/api/v1/withdrawals/count"),
+        )
     ),
     *(
         Endpoint(f"GET {path}", "GET", "auth", lambda c, path=path: path, lambda c: {}, ADMINS_ONLY)

@@ -277,6 +277,19 @@ def test_lists_page_both_ways_with_totals_and_bad_filters_show_nothing(browser: 
     expect(rows).to_have_count(20)
     expect(rows.first).to_have_attribute("id", f"order-{placed[-1]}")
 
+    for n in range(25):
+        assert api.deposit(someone, someone, "TRY", str(n + 1)).status_code == 202
+    page = customer.go("/money")
+    expect(page.locator("#deposits tbody tr")).to_have_count(10)  # the newest; every one on its own page
+    page.locator("#all-deposits").click()
+    expect(position).to_have_text("Page 1 of 2 · 26 deposits")  # with the admin's, credited at once
+    expect(page.locator("#deposits tbody tr").first).to_contain_text("25.00 TRY")
+    page.get_by_role("link", name="Older ›").click()
+    expect(position).to_have_text("Page 2 of 2 · 26 deposits")
+    expect(page.locator("#deposits tbody tr")).to_have_count(6)
+    page.get_by_role("link", name="‹ Newer").click()
+    expect(page.locator("#deposits tbody tr")).to_have_count(20)
+
     page = customer.go("/orders?start=2030-01-02&end=2030-01-01")
     expect(page.locator(".field-error")).to_contain_text("From is after To")
     expect(page.locator("#orders")).to_have_count(0)

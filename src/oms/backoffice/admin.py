@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -23,7 +23,7 @@ from oms.backoffice.forms import (
 )
 from oms.backoffice.lists import ledger_context, ledger_csv, orders_context, orders_csv
 from oms.backoffice.models import Cursor, Order, OrderFilter, UserRecord
-from oms.backoffice.money import ConfirmToken, Whose, deposit_for, requests_of, withdraw_for
+from oms.backoffice.money import ConfirmToken, Whose, deposit_for, request_list, requests_of, withdraw_for
 from oms.backoffice.order_actions import cancel_or_match, place_for
 from oms.backoffice.services import ServiceError, Services
 from oms.backoffice.sessions import Login, SignedInAdmin, require_csrf, signed_in_admin
@@ -213,6 +213,20 @@ async def ledger_export(customer_id: uuid.UUID, login: SignedInAdmin, services: 
     """A customer's every movement, with the balance after each, as CSV."""
     customer = await _customer(services, login, customer_id)
     return ledger_csv(login, services, customer.id, None, customer.username)
+
+
+# After every other GET of a customer's: `{kinds}` would take their paths too.
+@router.get("/customers/{customer_id}/{kinds}")
+async def money_list(
+    request: Request,
+    customer_id: uuid.UUID,
+    kinds: Literal["deposits", "withdrawals"],
+    login: SignedInAdmin,
+    services: ServicesDep,
+) -> Response:
+    """Every deposit or every withdrawal of a customer, paged; waiting ones can be decided here."""
+    customer = await _customer(services, login, customer_id)
+    return await request_list(request, login, services, kinds[:-1], Whose(customer.id, customer.username))
 
 
 @router.post("/orders/{order_id}/match")

@@ -243,6 +243,13 @@ class MoneyRequest:
 
 
 @dataclass(frozen=True)
+class RequestPage:
+    requests: list[MoneyRequest]
+    next_cursor: str | None
+    prev_cursor: str | None = None
+
+
+@dataclass(frozen=True)
 class UserRecord:
     id: str
     username: str

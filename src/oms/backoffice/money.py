@@ -16,17 +16,19 @@ from fastapi.responses import Response
 from oms.backoffice.amounts import money, of_asset
 from oms.backoffice.confirm import Review, review_unless_confirmed
 from oms.backoffice.forms import DepositFields, DepositForm, StepFields, WithdrawalFields, WithdrawalForm
+from oms.backoffice.lists import list_cursor
 from oms.backoffice.models import MoneyRequest
-from oms.backoffice.services import ServiceError, Services
+from oms.backoffice.services import ServiceError, Services, request_filter
 from oms.backoffice.sessions import Login, SignedIn, SignedInAdmin, require_csrf, signed_in_admin
 from oms.backoffice.trail import done_and_recorded
-from oms.backoffice.views import ServicesDep, done, local_path, render, see_other
+from oms.backoffice.views import PAGE_SIZE, ServicesDep, done, local_path, pager, render, see_other
 from oms.kernel.money import CASH
 
 router = APIRouter(dependencies=[Depends(require_csrf)])
 admin_router = APIRouter(prefix="/admin", dependencies=[Depends(require_csrf), Depends(signed_in_admin)])
 
 RECENT = 20  # decided requests shown on the admins' page, of each kind
+NEWEST = 10  # requests of each kind on a customer's money page; all of them on their own pages
 WAITING = 1000  # requests waiting for a decision that the admins' page lists (and a decision looks among)
 Again = Callable[
     [int], Awaitable[Response]
@@ -140,10 +142,33 @@ async def withdraw_for(
 
 
 async def requests_of(services: Services, login: Login, customer_id: str | None) -> dict[str, Any]:
-    """A customer's deposits and withdrawals, newest first, for their page."""
-    deposits = await services.money_requests(login.token, "deposit", customer_id=customer_id)
-    withdrawals = await services.money_requests(login.token, "withdrawal", customer_id=customer_id)
-    return {"deposits": deposits, "withdrawals": withdrawals}
+    """A customer's newest deposits and withdrawals, for their page (each kind has its own list page)."""
+    deposits = await services.money_requests(login.token, "deposit", customer_id=customer_id, limit=NEWEST)
+    withdrawals = await services.money_requests(
+        login.token, "withdrawal", customer_id=customer_id, limit=NEWEST
+    )
+    return {"deposits": deposits, "withdrawals": withdrawals, "newest": NEWEST}
+
+
+async def request_list(
+    request: Request, login: Login, services: Services, kind: str, whose: Whose
+) -> Response:
+    """Every deposit or withdrawal (`kind`) of a customer, newest first, paged both ways with the total."""
+    customer_id = whose.id if login.is_admin else None
+    page = await services.money_request_page(
+        login.token, kind, customer_id=customer_id, limit=PAGE_SIZE, cursor=list_cursor(request)
+    )
+    where = request_filter(customer_id)
+    count = await services.count(login.token, "account", f"/api/v1/{kind}s/count", where)
+    context = {
+        "kind": kind,
+        "whose": whose,
+        "requests": page.requests,
+        "pager": pager(request, page.prev_cursor, page.next_cursor, count, PAGE_SIZE, f"{kind}s"),
+        "names": await services.usernames(login.token) if login.is_admin else {},
+        "back": f"/admin/customers/{whose.id}" if login.is_admin else "/money",
+    }
+    return render(request, "requests.html", context)
 
 
 # --- the customer's page -----------------------------------------------------------------------------------
@@ -173,6 +198,16 @@ async def money_page(request: Request, login: SignedIn, services: ServicesDep) -
     if login.is_admin:
         return see_other("/admin/money")
     return await _money_page(request, login, services, DepositForm(), WithdrawalForm())
+
+
+@router.get("/money/{kinds}")
+async def money_list(
+    request: Request, kinds: Literal["deposits", "withdrawals"], login: SignedIn, services: ServicesDep
+) -> Response:
+    """Every deposit or every withdrawal of the customer, paged."""
+    if login.is_admin:
+        return see_other("/admin/money")
+    return await request_list(request, login, services, kinds[:-1], Whose(login.user_id, login.username))
 
 
 @router.post("/money/deposit")

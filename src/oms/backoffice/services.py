@@ -22,6 +22,7 @@ from oms.backoffice.models import (
     Order,
     OrderFilter,
     OrderPage,
+    RequestPage,
     TrailEntry,
     TrailPage,
     UserRecord,
@@ -213,10 +214,24 @@ class Services:
         limit: int = 50,
     ) -> list[MoneyRequest]:
         """Deposits or withdrawals (`kind`), newest first: the customer's own, or (admins) anyone's."""
-        wanted = {"customerId": customer_id, "status": status, "limit": str(limit)}
-        params = {k: v for k, v in wanted.items() if v}
+        page = await self.money_request_page(token, kind, customer_id=customer_id, status=status, limit=limit)
+        return page.requests
+
+    async def money_request_page(
+        self,
+        token: str,
+        kind: str,
+        *,
+        customer_id: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: Cursor = Cursor(),
+    ) -> RequestPage:
+        """A page of deposits or withdrawals (`kind`), newest first, and the cursors either side of it."""
+        params = {**request_filter(customer_id, status), "limit": str(limit), **cursor.params()}
         answer = await self._call("GET", "account", f"/api/v1/{kind}s", token, params=params)
-        return [MoneyRequest.of(kind, r) for r in answer[f"{kind}s"]]
+        found = [MoneyRequest.of(kind, r) for r in answer[f"{kind}s"]]
+        return RequestPage(found, answer.get("nextCursor"), answer.get("prevCursor"))
 
     async def decide(self, token: str, kind: str, request_id: str, verdict: str) -> None:
         """An admin's `verdict` (approve or reject) on a deposit or withdrawal request."""
@@ -267,6 +282,12 @@ class Services:
         except httpx.HTTPError as exc:
             return Health(component, False, f"unreachable ({type(exc).__name__})")
         return Health(component, response.is_success, _health_detail(response))
+
+
+def request_filter(customer_id: str | None, status: str | None = None) -> dict[str, str]:
+    """The deposit and withdrawal lists' filters."""
+    wanted = {"customerId": customer_id, "status": status}
+    return {k: v for k, v in wanted.items() if v}
 
 
 def ledger_filter(customer_id: str | None, asset: str | None) -> dict[str, str]:
