@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from oms.backoffice.forms import amount_error, symbol_error
 from oms.backoffice.services import ServiceError
 from oms.backoffice.sessions import SignedInAdmin, require_csrf, signed_in_admin
-from oms.backoffice.views import ServicesDep, render, see_other, with_notice
+from oms.backoffice.views import ServicesDep, done, render
 from oms.kernel.market import Instrument, InstrumentStatus
 
 router = APIRouter(
@@ -110,17 +110,21 @@ async def change_instrument(
             raise
         form.problem = exc.message
         return await _page(request, login, services, form, exc.status)
-    return see_other(with_notice(_showing(form.symbol), "instrument-saved"))
+    return done(request, _showing(form.symbol), f"{form.symbol} saved: the market publishes it at once.")
 
 
 @router.post("/{symbol}/{action}")
-async def halt_or_reopen(symbol: str, action: str, login: SignedInAdmin, services: ServicesDep) -> Response:
+async def halt_or_reopen(
+    request: Request, symbol: str, action: str, login: SignedInAdmin, services: ServicesDep
+) -> Response:
     """Halt an instrument's trading and quotes (`halt`), or reopen it (`reopen`)."""
     statuses = {"halt": InstrumentStatus.HALTED, "reopen": InstrumentStatus.OPEN}
     if action not in statuses:
         raise ServiceError(404, "no such action")
     await services.change_instrument(login.token, symbol, {"status": statuses[action].value})
-    return see_other(with_notice(_showing(symbol), "halted" if action == "halt" else "reopened"))
+    if action == "halt":
+        return done(request, _showing(symbol), f"{symbol} halted: no quotes, no new orders until reopened.")
+    return done(request, _showing(symbol), f"{symbol} reopened.")
 
 
 def _showing(symbol: str) -> str:
