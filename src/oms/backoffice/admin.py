@@ -68,6 +68,7 @@ async def overview(request: Request, login: SignedInAdmin, services: ServicesDep
     context = {
         "chart": orders_per_minute(orders, now, CHART_MINUTES),
         "waiting": waiting.orders,
+        "live_orders": waiting.orders,
         "requests_waiting": len(requests),
         "names": await services.usernames(login.token),
     }
@@ -196,7 +197,7 @@ async def orders_page(request: Request, login: SignedInAdmin, services: Services
         "customers": sorted((u for u in users if u.is_customer), key=lambda u: u.username),
         "names": {u.id: u.username for u in users},
     }
-    return render(request, "orders.html", context)
+    return render(request, "orders.html", {**context, "live_orders": context["page"].orders})
 
 
 @router.get("/orders.csv")

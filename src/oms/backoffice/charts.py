@@ -263,3 +263,67 @@ def balance_over_time(entries: Sequence[LedgerEntry], current: Balance, now: dat
         time_ticks(start, end, x),
         current.asset,
     )
+
+
+PRICE_FRAME = Frame(960, 280)  # a symbol's price chart, page-wide
+
+
+@dataclass(frozen=True, slots=True)
+class QuotePoint:
+    """One quote as a price chart needs it."""
+
+    time: datetime
+    bid: Decimal
+    ask: Decimal
+    last: Decimal
+
+
+@dataclass(frozen=True)
+class PriceChart:
+    frame: Frame
+    last_path: str  # SVG polyline points
+    bid_path: str
+    ask_path: str
+    y_ticks: list[Tick]
+    x_ticks: list[Tick]
+    symbol: str
+    latest: QuotePoint | None
+    count: int  # quotes drawn
+
+    @property
+    def empty(self) -> bool:
+        return self.latest is None
+
+
+def price_chart(symbol: str, points: Sequence[QuotePoint], now: datetime) -> PriceChart:
+    """Last, bid and ask of `symbol` over its recent quotes (oldest first), from the first quote to now: the
+    time axis fits the quotes (at least `MIN_SPAN`), the value axis their range (never from 0 for prices)."""
+    frame = PRICE_FRAME
+    if not points:
+        return PriceChart(frame, "", "", "", _value_ticks(frame, 1.0), [], symbol, None, 0)
+    start = points[0].time
+    end = max(now, points[-1].time, start + MIN_SPAN)
+    seconds = (end - start).total_seconds()
+    prices = [float(p) for point in points for p in (point.bid, point.ask, point.last)]
+    scale = value_scale(min(prices), max(prices))
+
+    def x_of(moment: datetime) -> float:
+        return frame.left + frame.plot_width * (moment - start).total_seconds() / seconds
+
+    def y_of(price: Decimal) -> float:
+        return frame.bottom - frame.plot_height * (float(price) - scale.low) / (scale.high - scale.low)
+
+    def path(price: Callable[[QuotePoint], Decimal]) -> str:
+        return " ".join(f"{x_of(p.time):.1f},{y_of(price(p)):.1f}" for p in points)
+
+    return PriceChart(
+        frame,
+        path(lambda p: p.last),
+        path(lambda p: p.bid),
+        path(lambda p: p.ask),
+        scale.ticks(frame),
+        time_ticks(start, end, x_of),
+        symbol,
+        points[-1],
+        len(points),
+    )

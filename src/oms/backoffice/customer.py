@@ -100,7 +100,7 @@ async def orders_page(request: Request, login: SignedIn, services: ServicesDep) 
         return see_other(f"/admin/orders?{request.url.query}")
     filters = order_filters(request.query_params)
     context = await orders_context(request, login, services, filters)
-    return render(request, "orders.html", {**context, "admin": False})
+    return render(request, "orders.html", {**context, "admin": False, "live_orders": context["page"].orders})
 
 
 @router.get("/orders.csv")
@@ -116,30 +116,10 @@ async def orders_export(request: Request, login: SignedIn, services: ServicesDep
 async def order_page(
     request: Request, order_id: uuid.UUID, login: SignedIn, services: ServicesDep
 ) -> Response:
-    """One order; its status follows PENDING → MATCHED/CANCELED on screen."""
+    """One order; its status follows PENDING → MATCHED/CANCELED on screen (from the page's live stream)."""
     order = await services.order(login.token, str(order_id))
-    return render(request, "order.html", {"order": order})
-
-
-@router.get("/orders/{order_id}/status")
-async def order_status(
-    request: Request, order_id: uuid.UUID, login: SignedIn, services: ServicesDep
-) -> Response:
-    """The status block of one order (htmx polls it while the order is PENDING)."""
-    order = await services.order(login.token, str(order_id))
-    return render(request, "_order_status.html", {"order": order})
-
-
-@router.get("/orders/{order_id}/row")
-async def order_row(
-    request: Request, order_id: uuid.UUID, login: SignedIn, services: ServicesDep
-) -> Response:
-    """One row of an order list (htmx polls it while the order is PENDING)."""
-    order = await services.order(login.token, str(order_id))
-    names = await services.usernames(login.token) if login.is_admin else {}
-    here = local_path(request.query_params.get("here"), "/orders")
-    context = {"order": order, "admin": login.is_admin, "names": names, "here": here}
-    return render(request, "_order_row.html", context)
+    context = {"order": order, "live_orders": [order], "live_view": "status"}
+    return render(request, "order.html", context)
 
 
 @router.post("/orders/{order_id}/cancel")

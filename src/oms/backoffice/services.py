@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -33,6 +35,7 @@ from oms.kernel.market import Instrument
 from oms.kernel.settings import Settings
 
 OPERATED = ("order", "account")
+STREAM_SILENCE = 45.0  # seconds without a byte after which a service's event stream is taken for lost
 NAMES_TTL = (
     5.0  # seconds the id → username map is reused  # the services with a relay, a consumer and dead letters
 )
@@ -263,10 +266,31 @@ class Services:
     async def match_order(self, token: str, order_id: str) -> None:
         await self._call("POST", "order", f"/api/v1/orders/{order_id}/match", token)
 
+    @asynccontextmanager
+    async def order_stream(self, token: str) -> AsyncIterator[AsyncIterator[str]]:
+        """The lines of the order service's stream of this user's order changes (server-sent events);
+        ServiceError when it cannot be opened. A silence longer than `STREAM_SILENCE` (the service sends a
+        keep-alive every 15 s) ends it with httpx.ReadTimeout."""
+        url = f"{self.urls['order']}/api/v1/orders/stream"
+        headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+        timeout = httpx.Timeout(10, read=STREAM_SILENCE)
+        try:
+            async with self.http.stream("GET", url, headers=headers, timeout=timeout) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise _refusal("order", response)
+                yield response.aiter_lines()
+        except httpx.HTTPError as exc:
+            raise ServiceError(503, f"the order stream broke off ({type(exc).__name__})") from None
+
     # -- market -------------------------------------------------------------------------------------
     async def instruments(self, token: str) -> list[Instrument]:
         answer = await self._call("GET", "market", "/api/v1/instruments", token)
         return [Instrument.model_validate(i) for i in answer["instruments"]]
+
+    async def instrument(self, token: str, symbol: str) -> Instrument:
+        answer = await self._call("GET", "market", f"/api/v1/instruments/{quote(symbol, safe='')}", token)
+        return Instrument.model_validate(answer)
 
     async def change_instrument(self, token: str, symbol: str, body: dict[str, str]) -> None:
         """List a new instrument or change the fields in `body` (admins only)."""

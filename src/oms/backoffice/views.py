@@ -83,10 +83,24 @@ def render(
         "here": request.url.path + (f"?{urlencode(kept)}" if kept else ""),  # where forms come back to
         **(context or {}),
     }
+    if page["login"] and not is_htmx(request):
+        page["live"] = live_url(page)
     response = TEMPLATES.TemplateResponse(request, name, page, status_code=status)
     if fresh or flash:
         write_session(request, response, replace(session, flash=None))
     return response
+
+
+def live_url(page: Mapping[str, Any]) -> str:
+    """The page's stream of live updates (live.py): the ticker always; the chart of `live_chart`; the
+    PENDING orders among `live_orders`, shown as list rows or (`live_view` "status") an order's status."""
+    params = {"here": page["here"]}
+    if page.get("live_chart"):
+        params["chart"] = page["live_chart"]
+    pending = [o.id for o in page.get("live_orders", ()) if o.pending]
+    if pending:
+        params |= {"orders": ",".join(pending), "view": page.get("live_view", "row")}
+    return f"/live?{urlencode(params)}"
 
 
 @dataclass(frozen=True)

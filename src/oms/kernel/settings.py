@@ -142,6 +142,9 @@ class Settings(BaseSettings):
     account_url: str = Field(default_factory=lambda given: _local_url("http", given, "account_port"))
     market_url: str = Field(default_factory=lambda given: _local_url("http", given, "market_port"))
     backoffice_session_key: SecretStr | None = None
+    # The back office's ticker strip: symbols shown to admins (and after a customer's own), comma-separated;
+    # empty: admins see the most ordered symbols, then the first listed.
+    backoffice_ticker: str = ""
 
     # The first admin.
     admin_username: str | None = None
