@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 
 from oms.kernel.consumer import Outcome
 from oms.kernel.events import AnyEvent, Envelope, FundsRejected, FundsReserved
+from oms.kernel.market import MarketData
 from oms.kernel.settings import ExecutionMode
 from oms.kernel.unit_of_work import UnitOfWork, UnitOfWorkFactory
-from oms.order.domain import Order, OrderEvent, OrderPlaced, TransitionRefused
+from oms.order.domain import NotMarketable, Order, OrderEvent, OrderPlaced, TransitionRefused
 from oms.order.store import Orders
 
 
@@ -60,20 +61,26 @@ def _answer(order: Order, event: AnyEvent, mode: ExecutionMode, now: datetime) -
     return []  # not for us
 
 
-Change = Callable[[Order, datetime], list[OrderEvent] | TransitionRefused]
+Refusal = TransitionRefused | NotMarketable
+Change = Callable[[Order, datetime], list[OrderEvent] | Refusal]
 
 
 def cancel(reason: str) -> Change:
     return lambda order, now: order.cancel(reason, now)
 
 
-def match(order: Order, now: datetime) -> list[OrderEvent] | TransitionRefused:
+def match(order: Order, now: datetime) -> list[OrderEvent] | Refusal:
     return order.match(now)
+
+
+def match_at_market(market: MarketData) -> Change:
+    """An admin's match at the symbol's latest quote, read once the order is locked."""
+    return lambda order, now: order.match_at(market.quote(order.asset_name), now)
 
 
 async def change_order(
     unit_of_work: UnitOfWorkFactory[Orders], order_id: uuid.UUID, change: Change
-) -> Order | TransitionRefused | None:
+) -> Order | Refusal | None:
     """Cancel or match an order (a command from the API), the row locked so that a racing cancel and match
     queue up and the second is refused. None if there is no such order."""
     async with unit_of_work() as tx:
@@ -81,7 +88,7 @@ async def change_order(
         if order is None:
             return None
         outcome = change(order, datetime.now(UTC))
-        if isinstance(outcome, TransitionRefused):
+        if isinstance(outcome, TransitionRefused | NotMarketable):
             return outcome
         tx.repository.save(order)
         tx.emit(*outcome)

@@ -10,23 +10,26 @@ from datetime import datetime
 
 import asyncpg
 
-from oms.kernel.money import Side
+from oms.kernel.money import OrderType, Side, TimeInForce
 from oms.kernel.sql import Write, columns
 from oms.kernel.unit_of_work import Stage
 from oms.order.domain import Order, OrderStatus
 
-_COLUMNS = "id, customer_id, asset_name, side, size, price, status, reason, reserved, created_at, updated_at"
+_COLUMNS = (
+    "id, customer_id, asset_name, side, size, price, status, reason, reserved, created_at, updated_at, "
+    "order_type, time_in_force, reserve_price, executed_price"
+)
 _INSERT = (
     f"INSERT INTO orders ({_COLUMNS}) SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], "
     "$4::text[], $5::numeric[], $6::numeric[], $7::text[], $8::text[], $9::bool[], $10::timestamptz[], "
-    "$11::timestamptz[])"
+    "$11::timestamptz[], $12::text[], $13::text[], $14::numeric[], $15::numeric[])"
 )
 # Only PENDING rows may change: an order changed meanwhile (a lost race) makes the transaction fail.
 _UPDATE = (
     "UPDATE orders SET status = u.status, reason = u.reason, reserved = u.reserved, "
-    "updated_at = u.updated_at "
-    "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::timestamptz[]) "
-    "AS u(id, status, reason, reserved, updated_at) "
+    "updated_at = u.updated_at, executed_price = u.executed_price "
+    "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::timestamptz[], $6::numeric[]) "
+    "AS u(id, status, reason, reserved, updated_at, executed_price) "
     "WHERE orders.id = u.id AND orders.status = 'PENDING' RETURNING orders.id"
 )
 
@@ -44,6 +47,10 @@ def _order(row: asyncpg.Record) -> Order:
         status=OrderStatus(row["status"]),
         reason=row["reason"],
         reserved=row["reserved"],
+        order_type=OrderType(row["order_type"]),
+        time_in_force=TimeInForce(row["time_in_force"]),
+        reserve_price=row["reserve_price"],
+        executed_price=row["executed_price"],
     )
 
 
@@ -61,12 +68,16 @@ def _row(o: Order) -> tuple[object, ...]:
         o.reserved,
         o.created_at,
         o.updated_at,
+        o.order_type.value,
+        o.time_in_force.value,
+        o.reserve_price,
+        o.executed_price,
     )
 
 
 def _change(o: Order) -> tuple[object, ...]:
     """What `_UPDATE` writes of an order."""
-    return (o.id, o.status.value, o.reason, o.reserved, o.updated_at)
+    return (o.id, o.status.value, o.reason, o.reserved, o.updated_at, o.executed_price)
 
 
 class Orders:
