@@ -223,7 +223,7 @@ def _refused(refusal: TransitionRefused) -> ApiError:
 
 @router.delete("", response_model=Canceled, responses=error_responses(404, 409))
 async def cancel_order(
-    orderId: uuid.UUID, user: CurrentUser, pool: Pool, unit_of_work: UnitsOfWork
+    orderId: uuid.UUID, request: Request, user: CurrentUser, pool: Pool, unit_of_work: UnitsOfWork
 ) -> Canceled:
     """Cancel a PENDING order (409 once it is MATCHED or CANCELED)."""
     async with pool.acquire() as conn:
@@ -232,6 +232,8 @@ async def cancel_order(
     outcome = await change_order(unit_of_work, orderId, cancel(reason))
     if isinstance(outcome, TransitionRefused):
         raise _refused(outcome)
+    if request.app.state.execution is not None:  # off the book here; other replicas find it canceled
+        request.app.state.execution.forget([orderId])
     return Canceled(message="order canceled", status=OrderStatus.CANCELED)
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from oms.kernel.consumer import Outcome
 from oms.kernel.events import AnyEvent, Envelope, FundsRejected, FundsReserved
-from oms.kernel.market import MarketData
+from oms.kernel.market import MarketData, Quote
 from oms.kernel.settings import ExecutionMode
 from oms.kernel.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from oms.order.domain import NotMarketable, Order, OrderEvent, OrderPlaced, TransitionRefused
@@ -28,9 +28,16 @@ async def place_orders(tx: UnitOfWork[Orders], placed: Sequence[OrderPlaced]) ->
 
 
 async def handle_batch(
-    unit_of_work: UnitOfWorkFactory[Orders], mode: ExecutionMode, envelopes: Sequence[Envelope[AnyEvent]]
+    unit_of_work: UnitOfWorkFactory[Orders],
+    mode: ExecutionMode,
+    envelopes: Sequence[Envelope[AnyEvent]],
+    *,
+    market: MarketData | None = None,
+    rested: Callable[[Sequence[Order]], None] | None = None,
 ) -> list[Outcome]:
-    """Apply events from the account service in stream order, each at most once, in one unit of work."""
+    """Apply events from the account service in stream order, each at most once, in one unit of work. An
+    order whose funds are reserved executes as `mode` says, at `market`'s latest quote; those left resting
+    are handed to `rested` once the unit has committed."""
     failed: dict[uuid.UUID, Exception] = {}
     async with unit_of_work() as tx:
         todo = await tx.inbox.first_deliveries(envelopes)
@@ -43,19 +50,24 @@ async def handle_batch(
                 failed[envelope.id] = UnknownOrder(str(envelope.order_id))
                 continue
             before = (order.status, order.reserved)
-            tx.emit(*_answer(order, envelope.event, mode, now))
+            quote = market.quote(order.asset_name) if market else None
+            tx.emit(*_answer(order, envelope.event, mode, now, quote))
             if (order.status, order.reserved) != before:
                 changed[order.id] = order
         tx.inbox.forget(failed)
         tx.repository.save(*changed.values())
+    if rested is not None:
+        rested([o for o in changed.values() if o.rests])
     return [failed.get(envelope.id) for envelope in envelopes]
 
 
-def _answer(order: Order, event: AnyEvent, mode: ExecutionMode, now: datetime) -> list[OrderEvent]:
+def _answer(
+    order: Order, event: AnyEvent, mode: ExecutionMode, now: datetime, quote: Quote | None
+) -> list[OrderEvent]:
     """The account's answer to the order's creation, applied to the order."""
     match event:
         case FundsReserved():
-            return order.reserve_funds_confirmed(mode, now)
+            return order.reserve_funds_confirmed(mode, now, quote)
         case FundsRejected():
             return order.reserve_funds_rejected(event.reason, now)
     return []  # not for us

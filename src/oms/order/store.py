@@ -99,6 +99,17 @@ class Orders:
         )
         return {row["id"]: _order(row) for row in rows}
 
+    async def lock_day_orders(self, placed_before: datetime, limit: int) -> list[Order]:
+        """Up to `limit` PENDING DAY orders placed before `placed_before`, row-locked: the close expires them.
+        A replica that waited for the locks finds the rows changed, and skips them."""
+        rows = await self._conn.fetch(
+            f"SELECT {_COLUMNS} FROM orders WHERE status = 'PENDING' AND time_in_force = 'DAY' "
+            "AND created_at < $1 ORDER BY id LIMIT $2 FOR UPDATE",
+            placed_before,
+            limit,
+        )
+        return [_order(row) for row in rows]
+
     def add(self, *orders: Order) -> None:
         """Insert new orders (one statement whatever their number)."""
         if orders:
@@ -188,6 +199,17 @@ async def all_orders(conn: asyncpg.Connection) -> list[Order]:
 async def by_ids(conn: asyncpg.Connection, order_ids: Iterable[uuid.UUID | str]) -> list[Order]:
     """These orders (those that exist)."""
     rows = await conn.fetch(f"SELECT {_COLUMNS} FROM orders WHERE id = ANY($1::uuid[])", list(order_ids))
+    return [_order(r) for r in rows]
+
+
+async def reserved_pending(conn: asyncpg.Connection, changed_since: datetime | None = None) -> list[Order]:
+    """The PENDING orders whose funds are reserved (changed at or after `changed_since`): what waits for the
+    market or an admin. The partial index of PENDING orders bounds the scan."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM orders WHERE status = 'PENDING' AND reserved "
+        "AND ($1::timestamptz IS NULL OR updated_at >= $1)",
+        changed_since,
+    )
     return [_order(r) for r in rows]
 
 
