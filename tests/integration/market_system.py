@@ -5,6 +5,7 @@ durable consumers — and the market as a `MarketBoard` the test publishes quote
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -198,8 +199,44 @@ class MarketSystem:
         await self.board.publish(quote)
         return quote
 
+    @asynccontextmanager
+    async def order_stream(self, who: Customer, **params: str) -> AsyncIterator[OrderStream]:
+        """`GET /api/v1/orders/stream` as `who`, open for the block."""
+        url = f"{self.urls['order']}/api/v1/orders/stream"
+        async with self.http.stream("GET", url, params=params, headers=who.headers) as response:
+            assert response.status_code == 200, await response.aread()
+            assert response.headers["content-type"].startswith("text/event-stream")
+            yield OrderStream(response.aiter_lines())
+
     async def audit(self) -> AuditReport:
         return await run_audit(self.databases["order"], self.databases["account"], settle_seconds=15)
+
+
+@dataclass
+class OrderStream:
+    """The `order` events of a stream, read as they come."""
+
+    lines: AsyncIterator[str]
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+    async def until(self, check: Callable[[dict[str, Any]], bool], within: float = 10) -> dict[str, Any]:
+        """Read events until one passes `check` (every event read is kept in `seen`)."""
+        try:
+            return await asyncio.wait_for(self._read_until(check), within)
+        except TimeoutError:
+            raise AssertionError(f"no such event within {within}s; seen {self.seen}") from None
+
+    async def _read_until(self, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        event = ""
+        async for line in self.lines:
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: ") and event == "order":
+                order: dict[str, Any] = json.loads(line.removeprefix("data: "))
+                self.seen.append(order)
+                if check(order):
+                    return order
+        raise AssertionError(f"the stream ended; seen {self.seen}")
 
 
 def _drop_slots(url: str, services: Iterable[str]) -> None:

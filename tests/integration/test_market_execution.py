@@ -4,14 +4,20 @@ sequence. Each test lists a symbol of its own, so that no other test's orders me
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import pytest
 
+from oms.kernel.db import create_pool
 from oms.kernel.settings import Settings
+from oms.kernel.unit_of_work import postgres_unit_of_work
+from oms.order.handlers import cancel, change_order
+from oms.order.store import Orders
 from oms.runtime.nats import EmbeddedNats
 from tests.conftest import execute
 from tests.integration.market_system import MarketSystem, running
@@ -304,3 +310,80 @@ async def test_day_order_pending_at_the_close_expires_and_gtc_stays(
     assert order["reason"] == "expired"
     assert (await system.order(gtc))["status"] == "PENDING"
     assert await system.balances(customer) == {"TRY": (D(10000), D(7010))}
+
+
+# --- The order stream ---------------------------------------------------------------------------------------
+
+
+def is_order(order_id: str, status: str, reserved: bool = True) -> Callable[[dict[str, object]], bool]:
+    return lambda o: o["id"] == order_id and o["status"] == status and o["fundsReserved"] is reserved
+
+
+async def test_stream_shows_a_customers_order_change_live_and_no_one_elses(system: MarketSystem) -> None:
+    symbol = system.listed()
+    await system.quote(symbol, "299.95", "300.05")
+    alice, bob = await system.customer("3000"), await system.customer("3000")
+    async with system.order_stream(alice) as stream, system.order_stream(bob) as bobs:
+        order_id = await system.placed(alice, assetName=symbol, price="299")
+        await stream.until(is_order(order_id, "PENDING", reserved=False))
+        await stream.until(is_order(order_id, "PENDING"))
+        await system.quote(symbol, "298.80", "298.90")
+        matched = await stream.until(is_order(order_id, "MATCHED"))
+        assert matched["executedPrice"] == 298.9
+        sentinel = await system.placed(bob, assetName=symbol, price="290")
+        await bobs.until(lambda o: o["id"] == sentinel)
+    assert {o["customerId"] for o in bobs.seen} == {bob.id}
+
+
+async def test_stream_admin_sees_every_customers_orders(system: MarketSystem) -> None:
+    symbol = system.listed()
+    await system.quote(symbol, "299.95", "300.05")
+    customer = await system.customer("4000")
+    async with system.order_stream(system.admin) as stream:
+        order_id = await system.placed(customer, assetName=symbol, price="310")
+        await stream.until(is_order(order_id, "MATCHED"))
+
+
+async def test_stream_customer_asking_for_another_customers_orders_403(system: MarketSystem) -> None:
+    alice, bob = await system.customer(), await system.customer()
+    url = f"{system.urls['order']}/api/v1/orders/stream"
+    answer = await system.http.get(url, params={"customerId": bob.id}, headers=alice.headers)
+    assert answer.status_code == 403
+
+
+async def test_stream_a_change_written_by_another_replica_reaches_it(system: MarketSystem) -> None:
+    symbol = system.listed()
+    await system.quote(symbol, "299.95", "300.05")
+    customer = await system.customer("3000")
+    order_id = await system.placed(customer, assetName=symbol, price="299")
+    await system.resting(order_id)
+    pool = await create_pool(system.databases["order"], min_size=1, max_size=1)  # another replica's
+    try:
+        async with system.order_stream(customer) as stream:
+            await stream.until(is_order(order_id, "PENDING"))  # the snapshot
+            outcome = await change_order(
+                postgres_unit_of_work(pool, Orders), uuid.UUID(order_id), cancel("by replica 2")
+            )
+            assert outcome is not None
+            canceled = await stream.until(is_order(order_id, "CANCELED"))
+        assert canceled["reason"] == "by replica 2"
+    finally:
+        await pool.close()
+
+
+async def test_stream_after_a_restart_starts_from_the_orders_as_they_are(system: MarketSystem) -> None:
+    symbol = system.listed()
+    await system.quote(symbol, "299.95", "300.05")
+    customer = await system.customer("3000")
+    order_id = await system.placed(customer, assetName=symbol, price="299")
+    async with system.order_stream(customer) as stream:
+        await stream.until(is_order(order_id, "PENDING"))
+        await system.stop_order_service()  # the stream ends with its service
+        await system.quote(symbol, "298.80", "298.90")
+        with pytest.raises((httpx.HTTPError, AssertionError)):
+            await stream.until(lambda o: False)
+    await system.start_order_service()
+    await system.settled(order_id, "MATCHED")
+    async with system.order_stream(customer) as again:
+        snapshot = await again.until(lambda o: o["id"] == order_id)
+    assert (snapshot["status"], snapshot["executedPrice"]) == ("MATCHED", 298.9)

@@ -21,6 +21,8 @@ from oms.order.execution import Clock, MarketExecution, utc_now
 from oms.order.expiry import run_closes
 from oms.order.handlers import handle_batch, place_orders
 from oms.order.store import Orders
+from oms.order.stream import OrderChanges
+from oms.order.stream import router as stream_router
 
 
 def create_app(settings: Settings, market: MarketData | None = None, clock: Clock = utc_now) -> FastAPI:
@@ -34,6 +36,7 @@ def create_app(settings: Settings, market: MarketData | None = None, clock: Cloc
     def start(app: FastAPI) -> None:
         app.state.market = market
         app.state.placements = GroupCommit("place-orders", app.state.unit_of_work, place_orders)
+        app.state.order_changes = OrderChanges(settings.database_url("order"), app.state.pool)
         app.state.execution = None
         if settings.execution is ExecutionMode.MARKET and market is not None:
             load = partial(_reserved_pending, app)
@@ -46,7 +49,7 @@ def create_app(settings: Settings, market: MarketData | None = None, clock: Cloc
         return partial(handle_batch, unit_of_work, s.execution, market=market, rested=rested)
 
     async def background(app: FastAPI, stop: asyncio.Event) -> None:
-        tasks = []
+        tasks = [app.state.order_changes.run(stop)]
         if settings.execution is not ExecutionMode.IMMEDIATE:  # orders wait: DAY ones expire at the close
             tasks.append(run_closes(app.state.unit_of_work, settings.close(), stop, clock))
         if app.state.execution is not None:
@@ -57,7 +60,7 @@ def create_app(settings: Settings, market: MarketData | None = None, clock: Cloc
         service="order",
         description="Orders, PENDING → MATCHED | CANCELED; the only writer of order status.",
         settings=settings,
-        routers=[router],
+        routers=[stream_router, router],  # /stream before /{order_id}
         repository=Orders,
         make_handler=handler,
         on_start=start,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Final
 
 import asyncpg
 
@@ -32,6 +33,28 @@ _UPDATE = (
     "AS u(id, status, reason, reserved, updated_at, executed_price) "
     "WHERE orders.id = u.id AND orders.status = 'PENDING' RETURNING orders.id"
 )
+
+
+# Every replica's order streams follow the orders' changes through PostgreSQL's notifications (delivered at
+# commit, to every listening connection): "<order id> <customer id>" per order, comma-separated, one
+# notification per chunk (a payload holds at most 8,000 bytes).
+CHANGES_CHANNEL: Final = "oms_order_changes"
+_PER_NOTIFICATION: Final = 100
+_NOTIFY = f"SELECT pg_notify('{CHANGES_CHANNEL}', p) FROM unnest($1::text[]) AS p"
+
+
+def changes_notified(orders: Sequence[Order]) -> Write:
+    """The notifications of these orders' changes, to write with them. (A CTE that only reads runs only if
+    the statement reads it: the row count it must have makes it read.)"""
+    entries = [f"{o.id} {o.customer_id}" for o in orders]
+    chunks = [",".join(entries[i : i + _PER_NOTIFICATION]) for i in range(0, len(entries), _PER_NOTIFICATION)]
+    return Write(_NOTIFY, (chunks,), rows=len(chunks))
+
+
+def changed_orders(payload: str) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """The (order id, customer id) pairs of a notification on `CHANGES_CHANNEL`."""
+    pairs = (entry.split(" ") for entry in payload.split(",") if entry)
+    return [(uuid.UUID(order_id), uuid.UUID(customer_id)) for order_id, customer_id in pairs]
 
 
 def _order(row: asyncpg.Record) -> Order:
@@ -114,11 +137,13 @@ class Orders:
         """Insert new orders (one statement whatever their number)."""
         if orders:
             self._stage(Write(_INSERT, tuple(columns(map(_row, orders)))))
+            self._stage(changes_notified(orders))
 
     def save(self, *orders: Order) -> None:
         """Write orders' new states; only PENDING rows may change (else the unit fails: `WriteConflict`)."""
         if orders:
             self._stage(Write(_UPDATE, tuple(columns(map(_change, orders))), rows=len(orders)))
+            self._stage(changes_notified(orders))
 
 
 async def get(conn: asyncpg.Connection, order_id: uuid.UUID, *, for_update: bool = False) -> Order | None:
