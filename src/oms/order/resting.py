@@ -15,17 +15,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 from oms.kernel.market import Quote
 from oms.kernel.money import Side
 from oms.order.domain import Order
 
 
-@dataclass(frozen=True, order=True, slots=True)
-class _Entry:
+class _Entry(NamedTuple):
+    """A heap entry: compared as a tuple (in C), the order id breaking ties of limit and time."""
+
     rank: Decimal  # -limit for a BUY (highest first), limit for a SELL (lowest first)
     placed: datetime
-    order_id: uuid.UUID = field(compare=False)
+    order_id: uuid.UUID
 
 
 @dataclass
@@ -66,7 +68,10 @@ class RestingOrders:
             if order.id in self._live or order.price is None:
                 continue
             rank = -order.price if order.side is Side.BUY else order.price
-            heap = self._heaps.setdefault((order.asset_name, order.side), _Heap())
+            key = (order.asset_name, order.side)
+            heap = self._heaps.get(key)
+            if heap is None:
+                heap = self._heaps[key] = _Heap()
             heapq.heappush(heap.entries, _Entry(rank, order.created_at, order.id))
             self._live[order.id] = order.asset_name
         self._compact()

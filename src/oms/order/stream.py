@@ -162,7 +162,15 @@ async def _events(
             yield sse_event(order_view(changed), event="order")
 
 
-@router.get("/stream", responses=error_responses(403))
+@router.get(
+    "/stream",
+    response_class=EventStreamResponse,
+    status_code=200,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "`order` events"},
+        **error_responses(403),
+    },
+)
 async def stream_orders(
     request: Request, user: CurrentUser, pool: Pool, customerId: uuid.UUID | None = None
 ) -> EventStreamResponse:
