@@ -4,12 +4,14 @@ sequence. Each test lists a symbol of its own, so that no other test's orders me
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
@@ -17,7 +19,8 @@ from oms.kernel.db import create_pool
 from oms.kernel.settings import Settings
 from oms.kernel.unit_of_work import postgres_unit_of_work
 from oms.order.handlers import cancel, change_order
-from oms.order.store import Orders
+from oms.order.store import CHANGES_CHANNEL, Orders
+from oms.order.stream import StreamsOpen
 from oms.runtime.nats import EmbeddedNats
 from tests.conftest import execute
 from tests.integration.market_system import MarketSystem, running
@@ -357,18 +360,40 @@ async def test_stream_a_change_written_by_another_replica_reaches_it(system: Mar
     customer = await system.customer("3000")
     order_id = await system.placed(customer, assetName=symbol, price="299")
     await system.resting(order_id)
-    pool = await create_pool(system.databases["order"], min_size=1, max_size=1)  # another replica's
+    pool = await create_pool(system.databases["order"], min_size=1, max_size=2)  # another replica's
+    streams, stop = StreamsOpen(), asyncio.Event()
+    following = asyncio.create_task(streams.run(pool, stop))
+    replica = postgres_unit_of_work(pool, lambda conn, stage: Orders(conn, stage, streams))
     try:
         async with system.order_stream(customer) as stream:
             await stream.until(is_order(order_id, "PENDING"))  # the snapshot
-            outcome = await change_order(
-                postgres_unit_of_work(pool, Orders), uuid.UUID(order_id), cancel("by replica 2")
-            )
-            assert outcome is not None
+            assert streams()  # the other replica knows a stream is open: it notifies its changes
+            assert await change_order(replica, uuid.UUID(order_id), cancel("by replica 2")) is not None
             canceled = await stream.until(is_order(order_id, "CANCELED"))
         assert canceled["reason"] == "by replica 2"
     finally:
+        stop.set()
+        await following
         await pool.close()
+
+
+async def test_stream_none_open_no_change_is_notified(system: MarketSystem) -> None:
+    symbol = system.listed()
+    await system.quote(symbol, "299.95", "300.05")
+    customer = await system.customer("6000")
+    listener = await asyncpg.connect(system.databases["order"])
+    notified: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener(CHANGES_CHANNEL, lambda *args: notified.put_nowait(args[3]))
+    try:
+        unwatched = await system.placed(customer, assetName=symbol, price="299")
+        await system.resting(unwatched)
+        async with system.order_stream(customer) as stream:
+            watched = await system.placed(customer, assetName=symbol, price="298")
+            await stream.until(lambda o: o["id"] == watched)
+        first = await asyncio.wait_for(notified.get(), 10)
+        assert unwatched not in first and watched in first  # notifications come in commit order
+    finally:
+        await listener.close()
 
 
 async def test_stream_after_a_restart_starts_from_the_orders_as_they_are(system: MarketSystem) -> None:

@@ -21,7 +21,7 @@ from oms.order.execution import Clock, MarketExecution, utc_now
 from oms.order.expiry import run_closes
 from oms.order.handlers import handle_batch, place_orders
 from oms.order.store import Orders
-from oms.order.stream import OrderChanges
+from oms.order.stream import OrderChanges, StreamsOpen
 from oms.order.stream import router as stream_router
 
 
@@ -32,11 +32,12 @@ def create_app(settings: Settings, market: MarketData | None = None, clock: Cloc
     if settings.execution is ExecutionMode.MARKET and market is None:
         raise ValueError("execution mode `market` needs the market's quotes: no market data was given")
     execution: list[MarketExecution] = []  # made once the database is there
+    streams = StreamsOpen()  # order changes are notified only while some stream is open
 
     def start(app: FastAPI) -> None:
         app.state.market = market
         app.state.placements = GroupCommit("place-orders", app.state.unit_of_work, place_orders)
-        app.state.order_changes = OrderChanges(settings.database_url("order"), app.state.pool)
+        app.state.order_changes = OrderChanges(settings.database_url("order"), app.state.pool, streams)
         app.state.execution = None
         if settings.execution is ExecutionMode.MARKET and market is not None:
             load = partial(_reserved_pending, app)
@@ -61,7 +62,7 @@ def create_app(settings: Settings, market: MarketData | None = None, clock: Cloc
         description="Orders, PENDING → MATCHED | CANCELED; the only writer of order status.",
         settings=settings,
         routers=[stream_router, router],  # /stream before /{order_id}
-        repository=Orders,
+        repository=lambda conn, stage: Orders(conn, stage, streams),
         make_handler=handler,
         on_start=start,
         background=background,

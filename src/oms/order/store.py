@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -37,7 +37,8 @@ _UPDATE = (
 
 # Every replica's order streams follow the orders' changes through PostgreSQL's notifications (delivered at
 # commit, to every listening connection): "<order id> <customer id>" per order, comma-separated, one
-# notification per chunk (a payload holds at most 8,000 bytes).
+# notification per chunk (a payload holds at most 8,000 bytes). A notifying transaction holds a cluster-wide
+# lock through its commit, so they are written only while some stream is open (order/stream.py).
 CHANGES_CHANNEL: Final = "oms_order_changes"
 _PER_NOTIFICATION: Final = 100
 _NOTIFY = f"SELECT pg_notify('{CHANGES_CHANNEL}', p) FROM unnest($1::text[]) AS p"
@@ -104,11 +105,15 @@ def _change(o: Order) -> tuple[object, ...]:
 
 
 class Orders:
-    """The orders of a unit of work: reads at once, writes staged (see `oms.kernel.unit_of_work`)."""
+    """The orders of a unit of work: reads at once, writes staged (see `oms.kernel.unit_of_work`); their
+    changes notified while `notify()` says some order stream is open."""
 
-    def __init__(self, conn: asyncpg.Connection, stage: Stage) -> None:
+    def __init__(
+        self, conn: asyncpg.Connection, stage: Stage, notify: Callable[[], bool] = lambda: True
+    ) -> None:
         self._conn = conn
         self._stage = stage
+        self._notify = notify
 
     async def get(self, order_id: uuid.UUID, *, for_update: bool = False) -> Order | None:
         """One order; with `for_update`, row-locked until the unit ends (cancel and match queue here)."""
@@ -137,12 +142,16 @@ class Orders:
         """Insert new orders (one statement whatever their number)."""
         if orders:
             self._stage(Write(_INSERT, tuple(columns(map(_row, orders)))))
-            self._stage(changes_notified(orders))
+            self._notify_changes(orders)
 
     def save(self, *orders: Order) -> None:
         """Write orders' new states; only PENDING rows may change (else the unit fails: `WriteConflict`)."""
         if orders:
             self._stage(Write(_UPDATE, tuple(columns(map(_change, orders))), rows=len(orders)))
+            self._notify_changes(orders)
+
+    def _notify_changes(self, orders: Sequence[Order]) -> None:
+        if self._notify():
             self._stage(changes_notified(orders))
 
 
@@ -242,3 +251,28 @@ async def pending_count(conn: asyncpg.Connection) -> int:
     """How many orders are PENDING (a partial index counts them)."""
     count: int = await conn.fetchval("SELECT count(*) FROM orders WHERE status = 'PENDING'")
     return count
+
+
+# --- Which processes have an order stream open --------------------------------------------------------------
+
+
+async def keep_stream_open(conn: asyncpg.Connection, process: uuid.UUID, seconds: float) -> None:
+    """`process` has a stream open for at least `seconds` more."""
+    await conn.execute(
+        "INSERT INTO order_streams (process, open_until) VALUES ($1, now() + make_interval(secs => $2)) "
+        "ON CONFLICT (process) DO UPDATE SET open_until = excluded.open_until",
+        process,
+        seconds,
+    )
+
+
+async def close_stream(conn: asyncpg.Connection, process: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM order_streams WHERE process = $1", process)
+
+
+async def streams_open_elsewhere(conn: asyncpg.Connection, process: uuid.UUID) -> bool:
+    """True when another process has an order stream open."""
+    found: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM order_streams WHERE open_until > now() AND process <> $1)", process
+    )
+    return found

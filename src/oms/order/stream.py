@@ -1,11 +1,13 @@
 """`GET /api/v1/orders/stream`: the caller's order changes as server-sent events (admins: everyone's).
 
-Every write of an order notifies PostgreSQL's channel `oms_order_changes` in its transaction (`store.py`), so
-the changes of every replica reach every replica at commit. Each process listens on one connection of its
-own (`OrderChanges.run`); while some stream is open, it reads the changed orders (one query per
-notification) and hands each to the streams that may see it. A stream starts with a snapshot — the caller's
-PENDING orders and its latest ones — so a client that reconnects (to this replica or another) starts from
-the current state; each event is the whole order, and the newest `updateDate` of an order wins. A stream
+While a stream is open in any replica, every write of an order notifies PostgreSQL's channel
+`oms_order_changes` in its transaction (`store.py`), so the changes of every replica reach every replica at
+commit. (A notifying transaction holds a cluster-wide lock through its commit — measured: it halves commits/s
+under concurrency — so nothing is notified while no one watches: `StreamsOpen`.) Each process listens on one
+connection of its own (`OrderChanges.run`); while it has streams open, it reads the changed orders (one query
+per notification) and hands each to the streams that may see them. A stream starts with a snapshot — the
+caller's PENDING orders and its latest ones — so a client that reconnects (to this replica or another) starts
+from the current state; each event is the whole order, and the newest `updateDate` of an order wins. A stream
 that falls too far behind, or whose process loses its listening connection, is ended: the client reconnects.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -63,29 +66,87 @@ class Subscription:
         self.changes.put_nowait(None)
 
 
+class StreamsOpen:
+    """Whether an order stream is open in this process or another (the order writers' question, asked on
+    every write: answered from memory). Each process with streams open keeps a row in `order_streams` alive;
+    every process reads whether another has one every `REFRESH` seconds. A process's first stream waits until
+    every other process has surely read its row before it takes its snapshot, so no change after the
+    snapshot goes unnotified."""
+
+    REFRESH: Final = 0.5
+    OPEN_FOR: Final = 10.0  # a row not renewed for this long (its process died) no longer counts
+
+    def __init__(self) -> None:
+        self.process = uuid.uuid4()
+        self.here = 0  # streams open in this process
+        self.elsewhere = False
+        self._pool: asyncpg.Pool | None = None
+        self._announced: float | None = None  # when this process's row was first written (monotonic)
+
+    def __call__(self) -> bool:
+        return self.here > 0 or self.elsewhere
+
+    async def opened(self) -> None:
+        """A stream of this process starts: once the others write notifications for it too."""
+        self.here += 1
+        if self._announced is None and self._pool is not None:
+            async with self._pool.acquire() as conn:
+                await store.keep_stream_open(conn, self.process, self.OPEN_FOR)
+            self._announced = time.monotonic()
+        if self._announced is not None:
+            await asyncio.sleep(max(0.0, self._announced + 2 * self.REFRESH - time.monotonic()))
+
+    def closed(self) -> None:
+        self.here -= 1
+
+    async def run(self, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
+        """Keep this process's row while it has streams (gone when it has none), and read the others'."""
+        self._pool = pool
+        while not stop.is_set():
+            try:
+                async with pool.acquire() as conn:
+                    if self.here:
+                        await store.keep_stream_open(conn, self.process, self.OPEN_FOR)
+                        self._announced = self._announced or time.monotonic()
+                    elif self._announced is not None:
+                        await store.close_stream(conn, self.process)
+                        self._announced = None
+                    self.elsewhere = await store.streams_open_elsewhere(conn, self.process)
+            except (OSError, asyncpg.PostgresError) as exc:
+                self.elsewhere = True  # unsure: notify rather than miss a change
+                log.warning("reading which processes stream orders failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.REFRESH)
+
+
 class OrderChanges:
     """The order changes of every replica, from the database's notifications, for this process's streams."""
 
-    def __init__(self, database_url: str, pool: asyncpg.Pool) -> None:
+    def __init__(self, database_url: str, pool: asyncpg.Pool, streams: StreamsOpen) -> None:
         self._url = database_url
         self._pool = pool
+        self._streams = streams
         self._subscriptions: set[Subscription] = set()
         self._changed: dict[uuid.UUID, uuid.UUID] = {}  # order -> customer, waiting to be read
         self._wake = asyncio.Event()
 
     @contextlib.asynccontextmanager
     async def subscribe(self, customer_id: uuid.UUID | None) -> AsyncIterator[Subscription]:
+        """A stream's changes from now on (once every replica notifies them)."""
         subscription = Subscription(customer_id)
         self._subscriptions.add(subscription)
         try:
+            await self._streams.opened()
             yield subscription
         finally:
             self._subscriptions.discard(subscription)
+            self._streams.closed()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Listen for changes and hand them out until `stop`; a lost connection ends the open streams (their
         clients reconnect and get a snapshot) and is made again."""
         fan_out = asyncio.create_task(self._fan_out(stop), name="order-changes-fan-out")
+        gate = asyncio.create_task(self._streams.run(self._pool, stop), name="order-streams-open")
         try:
             while not stop.is_set():
                 try:
@@ -97,9 +158,10 @@ class OrderChanges:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1)
         finally:
-            fan_out.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await fan_out
+            for task in (fan_out, gate):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _listen(self, stop: asyncio.Event) -> None:
         conn = await asyncpg.connect(self._url)

@@ -1,5 +1,6 @@
 """Orders at market prices (SPEC §3b): LIMIT or MARKET (no price), GTC, DAY or IOC, what a MARKET BUY
-reserved per unit, and the price each order executed at.
+reserved per unit, and the price each order executed at; and the processes with an order stream open (while
+there is one, order changes are notified: order/stream.py).
 
 Existing orders stay valid: they are LIMIT GTC orders, and those MATCHED executed at their limit price.
 
@@ -33,6 +34,10 @@ def upgrade() -> None:
             ADD CONSTRAINT orders_limit_priced CHECK ((order_type = 'LIMIT') = (price IS NOT NULL)),
             ADD CONSTRAINT orders_executed_once_matched
                 CHECK ((status = 'MATCHED') = (executed_price IS NOT NULL));
+        CREATE TABLE order_streams (
+            process uuid PRIMARY KEY,
+            open_until timestamptz NOT NULL
+        );
         """
     )
 
@@ -41,6 +46,7 @@ def downgrade() -> None:
     # Fails while MARKET orders exist (they have no price): the older schema cannot hold them.
     op.execute(
         """
+        DROP TABLE order_streams;
         ALTER TABLE orders
             DROP CONSTRAINT orders_executed_once_matched,
             DROP CONSTRAINT orders_limit_priced,
