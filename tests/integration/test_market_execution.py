@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from oms.kernel.db import create_pool
+from oms.kernel.market import InstrumentStatus
 from oms.kernel.settings import Settings
 from oms.kernel.unit_of_work import postgres_unit_of_work
 from oms.order.handlers import cancel, change_order
@@ -275,6 +276,27 @@ async def test_resting_orders_are_executed_best_limit_first_each_at_the_quote(sy
             f"{system.urls['order']}/api/v1/orders", params={"orderId": order_id}, headers=customer.headers
         )
     assert (await system.audit()).violations == []
+
+
+async def test_halted_instruments_resting_orders_wait_for_it_to_reopen(system: MarketSystem) -> None:
+    symbol, other = system.listed(), system.listed()
+    await system.quote(symbol, "299.95", "300.05")
+    await system.quote(other, "299.95", "300.05")
+    customer = await system.customer("6000")
+    order_id = await system.placed(customer, assetName=symbol, price="299")
+    sentinel = await system.placed(customer, assetName=other, price="299")
+    await system.resting(order_id)
+    await system.resting(sentinel)
+    instrument = system.board.instrument(symbol)
+    assert instrument is not None
+    system.board.list_instrument(instrument.model_copy(update={"status": InstrumentStatus.HALTED}))
+    await system.quote(symbol, "298.80", "298.90")  # a stray quote of a halted symbol executes nothing
+    await system.quote(other, "298.80", "298.90")
+    await system.settled(sentinel, "MATCHED")
+    assert (await system.order(order_id))["status"] == "PENDING"
+    system.board.list_instrument(instrument)
+    await system.quote(symbol, "298.70", "298.80")
+    assert (await system.settled(order_id, "MATCHED"))["executedPrice"] == 298.8
 
 
 # --- Restart and the close ----------------------------------------------------------------------------------

@@ -52,6 +52,13 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def tradable_quote(market: MarketData, symbol: str) -> Quote | None:
+    """The symbol's latest quote, if orders may execute at it: none while the instrument is not OPEN (halted,
+    or no longer listed)."""
+    instrument = market.instrument(symbol)
+    return market.quote(symbol) if instrument is not None and instrument.is_open else None
+
+
 class MarketExecution:
     """The resting orders of this process and the task that executes them as quotes cross them."""
 
@@ -76,8 +83,9 @@ class MarketExecution:
         self._synced_at: datetime | None = None  # when the last complete resync began
 
     async def quoted(self, quote: Quote) -> None:
-        """A new quote (the market's listener): queued only if it crosses a resting order."""
-        if self.book.crosses(quote):
+        """A new quote (the market's listener): queued only if it crosses a resting order (and its instrument
+        is OPEN: a halted one's orders wait)."""
+        if self.book.crosses(quote) and tradable_quote(self._market, quote.symbol) is not None:
             self._queue(quote)
 
     def rest(self, orders: Iterable[Order]) -> None:
@@ -167,7 +175,7 @@ class MarketExecution:
             now = self._clock()
             changed = []
             for order in locked.values():
-                events = order.meet(self._market.quote(order.asset_name), now)
+                events = order.meet(tradable_quote(self._market, order.asset_name), now)
                 if events:
                     tx.emit(*events)
                     changed.append(order)
@@ -175,7 +183,7 @@ class MarketExecution:
 
     def _check_latest(self, symbols: Iterable[str]) -> None:
         for symbol in symbols:
-            quote = self._market.quote(symbol)
+            quote = tradable_quote(self._market, symbol)
             if quote is not None and self.book.crosses(quote):
                 self._queue(quote)
 

@@ -13,6 +13,7 @@ from oms.kernel.market import MarketData, Quote
 from oms.kernel.settings import ExecutionMode
 from oms.kernel.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from oms.order.domain import NotMarketable, Order, OrderEvent, OrderPlaced, TransitionRefused
+from oms.order.execution import tradable_quote
 from oms.order.store import Orders
 
 
@@ -50,7 +51,7 @@ async def handle_batch(
                 failed[envelope.id] = UnknownOrder(str(envelope.order_id))
                 continue
             before = (order.status, order.reserved)
-            quote = market.quote(order.asset_name) if market else None
+            quote = tradable_quote(market, order.asset_name) if market else None
             tx.emit(*_answer(order, envelope.event, mode, now, quote))
             if (order.status, order.reserved) != before:
                 changed[order.id] = order
@@ -86,8 +87,9 @@ def match(order: Order, now: datetime) -> list[OrderEvent] | Refusal:
 
 
 def match_at_market(market: MarketData) -> Change:
-    """An admin's match at the symbol's latest quote, read once the order is locked."""
-    return lambda order, now: order.match_at(market.quote(order.asset_name), now)
+    """An admin's match at the symbol's latest quote (none while it is halted), read once the order is
+    locked."""
+    return lambda order, now: order.match_at(tradable_quote(market, order.asset_name), now)
 
 
 async def change_order(
