@@ -436,7 +436,7 @@ async def test_order_matched_after_release_or_on_other_terms_raises_and_changes_
 
     with pytest.raises(InconsistentEvent, match="released"):
         await account.handle(over_the_wire(released.matched()))
-    with pytest.raises(InconsistentEvent, match="terms"):
+    with pytest.raises(InconsistentEvent, match="more than its reservation"):
         await account.handle(over_the_wire(other_terms.matched(size=D(2))))
 
     assert await account_state(account_pool, released.customer_id) == before

@@ -29,8 +29,9 @@ def text(value: str | None) -> str:
     return f"'{value}" if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
-def figure(value: Decimal) -> str:
-    return plain(value)
+def figure(value: Decimal | None) -> str:
+    """A number as plain text; nothing for none (a MARKET order's price)."""
+    return plain(value) if value is not None else ""
 
 
 def moment(value: datetime | None) -> str:
@@ -90,7 +91,7 @@ def order_cells(names: dict[str, str]) -> Callable[[Order], list[str]]:
     def cells(o: Order) -> list[str]:
         return [
             o.id, o.customer_id, names.get(o.customer_id, ""), o.side, o.asset, figure(o.size),
-            figure(o.price), figure(o.cost), o.status, text(o.reason), moment(o.created_at),
+            figure(o.shown_price), figure(o.cost), o.status, text(o.reason), moment(o.created_at),
             moment(o.updated_at),
         ]  # fmt: skip
 

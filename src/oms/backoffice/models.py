@@ -47,16 +47,25 @@ class Order:
     asset: str
     side: str
     size: Decimal
-    price: Decimal
+    price: Decimal | None  # the limit; None for a MARKET order
     status: str
     reason: str | None
     funds_reserved: bool
     created_at: datetime
     updated_at: datetime
+    order_type: str = "LIMIT"
+    time_in_force: str = "GTC"
+    executed_price: Decimal | None = None
 
     @property
-    def cost(self) -> Decimal:
-        return self.size * self.price
+    def shown_price(self) -> Decimal | None:
+        """What the order executed at, or before that its limit (None: a MARKET order not executed yet)."""
+        return self.executed_price or self.price
+
+    @property
+    def cost(self) -> Decimal | None:
+        price = self.shown_price
+        return self.size * price if price is not None else None
 
     @property
     def pending(self) -> bool:
@@ -70,12 +79,15 @@ class Order:
             asset=data["assetName"],
             side=data["orderSide"],
             size=decimal(data["size"]),
-            price=decimal(data["price"]),
+            price=decimal(data["price"]) if data.get("price") is not None else None,
             status=data["status"],
             reason=data.get("reason"),
             funds_reserved=bool(data.get("fundsReserved")),
             created_at=moment(data["createDate"]),
             updated_at=moment(data["updateDate"]),
+            order_type=data.get("orderType", "LIMIT"),
+            time_in_force=data.get("timeInForce", "GTC"),
+            executed_price=decimal(data["executedPrice"]) if data.get("executedPrice") is not None else None,
         )
 
 

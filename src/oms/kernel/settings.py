@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BeforeValidator, Field, SecretStr
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from oms.kernel.market import DEFAULT_COLLAR
 
 SERVICES = ("auth", "order", "account", "market")
 log = logging.getLogger(__name__)
 
 
 class ExecutionMode(StrEnum):
-    IMMEDIATE = "immediate"
-    MANUAL = "manual"
+    MARKET = "market"  # executed whole at the market's price when a quote crosses it (SPEC §3b)
+    IMMEDIATE = "immediate"  # executed at once at its limit price (the original system)
+    MANUAL = "manual"  # executed by an admin's match, at the market's price
 
 
 class QuoteSource(StrEnum):
@@ -46,6 +52,46 @@ def _deposit_policy(value: object) -> object:
         new = _DEPRECATED_POLICIES[old]
         log.warning("OMS_CUSTOMER_DEPOSITS=%s is deprecated: it means %s; set that instead", old, new.value)
         return new
+    return value
+
+
+@dataclass(frozen=True)
+class MarketClose:
+    """When the market closes each day (DAY orders still PENDING then expire): a wall-clock time in a zone."""
+
+    at: time
+    zone: ZoneInfo
+
+    def last(self, now: datetime) -> datetime:
+        """The latest close at or before `now`."""
+        local = now.astimezone(self.zone)
+        today = datetime.combine(local.date(), self.at, self.zone)
+        return (
+            today
+            if today <= local
+            else datetime.combine(local.date() - timedelta(days=1), self.at, self.zone)
+        )
+
+    def next(self, now: datetime) -> datetime:
+        """The first close after `now`."""
+        local = now.astimezone(self.zone)
+        today = datetime.combine(local.date(), self.at, self.zone)
+        return (
+            today if today > local else datetime.combine(local.date() + timedelta(days=1), self.at, self.zone)
+        )
+
+    @staticmethod
+    def parse(text: str) -> MarketClose:
+        """OMS_MARKET_CLOSE: "HH:MM" (Europe/Istanbul) or "HH:MM Area/City"; ValueError otherwise."""
+        at, _, zone = text.strip().partition(" ")
+        try:
+            return MarketClose(time.fromisoformat(at), ZoneInfo(zone.strip() or "Europe/Istanbul"))
+        except (ValueError, ZoneInfoNotFoundError) as exc:
+            raise ValueError(f"market close {text!r}: expected HH:MM and an optional time zone") from exc
+
+
+def _market_close(value: object) -> object:
+    MarketClose.parse(str(value))
     return value
 
 
@@ -167,7 +213,12 @@ class Settings(BaseSettings):
     market_replay_file: Path | None = None
     market_replay_speed: float = Field(default=1.0, ge=0)
 
+    # `market` is to become the default once the market service feeds the order service (issue 12).
     execution: ExecutionMode = ExecutionMode.IMMEDIATE
+    # A MARKET BUY reserves size × ask × (1 + collar); it is canceled if the ask has moved further by the
+    # time it executes. DAY orders still PENDING at the close expire.
+    market_order_collar: Decimal = Field(default=DEFAULT_COLLAR, ge=0, le=1)
+    market_close: Annotated[str, AfterValidator(_market_close)] = "18:00 Europe/Istanbul"
     customer_deposits: Annotated[DepositPolicy, BeforeValidator(_deposit_policy)] = DepositPolicy.REQUEST
     # TRY: a withdrawal above it waits for an admin's approval (four eyes), its amount held meanwhile.
     withdrawal_approval_threshold: Decimal = Field(default=Decimal(50_000), ge=0)
@@ -180,6 +231,10 @@ class Settings(BaseSettings):
         if self.relay_confirm_delay is not None:
             return self.relay_confirm_delay
         return confirm_delay_for(self.nats_sync_interval)
+
+    def close(self) -> MarketClose:
+        """OMS_MARKET_CLOSE as a time and zone."""
+        return MarketClose.parse(self.market_close)
 
     def port_of(self, component: str) -> int:
         port: int = getattr(self, f"{component}_port")
