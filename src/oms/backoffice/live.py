@@ -102,12 +102,13 @@ async def market_events(tape: Tape, symbols: list[str], chart: str | None) -> As
     """The strip at once, then each symbol's newest quote (at most every `FLUSH_SECONDS`); the chart of
     `chart` at once and then redrawn as its quotes come (at most every `CHART_SECONDS`)."""
     watched = [*symbols, *([chart] if chart else [])]
-    tape.history.watch(watched)
-    sent = {s: _sequence(tape, s) for s in watched}
+    tape.watch(watched)
+    sent = {s: _sequence(tape, s) for s in symbols}
+    charted = _sequence(tape, chart) if chart else 0
     yield html_event("ticker", _ticker_html(tape, symbols))
     if chart:
         yield html_event(f"chart-{chart}", _chart_html(tape, chart))
-    drawn, watched_at = time.monotonic(), time.monotonic()
+    drawn = watched_at = time.monotonic()
     while True:
         await asyncio.sleep(FLUSH_SECONDS)
         for symbol in symbols:
@@ -116,11 +117,11 @@ async def market_events(tape: Tape, symbols: list[str], chart: str | None) -> As
                 item = ticker_item(symbol, tape.quote(symbol), tape.instrument(symbol))
                 yield html_event(f"quote-{symbol}", _render("_ticker_item.html", item=item))
         now = time.monotonic()
-        if chart and now - drawn >= CHART_SECONDS and (sequence := _sequence(tape, chart)) != sent[chart]:
-            sent[chart], drawn = sequence, now
+        if chart and now - drawn >= CHART_SECONDS and (sequence := _sequence(tape, chart)) != charted:
+            charted, drawn = sequence, now
             yield html_event(f"chart-{chart}", _chart_html(tape, chart))
         if now - watched_at >= WATCH_AGAIN_SECONDS:
-            tape.history.watch(watched)
+            tape.watch(watched)
             watched_at = now
 
 
@@ -253,6 +254,6 @@ async def market_page(request: Request, symbol: str, login: SignedIn, services: 
         raise ServiceError(404, f"No such symbol: {symbol[:20]}")
     tape = tape_of(request)
     instrument = await _instrument(tape, services, login, symbol)
-    tape.history.watch([symbol])
+    tape.watch([symbol])
     context = {"instrument": instrument, "chart_html": _chart_html(tape, symbol), "live_chart": symbol}
     return render(request, "market.html", context)

@@ -91,6 +91,14 @@ class Tape:
     def instrument(self, symbol: str) -> Instrument | None:
         return self.view.instrument(symbol)
 
+    def watch(self, symbols: Iterable[str]) -> None:
+        """Keep the history of `symbols` (one newly watched starts from its latest quote)."""
+        symbols = list(symbols)
+        self.history.watch(symbols)
+        for symbol in symbols:
+            if not self.history.points(symbol) and (latest := self.quote(symbol)) is not None:
+                self.history.record(latest)
+
     def symbols(self) -> list[str]:
         """Every listed symbol, alphabetically."""
         return [i.symbol for i in self.view.board.instruments()]
