@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
+import axe_playwright_python
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, ViewportSize, expect
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -18,6 +20,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SCREENS = Path(__file__).resolve().parents[2] / "artifacts" / "screens"
+AXE = Path(axe_playwright_python.__file__).parent / "axe.min.js"  # axe-core, vendored by that package
 DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 
@@ -39,6 +42,13 @@ class Desk:
     def go(self, path: str) -> Page:
         self.page.goto(f"{self.base}{path}")
         return self.page
+
+    def settled(self) -> None:
+        """Wait until the page is loaded and, signed in, its live stream has filled the ticker (the stream
+        stays open, so the network is never idle)."""
+        self.page.wait_for_load_state("load")
+        if self.page.locator("#ticker").count():
+            expect(self.page.locator("#ticker-list, #ticker .ticker-empty:not(.waiting)")).to_be_visible()
 
     def sign_in(self, username: str, password: str) -> None:
         """Sign in with the keyboard only: type, Tab to the password, Enter to submit."""
@@ -73,5 +83,20 @@ class Desk:
         viewport: int = self.page.evaluate("window.innerWidth")
         return width <= viewport
 
+    def check_accessibility(self) -> None:
+        """Run axe-core in this desk's pages from now on (init scripts are not subject to the page's CSP)."""
+        self.context.add_init_script(path=str(AXE))
+
     def close(self) -> None:
         self.context.close()
+
+
+def serious_accessibility_problems(page: Page) -> list[dict[str, Any]]:
+    """axe-core's serious and critical findings on the page as it is now (after `check_accessibility`)."""
+    found: list[dict[str, Any]] = page.evaluate(
+        """async () => (await axe.run(document, {resultTypes: ["violations"]})).violations
+            .filter(v => v.impact === "serious" || v.impact === "critical")
+            .map(v => ({rule: v.id, impact: v.impact, help: v.help,
+                        where: v.nodes.slice(0, 3).map(n => n.target.join(" "))}))"""
+    )
+    return found

@@ -17,19 +17,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import axe_playwright_python
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
 from tests.e2e.api import Api
 from tests.e2e.conftest import RunningSystem, system_env
-from tests.e2e.desk import CHROMIUM, CHROMIUM_ARGS, PHONE, Desk
+from tests.e2e.desk import CHROMIUM, CHROMIUM_ARGS, PHONE, Desk, serious_accessibility_problems
 
 pytestmark = pytest.mark.e2e
 
 WIDE: ViewportSize = {"width": 1366, "height": 900}
-AXE = Path(axe_playwright_python.__file__).parent / "axe.min.js"  # axe-core, vendored by that package
 
 
 @pytest.fixture(scope="module")
@@ -345,22 +343,11 @@ def test_admin_finds_disables_enables_and_resets_a_user(browser: Browser, api: A
 # --- accessibility ----------------------------------------------------------------------------------------
 
 
-def _violations(page: Page) -> list[dict[str, Any]]:
-    """axe-core's serious and critical findings on the page as it is now."""
-    found: list[dict[str, Any]] = page.evaluate(
-        """async () => (await axe.run(document, {resultTypes: ["violations"]})).violations
-            .filter(v => v.impact === "serious" || v.impact === "critical")
-            .map(v => ({rule: v.id, impact: v.impact, help: v.help,
-                        where: v.nodes.slice(0, 3).map(n => n.target.join(" "))}))"""
-    )
-    return found
-
-
 def _audit(person: Desk, paths: list[str], label: str, found: dict[str, Any]) -> None:
     for path in paths:
         person.go(path)
-        person.page.wait_for_load_state("networkidle")
-        problems = _violations(person.page)
+        person.settled()
+        problems = serious_accessibility_problems(person.page)
         if problems:
             found[f"{label} {path}"] = problems
 
@@ -370,7 +357,7 @@ def _audit_review(person: Desk, path: str, button: str, label: str, found: dict[
     person.go(path)
     person.page.get_by_role("button", name=button).first.click()
     expect(person.page.locator("#review")).to_be_visible()
-    if problems := _violations(person.page):
+    if problems := serious_accessibility_problems(person.page):
         found[f"{label} review from {path}"] = problems
 
 
@@ -384,23 +371,23 @@ def test_no_page_has_a_serious_accessibility_problem(
     found: dict[str, Any] = {}
 
     visitor = desk(browser, api, viewport)
-    visitor.context.add_init_script(path=str(AXE))  # init scripts are not subject to the page's CSP
+    visitor.check_accessibility()
     _audit(visitor, ["/login", "/register", "/no-such-page"], "visitor", found)
     visitor.close()
 
     customer = desk(browser, api, viewport)
-    customer.context.add_init_script(path=str(AXE))
+    customer.check_accessibility()
     customer.sign_in(someone.username, "password-1")
     customer_pages = ["/", "/trade", "/orders", f"/orders/{matched}", "/money", "/ledger", "/admin"]
     _audit(customer, customer_pages, "customer", found)
     customer.go("/money").locator("#deposit-amount").fill("10")
     customer.page.get_by_role("button", name="Review deposit request").click()
-    if problems := _violations(customer.page):
+    if problems := serious_accessibility_problems(customer.page):
         found["customer deposit review"] = problems
     customer.close()
 
     admin = desk(browser, api, viewport)
-    admin.context.add_init_script(path=str(AXE))
+    admin.check_accessibility()
     admin.sign_in("boss", "boss-password")
     admin_pages = [
         "/admin",
@@ -419,6 +406,6 @@ def test_no_page_has_a_serious_accessibility_problem(
     admin.page.evaluate(
         "document.querySelector('main').insertAdjacentHTML('beforeend', '<input id=nameless>')"
     )
-    assert any(problem["rule"] == "label" for problem in _violations(admin.page))
+    assert any(problem["rule"] == "label" for problem in serious_accessibility_problems(admin.page))
     admin.close()
     assert found == {}, "\n".join(f"{page}: {problems}" for page, problems in found.items())

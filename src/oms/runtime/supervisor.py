@@ -56,6 +56,7 @@ PASSED_ON = (
     "market_quotes_per_second",
     "market_replay_file",
     "market_replay_speed",
+    "backoffice_ticker",
 )
 
 
