@@ -102,6 +102,7 @@ def up(
     order_port: Annotated[int | None, _port("order", 666)] = None,
     account_port: Annotated[int | None, _port("account", 667)] = None,
     backoffice_port: Annotated[int | None, _port("backoffice", 669)] = None,
+    market_port: Annotated[int | None, _port("market", 670)] = None,
 ) -> None:
     """Run everything in the foreground: PostgreSQL, NATS, the services. Ctrl-C stops it all.
 
@@ -116,6 +117,7 @@ def up(
         order_port=order_port,
         account_port=account_port,
         backoffice_port=backoffice_port,
+        market_port=market_port,
     )
     try:
         run(settings, console)
@@ -130,6 +132,7 @@ class Component(StrEnum):
     order = "order"
     account = "account"
     backoffice = "backoffice"
+    market = "market"
     relay = "relay"
 
 
@@ -170,18 +173,20 @@ def _serve_http(settings: Settings, component: str) -> None:
     import uvicorn
 
     from oms.kernel.nats_access import NatsConfigError, access_for
+    from oms.kernel.permissions import MARKET
     from oms.kernel.serving import ServingConfigError, server_config
     from oms.kernel.topology import CONSUMERS
+    from oms.market.sources import ReplayError
     from oms.runtime.ports import check_bindable
 
     port = settings.port_of(component)
     try:
         check_bindable(settings.host, port, f"the {component} service", port_env_name(component))
-        if component in CONSUMERS:
+        if component in CONSUMERS or component == MARKET:
             access_for(settings, component)  # its broker identity, checked before anything starts
         api = importlib.import_module(f"oms.{component}.app").create_app(settings)
         config = server_config(api, settings, port)
-    except (PortUnavailable, NatsConfigError, ServingConfigError) as exc:
+    except (PortUnavailable, NatsConfigError, ServingConfigError, ReplayError) as exc:
         fail(str(exc))
     server = uvicorn.Server(config)
     server.run()
@@ -313,6 +318,7 @@ class Database(StrEnum):
     auth = "auth"
     order = "order"
     account = "account"
+    market = "market"
 
 
 @db_app.command("provision")
@@ -325,7 +331,7 @@ def db_provision(
     ],
     database: Annotated[
         list[Database] | None,
-        typer.Option(metavar="NAME", help="Only this service's database (repeatable) [default: all three]"),
+        typer.Option(metavar="NAME", help="Only this service's database (repeatable) [default: all four]"),
     ] = None,
     data_dir: DataDir = None,
 ) -> None:

@@ -50,6 +50,15 @@ class Desk:
         self.page.keyboard.press("Enter")
         expect(self.page).not_to_have_url(re.compile(r"/login"))
 
+    def confirm(self, title: str | re.Pattern[str] | None = None) -> None:
+        """On a review page (checking its title, if given), press its Confirm button."""
+        review = self.page.locator("#review")
+        expect(review).to_be_visible()
+        if title is not None:
+            expect(review.locator("h1")).to_have_text(title)
+        self.page.locator("#confirm").click()
+        expect(self.page.locator("#review")).to_have_count(0)
+
     def shot(self, name: str) -> None:
         SCREENS.mkdir(parents=True, exist_ok=True)
         self.page.screenshot(path=str(SCREENS / f"{name}.png"), full_page=True)

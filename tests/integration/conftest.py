@@ -21,6 +21,7 @@ from nats.js.api import RawStreamMsg
 from oms.kernel import inbox, outbox
 from oms.kernel.broker import JetStreamBroker
 from oms.kernel.events import Envelope, OrderCanceled
+from oms.kernel.market import MARKET_STREAM
 from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.relay import run_relay
 from oms.kernel.topology import CONSUMERS, DLQ_STREAMS, EVENTS_STREAM, SHARED_DLQ_STREAM, slot_name
@@ -46,7 +47,7 @@ def service_db(make_database: Callable[[str], str]) -> Iterator[ServiceDatabase]
 
 
 async def delete_streams(js: JetStreamContext) -> None:
-    for stream in (EVENTS_STREAM, SHARED_DLQ_STREAM, *DLQ_STREAMS):
+    for stream in (EVENTS_STREAM, SHARED_DLQ_STREAM, *DLQ_STREAMS, MARKET_STREAM):
         with suppress(nats.js.errors.NotFoundError):
             await js.delete_stream(stream)
 

@@ -19,8 +19,9 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from oms.kernel.broker import JetStreamBroker, Outgoing
 from oms.kernel.consumer import ConsumerRunner, one_at_a_time
+from oms.kernel.market import MARKET_STREAM
 from oms.kernel.nats_access import NatsAccess, connect_nats
-from oms.kernel.permissions import BACKOFFICE, IDENTITIES, OPERATOR
+from oms.kernel.permissions import BACKOFFICE, IDENTITIES, MARKET, OPERATOR
 from oms.kernel.topology import CONSUMERS, EVENTS_STREAM, PRODUCERS
 from oms.runtime.identities import ensure_identities
 from oms.runtime.nats import EmbeddedNats
@@ -186,6 +187,32 @@ async def test_the_back_office_may_only_ask_for_jetstreams_account_info(
     await backoffice.refused(lambda: backoffice.js.stream_info(EVENTS_STREAM), "$JS.API.STREAM.INFO")
     await backoffice.refused(lambda: backoffice.js.publish("oms.order.created", b"{}"), "oms.order.created")
     await backoffice.subscription_refused("oms.>")
+
+
+async def test_the_market_feed_may_publish_market_data_and_nothing_else(
+    as_identity: Callable[[str], Awaitable[Client]], js: JetStreamContext
+) -> None:
+    market = await as_identity(MARKET)
+    ack = await market.js.publish("oms.market.quote.AAPL", b"{}", headers={"Nats-Msg-Id": "AAPL:1"})
+    assert ack.stream == MARKET_STREAM
+    for subject in ("oms.order.created", "oms.order.matched", "oms.funds.reserved", "oms_dlq.order.x"):
+        await market.refused(lambda s=subject: market.js.publish(s, b"{}"), subject)
+    await market.refused(
+        lambda: market.js.purge_stream(MARKET_STREAM), f"$JS.API.STREAM.PURGE.{MARKET_STREAM}"
+    )
+    await market.subscription_refused("oms.>")
+    assert await message_count(js) == await message_count(js, CONSUMERS["order"].dead_letter_stream) == 0
+    assert await message_count(js, MARKET_STREAM) == 1
+
+
+@pytest.mark.parametrize("identity", sorted(set(IDENTITIES) - {OPERATOR, MARKET}))
+async def test_no_other_identity_may_publish_market_data(
+    identity: str, as_identity: Callable[[str], Awaitable[Client]], js: JetStreamContext
+) -> None:
+    client = await as_identity(identity)
+    for subject in ("oms.market.quote.AAPL", "oms.market.instrument.AAPL"):
+        await client.refused(lambda s=subject: client.js.publish(s, b"{}"), subject)
+    assert await message_count(js, MARKET_STREAM) == 0
 
 
 async def test_the_operator_may_do_all_of_it(operator: NatsAccess, js: JetStreamContext) -> None:

@@ -13,7 +13,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from oms.backoffice import admin, customer, money, public, system
+from oms.backoffice import admin, confirm, customer, instruments, money, public, system, trail, users
 from oms.backoffice.errors import install_page_errors
 from oms.backoffice.headers import SecurityHeaders
 from oms.backoffice.services import Services
@@ -62,14 +62,19 @@ def create_app(settings: Settings) -> FastAPI:
             customer.router,
             money.router,
             admin.router,
+            users.router,
+            trail.router,
             money.admin_router,
+            instruments.router,
             system.router,
         ],
         health_checks=health_checks,
         metrics_clients=settings.metrics_clients,
     )
     app.state.settings = settings
-    app.state.sessions = SessionCodec(session_key(settings))
+    key = session_key(settings)
+    app.state.sessions = SessionCodec(key)
+    app.state.confirm_key = confirm.key_from(key)
     app.state.token_verifier = verifier_for(settings, revocations)
     app.state.audit_lock = asyncio.Lock()
     app.state.last_audit = None

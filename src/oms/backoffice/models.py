@@ -80,9 +80,32 @@ class Order:
 
 
 @dataclass(frozen=True)
+class Cursor:
+    """Where a page of a list starts: older than `after`, or newer than `before`; neither: the newest."""
+
+    after: str | None = None
+    before: str | None = None
+
+    def params(self) -> dict[str, str]:
+        """The list API's query parameters."""
+        if self.after:
+            return {"cursor": self.after}
+        return {"before": self.before} if self.before else {}
+
+
+@dataclass(frozen=True)
+class Count:
+    """How many rows a list has in all: exact, or at least `count` (counting stops at a bound)."""
+
+    count: int
+    at_least: bool
+
+
+@dataclass(frozen=True)
 class OrderPage:
     orders: list[Order]
     next_cursor: str | None
+    prev_cursor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +141,8 @@ class LedgerEntry:
     order_id: str | None
     reference: str | None
     created_at: datetime
+    total_after: Decimal  # the balance's running figures just after this movement
+    usable_after: Decimal
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> LedgerEntry:
@@ -130,6 +155,8 @@ class LedgerEntry:
             order_id=data.get("orderId"),
             reference=data.get("reference"),
             created_at=moment(data["createdAt"]),
+            total_after=decimal(data["totalAfter"]),
+            usable_after=decimal(data["usableAfter"]),
         )
 
 
@@ -137,6 +164,43 @@ class LedgerEntry:
 class LedgerPage:
     entries: list[LedgerEntry]
     next_cursor: str | None
+    prev_cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class TrailEntry:
+    """One admin action of the admin trail."""
+
+    seq: int
+    at: datetime
+    actor_id: str
+    actor: str
+    action: str
+    target_kind: str
+    target_id: str
+    target: str
+    detail: str
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> TrailEntry:
+        return cls(
+            seq=int(data["seq"]),
+            at=moment(data["at"]),
+            actor_id=data["actorId"],
+            actor=data["actorName"],
+            action=data["action"],
+            target_kind=data["targetKind"],
+            target_id=data["targetId"],
+            target=data["targetName"],
+            detail=data["detail"],
+        )
+
+
+@dataclass(frozen=True)
+class TrailPage:
+    entries: list[TrailEntry]
+    next_cursor: str | None
+    prev_cursor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -179,11 +243,19 @@ class MoneyRequest:
 
 
 @dataclass(frozen=True)
+class RequestPage:
+    requests: list[MoneyRequest]
+    next_cursor: str | None
+    prev_cursor: str | None = None
+
+
+@dataclass(frozen=True)
 class UserRecord:
     id: str
     username: str
     role: str
     created_at: datetime
+    disabled: bool = False
 
     @property
     def is_customer(self) -> bool:
@@ -191,7 +263,8 @@ class UserRecord:
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> UserRecord:
-        return cls(data["id"], data["username"], data["role"], moment(data["createdAt"]))
+        created = moment(data["createdAt"])
+        return cls(data["id"], data["username"], data["role"], created, bool(data.get("disabled")))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from oms.kernel.settings import Settings
 from oms.runtime.audit import AuditReport, run_audit
 
 router = APIRouter(prefix="/admin/system", dependencies=[Depends(require_csrf), Depends(signed_in_admin)])
-COMPONENTS = ("auth", "order", "account", "nats")
+COMPONENTS = ("auth", "order", "account", "market", "nats")
 AUDIT_SETTLE_SECONDS = 5.0  # orders still in flight may take this long before they count as violations
 AUDIT_TIMEOUT = 120.0
 

@@ -21,16 +21,25 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RawStreamMsg, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RawStreamMsg,
+    StorageType,
+    StreamConfig,
+)
 
+from oms.kernel.market import MARKET_STREAM, MARKET_SUBJECTS
 from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.pull import PullConsumer
 from oms.kernel.topology import (
     CONSUMERS,
     DLQ_ROOT,
+    EVENT_SUBJECTS,
     EVENTS_STREAM,
     SHARED_DLQ_STREAM,
-    SUBJECT_ROOT,
     Consumer,
 )
 
@@ -39,6 +48,9 @@ log = logging.getLogger(__name__)
 MAX_DELIVER: Final = 5  # deliveries of one message before the consumer runner dead-letters it
 DUPLICATE_WINDOW: Final = 120.0  # seconds in which a repeated Nats-Msg-Id is dropped
 EVENTS_MAX_AGE: Final = 7 * 24 * 3600.0  # consumers down for longer than this lose events
+# The market feed retries an unacknowledged quote within seconds; a short window keeps the server's memory of
+# message ids small at hundreds of quotes a second.
+MARKET_DUPLICATE_WINDOW: Final = 30.0
 # Redelivery of a delivery that was never settled (its consumer died): also the longest a handler may take.
 # Failed handlers are retried sooner, by a nak with the consumer runner's delay. (No server-side BackOff:
 # the server then stretches every nak delay by the difference between backoff steps.)
@@ -182,8 +194,9 @@ class JetStreamDelivery:
 
 
 class JetStreamBroker:
-    """NATS JetStream: stream OMS_EVENTS (`oms.>`), each consumer's dead letters in its own stream
-    (OMS_DLQ_<CONSUMER>, `oms_dlq.<consumer>.>`), file storage."""
+    """NATS JetStream: stream OMS_EVENTS (the relays' subjects), each consumer's dead letters in a stream of
+    its own (OMS_DLQ_<CONSUMER>, `oms_dlq.<consumer>.>`), market data in OMS_MARKET (`oms.market.>`), file
+    storage."""
 
     def __init__(self, nc: NatsClient, *, ack_timeout: float = 5.0, replicas: int = 1) -> None:
         self._nc = nc
@@ -200,6 +213,11 @@ class JetStreamBroker:
     @property
     def connected(self) -> bool:
         return bool(self._nc.is_connected)
+
+    @property
+    def connection(self) -> NatsClient:
+        """The NATS connection, for what reads the broker beside the events (kernel/market_view.py)."""
+        return self._nc
 
     async def close(self) -> None:
         """Send what is buffered (acks included) and disconnect."""
@@ -239,11 +257,25 @@ class JetStreamBroker:
         await self._ensure_stream(
             StreamConfig(
                 name=EVENTS_STREAM,
-                subjects=[f"{SUBJECT_ROOT}.>"],
+                subjects=list(EVENT_SUBJECTS),
                 storage=StorageType.FILE,
                 num_replicas=self._replicas,
                 duplicate_window=DUPLICATE_WINDOW,
                 max_age=EVENTS_MAX_AGE,
+            )
+        )
+        # After OMS_EVENTS, which took `oms.>` before there was market data: two streams may not overlap.
+        await self._ensure_stream(
+            StreamConfig(
+                name=MARKET_STREAM,
+                subjects=[MARKET_SUBJECTS],
+                storage=StorageType.FILE,
+                num_replicas=self._replicas,
+                duplicate_window=MARKET_DUPLICATE_WINDOW,
+                # The last value of each subject: a reader starting now gets every symbol's latest quote and
+                # instrument at once, and the stream never grows past two messages a symbol.
+                max_msgs_per_subject=1,
+                discard=DiscardPolicy.OLD,
             )
         )
         shared = await self._park_shared_dead_letters()

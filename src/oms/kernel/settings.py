@@ -12,13 +12,20 @@ from typing import Annotated, Any, Final
 from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SERVICES = ("auth", "order", "account")
+SERVICES = ("auth", "order", "account", "market")
 log = logging.getLogger(__name__)
 
 
 class ExecutionMode(StrEnum):
     IMMEDIATE = "immediate"
     MANUAL = "manual"
+
+
+class QuoteSource(StrEnum):
+    """Where the market service's quotes come from."""
+
+    SIM = "sim"  # a seeded random walk around each reference price
+    REPLAY = "replay"  # the rows of a CSV file (OMS_MARKET_REPLAY_FILE)
 
 
 class DepositPolicy(StrEnum):
@@ -61,6 +68,7 @@ class Settings(BaseSettings):
     account_port: int = 667
     auth_port: int = 668
     backoffice_port: int = 669
+    market_port: int = 670
     # Each relay serves its Prometheus metrics (events relayed, lag, commit→ack latency) on its own port.
     order_relay_port: int = 16666
     account_relay_port: int = 16667
@@ -84,6 +92,7 @@ class Settings(BaseSettings):
     auth_database_url: str | None = None
     order_database_url: str | None = None
     account_database_url: str | None = None
+    market_database_url: str | None = None
     # Each relay's replication role, and the audit's read-only role (`oms up` sets them; docs/decisions/010).
     order_relay_database_url: str | None = None
     account_relay_database_url: str | None = None
@@ -131,6 +140,7 @@ class Settings(BaseSettings):
     # session cookies (a Fernet key; default: <data-dir>/secrets/backoffice-session.key).
     order_url: str = Field(default_factory=lambda given: _local_url("http", given, "order_port"))
     account_url: str = Field(default_factory=lambda given: _local_url("http", given, "account_port"))
+    market_url: str = Field(default_factory=lambda given: _local_url("http", given, "market_port"))
     backoffice_session_key: SecretStr | None = None
 
     # The first admin.
@@ -145,6 +155,14 @@ class Settings(BaseSettings):
     # Registrations per address (admins creating users are not counted), then slower and slower.
     register_address_max_attempts: int = 10
     register_window_seconds: int = 3600
+
+    # The market service's quotes (SPEC §3b): the source, the random walk's seed, quotes per second of each
+    # symbol, and for `replay` the file and its speed (1: as recorded; 0: as fast as the broker takes them).
+    market_source: QuoteSource = QuoteSource.SIM
+    market_seed: int = 1
+    market_quotes_per_second: float = Field(default=1.0, gt=0, le=10_000)
+    market_replay_file: Path | None = None
+    market_replay_speed: float = Field(default=1.0, ge=0)
 
     execution: ExecutionMode = ExecutionMode.IMMEDIATE
     customer_deposits: Annotated[DepositPolicy, BeforeValidator(_deposit_policy)] = DepositPolicy.REQUEST

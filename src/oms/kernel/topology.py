@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Final
 
 SUBJECT_ROOT: Final = "oms"
-EVENTS_STREAM: Final = "OMS_EVENTS"  # every event, subjects `oms.>`
+EVENTS_STREAM: Final = "OMS_EVENTS"  # every relayed event, subjects `EVENT_SUBJECTS`
 # What consumers gave up on: each consumer's own stream `OMS_DLQ_<CONSUMER>`, subjects
 # `oms_dlq.<consumer>.<original subject>`, so that a service may read and remove its own dead letters only.
 DLQ_ROOT: Final = "oms_dlq"
@@ -113,6 +113,9 @@ ACCOUNT: Final = Producer("account", "funds")
 
 PRODUCERS: Final[Mapping[str, Producer]] = MappingProxyType({p.service: p for p in (ORDER, ACCOUNT)})
 RELAYED: Final = tuple(PRODUCERS)  # the services with an outbox and a relay
+# The subjects of the events stream: only what the relays publish. Market data (`oms.market.>`) has a stream
+# of its own (kernel/market.py), and a stream may not take subjects another one has.
+EVENT_SUBJECTS: Final = tuple(p.subjects for p in PRODUCERS.values())
 
 CONSUMERS: Final[Mapping[str, Consumer]] = MappingProxyType(
     {c.name: c for c in (Consumer("account", reads=ORDER), Consumer("order", reads=ACCOUNT))}

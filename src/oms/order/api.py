@@ -15,6 +15,7 @@ from oms.kernel.errors import ApiError, error_responses
 from oms.kernel.group_commit import GroupCommit
 from oms.kernel.http import ExactJSONResponse, ExactNumber
 from oms.kernel.money import PositiveDecimal, Side, Symbol
+from oms.kernel.paging import COUNT_BOUND, Count, window
 from oms.kernel.tokens import AdminUser, CurrentUser, Principal
 from oms.kernel.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from oms.order import store
@@ -83,6 +84,12 @@ def order_view(order: Order) -> dict[str, Any]:
 class OrderList(BaseModel):
     orders: list[OrderView]
     nextCursor: str | None
+    prevCursor: str | None = None
+
+
+class OrderCount(BaseModel):
+    count: int
+    atLeast: bool
 
 
 class Canceled(BaseModel):
@@ -128,23 +135,19 @@ async def _place(tx: UnitOfWork[Orders], placed: OrderPlaced) -> dict[str, Any]:
     return {"id": str(placed.order.id)}
 
 
-@router.get("", response_model=OrderList, responses=error_responses(403))
-async def list_orders(
+def order_filter(
     user: CurrentUser,
-    pool: Pool,
     customerId: uuid.UUID | None = None,
     startDate: IsoDate | None = None,
     endDate: IsoDate | None = None,
     status: OrderStatus | None = None,
     assetName: Symbol | None = None,
     orderSide: Side | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-) -> ExactJSONResponse:
-    """Orders newest first; dates are inclusive UTC days. Customers see only their own."""
+) -> store.OrderFilter:
+    """The list's filters (also the count's): dates are inclusive UTC days; customers see only their own."""
     if startDate and endDate and startDate > endDate:
         raise ApiError(422, "startDate is after endDate")
-    where = store.OrderFilter(
+    return store.OrderFilter(
         customer_id=own_customer(user, customerId),
         start=datetime.combine(startDate, time(), UTC) if startDate else None,
         end=datetime.combine(endDate + timedelta(days=1), time(), UTC)
@@ -154,14 +157,51 @@ async def list_orders(
         asset_name=assetName,
         side=orderSide,
     )
+
+
+OrderQuery = Annotated[store.OrderFilter, Depends(order_filter)]
+
+
+def _position(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
     try:
-        after = store.decode_cursor(cursor) if cursor else None
+        return store.decode_cursor(cursor) if cursor else None
     except store.InvalidCursor:
         raise ApiError(422, "invalid cursor") from None
+
+
+CursorText = Annotated[str | None, Query(max_length=200)]
+
+
+@router.get("", response_model=OrderList, responses=error_responses(403))
+async def list_orders(
+    where: OrderQuery,
+    pool: Pool,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: CursorText = None,
+    before: Annotated[str | None, Query(max_length=200, description="prevCursor: the newer page")] = None,
+) -> ExactJSONResponse:
+    """Orders newest first; dates are inclusive UTC days. Customers see only their own. `cursor` (a
+    nextCursor) pages to older orders, `before` (a prevCursor) to newer ones."""
+    if cursor and before:
+        raise ApiError(422, "give cursor or before, not both")
+    after, newer = _position(cursor), _position(before)
     async with pool.acquire() as conn:
-        orders = await store.page(conn, where, limit + 1, after)
-    next_cursor = store.encode_cursor(orders[limit - 1]) if len(orders) > limit else None
-    return ExactJSONResponse({"orders": [order_view(o) for o in orders[:limit]], "nextCursor": next_cursor})
+        fetched = await store.page(conn, where, limit + 1, after, newer)
+        found = window(fetched, limit, newer=newer is not None, from_cursor=after is not None)
+        if newer is not None and not found.has_newer:  # back at the top: the first page, whole
+            found = window(
+                await store.page(conn, where, limit + 1, None), limit, newer=False, from_cursor=False
+            )
+    answer = {"orders": [order_view(o) for o in found.rows], **found.cursors(store.encode_cursor)}
+    return ExactJSONResponse(answer)
+
+
+@router.get("/count", response_model=OrderCount, responses=error_responses(403))
+async def count_orders(where: OrderQuery, pool: Pool) -> OrderCount:
+    """How many orders the same filters list: exact up to 10,000, then `atLeast` (counting stops there)."""
+    async with pool.acquire() as conn:
+        counted = await store.count(conn, where, COUNT_BOUND)
+    return OrderCount(**Count.of(counted).view())
 
 
 def _visible(user: Principal, order: Order | None) -> Order:

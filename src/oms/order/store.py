@@ -132,17 +132,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise InvalidCursor("invalid cursor") from exc
 
 
-async def page(
-    conn: asyncpg.Connection, where: OrderFilter, limit: int, after: tuple[datetime, uuid.UUID] | None
-) -> list[Order]:
-    """Orders matching `where`, newest first, `limit` of them after the cursor position `after`.
-    (created_at, id) keyset paging walks one index whether or not a customer is given."""
-    clauses, args = [], []
-
+def _conditions(where: OrderFilter, args: list[object]) -> list[str]:
     def arg(value: object) -> str:
         args.append(value)
         return f"${len(args)}"
 
+    clauses = []
     if where.customer_id is not None:
         clauses.append(f"customer_id = {arg(where.customer_id)}")
     if where.start is not None:
@@ -155,15 +150,49 @@ async def page(
         clauses.append(f"asset_name = {arg(where.asset_name)}")
     if where.side is not None:
         clauses.append(f"side = {arg(where.side.value)}")
+    return clauses
+
+
+async def page(
+    conn: asyncpg.Connection,
+    where: OrderFilter,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+    before: tuple[datetime, uuid.UUID] | None = None,
+) -> list[Order]:
+    """Orders matching `where`: newest first after the cursor position `after`, or (`before`) oldest first
+    from just after that position, `limit` of them. (created_at, id) keyset paging walks one index whether or
+    not a customer is given."""
+    args: list[object] = []
+    clauses = _conditions(where, args)
     if after is not None:
-        clauses.append(f"(created_at, id) < ({arg(after[0])}, {arg(after[1])})")
-    condition = " AND ".join(clauses) or "true"
+        args += list(after)
+        clauses.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
+    order = "DESC"
+    if before is not None:
+        args += list(before)
+        clauses.append(f"(created_at, id) > (${len(args) - 1}, ${len(args)})")
+        order = "ASC"
+    args.append(limit)
     rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM orders WHERE {condition} "
-        f"ORDER BY created_at DESC, id DESC LIMIT {arg(limit)}",
+        f"SELECT {_COLUMNS} FROM orders WHERE {' AND '.join(clauses) or 'true'} "
+        f"ORDER BY created_at {order}, id {order} LIMIT ${len(args)}",
         *args,
     )
     return [_order(r) for r in rows]
+
+
+async def count(conn: asyncpg.Connection, where: OrderFilter, bound: int) -> int:
+    """How many orders match `where`, counting no further than `bound + 1`."""
+    args: list[object] = []
+    clauses = _conditions(where, args)
+    args.append(bound + 1)
+    counted: int = await conn.fetchval(
+        f"SELECT count(*) FROM (SELECT 1 FROM orders WHERE {' AND '.join(clauses) or 'true'} "
+        f"LIMIT ${len(args)}) AS matching",
+        *args,
+    )
+    return counted
 
 
 # --- What operators read (audit, chaos, bench): the whole table or its counts ------------------------------
