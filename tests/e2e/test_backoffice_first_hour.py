@@ -381,6 +381,8 @@ def test_no_page_has_a_serious_accessibility_problem(
     boss, someone = api.admin(), api.customer()
     api.deposit(boss, someone, "TRY", "1000")
     matched = api.place(someone, "BUY", "AAPL", "1", "10")
+    api.place(someone, "BUY", "AAPL", "1000", "10")  # CANCELED, with its reason
+    assert api.deposit(someone, someone, "TRY", "5").status_code == 202  # REQUESTED: every badge is shown
     found: dict[str, Any] = {}
 
     visitor = desk(browser, api, viewport)
