@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from oms.kernel.group_commit import GroupCommit
 from oms.kernel.sql import Write
@@ -43,6 +44,12 @@ async def insert(tx: UnitOfWork[Items], items: Sequence[int]) -> list[str]:
     return [f"item {n}" for n in items]
 
 
+async def transaction_sizes(pool: asyncpg.Pool) -> list[int]:
+    """How many items each transaction wrote, in the order of their items."""
+    rows = await pool.fetch("SELECT count(*) AS n FROM items GROUP BY tx ORDER BY min(n)")
+    return [row["n"] for row in rows]
+
+
 async def test_requests_waiting_together_share_a_transaction(
     pool: asyncpg.Pool, units: UnitOfWorkFactory[Items]
 ) -> None:
@@ -70,6 +77,15 @@ async def test_a_request_alone_is_written_at_once(
     assert await pool.fetchval("SELECT n FROM items") == 7
 
 
+async def test_requests_coming_one_after_another_are_each_written(
+    pool: asyncpg.Pool, units: UnitOfWorkFactory[Items]
+) -> None:
+    writer = GroupCommit("test", units, insert)
+    for n in range(3):
+        assert await asyncio.wait_for(writer.submit(n), 5) == f"item {n}"
+    assert await transaction_sizes(pool) == [1, 1, 1]
+
+
 async def test_a_write_answering_the_wrong_number_of_results_commits_nothing(
     pool: asyncpg.Pool, units: UnitOfWorkFactory[Items]
 ) -> None:
@@ -80,4 +96,68 @@ async def test_a_write_answering_the_wrong_number_of_results_commits_nothing(
     writer = GroupCommit("test", units, short)
     with pytest.raises(RuntimeError, match="0 results for 1"):
         await writer.submit(1)
+    assert await pool.fetchval("SELECT count(*) FROM items") == 0
+
+
+async def test_a_transaction_carries_at_most_max_batch_requests(
+    pool: asyncpg.Pool, units: UnitOfWorkFactory[Items]
+) -> None:
+    writer = GroupCommit("test", units, insert, max_batch=10)
+    await asyncio.gather(*(writer.submit(n) for n in range(25)))
+    assert await transaction_sizes(pool) == [10, 10, 5]
+
+
+async def test_by_default_up_to_256_requests_share_a_transaction(
+    pool: asyncpg.Pool, units: UnitOfWorkFactory[Items]
+) -> None:
+    writer = GroupCommit("test", units, insert)
+    await asyncio.gather(*(writer.submit(n) for n in range(300)))
+    assert await transaction_sizes(pool) == [256, 44]
+
+
+async def test_each_transaction_is_counted_with_its_number_of_requests(
+    units: UnitOfWorkFactory[Items],
+) -> None:
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(f"oms_group_commit_requests_{name}", {"writer": "counted"}) or 0.0
+
+    writer = GroupCommit("counted", units, insert, max_batch=10)
+    before = (sample("count"), sample("sum"))
+    await asyncio.gather(*(writer.submit(n) for n in range(25)))
+    assert (sample("count") - before[0], sample("sum") - before[1]) == (3, 25)
+
+
+async def test_a_request_whose_caller_went_away_is_still_written_and_the_others_answered(
+    pool: asyncpg.Pool, units: UnitOfWorkFactory[Items]
+) -> None:
+    writer = GroupCommit("test", units, insert)
+    requests = [asyncio.ensure_future(writer.submit(n)) for n in range(3)]
+    await asyncio.sleep(0)  # the writer has taken them
+    requests[1].cancel()
+    answers = await asyncio.wait_for(asyncio.gather(*requests, return_exceptions=True), 10)
+    assert answers[0] == "item 0" and answers[2] == "item 2"
+    assert isinstance(answers[1], asyncio.CancelledError)
+    assert [row["n"] for row in await pool.fetch("SELECT n FROM items ORDER BY n")] == [0, 1, 2]
+
+
+async def test_requests_waiting_when_the_writer_is_stopped_fail_instead_of_waiting_for_ever(
+    pool: asyncpg.Pool, units: UnitOfWorkFactory[Items]
+) -> None:
+    writing, never = asyncio.Event(), asyncio.Event()
+
+    async def stuck(tx: UnitOfWork[Items], items: Sequence[int]) -> list[str]:
+        writing.set()
+        await never.wait()
+        return []
+
+    writer = GroupCommit("stopped", units, stuck)
+    first = asyncio.ensure_future(writer.submit(1))
+    await writing.wait()
+    waiting = [asyncio.ensure_future(writer.submit(n)) for n in (2, 3)]
+    (task,) = [t for t in asyncio.all_tasks() if t.get_name() == "group-commit-stopped"]
+    task.cancel()  # as a shutdown does
+    for request in waiting:
+        with pytest.raises(RuntimeError, match=r"^stopped$"):
+            await asyncio.wait_for(request, 5)
+    first.cancel()
     assert await pool.fetchval("SELECT count(*) FROM items") == 0

@@ -469,7 +469,7 @@ async def test_inconsistent_event_is_retried_dead_lettered_and_settles_when_repl
     assert (await account_state(account_pool, order.customer_id)).balances == {"TRY": (D(100), D(100))}
 
     await account.handle(over_the_wire(order.created()))  # the cause is gone: the reservation exists
-    assert await replay(broker, letter.seq) == 1
+    assert await replay(broker, letter.id) == 1
     while await runner.run_once():
         pass
     state = await account_state(account_pool, order.customer_id)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 import asyncpg
 import pytest
 
+from oms.kernel import inbox
 from oms.kernel.broker import JetStreamBroker, Outgoing
 from oms.kernel.consumer import ConsumerRunner, Outcome
 from oms.kernel.events import AnyEvent, Envelope, OrderCanceled
@@ -80,3 +81,18 @@ async def test_first_delivery_is_fresh_again_after_a_rollback_or_forget(
         assert await tx.inbox.first_deliveries([event, event]) == [event]
     async with units() as tx:
         assert await tx.inbox.first_deliveries([event]) == []
+
+
+async def test_operators_see_which_events_were_applied_and_how_many_are_remembered(
+    units: UnitOfWorkFactory[Effects], service_db: ServiceDatabase
+) -> None:
+    applied, forgotten, never = canceled_event(), canceled_event(), canceled_event()
+    async with units() as tx:
+        assert await tx.inbox.first_deliveries([applied, forgotten]) == [applied, forgotten]
+        tx.inbox.forget([forgotten.id])
+    conn = await asyncpg.connect(service_db.url)
+    try:
+        assert [await inbox.recorded(conn, e.id) for e in (applied, forgotten, never)] == [True, False, False]
+        assert await inbox.size(conn) == 1
+    finally:
+        await conn.close()

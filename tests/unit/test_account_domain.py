@@ -124,6 +124,8 @@ def test_asset_locked_size_is_total_minus_usable() -> None:
 def test_deposit_new_asset_created_usable_in_full() -> None:
     effect = deposit(None, CUSTOMER, CASH, D("100.5"), reference="dep-1")
     assert sizes(changed(effect, CASH)) == (D("100.5"), D("100.5"))
+    assert isinstance(changed(effect, CASH).id, uuid.UUID)  # what the API answers an admin's deposit with
+    assert changed(deposit(None, CUSTOMER, "AAPL", D(1)), "AAPL").id != changed(effect, CASH).id
     assert effect.entries == (
         LedgerEntry(EntryKind.DEPOSIT, CUSTOMER, CASH, D("100.5"), D("100.5"), None, "dep-1"),
     )
@@ -165,6 +167,12 @@ def test_deposit_invalid_amount_refused_nothing_changed(name: str, amount: str, 
     assert not effect.changed
 
 
+def test_deposit_of_nothing_refused_with_the_reason_the_client_sees() -> None:
+    assert deposit(None, CUSTOMER, CASH, D(0)).refused == Refused(
+        Problem.INVALID, "amount must be greater than 0"
+    )
+
+
 def test_deposit_other_customers_asset_raises() -> None:
     with pytest.raises(ValueError, match="given for"):
         deposit(balance(CASH, "1", customer=uuid.uuid4()), CUSTOMER, CASH, D(1))
@@ -192,15 +200,13 @@ def test_withdraw_more_than_usable_refused_as_insufficient() -> None:
 
 def test_withdraw_no_cash_asset_refused_as_insufficient() -> None:
     effect = withdraw(None, D(1))
-    assert effect.refused is not None
-    assert effect.refused.problem is Problem.INSUFFICIENT
+    assert effect.refused == Refused(Problem.INSUFFICIENT, "insufficient usable TRY: 0 usable, 1 requested")
 
 
 @pytest.mark.parametrize("amount", ["0", "-1"])
 def test_withdraw_non_positive_amount_refused_as_invalid(amount: str) -> None:
     effect = withdraw(balance(CASH, "100"), D(amount))
-    assert effect.refused is not None
-    assert effect.refused.problem is Problem.INVALID
+    assert effect.refused == Refused(Problem.INVALID, "amount must be greater than 0")
 
 
 def test_withdraw_from_non_cash_asset_raises() -> None:
@@ -229,7 +235,7 @@ def test_reserve_funds_buy_holds_size_times_price_cash() -> None:
         ),
     )
     assert effect.entries[0].kind is EntryKind.RESERVE
-    assert effect.entries[0].order_id == order.order_id
+    assert (effect.entries[0].order_id, effect.entries[0].reference) == (order.order_id, str(held.id))
     assert_ledger_matches([cash], effect)
 
 
@@ -240,6 +246,11 @@ def test_reserve_funds_sell_holds_size_of_asset() -> None:
     assert (effect.reservation.asset_name, effect.reservation.amount) == ("AAPL", D(4))
     assert sizes(changed(effect, "AAPL")) == (D(10), D(6))
     assert_ledger_matches([shares], effect)
+
+
+def test_reserve_funds_below_one_try_a_share_holds_the_exact_cost() -> None:
+    effect = reserve_funds(terms(Side.BUY, "3", "0.5"), by_name(balance(CASH, "2")), now=NOW)
+    assert sizes(changed(effect, CASH)) == (D(2), D("0.5"))
 
 
 def test_reserve_funds_exact_usable_reserved_to_zero() -> None:
@@ -260,6 +271,7 @@ def test_reserve_funds_exact_usable_reserved_to_zero() -> None:
         (terms(Side.SELL, "4"), [balance(CASH, "100")], "no AAPL held"),
         (terms(asset=CASH), [balance(CASH, "100")], "TRY cannot be traded"),
         (terms(size="0"), [balance(CASH, "100")], "size and price must be greater than 0"),
+        (terms(price="0"), [balance(CASH, "100")], "size and price must be greater than 0"),
     ],
 )
 def test_reserve_funds_not_coverable_rejected_and_remembered(
@@ -361,6 +373,13 @@ def test_settle_buy_cash_paid_and_asset_created() -> None:
     assert effect.reservation.status is SETTLED
     assert [e.kind for e in effect.entries] == [EntryKind.SETTLE_DEBIT, EntryKind.SETTLE_CREDIT]
     assert_ledger_matches([cash], effect)
+
+
+def test_settle_entries_name_the_order_and_the_reservation_they_settle() -> None:
+    order = terms(Side.BUY, "10", "2.5")
+    held = held_for(order)
+    effect = settle(held, order, by_name(balance(CASH, "100", "75")))
+    assert {(e.order_id, e.reference) for e in effect.entries} == {(order.order_id, str(held.id))}
 
 
 def test_settle_buy_existing_asset_increased_same_id() -> None:

@@ -144,3 +144,20 @@ def test_an_admin_cannot_disable_themselves() -> None:
     admin = _user(role=Role.ADMIN)
     assert domain.may_disable(str(admin.id), admin) is not None
     assert domain.may_disable(str(uuid.uuid4()), admin) is None
+
+
+def test_refusals_tell_the_user_what_is_allowed() -> None:
+    assert domain.username_problem("ab") == (
+        "username must be 3-64 characters of letters, digits, '_', '.' or '-', "
+        "starting and ending with a letter or digit"
+    )
+    assert domain.password_problem("1234567") == "password must be at least 8 characters"
+    assert domain.password_problem("x" * 1025) == "password must be at most 1024 characters"
+    assert domain.password_problem(" " * 8) == "password must not be only spaces or control characters"
+    admin = _user(role=Role.ADMIN)
+    assert domain.may_disable(str(admin.id), admin) == "admins cannot disable themselves"
+
+
+def test_registrations_are_counted_per_address() -> None:
+    assert domain.registration_key("192.0.2.1") != domain.registration_key("192.0.2.2")
+    assert domain.registration_key("192.0.2.1") not in domain.login_keys("alice", "192.0.2.1")

@@ -149,3 +149,56 @@ def test_pydantic_types_valid_body_parsed() -> None:
 def test_pydantic_types_nan_refused_as_validation_error() -> None:
     with pytest.raises(ValidationError, match="decimal number"):
         _Body.model_validate({"size": "NaN", "usable": 0, "asset": "AAPL"})
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ("1." + "0" * 62, "1"),  # 64 characters: the longest text read
+        (1234567.12345678, "1234567.12345678"),  # 15 significant digits: a float still says what was sent
+        ("0.000000010", "0.00000001"),  # a trailing zero beyond the 8 places does not count
+        ("1.10", "1.1"),
+        ("7", "7"),
+    ],
+)
+def test_parse_amount_at_the_limits_accepted_exactly(value: object, text: str) -> None:
+    parsed = parse_amount(value)
+    assert parsed == Decimal(text) and plain(parsed) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("1e21", "size must be less than 10^20"),
+        ("0.000000001", "size must have at most 8 decimal places"),
+        (1234567.123456789, "size has too many digits for a JSON number; send it as a string"),
+        (float("inf"), "size must be a finite number"),
+        ("-2", "size must not be negative"),
+        ("abc", "size must be a decimal number such as 12.5"),
+    ],
+)
+def test_parse_amount_refusals_name_the_field(value: object, message: str) -> None:
+    with pytest.raises(InvalidValue) as refused:
+        parse_amount(value, field="size")
+    assert str(refused.value) == message
+
+
+def test_pydantic_types_zero_size_refused_and_the_client_told_why() -> None:
+    with pytest.raises(ValidationError, match="value must be greater than 0"):
+        _Body.model_validate({"size": "0", "usable": 0, "asset": "AAPL"})
+
+
+def test_symbol_problem_says_what_a_symbol_is_quoting_at_most_20_characters() -> None:
+    assert symbol_problem("a" * 30) == (
+        "asset name 'aaaaaaaaaaaaaaaaaaaa' must be 1-12 characters: an upper-case letter, then upper-case "
+        "letters, digits or '.'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"), [(12, "asset name must be a string"), ("a-b", "asset name 'A-B'")]
+)
+def test_parse_symbol_refuses_what_is_not_a_symbol_and_says_why(value: object, message: str) -> None:
+    with pytest.raises(InvalidValue) as refused:
+        parse_symbol(value)
+    assert str(refused.value).startswith(message)

@@ -1,4 +1,4 @@
-"""The admins' audit trail (docs/decisions/013): who did what to whom, when, append-only in auth's database.
+"""The admins' audit trail (docs/decisions/016): who did what to whom, when, append-only in auth's database.
 
 Auth writes its own admin actions (creating users, disabling, enabling, new passwords) in the transaction
 that makes them; the back office adds the actions it carried out at the other services (deposits,

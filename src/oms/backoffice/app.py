@@ -13,7 +13,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from oms.backoffice import admin, confirm, customer, money, public, system, trail, users
+from oms.backoffice import admin, confirm, customer, instruments, money, public, system, trail, users
 from oms.backoffice.errors import install_page_errors
 from oms.backoffice.headers import SecurityHeaders
 from oms.backoffice.services import Services
@@ -65,6 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
             users.router,
             trail.router,
             money.admin_router,
+            instruments.router,
             system.router,
         ],
         health_checks=health_checks,

@@ -1,4 +1,4 @@
-"""The three services' HTTP APIs, called with the signed-in user's token: the back office holds no data of
+"""The services' HTTP APIs, called with the signed-in user's token: the back office holds no data of
 its own and decides nothing the services would not decide for that user."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import json
 import time
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -28,6 +29,7 @@ from oms.backoffice.models import (
     UserRecord,
 )
 from oms.kernel import client_address
+from oms.kernel.market import Instrument
 from oms.kernel.settings import Settings
 
 OPERATED = ("order", "account")
@@ -69,6 +71,7 @@ class Services:
             "auth": settings.auth_url.rstrip("/"),
             "order": settings.order_url.rstrip("/"),
             "account": settings.account_url.rstrip("/"),
+            "market": settings.market_url.rstrip("/"),
         }
         self.broker = BrokerHealth(settings)
         self._names: tuple[dict[str, str], float] = ({}, float("-inf"))
@@ -209,9 +212,9 @@ class Services:
         token: str,
         kind: str,
         *,
-        customer_id: str | None = None,
-        status: str | None = None,
         limit: int = 50,
+        status: str | None = None,
+        customer_id: str | None = None,
     ) -> list[MoneyRequest]:
         """Deposits or withdrawals (`kind`), newest first: the customer's own, or (admins) anyone's."""
         page = await self.money_request_page(token, kind, request_filter(customer_id, status), limit=limit)
@@ -251,6 +254,15 @@ class Services:
 
     async def match_order(self, token: str, order_id: str) -> None:
         await self._call("POST", "order", f"/api/v1/orders/{order_id}/match", token)
+
+    # -- market -------------------------------------------------------------------------------------
+    async def instruments(self, token: str) -> list[Instrument]:
+        answer = await self._call("GET", "market", "/api/v1/instruments", token)
+        return [Instrument.model_validate(i) for i in answer["instruments"]]
+
+    async def change_instrument(self, token: str, symbol: str, body: dict[str, str]) -> None:
+        """List a new instrument or change the fields in `body` (admins only)."""
+        await self._call("PUT", "market", f"/api/v1/instruments/{quote(symbol, safe='')}", token, json=body)
 
     # -- operations ---------------------------------------------------------------------------------
     async def ops_status(self, token: str, service: str) -> dict[str, Any]:

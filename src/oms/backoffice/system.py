@@ -21,7 +21,7 @@ from oms.runtime.audit import AuditReport, run_audit
 
 PAGE_LETTERS = "/admin/system#dead-letters"
 router = APIRouter(prefix="/admin/system", dependencies=[Depends(require_csrf), Depends(signed_in_admin)])
-COMPONENTS = ("auth", "order", "account", "nats")
+COMPONENTS = ("auth", "order", "account", "market", "nats")
 AUDIT_SETTLE_SECONDS = 5.0  # orders still in flight may take this long before they count as violations
 AUDIT_TIMEOUT = 120.0
 

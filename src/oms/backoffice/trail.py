@@ -1,4 +1,4 @@
-"""The admin trail from the back office's side (docs/decisions/013): recording the admin actions it carries
+"""The admin trail from the back office's side (docs/decisions/016): recording the admin actions it carries
 out at the order and account services, and the trail's page and CSV export.
 
 Auth records the user actions (create, disable, enable, new password) itself, in their own transaction; the

@@ -29,6 +29,19 @@ from oms.kernel.unit_of_work import Stage, UnitOfWorkFactory, postgres_unit_of_w
 R = TypeVar("R")
 
 
+def database_and_broker(app: FastAPI) -> dict[str, HealthCheck]:
+    """The health checks of a service with a database pool and a broker (`app.state.pool`, `.broker`)."""
+
+    async def database() -> None:
+        await app.state.pool.fetchval("SELECT 1")
+
+    async def broker() -> None:
+        if not app.state.broker.connected:
+            raise ConnectionError("not connected to the broker")
+
+    return {"database": database, "broker": broker}
+
+
 def create_event_service(
     *,
     service: str,
@@ -78,21 +91,11 @@ def create_event_service(
             await app.state.broker.close()
             await app.state.pool.close()
 
-    def health_checks(app: FastAPI) -> dict[str, HealthCheck]:
-        async def database() -> None:
-            await app.state.pool.fetchval("SELECT 1")
-
-        async def broker() -> None:
-            if not app.state.broker.connected:
-                raise ConnectionError("not connected to the broker")
-
-        return {"database": database, "broker": broker}
-
     return create_service_app(
         title=f"OMS {service}",
         description=description,
         lifespan=lifespan,
         routers=[*routers, ops_router(service)],
-        health_checks=health_checks,
+        health_checks=database_and_broker,
         metrics_clients=settings.metrics_clients,
     )

@@ -7,18 +7,25 @@ import re
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SERVICES = ("auth", "order", "account")
+SERVICES = ("auth", "order", "account", "market")
 log = logging.getLogger(__name__)
 
 
 class ExecutionMode(StrEnum):
     IMMEDIATE = "immediate"
     MANUAL = "manual"
+
+
+class QuoteSource(StrEnum):
+    """Where the market service's quotes come from."""
+
+    SIM = "sim"  # a seeded random walk around each reference price
+    REPLAY = "replay"  # the rows of a CSV file (OMS_MARKET_REPLAY_FILE)
 
 
 class DepositPolicy(StrEnum):
@@ -42,6 +49,16 @@ def _deposit_policy(value: object) -> object:
     return value
 
 
+def _local_url(scheme: str, given: dict[str, Any], port_setting: str) -> str:
+    """The URL of a server of this machine, from the settings read so far (those above in the class)."""
+    host = str(given["host"])
+    # Listening on every address: reached through the loopback one.
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{given[port_setting]}"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OMS_", extra="ignore")
 
@@ -51,6 +68,7 @@ class Settings(BaseSettings):
     account_port: int = 667
     auth_port: int = 668
     backoffice_port: int = 669
+    market_port: int = 670
     # Each relay serves its Prometheus metrics (events relayed, lag, commit→ack latency) on its own port.
     order_relay_port: int = 16666
     account_relay_port: int = 16667
@@ -74,12 +92,14 @@ class Settings(BaseSettings):
     auth_database_url: str | None = None
     order_database_url: str | None = None
     account_database_url: str | None = None
+    market_database_url: str | None = None
     # Each relay's replication role, and the audit's read-only role (`oms up` sets them; docs/decisions/010).
     order_relay_database_url: str | None = None
     account_relay_database_url: str | None = None
     audit_order_database_url: str | None = None
     audit_account_database_url: str | None = None
-    nats_url: str = "nats://127.0.0.1:14222"
+    # Unset: the embedded server on OMS_HOST:OMS_NATS_PORT (every URL not given follows the port settings).
+    nats_url: str = Field(default_factory=lambda given: _local_url("nats", given, "nats_port"))
 
     # This process's broker identity (docs/decisions/009): one kind of credentials — a .creds file, an nkey
     # seed file, or a user with a password file — and TLS. Unset: the identity's file in the identities folder
@@ -94,7 +114,7 @@ class Settings(BaseSettings):
     nats_tls_key_file: Path | None = None
 
     # Tokens.
-    auth_url: str = "http://127.0.0.1:668"
+    auth_url: str = Field(default_factory=lambda given: _local_url("http", given, "auth_port"))
     token_issuer: str = "oms-auth"
     token_audience: str = "oms"
     token_lifetime_seconds: int = Field(default=3600, ge=60, le=86400)
@@ -118,8 +138,9 @@ class Settings(BaseSettings):
 
     # The back office: where it finds the services (`oms up` sets them), and the key that encrypts its
     # session cookies (a Fernet key; default: <data-dir>/secrets/backoffice-session.key).
-    order_url: str = "http://127.0.0.1:666"
-    account_url: str = "http://127.0.0.1:667"
+    order_url: str = Field(default_factory=lambda given: _local_url("http", given, "order_port"))
+    account_url: str = Field(default_factory=lambda given: _local_url("http", given, "account_port"))
+    market_url: str = Field(default_factory=lambda given: _local_url("http", given, "market_port"))
     backoffice_session_key: SecretStr | None = None
 
     # The first admin.
@@ -134,6 +155,14 @@ class Settings(BaseSettings):
     # Registrations per address (admins creating users are not counted), then slower and slower.
     register_address_max_attempts: int = 10
     register_window_seconds: int = 3600
+
+    # The market service's quotes (SPEC §3b): the source, the random walk's seed, quotes per second of each
+    # symbol, and for `replay` the file and its speed (1: as recorded; 0: as fast as the broker takes them).
+    market_source: QuoteSource = QuoteSource.SIM
+    market_seed: int = 1
+    market_quotes_per_second: float = Field(default=1.0, gt=0, le=10_000)
+    market_replay_file: Path | None = None
+    market_replay_speed: float = Field(default=1.0, ge=0)
 
     execution: ExecutionMode = ExecutionMode.IMMEDIATE
     customer_deposits: Annotated[DepositPolicy, BeforeValidator(_deposit_policy)] = DepositPolicy.REQUEST

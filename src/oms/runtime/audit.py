@@ -59,6 +59,19 @@ class AuditReport:
     def clean(self) -> bool:
         return not self.violations
 
+    def as_dict(self) -> dict[str, object]:
+        """The report as `oms audit --json` prints it."""
+        return {
+            "clean": self.clean,
+            "customers": self.customers,
+            "balances": self.balances,
+            "ledgerEntries": self.ledger_entries,
+            "orders": self.orders,
+            "pendingUnreserved": self.pending_unreserved,
+            "tryTotal": self.try_total,
+            "violations": self.violations,
+        }
+
 
 # A withdrawal's status and its hold's (None: no hold), as they may be together.
 WITHDRAWAL_HOLDS = {
