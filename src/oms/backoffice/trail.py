@@ -130,4 +130,5 @@ ACTIONS = (
     "create user", "disable user", "enable user", "reset password", "deposit", "withdraw",
     "approve deposit", "reject deposit", "approve withdrawal", "reject withdrawal",
     "place order", "cancel order", "match order", "replay dead letter",
+    "change instrument", "halt instrument", "reopen instrument",
 )  # fmt: skip
