@@ -13,27 +13,15 @@ from functools import partial
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Request, expect, sync_playwright
+from playwright.sync_api import Browser, Request, expect
 
 from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.permissions import OPERATOR
 from tests.e2e.api import Api, User
 from tests.e2e.conftest import RunningSystem, system_env
-from tests.e2e.desk import CHROMIUM, CHROMIUM_ARGS, PHONE, Desk
+from tests.e2e.desk import PHONE, Desk
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip("browser tests need Debian's Chromium at /usr/bin/chromium (apt-get install -y chromium)")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

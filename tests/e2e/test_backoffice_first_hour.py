@@ -20,11 +20,11 @@ from typing import Any
 import axe_playwright_python
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
+from playwright.sync_api import Browser, Page, ViewportSize, expect
 
 from tests.e2e.api import Api
 from tests.e2e.conftest import RunningSystem, system_env
-from tests.e2e.desk import CHROMIUM, CHROMIUM_ARGS, PHONE, Desk
+from tests.e2e.desk import PHONE, Desk
 
 pytestmark = pytest.mark.e2e
 
@@ -44,18 +44,6 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
 @pytest.fixture(scope="module")
 def api(system: RunningSystem) -> Api:
     return Api(system)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip("browser tests need Debian's Chromium at /usr/bin/chromium (apt-get install -y chromium)")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield chromium
-        chromium.close()
 
 
 def desk(browser: Browser, api: Api, viewport: ViewportSize = WIDE) -> Desk:
