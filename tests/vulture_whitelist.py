@@ -7,7 +7,6 @@ from oms.backoffice.system import AuditRun
 from oms.backoffice.ticker import TickerItem
 from oms.backoffice.views import Pager
 from oms.cli import Component
-from oms.kernel import market
 from oms.kernel.sse import EventStreamResponse
 
 # Read by the Jinja templates.
@@ -23,9 +22,6 @@ MoneyRequest.requested_by  # noqa: B018  (templates/_requests_table.html)
 MoneyRequest.decided_by  # noqa: B018  (templates/_requests_table.html)
 # Chosen on the command line by value (`oms serve backoffice`).
 Component.backoffice  # noqa: B018
-# The market contract the order service's execution builds on (issue 12, part 3): remove when it lands.
-market.MarketData  # noqa: B018
-market.DEFAULT_COLLAR  # noqa: B018
 # Read by Starlette and by FastAPI's OpenAPI.
 EventStreamResponse.media_type  # noqa: B018
 Review.button  # noqa: B018  (templates/confirm.html)

@@ -87,7 +87,8 @@ def up(
     execution: Annotated[
         ExecutionMode | None,
         typer.Option(
-            envvar="OMS_EXECUTION", help="immediate: executed at the limit price; manual: by an admin's match"
+            envvar="OMS_EXECUTION",
+            help="immediate: at the limit price; market: at the quote crossing it; manual: by an admin",
         ),
     ] = None,
     external: Annotated[

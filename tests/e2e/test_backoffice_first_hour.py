@@ -19,11 +19,11 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
+from playwright.sync_api import Browser, Page, ViewportSize, expect
 
 from tests.e2e.api import Api
 from tests.e2e.conftest import RunningSystem, system_env
-from tests.e2e.desk import CHROMIUM, CHROMIUM_ARGS, PHONE, Desk, serious_accessibility_problems
+from tests.e2e.desk import PHONE, Desk, serious_accessibility_problems
 
 pytestmark = pytest.mark.e2e
 
@@ -42,18 +42,6 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
 @pytest.fixture(scope="module")
 def api(system: RunningSystem) -> Api:
     return Api(system)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip("browser tests need Debian's Chromium at /usr/bin/chromium (apt-get install -y chromium)")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield chromium
-        chromium.close()
 
 
 def desk(browser: Browser, api: Api, viewport: ViewportSize = WIDE) -> Desk:
@@ -340,6 +328,23 @@ def test_admin_finds_disables_enables_and_resets_a_user(browser: Browser, api: A
     admin.close()
 
 
+def test_instrument_changes_go_into_the_trail(browser: Browser, api: Api) -> None:
+    admin = admin_desk(browser, api)
+    page = admin.go("/admin/instruments?q=IBM")
+    page.locator("#instrument-IBM").get_by_role("button", name="Halt").click()
+    expect(page.locator("#instrument-IBM")).to_have_attribute("data-status", "HALTED")
+    page.locator("#instrument-IBM").get_by_role("button", name="Reopen").click()
+    expect(page.locator("#instrument-IBM")).to_have_attribute("data-status", "OPEN")
+    page.locator("#symbol").fill("IBM")
+    page.locator("#tick").fill("0.05")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator(".notice")).to_contain_text("IBM saved (tick size 0.05)")
+    page = admin.go("/admin/trail?who=IBM")
+    actions = [row.get_attribute("data-action") for row in page.locator("#trail tbody tr").all()]
+    assert actions == ["change instrument", "reopen instrument", "halt instrument"]
+    admin.close()
+
+
 # --- accessibility ----------------------------------------------------------------------------------------
 
 
@@ -368,6 +373,8 @@ def test_no_page_has_a_serious_accessibility_problem(
     boss, someone = api.admin(), api.customer()
     api.deposit(boss, someone, "TRY", "1000")
     matched = api.place(someone, "BUY", "AAPL", "1", "10")
+    api.place(someone, "BUY", "AAPL", "1000", "10")  # CANCELED, with its reason
+    assert api.deposit(someone, someone, "TRY", "5").status_code == 202  # REQUESTED: every badge is shown
     found: dict[str, Any] = {}
 
     visitor = desk(browser, api, viewport)
@@ -397,6 +404,7 @@ def test_no_page_has_a_serious_accessibility_problem(
         f"/admin/users/{someone.id}",
         f"/admin/customers/{someone.id}",
         "/admin/trail",
+        "/admin/instruments",
         "/admin/system",
         f"/orders/{matched}",
     ]

@@ -12,11 +12,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
+from playwright.sync_api import Browser, Page, ViewportSize, expect
 
 from tests.e2e.api import Api, User, exact
 from tests.e2e.conftest import RunningSystem, system_env
-from tests.e2e.desk import CHROMIUM, CHROMIUM_ARGS, PHONE, Desk, serious_accessibility_problems
+from tests.e2e.desk import PHONE, Desk, serious_accessibility_problems
 
 pytestmark = pytest.mark.e2e
 WIDE: ViewportSize = {"width": 1366, "height": 900}
@@ -35,18 +35,6 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
 @pytest.fixture(scope="module")
 def api(system: RunningSystem) -> Api:
     return Api(system)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip("browser tests need Debian's Chromium at /usr/bin/chromium (apt-get install -y chromium)")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield chromium
-        chromium.close()
 
 
 def signed_in(browser: Browser, api: Api, who: User, viewport: ViewportSize = WIDE) -> Desk:

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from tests.e2e.api import Api
 from tests.e2e.conftest import RunningSystem, system_env
-from tests.e2e.desk import CHROMIUM, CHROMIUM_ARGS, Desk
+from tests.e2e.desk import Desk
 
 pytestmark = pytest.mark.e2e
 
@@ -55,18 +55,6 @@ def test_the_instruments_of_the_data_set_are_listed_and_their_quotes_flow(system
 def _aapl(market: httpx.Client) -> dict[str, float]:
     quotes: list[dict[str, float]] = market.get("/api/v1/quotes", params={"symbol": "AAPL"}).json()["quotes"]
     return quotes[0] if quotes else {"sequence": 0}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip("browser tests need Debian's Chromium at /usr/bin/chromium (apt-get install -y chromium)")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield chromium
-        chromium.close()
 
 
 def test_an_admin_halts_reopens_and_lists_instruments_in_the_back_office(

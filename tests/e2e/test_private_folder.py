@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from oms.runtime.postgres import SYSTEM_USER
@@ -55,4 +54,3 @@ def test_up_runs_from_a_private_folder_and_changes_no_permission_above_it(tmp_pa
         assert running.stop() == 0
     assert running.leftovers() == []
     assert modes_up_from(private) == before
-    assert not psutil.Process().children(recursive=True)

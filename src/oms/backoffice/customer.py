@@ -16,7 +16,7 @@ from oms.backoffice.lists import ledger_context, ledger_csv, orders_context, ord
 from oms.backoffice.models import Balance, sorted_balances
 from oms.backoffice.money import ConfirmToken, Whose
 from oms.backoffice.order_actions import cancel_or_match, place_for
-from oms.backoffice.services import ServiceError, Services
+from oms.backoffice.services import ServiceError, Services, ledger_filter
 from oms.backoffice.sessions import Login, SignedIn, require_csrf
 from oms.backoffice.views import (
     ServicesDep,
@@ -37,7 +37,7 @@ async def balance_chart_context(
     """Balances (cash first) and the chart of the cash balance over time, for a customer's page."""
     balances = sorted_balances(await services.balances(login.token, customer_id))
     cash = next((b for b in balances if b.asset == CASH), Balance(CASH, Decimal(0), Decimal(0)))
-    entries = await services.ledger(login.token, customer_id=customer_id, asset=CASH, limit=CHART_ENTRIES)
+    entries = await services.ledger(login.token, ledger_filter(customer_id, CASH), limit=CHART_ENTRIES)
     return {"balances": balances, "chart": balance_over_time(entries.entries, cash, datetime.now(UTC))}
 
 

@@ -14,7 +14,8 @@ from fastapi.responses import Response
 from oms.backoffice.forms import amount_error, symbol_error
 from oms.backoffice.services import ServiceError
 from oms.backoffice.sessions import SignedInAdmin, require_csrf, signed_in_admin
-from oms.backoffice.views import ServicesDep, done, render
+from oms.backoffice.trail import done_and_recorded
+from oms.backoffice.views import ServicesDep, render
 from oms.kernel.market import Instrument, InstrumentStatus
 
 router = APIRouter(
@@ -110,7 +111,11 @@ async def change_instrument(
             raise
         form.problem = exc.message
         return await _page(request, login, services, form, exc.status)
-    return done(request, _showing(form.symbol), f"{form.symbol} saved: the market publishes it at once.")
+    text = f"{form.symbol} saved ({_changes(body)}): the market publishes it at once."
+    target = ("instrument", form.symbol, form.symbol)
+    return await done_and_recorded(
+        request, services, login, "change instrument", target, text, _showing(form.symbol)
+    )
 
 
 @router.post("/{symbol}/{action}")
@@ -122,9 +127,21 @@ async def halt_or_reopen(
     if action not in statuses:
         raise ServiceError(404, "no such action")
     await services.change_instrument(login.token, symbol, {"status": statuses[action].value})
-    if action == "halt":
-        return done(request, _showing(symbol), f"{symbol} halted: no quotes, no new orders until reopened.")
-    return done(request, _showing(symbol), f"{symbol} reopened.")
+    text = (
+        f"{symbol} halted: no quotes, no new orders until reopened."
+        if action == "halt"
+        else f"{symbol} reopened."
+    )
+    target = ("instrument", symbol, symbol)
+    return await done_and_recorded(
+        request, services, login, f"{action} instrument", target, text, _showing(symbol)
+    )
+
+
+def _changes(body: dict[str, str]) -> str:
+    """What the form set, in the form's words: "tick size 0.01, reference price 190"."""
+    labels = {"name": "name", **{key: label.lower() for _, key, label in NUMBERS}}
+    return ", ".join(f"{labels[key]} {value}" for key, value in body.items()) or "no change"
 
 
 def _showing(symbol: str) -> str:

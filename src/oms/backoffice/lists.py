@@ -46,9 +46,7 @@ async def ledger_context(
 ) -> dict[str, Any]:
     """A page of ledger movements (each with the running balance after it), its pager and total."""
     where = ledger_filter(customer_id, asset)
-    page = await services.ledger(
-        login.token, customer_id=customer_id, asset=asset, limit=PAGE_SIZE, cursor=list_cursor(request)
-    )
+    page = await services.ledger(login.token, where, limit=PAGE_SIZE, cursor=list_cursor(request))
     count = await services.count(login.token, "account", "/api/v1/ledger/count", where)
     return {
         "page": page,
@@ -75,9 +73,8 @@ def ledger_csv(
     """Every movement (with the running balance after it), newest first, as CSV."""
 
     async def fetch(cursor: Cursor) -> tuple[Sequence[LedgerEntry], str | None]:
-        page: LedgerPage = await services.ledger(
-            login.token, customer_id=customer_id, asset=asset, limit=export.EXPORT_PAGE, cursor=cursor
-        )
+        where = ledger_filter(customer_id, asset)
+        page: LedgerPage = await services.ledger(login.token, where, limit=export.EXPORT_PAGE, cursor=cursor)
         return page.entries, page.next_cursor
 
     return export.csv_response(

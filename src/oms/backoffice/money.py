@@ -155,10 +155,10 @@ async def request_list(
 ) -> Response:
     """Every deposit or withdrawal (`kind`) of a customer, newest first, paged both ways with the total."""
     customer_id = whose.id if login.is_admin else None
-    page = await services.money_request_page(
-        login.token, kind, customer_id=customer_id, limit=PAGE_SIZE, cursor=list_cursor(request)
-    )
     where = request_filter(customer_id)
+    page = await services.money_request_page(
+        login.token, kind, where, limit=PAGE_SIZE, cursor=list_cursor(request)
+    )
     count = await services.count(login.token, "account", f"/api/v1/{kind}s/count", where)
     context = {
         "kind": kind,

@@ -171,17 +171,17 @@ class Services:
         answer = await self._call("GET", "account", "/api/v1/assets", token, params=params)
         return [Balance.of(a) for a in answer["assets"]]
 
+    async def _list(
+        self, token: str, service: str, path: str, where: dict[str, str], limit: int, cursor: Cursor
+    ) -> Any:
+        params = {**where, "limit": str(limit), **cursor.params()}
+        return await self._call("GET", service, path, token, params=params)
+
     async def ledger(
-        self,
-        token: str,
-        *,
-        cursor: Cursor = Cursor(),
-        limit: int = 50,
-        customer_id: str | None = None,
-        asset: str | None = None,
+        self, token: str, where: dict[str, str], *, limit: int = 50, cursor: Cursor = Cursor()
     ) -> LedgerPage:
-        params = {**ledger_filter(customer_id, asset), "limit": str(limit), **cursor.params()}
-        answer = await self._call("GET", "account", "/api/v1/ledger", token, params=params)
+        """Balance movements (`where`: `ledger_filter`), newest first, each with the balance after it."""
+        answer = await self._list(token, "account", "/api/v1/ledger", where, limit, cursor)
         entries = [LedgerEntry.of(e) for e in answer["entries"]]
         return LedgerPage(entries, answer.get("nextCursor"), answer.get("prevCursor"))
 
@@ -220,22 +220,14 @@ class Services:
         customer_id: str | None = None,
     ) -> list[MoneyRequest]:
         """Deposits or withdrawals (`kind`), newest first: the customer's own, or (admins) anyone's."""
-        page = await self.money_request_page(token, kind, customer_id=customer_id, status=status, limit=limit)
+        page = await self.money_request_page(token, kind, request_filter(customer_id, status), limit=limit)
         return page.requests
 
     async def money_request_page(
-        self,
-        token: str,
-        kind: str,
-        *,
-        customer_id: str | None = None,
-        status: str | None = None,
-        limit: int = 50,
-        cursor: Cursor = Cursor(),
+        self, token: str, kind: str, where: dict[str, str], *, limit: int = 50, cursor: Cursor = Cursor()
     ) -> RequestPage:
-        """A page of deposits or withdrawals (`kind`), newest first, and the cursors either side of it."""
-        params = {**request_filter(customer_id, status), "limit": str(limit), **cursor.params()}
-        answer = await self._call("GET", "account", f"/api/v1/{kind}s", token, params=params)
+        """A page of deposits or withdrawals (`kind`; `where`: `request_filter`), newest first."""
+        answer = await self._list(token, "account", f"/api/v1/{kind}s", where, limit, cursor)
         found = [MoneyRequest.of(kind, r) for r in answer[f"{kind}s"]]
         return RequestPage(found, answer.get("nextCursor"), answer.get("prevCursor"))
 

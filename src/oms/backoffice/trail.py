@@ -129,5 +129,6 @@ async def trail_export(request: Request, login: SignedInAdmin, services: Service
 ACTIONS = (
     "create user", "disable user", "enable user", "reset password", "deposit", "withdraw",
     "approve deposit", "reject deposit", "approve withdrawal", "reject withdrawal",
-    "place order", "cancel order", "match order",
+    "place order", "cancel order", "match order", "replay dead letter",
+    "change instrument", "halt instrument", "reopen instrument",
 )  # fmt: skip

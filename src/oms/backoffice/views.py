@@ -34,7 +34,6 @@ NOTICES = {
     "signed-out": ("ok", "You are signed out."),
     "signed-out-here": ("warn", "You are signed out here, but auth could not be told: sign out again soon."),
     "expired": ("warn", "Your session ended: please sign in again."),
-    "replayed": ("ok", "Dead letter sent back to its consumer."),
     "audited": ("ok", "Audit finished."),
 }
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from oms.kernel.consumer import BatchHandler
 from oms.kernel.group_commit import GroupCommit
 from oms.kernel.market import MarketData
+from oms.kernel.market_view import MarketView
 from oms.kernel.service import create_event_service
 from oms.kernel.settings import ExecutionMode, Settings
 from oms.kernel.unit_of_work import UnitOfWorkFactory
@@ -28,9 +29,10 @@ from oms.order.stream import router as stream_router
 def create_app(settings: Settings, market: MarketData | None = None, clock: Clock = utc_now) -> FastAPI:
     """The order service; `market` is what it knows of the market (instruments and quotes). Without one,
     orders are checked only by themselves and executed at their limit price (`immediate`) or by an admin;
-    `market` mode needs one. `clock` tells the time of the market's close (tests move it)."""
+    in `market` mode it then follows the market service's stream on the broker (a MarketView). `clock` tells
+    the time of the market's close (tests move it)."""
     if settings.execution is ExecutionMode.MARKET and market is None:
-        raise ValueError("execution mode `market` needs the market's quotes: no market data was given")
+        market = MarketView()
     execution: list[MarketExecution] = []  # made once the database is there
     streams = StreamsOpen()  # order changes are notified only while some stream is open
 
@@ -55,6 +57,8 @@ def create_app(settings: Settings, market: MarketData | None = None, clock: Cloc
             tasks.append(run_closes(app.state.unit_of_work, settings.close(), stop, clock))
         if app.state.execution is not None:
             tasks.append(app.state.execution.run(stop))
+        if isinstance(market, MarketView):  # read from the broker: instruments and quotes as they change
+            tasks.append(market.run(app.state.broker.connection, stop))
         await asyncio.gather(*tasks)
 
     return create_event_service(
