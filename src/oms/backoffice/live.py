@@ -156,6 +156,25 @@ def _order_renderer(
     return render_order
 
 
+def followed_orders(services: Services, login: Login, ids: list[str]) -> AsyncIterator[Order]:
+    """The changes of the orders `ids` of `login`'s (`order_feed.follow_orders`)."""
+
+    async def read(wanted: Iterable[str]) -> list[Order]:
+        found = await asyncio.gather(
+            *(services.order(login.token, i) for i in wanted), return_exceptions=True
+        )
+        return [o for o in found if isinstance(o, Order)]
+
+    return follow_orders(ids, lambda: services.order_stream(login.token), read)
+
+
+async def _rendered(
+    orders: AsyncIterator[Order], render_order: Callable[[Order], Awaitable[str]]
+) -> AsyncIterator[bytes]:
+    async for order in orders:
+        yield html_event(f"order-{order.id}", await render_order(order))
+
+
 # -- one stream per page -------------------------------------------------------------------------------
 async def while_signed_in(
     events: list[AsyncIterator[bytes]], login: Login, verifier: TokenVerifier
@@ -219,25 +238,6 @@ async def live(
         render_order = _order_renderer(request, services, login, view, local_path(here, "/orders"))
         sources.append(_rendered(followed_orders(services, login, ids), render_order))
     return EventStreamResponse(while_signed_in(sources, login, request.app.state.token_verifier))
-
-
-def followed_orders(services: Services, login: Login, ids: list[str]) -> AsyncIterator[Order]:
-    """The changes of the orders `ids` of `login`'s (`order_feed.follow_orders`)."""
-
-    async def read(wanted: Iterable[str]) -> list[Order]:
-        found = await asyncio.gather(
-            *(services.order(login.token, i) for i in wanted), return_exceptions=True
-        )
-        return [o for o in found if isinstance(o, Order)]
-
-    return follow_orders(ids, lambda: services.order_stream(login.token), read)
-
-
-async def _rendered(
-    orders: AsyncIterator[Order], render_order: Callable[[Order], Awaitable[str]]
-) -> AsyncIterator[bytes]:
-    async for order in orders:
-        yield html_event(f"order-{order.id}", await render_order(order))
 
 
 # -- a symbol's page -----------------------------------------------------------------------------------
