@@ -9,6 +9,7 @@ import copy
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
@@ -24,6 +25,7 @@ from oms.account.domain import (
 )
 from oms.account.requests import Deposit, Withdrawal
 from oms.kernel.events import Event
+from oms.kernel.money import TimeInForce
 from oms.kernel.sql import WriteConflict
 from oms.kernel.unit_of_work import Change, InMemoryState, UnitOfWorkFactory, in_memory_unit_of_work
 from oms.order.domain import PENDING, Order
@@ -49,6 +51,14 @@ class FakeOrders:
 
     async def lock(self, order_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Order]:
         return {i: copy.copy(o) for i in sorted(set(order_ids)) if (o := self._table.orders.get(i))}
+
+    async def lock_day_orders(self, placed_before: datetime, limit: int) -> list[Order]:
+        found = [
+            copy.copy(o)
+            for o in self._table.orders.values()
+            if o.status is PENDING and o.time_in_force is TimeInForce.DAY and o.created_at < placed_before
+        ]
+        return sorted(found, key=lambda o: o.id)[:limit]
 
     def add(self, *orders: Order) -> None:
         added = [copy.copy(o) for o in orders]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -14,16 +15,23 @@ from oms.kernel.settings import ExecutionMode, Settings, port_env_name
 from oms.runtime.ports import PortUnavailable
 
 if TYPE_CHECKING:
-    from oms.kernel.broker import JetStreamBroker
+    from oms.kernel.broker import DeadLetter, JetStreamBroker
+    from oms.runtime.audit import AuditReport
 
-app = typer.Typer(help="OMS: an order management system for brokerages.", no_args_is_help=True)
-admin_app = typer.Typer(help="Manage users directly in the auth database.", no_args_is_help=True)
+T = TypeVar("T")
+
+
+def _typer(help: str) -> typer.Typer:
+    # Plain help (click's): Rich's reads "[env …]" in a help text as markup and shows every flag as <bool>.
+    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None)
+
+
+app = _typer("OMS: an order management system for brokerages.")
+admin_app = _typer("Manage users directly in the auth database.")
 app.add_typer(admin_app, name="admin")
-dlq_app = typer.Typer(help="The dead-letter queue: messages consumers gave up on.", no_args_is_help=True)
+dlq_app = _typer("The dead-letter queue: messages consumers gave up on.")
 app.add_typer(dlq_app, name="dlq")
-db_app = typer.Typer(
-    help="PostgreSQL servers of your own (`oms up --external`): roles and databases.", no_args_is_help=True
-)
+db_app = _typer("PostgreSQL servers of your own (`oms up --external`): roles and databases.")
 app.add_typer(db_app, name="db")
 console = Console(soft_wrap=True)
 
@@ -38,24 +46,68 @@ def _settings(**overrides: object) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data folder [env OMS_DATA_DIR; ./.oms]")]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", envvar="OMS_DATA_DIR", metavar="PATH", help="The data folder [default: ./.oms]"
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
 
 
-@app.command()
+def _port(what: str, default: int) -> Any:
+    return typer.Option(
+        envvar=f"OMS_{what.upper()}_PORT",
+        metavar="PORT",
+        help=f"The {what} service's port [default: {default}]",
+    )
+
+
+def _show_version(shown: bool) -> None:
+    if shown:
+        from importlib.metadata import version
+
+        print(f"oms {version('oms')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_show_version, help="Print the version and exit"),
+    ] = False,
+) -> None:
+    """OMS: an order management system for brokerages."""
+
+
+@app.command(short_help="Run everything in the foreground.")
 def up(
     data_dir: DataDir = None,
     execution: Annotated[
-        ExecutionMode | None, typer.Option(help="immediate: executed at the limit price; manual: by an admin")
+        ExecutionMode | None,
+        typer.Option(
+            envvar="OMS_EXECUTION",
+            help="immediate: at the limit price; market: at the quote crossing it; manual: by an admin",
+        ),
     ] = None,
     external: Annotated[
-        bool, typer.Option("--external", help="Use the configured PostgreSQL and NATS servers")
+        bool,
+        typer.Option(
+            "--external",
+            envvar="OMS_EXTERNAL",
+            help="Use the configured PostgreSQL and NATS servers (README)",
+        ),
     ] = False,
-    auth_port: Annotated[int | None, typer.Option(help="[env OMS_AUTH_PORT; 668]")] = None,
-    order_port: Annotated[int | None, typer.Option(help="[env OMS_ORDER_PORT; 666]")] = None,
-    account_port: Annotated[int | None, typer.Option(help="[env OMS_ACCOUNT_PORT; 667]")] = None,
-    backoffice_port: Annotated[int | None, typer.Option(help="[env OMS_BACKOFFICE_PORT; 669]")] = None,
+    auth_port: Annotated[int | None, _port("auth", 668)] = None,
+    order_port: Annotated[int | None, _port("order", 666)] = None,
+    account_port: Annotated[int | None, _port("account", 667)] = None,
+    backoffice_port: Annotated[int | None, _port("backoffice", 669)] = None,
+    market_port: Annotated[int | None, _port("market", 670)] = None,
 ) -> None:
-    """Run everything in the foreground: PostgreSQL, NATS, the services. Ctrl-C stops it all."""
+    """Run everything in the foreground: PostgreSQL, NATS, the services. Ctrl-C stops it all.
+
+    Other ports (PostgreSQL, NATS, the relays' metrics) and every other setting: OMS_* variables (README)."""
     from oms.runtime.supervisor import StartError, run
 
     settings = _settings(
@@ -66,6 +118,7 @@ def up(
         order_port=order_port,
         account_port=account_port,
         backoffice_port=backoffice_port,
+        market_port=market_port,
     )
     try:
         run(settings, console)
@@ -80,6 +133,7 @@ class Component(StrEnum):
     order = "order"
     account = "account"
     backoffice = "backoffice"
+    market = "market"
     relay = "relay"
 
 
@@ -88,10 +142,15 @@ class Relayed(StrEnum):
     account = "account"
 
 
-@app.command()
+@app.command(short_help="Run one component (replicas by hand).")
 def serve(
-    component: Component,
-    port: Annotated[int | None, typer.Option(help="Port to listen on [env OMS_<COMPONENT>_PORT]")] = None,
+    component: Annotated[Component, typer.Argument(metavar="COMPONENT", help="What to run")],
+    port: Annotated[
+        int | None,
+        typer.Option(
+            metavar="PORT", help="Port to listen on (a relay: its metrics) [env: OMS_<COMPONENT>_PORT]"
+        ),
+    ] = None,
     service: Annotated[Relayed | None, typer.Option(help="The database a relay reads (relay only)")] = None,
 ) -> None:
     """Run one component in the foreground (for replicas and for `oms up`)."""
@@ -115,18 +174,20 @@ def _serve_http(settings: Settings, component: str) -> None:
     import uvicorn
 
     from oms.kernel.nats_access import NatsConfigError, access_for
+    from oms.kernel.permissions import MARKET
     from oms.kernel.serving import ServingConfigError, server_config
     from oms.kernel.topology import CONSUMERS
+    from oms.market.sources import ReplayError
     from oms.runtime.ports import check_bindable
 
     port = settings.port_of(component)
     try:
         check_bindable(settings.host, port, f"the {component} service", port_env_name(component))
-        if component in CONSUMERS:
+        if component in CONSUMERS or component == MARKET:
             access_for(settings, component)  # its broker identity, checked before anything starts
         api = importlib.import_module(f"oms.{component}.app").create_app(settings)
         config = server_config(api, settings, port)
-    except (PortUnavailable, NatsConfigError, ServingConfigError) as exc:
+    except (PortUnavailable, NatsConfigError, ServingConfigError, ReplayError) as exc:
         fail(str(exc))
     server = uvicorn.Server(config)
     server.run()
@@ -161,43 +222,70 @@ def _serve_relay(settings: Settings, service: str) -> None:
 
 @admin_app.command("create")
 def admin_create(
-    name: str,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The new admin's username")],
     data_dir: DataDir = None,
     password: Annotated[
-        str,
-        typer.Option(prompt=True, hide_input=True, confirmation_prompt=True, envvar="OMS_NEW_ADMIN_PASSWORD"),
-    ] = "",
+        str | None,
+        typer.Option(
+            prompt="Password for the new admin",
+            hide_input=True,
+            confirmation_prompt=True,
+            envvar="OMS_NEW_ADMIN_PASSWORD",
+            metavar="PASSWORD",
+            show_envvar=True,
+            help="Asked for when not given (better than on the command line, where `ps` shows it)",
+        ),
+    ] = None,
 ) -> None:
-    """Create an admin user (asks for the password)."""
+    """Create an admin user (asks for the password), whether or not the system is running."""
     from oms.runtime.admin import create_admin
 
     try:
-        create_admin(_settings(data_dir=data_dir), name, password)
+        create_admin(_settings(data_dir=data_dir), name, password or "")
     except Exception as exc:
         fail(str(exc))
     console.print(f"admin {name!r} created")
 
 
-@app.command()
+@app.command(short_help="Check every invariant; exit 1 on a violation.")
 def audit(
     data_dir: DataDir = None,
     settle_seconds: Annotated[
-        float, typer.Option(help="How long orders still in flight may take to settle before they count")
+        float,
+        typer.Option(
+            metavar="SECONDS", help="How long orders still in flight may take to settle before they count"
+        ),
     ] = 10.0,
+    as_json: AsJson = False,
 ) -> None:
-    """Check every invariant of the order and account databases; exit 1 on any violation."""
+    """Check every invariant of the order and account databases of the running system; exit 1 on any
+    violation."""
     import asyncio
 
-    from rich.table import Table
-
-    from oms.runtime.audit import run_audit
-    from oms.runtime.databases import database_urls
+    from oms.runtime.databases import NoRunningSystem, database_urls
 
     try:
-        with database_urls(_settings(data_dir=data_dir), ("audit_order", "audit_account")) as urls:
+        with database_urls(
+            _settings(data_dir=data_dir), ("audit_order", "audit_account"), may_start=False
+        ) as urls:
+            from oms.runtime.audit import run_audit  # after the check: it imports every service's store
+
             report = asyncio.run(run_audit(urls["audit_order"], urls["audit_account"], settle_seconds))
+    except NoRunningSystem as exc:
+        fail(str(exc))
     except Exception as exc:
-        fail(f"audit could not run: {exc}")
+        fail(f"audit could not run: {_reason(exc)}")
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        _print_audit(report)
+    if not report.clean:
+        raise typer.Exit(1)
+
+
+def _print_audit(report: AuditReport) -> None:
+    from rich.table import Table
+
     table = Table("checked", "count", title="oms audit")
     for label, value in [
         ("customers with balances", report.customers),
@@ -211,25 +299,40 @@ def audit(
         table.add_row(label, str(value))
     console.print(table)
     for violation in report.violations[:100]:
-        console.print(f"[red]✗[/] {violation}")
-    if not report.clean:
-        raise typer.Exit(1)
-    console.print("[green]✓ every invariant holds")
+        console.print(f"[red]✗[/] {violation}", markup=True, highlight=False)
+    if report.clean:
+        console.print("[green]✓ every invariant holds")
+
+
+def _print_json(content: object) -> None:
+    import simplejson
+
+    print(simplejson.dumps(content, use_decimal=True, indent=2))
+
+
+def _reason(exc: BaseException) -> str:
+    """One line, never empty (a timeout's text is)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class Database(StrEnum):
     auth = "auth"
     order = "order"
     account = "account"
+    market = "market"
 
 
 @db_app.command("provision")
 def db_provision(
     admin_url: Annotated[
-        str, typer.Option("--admin-url", envvar="OMS_PG_ADMIN_URL", help="A superuser's postgresql:// URL")
+        str,
+        typer.Option(
+            "--admin-url", envvar="OMS_PG_ADMIN_URL", metavar="URL", help="A superuser's postgresql:// URL"
+        ),
     ],
     database: Annotated[
-        list[Database] | None, typer.Option(help="Only this service's database (repeatable) [all three]")
+        list[Database] | None,
+        typer.Option(metavar="NAME", help="Only this service's database (repeatable) [default: all four]"),
     ] = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -249,47 +352,89 @@ def db_provision(
 
 
 async def _operator_broker(settings: Settings) -> JetStreamBroker:
-    """The broker as the operator identity: of the system running on this data folder, or the configured
-    one (its credentials from OMS_NATS_* or the identities folder)."""
+    """The broker as the operator identity: of the system running on this data folder, or (`--external`, or
+    OMS_NATS_URL given) the configured one, its credentials from OMS_NATS_* or the identities folder.
+    NoRunningSystem at once when neither."""
+    from oms.runtime.databases import NoRunningSystem, running_state
+
+    configured = settings.external or "nats_url" in settings.model_fields_set
+    state = None if configured else running_state(settings)
+    if not configured and state is None:
+        raise NoRunningSystem(settings, ", or give OMS_NATS_URL of a broker of your own")
+    # Only now: the broker's modules take a while to import, and a refusal must be quick.
     from oms.kernel.broker import JetStreamBroker
     from oms.kernel.nats_access import access_for
     from oms.kernel.permissions import OPERATOR
-    from oms.runtime.databases import running_state
 
     access = access_for(settings, OPERATOR)
-    state = running_state(settings)
-    if state and not settings.external:
+    if state is not None:
         access = access.with_servers(str(state["nats_url"]))
     return await JetStreamBroker.connect(access, once=True)
 
 
-@dlq_app.command("list")
-def dlq_list(data_dir: DataDir = None) -> None:
-    """The messages consumers gave up on, with the error of each."""
+def _with_operator_broker(
+    settings: Settings, work: Callable[[JetStreamBroker], Awaitable[T]], what: str
+) -> T:
+    """`work` done with the operator's broker connection, or exit with one line saying why it could not be."""
     import asyncio
 
-    from rich.table import Table
+    from oms.runtime.databases import NoRunningSystem
 
-    from oms.kernel.dlq import list_dead_letters
-
-    async def letters() -> list[Any]:
-        broker = await _operator_broker(_settings(data_dir=data_dir))
+    async def connected() -> T:
+        broker = await _operator_broker(settings)
         try:
-            await broker.ensure_topology()
-            return await list_dead_letters(broker)
+            return await work(broker)
         finally:
             await broker.close()
 
     try:
-        found = asyncio.run(asyncio.wait_for(letters(), 30))
+        return asyncio.run(asyncio.wait_for(connected(), 60))
+    except NoRunningSystem as exc:
+        fail(str(exc))
     except Exception as exc:
-        fail(f"cannot read the dead-letter queue: {exc}")
-    table = Table("seq", "subject", "consumer", "deliveries", "failed at", "error", title="dead letters")
+        fail(f"{what}: {_reason(exc)}")
+
+
+@dlq_app.command("list")
+def dlq_list(data_dir: DataDir = None, as_json: AsJson = False) -> None:
+    """The messages consumers gave up on, with the error of each."""
+
+    async def letters(broker: JetStreamBroker) -> list[DeadLetter]:
+        from oms.kernel.dlq import list_dead_letters
+
+        await broker.ensure_topology()
+        return await list_dead_letters(broker)
+
+    found = _with_operator_broker(_settings(data_dir=data_dir), letters, "cannot read the dead-letter queue")
+    if as_json:
+        _print_json({"deadLetters": [_letter_json(letter) for letter in found]})
+    elif not found:
+        print("no dead letters")
+    else:
+        _print_letters(found)
+
+
+def _letter_json(letter: DeadLetter) -> dict[str, object]:
+    return {
+        "id": letter.id,
+        "seq": letter.seq,
+        "subject": letter.subject,
+        "consumer": letter.consumer,
+        "deliveries": letter.deliveries,
+        "failedAt": letter.failed_at.isoformat() if letter.failed_at else None,
+        "error": letter.error,
+        "msgId": letter.msg_id,
+    }
+
+
+def _print_letters(found: list[DeadLetter]) -> None:
+    from rich.table import Table
+
+    table = Table("id", "subject", "deliveries", "failed at", "error", title="dead letters")
     for letter in found:
         table.add_row(
-            str(letter.seq),
+            letter.id,
             letter.subject,
-            letter.consumer,
             str(letter.deliveries),
             str(letter.failed_at or ""),
             letter.error,
@@ -299,31 +444,22 @@ def dlq_list(data_dir: DataDir = None) -> None:
 
 @dlq_app.command("replay")
 def dlq_replay(
-    which: Annotated[str, typer.Argument(help="The seq of one dead letter, or --all")] = "",
+    which: Annotated[
+        str, typer.Argument(metavar="ID", help="A dead letter's id (`account:3`, as listed), or --all")
+    ] = "",
     every: Annotated[bool, typer.Option("--all", help="Replay every dead letter")] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Send dead letters back to their consumers."""
-    import asyncio
-
-    from oms.kernel.dlq import replay
-
     if every == bool(which):
-        fail("give either a dead letter's seq or --all")
-    if which and not which.isdigit():
-        fail(f"not a dead letter seq: {which!r}")
+        fail("give either a dead letter's id (as `oms dlq list` shows it) or --all")
 
-    async def send_back() -> int:
-        broker = await _operator_broker(_settings(data_dir=data_dir))
-        try:
-            return await replay(broker, "all" if every else int(which))
-        finally:
-            await broker.close()
+    async def send_back(broker: JetStreamBroker) -> int:
+        from oms.kernel.dlq import replay
 
-    try:
-        count = asyncio.run(asyncio.wait_for(send_back(), 60))
-    except Exception as exc:
-        fail(f"replay failed: {exc}")
+        return await replay(broker, "all" if every else which)
+
+    count = _with_operator_broker(_settings(data_dir=data_dir), send_back, "replay failed")
     console.print(f"replayed {count} dead letter(s)")
 
 

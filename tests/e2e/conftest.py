@@ -14,10 +14,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from oms.kernel.nats_access import NatsAccess
 from oms.runtime.nats import EmbeddedNats
 from oms.runtime.ports import free_port_env
+from tests.e2e.desk import CHROMIUM, CHROMIUM_ARGS
 
 
 @dataclass
@@ -100,3 +102,16 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
     yield running
     if running.process is not None:
         running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, driven by playwright (never `playwright install`); one per test module."""
+    if not CHROMIUM.exists():
+        pytest.skip("browser tests need Debian's Chromium at /usr/bin/chromium (apt-get install -y chromium)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()

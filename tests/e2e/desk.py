@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
+import axe_playwright_python
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, ViewportSize, expect
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -18,6 +20,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SCREENS = Path(__file__).resolve().parents[2] / "artifacts" / "screens"
+AXE = Path(axe_playwright_python.__file__).parent / "axe.min.js"  # axe-core, vendored by that package
 DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 
@@ -40,6 +43,13 @@ class Desk:
         self.page.goto(f"{self.base}{path}")
         return self.page
 
+    def settled(self) -> None:
+        """Wait until the page is loaded and, signed in, its live stream has filled the ticker (the stream
+        stays open, so the network is never idle)."""
+        self.page.wait_for_load_state("load")
+        if self.page.locator("#ticker").count():
+            expect(self.page.locator("#ticker-list, #ticker .ticker-empty:not(.waiting)")).to_be_visible()
+
     def sign_in(self, username: str, password: str) -> None:
         """Sign in with the keyboard only: type, Tab to the password, Enter to submit."""
         self.go("/login")
@@ -49,6 +59,15 @@ class Desk:
         self.page.keyboard.type(password)
         self.page.keyboard.press("Enter")
         expect(self.page).not_to_have_url(re.compile(r"/login"))
+
+    def confirm(self, title: str | re.Pattern[str] | None = None) -> None:
+        """On a review page (checking its title, if given), press its Confirm button."""
+        review = self.page.locator("#review")
+        expect(review).to_be_visible()
+        if title is not None:
+            expect(review.locator("h1")).to_have_text(title)
+        self.page.locator("#confirm").click()
+        expect(self.page.locator("#review")).to_have_count(0)
 
     def shot(self, name: str) -> None:
         SCREENS.mkdir(parents=True, exist_ok=True)
@@ -64,5 +83,20 @@ class Desk:
         viewport: int = self.page.evaluate("window.innerWidth")
         return width <= viewport
 
+    def check_accessibility(self) -> None:
+        """Run axe-core in this desk's pages from now on (init scripts are not subject to the page's CSP)."""
+        self.context.add_init_script(path=str(AXE))
+
     def close(self) -> None:
         self.context.close()
+
+
+def serious_accessibility_problems(page: Page) -> list[dict[str, Any]]:
+    """axe-core's serious and critical findings on the page as it is now (after `check_accessibility`)."""
+    found: list[dict[str, Any]] = page.evaluate(
+        """async () => (await axe.run(document, {resultTypes: ["violations"]})).violations
+            .filter(v => v.impact === "serious" || v.impact === "critical")
+            .map(v => ({rule: v.id, impact: v.impact, help: v.help,
+                        where: v.nodes.slice(0, 3).map(n => n.target.join(" "))}))"""
+    )
+    return found

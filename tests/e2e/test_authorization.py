@@ -159,6 +159,10 @@ def _for_owner(c: Cast) -> dict[str, Any]:
     return {"params": {"customerId": c.owner.id}}
 
 
+OWNER_OR_ADMIN = {"self": 200, "other": 403, "admin": 200}
+ADMINS_ONLY = {"self": 403, "other": 403, "admin": 200}
+
+
 ENDPOINTS = [
     Endpoint(
         "POST /api/v1/orders",
@@ -263,6 +267,27 @@ ENDPOINTS = [
         lambda c: "/api/v1/ledger",
         _for_owner,
         {"self": 200, "other": 403, "admin": 200},
+    ),
+    *(
+        Endpoint(f"GET {path}", "GET", service, lambda c, path=path: path, _for_owner, OWNER_OR_ADMIN)
+        for service, path in (
+            ("order", "/api/v1/orders/count"),
+            ("account", "/api/v1/ledger/count"),
+            ("account", "/api/v1/deposits/count"),
+            ("account", "/api/v1/withdrawals/count"),
+        )
+    ),
+    *(
+        Endpoint(f"GET {path}", "GET", "auth", lambda c, path=path: path, lambda c: {}, ADMINS_ONLY)
+        for path in ("/admin-trail", "/admin-trail/count")
+    ),
+    Endpoint(
+        "POST /admin-trail",
+        "POST",
+        "auth",
+        lambda c: "/admin-trail",
+        lambda c: {"json": {"action": "deposit", "targetKind": "customer", "targetId": "x", "detail": "d"}},
+        {"self": 403, "other": 403, "admin": 201},
     ),
     Endpoint(
         "POST /register (role admin)",

@@ -8,6 +8,7 @@ tests/integration/test_dlq.py.)
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from oms.kernel.broker import JetStreamBroker
 from oms.kernel.dlq import list_dead_letters
 from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.permissions import OPERATOR
-from oms.kernel.topology import DLQ_STREAM, EVENTS_STREAM
+from oms.kernel.topology import DLQ_STREAMS, EVENTS_STREAM
 from tests.e2e.api import Api
 from tests.e2e.conftest import RunningSystem
 
@@ -36,6 +37,10 @@ class Letter:
     consumer: str
     error: str
     payload: bytes
+
+    @property
+    def id(self) -> str:
+        return f"{self.consumer}:{self.seq}"
 
 
 def operator(system: RunningSystem) -> NatsAccess:
@@ -94,11 +99,11 @@ def wait_letters(system: RunningSystem, count: int, timeout: float = 20) -> list
 
 def wait_replaced(system: RunningSystem, old: list[Letter], timeout: float = 20) -> list[Letter]:
     """The dead letters once every one of `old` has left the queue and as many have come back."""
-    gone = {x.seq for x in old}
+    gone = {x.id for x in old}
     deadline = time.monotonic() + timeout
     while True:
         found = letters(system)
-        if (len(found) >= len(old) and not {x.seq for x in found} & gone) or time.monotonic() > deadline:
+        if (len(found) >= len(old) and not {x.id for x in found} & gone) or time.monotonic() > deadline:
             return found
         time.sleep(0.1)
 
@@ -107,18 +112,18 @@ async def _stream_counts(access: NatsAccess) -> dict[str, int]:
     nc = await connect_nats(access, once=True)
     try:
         js = nc.jetstream()
-        return {name: (await js.stream_info(name)).state.messages for name in (EVENTS_STREAM, DLQ_STREAM)}
+        return {name: (await js.stream_info(name)).state.messages for name in (EVENTS_STREAM, *DLQ_STREAMS)}
     finally:
         await nc.close()
 
 
-def listed_rows(output: str) -> dict[int, str]:
-    """The table rows of `oms dlq list`, by seq."""
+def listed_rows(output: str) -> dict[str, str]:
+    """The table rows of `oms dlq list`, by dead letter id (`account:3`)."""
     rows = {}
     for line in output.splitlines():
-        match = re.match(r"^\W*(\d+)\s*│", line)
+        match = re.match(r"^\W*([a-z]+:\d+)\s*│", line)
         if match:
-            rows[int(match.group(1))] = line
+            rows[match.group(1)] = line
     return rows
 
 
@@ -142,11 +147,16 @@ def test_malformed_message_is_dead_lettered_listed_and_replayed_back_into_the_qu
     listed = oms(system, "dlq", "list")
     assert listed.returncode == 0, listed.stderr
     rows = listed_rows(listed.stdout)
-    assert list(rows) == [letter.seq], listed.stdout
-    assert "oms.order.created" in rows[letter.seq] and "account" in rows[letter.seq]
-    assert "malformed event" in rows[letter.seq]
+    assert list(rows) == [letter.id] == [f"account:{letter.seq}"], listed.stdout
+    assert "oms.order.created" in rows[letter.id]
+    assert "malformed event" in rows[letter.id]
+    as_json = json.loads(oms(system, "dlq", "list", "--json").stdout)["deadLetters"]
+    assert [(x["id"], x["subject"], x["consumer"]) for x in as_json] == [
+        (letter.id, "oms.order.created", "account")
+    ]
+    assert as_json[0]["error"].startswith("malformed event:")
 
-    replayed = oms(system, "dlq", "replay", str(letter.seq))
+    replayed = oms(system, "dlq", "replay", letter.id)
     assert replayed.returncode == 0, replayed.stderr
     assert "replayed 1 dead letter(s)" in replayed.stdout
 
@@ -155,27 +165,27 @@ def test_malformed_message_is_dead_lettered_listed_and_replayed_back_into_the_qu
     assert again.seq > letter.seq
     assert (again.subject, again.consumer, again.payload) == ("oms.order.created", "account", b"not json")
     assert again.error.startswith("malformed event:")
-    assert list(listed_rows(oms(system, "dlq", "list").stdout)) == [again.seq]
+    assert list(listed_rows(oms(system, "dlq", "list").stdout)) == [again.id]
 
-    gone = oms(system, "dlq", "replay", str(letter.seq))
+    gone = oms(system, "dlq", "replay", letter.id)
     assert gone.returncode == 1
-    assert f"no dead letter with sequence number {letter.seq}" in gone.stderr
+    assert f"no dead letter {letter.id}" in gone.stderr
     assert len(gone.stderr.strip().splitlines()) == 1
 
-    assert oms(system, "dlq", "replay", str(again.seq)).returncode == 0
+    assert oms(system, "dlq", "replay", str(again.seq)).returncode == 0  # the seq alone, when unambiguous
     [third] = wait_replaced(system, [again])
     assert third.seq > again.seq and third.payload == b"not json"
 
 
 def test_replay_all_sends_every_dead_letter_back_to_its_consumer(dlq_system: RunningSystem) -> None:
     system = dlq_system
-    before = {x.seq for x in letters(system)}
+    before = {x.id for x in letters(system)}
     # One for each consumer: the account reads oms.order.>, the order service oms.funds.>; no message id.
     publish(system, "oms.funds.reserved", b'{"type": "funds.exploded", "id": 1}')
     publish(system, "oms.order.canceled", b"\xff\xfe binary")
     found = wait_letters(system, len(before) + 2)
     assert len(found) == len(before) + 2
-    new = {x.subject: x for x in found if x.seq not in before}
+    new = {x.subject: x for x in found if x.id not in before}
     assert new["oms.funds.reserved"].consumer == "order"
     assert new["oms.order.canceled"].consumer == "account"
     assert all(x.error.startswith("malformed event:") for x in new.values())
@@ -186,7 +196,10 @@ def test_replay_all_sends_every_dead_letter_back_to_its_consumer(dlq_system: Run
 
     back = wait_replaced(system, found)
     assert sorted(x.subject for x in back) == sorted(x.subject for x in found)
-    assert min(x.seq for x in back) > max(x.seq for x in found)
+    for consumer in ("account", "order"):  # each queue counts on
+        assert min(x.seq for x in back if x.consumer == consumer) > max(
+            x.seq for x in found if x.consumer == consumer
+        )
     assert {x.payload for x in back} == {x.payload for x in found}
 
 
@@ -203,4 +216,5 @@ def test_the_system_still_works_after_the_malformed_messages(dlq_system: Running
     api.deposit(admin, customer, "TRY", "10")
     assert api.wait_order(customer, api.place(customer, "BUY", "AAPL", "1", "10"))["status"] == "MATCHED"
     counts = asyncio.run(_stream_counts(operator(dlq_system)))
-    assert counts[DLQ_STREAM] == len(letters(dlq_system))  # replayed letters are removed, not kept
+    # Replayed letters are removed, not kept.
+    assert sum(counts[name] for name in DLQ_STREAMS) == len(letters(dlq_system))

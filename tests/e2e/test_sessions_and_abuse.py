@@ -266,7 +266,7 @@ def test_a_registration_flood_leaves_logins_fast(api: Api) -> None:
 
 # --- HTTP limits of every service ---------------------------------------------------------------------------
 
-EVERY_SERVICE = ("auth", "order", "account", "backoffice")
+EVERY_SERVICE = ("auth", "order", "account", "market", "backoffice")
 
 
 @pytest.mark.parametrize("component", EVERY_SERVICE)

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from oms.kernel.errors import install_error_handlers
 from oms.kernel.revocation import Revocations, following_auth
-from oms.kernel.settings import Settings
+from oms.kernel.settings import SERVICES, Settings
 from oms.kernel.tokens import AdminUser, CurrentUser, verifier_for
 from oms.runtime.nats import EmbeddedNats
 from oms.runtime.ports import free_port
@@ -47,7 +47,8 @@ def test_up_serves_health_register_login_and_admin_users(system: RunningSystem) 
 def test_up_prints_urls_and_admin_login(system: RunningSystem) -> None:
     text = "".join(system.output)
     assert system.url("auth") in text
-    assert "Admin login: boss / boss-password" in text
+    assert "Admin login: boss / (the password in OMS_ADMIN_PASSWORD)" in text
+    assert "boss-password" not in text  # this output is often kept in a log file
 
 
 def judy_and_boss_tokens(system: RunningSystem) -> tuple[str, str]:
@@ -149,6 +150,7 @@ def test_each_child_is_given_only_its_own_database_roles(system: RunningSystem) 
         "auth": ["OMS_AUTH_DATABASE_URL"],
         "order": ["OMS_ORDER_DATABASE_URL"],
         "account": ["OMS_ACCOUNT_DATABASE_URL"],
+        "market": ["OMS_MARKET_DATABASE_URL"],
         "backoffice": ["OMS_AUDIT_ACCOUNT_DATABASE_URL", "OMS_AUDIT_ORDER_DATABASE_URL"],
         "relay-order": ["OMS_ORDER_RELAY_DATABASE_URL"],
         "relay-account": ["OMS_ACCOUNT_RELAY_DATABASE_URL"],
@@ -262,7 +264,7 @@ def test_up_external_uses_the_configured_servers_and_roles(tmp_path: Path, nats_
 
 
 def test_up_external_without_the_relay_and_audit_urls_stops_with_one_line(tmp_path: Path) -> None:
-    urls = {env_name(s): f"postgresql://u:p@127.0.0.1:1/{s}" for s in ("auth", "order", "account")}
+    urls = {env_name(s): f"postgresql://u:p@127.0.0.1:1/{s}" for s in SERVICES}
     result = subprocess.run(
         [sys.executable, "-m", "oms", "up", "--external", "--data-dir", str(tmp_path / "d")],
         env=system_env(**urls),

@@ -21,9 +21,10 @@ from nats.js.api import RawStreamMsg
 from oms.kernel import inbox, outbox
 from oms.kernel.broker import JetStreamBroker
 from oms.kernel.events import Envelope, OrderCanceled
+from oms.kernel.market import MARKET_STREAM
 from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.relay import run_relay
-from oms.kernel.topology import DLQ_STREAM, EVENTS_STREAM, slot_name
+from oms.kernel.topology import CONSUMERS, DLQ_STREAMS, EVENTS_STREAM, SHARED_DLQ_STREAM, slot_name
 from tests.conftest import execute
 
 
@@ -46,7 +47,7 @@ def service_db(make_database: Callable[[str], str]) -> Iterator[ServiceDatabase]
 
 
 async def delete_streams(js: JetStreamContext) -> None:
-    for stream in (EVENTS_STREAM, DLQ_STREAM):
+    for stream in (EVENTS_STREAM, SHARED_DLQ_STREAM, *DLQ_STREAMS, MARKET_STREAM):
         with suppress(nats.js.errors.NotFoundError):
             await js.delete_stream(stream)
 
@@ -76,7 +77,8 @@ async def broker(js: JetStreamContext, operator: NatsAccess) -> AsyncIterator[Je
 async def stream_messages(js: JetStreamContext, stream: str = EVENTS_STREAM) -> list[RawStreamMsg]:
     """Every message now in `stream`, in stream order."""
     messages: list[RawStreamMsg] = []
-    subjects = "oms_dlq.>" if stream == DLQ_STREAM else "oms.>"
+    dead_letters = {c.dead_letter_stream: c.dead_letters for c in CONSUMERS.values()}
+    subjects = dead_letters.get(stream, "oms.>")
     while True:
         start = (messages[-1].seq or 0) + 1 if messages else 1
         try:

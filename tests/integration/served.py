@@ -17,9 +17,9 @@ from oms.runtime.ports import free_port
 
 
 @asynccontextmanager
-async def served(app: Any, settings: Settings) -> AsyncIterator[str]:
-    """`app` listening on a free port of 127.0.0.1 for the block; its base URL."""
-    port = free_port()
+async def served(app: Any, settings: Settings, port: int | None = None) -> AsyncIterator[str]:
+    """`app` listening on `port` (default: a free one) of 127.0.0.1 for the block; its base URL."""
+    port = port or free_port()
     server = uvicorn.Server(server_config(app, settings, port))
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from decimal import Decimal
 
 import psycopg2.errors
 import pytest
@@ -25,20 +26,31 @@ CUSTOMER, ADMIN = uuid.UUID(int=1), uuid.UUID(int=2)
 
 
 def settled_buy(
-    order_url: str, account_url: str, *, order_status: str = "MATCHED", res_status: str = "SETTLED"
+    order_url: str,
+    account_url: str,
+    *,
+    order_status: str = "MATCHED",
+    res_status: str = "SETTLED",
+    executed: Decimal = Decimal(10),
 ) -> uuid.UUID:
-    """A customer who deposited 100 TRY and bought 2 AAPL at 10: written as the services would."""
+    """A customer who deposited 100 TRY and bought 2 AAPL with a limit of 10 (20 TRY reserved), executed at
+    `executed` (what it did not spend released): written as the services would."""
     order_id = uuid.uuid4()
+    executed_price = executed if order_status == "MATCHED" else "NULL"
+    spent = 2 * executed
     execute(
         order_url,
-        f"INSERT INTO orders VALUES ('{order_id}', '{CUSTOMER}', 'AAPL', 'BUY', 2, 10, '{order_status}', "
-        "NULL, true, now(), now())",
+        "INSERT INTO orders (id, customer_id, asset_name, side, size, price, status, reason, reserved, "
+        f"created_at, updated_at, executed_price) VALUES ('{order_id}', '{CUSTOMER}', 'AAPL', 'BUY', 2, 10, "
+        f"'{order_status}', NULL, true, now(), now(), {executed_price})",
     )
+    release = f", ('{CUSTOMER}', 'TRY', 'RELEASE', 0, {20 - spent}, '{order_id}')" if spent < 20 else ""
     execute(
         account_url,
         f"""
         INSERT INTO assets (id, customer_id, asset_name, total_size, usable_size) VALUES
-            (gen_random_uuid(), '{CUSTOMER}', 'TRY', 80, 80), (gen_random_uuid(), '{CUSTOMER}', 'AAPL', 2, 2);
+            (gen_random_uuid(), '{CUSTOMER}', 'TRY', {100 - spent}, {100 - spent}),
+            (gen_random_uuid(), '{CUSTOMER}', 'AAPL', 2, 2);
         INSERT INTO reservations (id, order_id, customer_id, asset_name, amount, status)
             VALUES (gen_random_uuid(), '{order_id}', '{CUSTOMER}', 'TRY', 20, '{res_status}');
         INSERT INTO deposits (id, customer_id, asset_name, amount, status, requested_by, requested_at,
@@ -47,7 +59,7 @@ def settled_buy(
         INSERT INTO ledger (customer_id, asset_name, kind, delta_total, delta_usable, order_id) VALUES
             ('{CUSTOMER}', 'TRY', 'DEPOSIT', 100, 100, NULL),
             ('{CUSTOMER}', 'TRY', 'RESERVE', 0, -20, '{order_id}'),
-            ('{CUSTOMER}', 'TRY', 'SETTLE_DEBIT', -20, 0, '{order_id}'),
+            ('{CUSTOMER}', 'TRY', 'SETTLE_DEBIT', -{spent}, 0, '{order_id}'){release},
             ('{CUSTOMER}', 'AAPL', 'SETTLE_CREDIT', 2, 2, '{order_id}');
         """,
     )
@@ -59,6 +71,33 @@ async def test_audit_consistent_databases_are_clean(dbs: tuple[str, str]) -> Non
     report = await run_audit(*dbs, settle_seconds=0)
     assert report.violations == []
     assert (report.orders, report.balances, report.ledger_entries) == (1, 2, 4)
+
+
+async def test_audit_buy_executed_below_its_limit_with_the_rest_released_is_clean(
+    dbs: tuple[str, str],
+) -> None:
+    settled_buy(*dbs, executed=Decimal("9.45"))
+    report = await run_audit(*dbs, settle_seconds=0)
+    assert report.violations == []
+    assert report.try_total == Decimal("81.10")
+
+
+async def test_audit_buy_executed_above_its_limit_is_a_violation(dbs: tuple[str, str]) -> None:
+    order_id = settled_buy(*dbs)
+    execute(dbs[0], f"UPDATE orders SET executed_price = 10.05 WHERE id = '{order_id}'")
+    report = await run_audit(*dbs, settle_seconds=0)
+    assert f"order {order_id}: BUY executed at 10.05, beyond its limit 10" in report.violations
+
+
+async def test_audit_settlement_at_another_price_than_executed_breaks_conservation(
+    dbs: tuple[str, str],
+) -> None:
+    order_id = settled_buy(*dbs, executed=Decimal(9))
+    execute(dbs[0], f"UPDATE orders SET executed_price = 9.5 WHERE id = '{order_id}'")
+    report = await run_audit(*dbs, settle_seconds=0)
+    assert report.violations == [
+        f"customer {CUSTOMER} TRY: total 82 but approved deposits − paid withdrawals ± settled orders = 81.0"
+    ]
 
 
 async def test_audit_balance_that_differs_from_its_ledger_is_a_violation(dbs: tuple[str, str]) -> None:

@@ -17,8 +17,9 @@ from oms.kernel.broker import (
     Outgoing,
     PublishAborted,
 )
+from oms.kernel.market import MARKET_STREAM
 from oms.kernel.nats_access import NatsAccess
-from oms.kernel.topology import CONSUMERS, DLQ_STREAM, EVENTS_STREAM
+from oms.kernel.topology import CONSUMERS, EVENTS_STREAM
 from tests.integration.conftest import delete_streams, eventually, stream_messages
 
 
@@ -28,12 +29,16 @@ async def test_ensure_topology_creates_durable_streams_and_consumers_idempotentl
     await broker.ensure_topology()  # a second replica starting
 
     events = (await js.stream_info(EVENTS_STREAM)).config
-    assert events.subjects == ["oms.>"]
+    assert events.subjects == ["oms.order.>", "oms.funds.>"]  # not the market's
     assert events.storage == StorageType.FILE
     assert (events.duplicate_window or 0) >= 120
-    dead_letters = (await js.stream_info(DLQ_STREAM)).config
-    assert dead_letters.subjects == ["oms_dlq.>"]
-    assert dead_letters.storage == StorageType.FILE
+    for consumer in CONSUMERS.values():  # each consumer's dead letters in a stream of their own
+        dead_letters = (await js.stream_info(consumer.dead_letter_stream)).config
+        assert dead_letters.subjects == [f"oms_dlq.{consumer.name}.>"]
+        assert dead_letters.storage == StorageType.FILE
+    market = (await js.stream_info(MARKET_STREAM)).config
+    assert market.subjects == ["oms.market.>"]
+    assert (market.storage, market.max_msgs_per_subject) == (StorageType.FILE, 1)  # the last values
     assert {
         name: c.filter_subject
         for name in CONSUMERS
@@ -118,5 +123,8 @@ async def test_ensure_topology_brings_an_older_stream_and_consumer_up_to_date(
     finally:
         await broker.close()
 
-    assert (await js.stream_info(EVENTS_STREAM)).config.duplicate_window == 120
+    events = (await js.stream_info(EVENTS_STREAM)).config
+    assert events.duplicate_window == 120
+    assert events.subjects == ["oms.order.>", "oms.funds.>"]  # given up `oms.>` for the market stream
+    assert (await js.stream_info(MARKET_STREAM)).config.subjects == ["oms.market.>"]
     assert (await js.consumer_info(EVENTS_STREAM, "account")).config.max_deliver == SERVER_MAX_DELIVER

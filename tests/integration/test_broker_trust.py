@@ -18,9 +18,11 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from oms.kernel.broker import JetStreamBroker, Outgoing
+from oms.kernel.consumer import ConsumerRunner, one_at_a_time
+from oms.kernel.market import MARKET_STREAM
 from oms.kernel.nats_access import NatsAccess, connect_nats
-from oms.kernel.permissions import BACKOFFICE, IDENTITIES, OPERATOR
-from oms.kernel.topology import CONSUMERS, DLQ_STREAM, EVENTS_STREAM, PRODUCERS
+from oms.kernel.permissions import BACKOFFICE, IDENTITIES, MARKET, OPERATOR
+from oms.kernel.topology import CONSUMERS, EVENTS_STREAM, PRODUCERS
 from oms.runtime.identities import ensure_identities
 from oms.runtime.nats import EmbeddedNats
 from tests.integration.conftest import canceled_event, eventually, message_count
@@ -123,7 +125,7 @@ async def test_the_account_relay_may_not_publish_order_events(
     for subject in ("oms.order.created", "oms.order.matched", "oms_dlq.order.oms.funds.reserved"):
         await relay.refused(lambda s=subject: relay.js.publish(s, b"{}"), subject)
     await relay.subscription_refused("oms.>")
-    assert await message_count(js) == await message_count(js, DLQ_STREAM) == 0
+    assert await message_count(js) == await message_count(js, CONSUMERS["order"].dead_letter_stream) == 0
 
 
 @pytest.mark.parametrize("service", list(CONSUMERS))
@@ -135,7 +137,10 @@ async def test_a_service_may_not_change_streams_read_events_or_publish_them(
     own_js = client.js
 
     await client.refused(lambda: own_js.purge_stream(EVENTS_STREAM), f"$JS.API.STREAM.PURGE.{EVENTS_STREAM}")
-    await client.refused(lambda: own_js.purge_stream(DLQ_STREAM), f"$JS.API.STREAM.PURGE.{DLQ_STREAM}")
+    own_dead_letters = CONSUMERS[service].dead_letter_stream
+    await client.refused(
+        lambda: own_js.purge_stream(own_dead_letters), f"$JS.API.STREAM.PURGE.{own_dead_letters}"
+    )
     await client.refused(
         lambda: own_js.delete_stream(EVENTS_STREAM), f"$JS.API.STREAM.DELETE.{EVENTS_STREAM}"
     )
@@ -184,6 +189,32 @@ async def test_the_back_office_may_only_ask_for_jetstreams_account_info(
     await backoffice.subscription_refused("oms.>")
 
 
+async def test_the_market_feed_may_publish_market_data_and_nothing_else(
+    as_identity: Callable[[str], Awaitable[Client]], js: JetStreamContext
+) -> None:
+    market = await as_identity(MARKET)
+    ack = await market.js.publish("oms.market.quote.AAPL", b"{}", headers={"Nats-Msg-Id": "AAPL:1"})
+    assert ack.stream == MARKET_STREAM
+    for subject in ("oms.order.created", "oms.order.matched", "oms.funds.reserved", "oms_dlq.order.x"):
+        await market.refused(lambda s=subject: market.js.publish(s, b"{}"), subject)
+    await market.refused(
+        lambda: market.js.purge_stream(MARKET_STREAM), f"$JS.API.STREAM.PURGE.{MARKET_STREAM}"
+    )
+    await market.subscription_refused("oms.>")
+    assert await message_count(js) == await message_count(js, CONSUMERS["order"].dead_letter_stream) == 0
+    assert await message_count(js, MARKET_STREAM) == 1
+
+
+@pytest.mark.parametrize("identity", sorted(set(IDENTITIES) - {OPERATOR, MARKET}))
+async def test_no_other_identity_may_publish_market_data(
+    identity: str, as_identity: Callable[[str], Awaitable[Client]], js: JetStreamContext
+) -> None:
+    client = await as_identity(identity)
+    for subject in ("oms.market.quote.AAPL", "oms.market.instrument.AAPL"):
+        await client.refused(lambda s=subject: client.js.publish(s, b"{}"), subject)
+    assert await message_count(js, MARKET_STREAM) == 0
+
+
 async def test_the_operator_may_do_all_of_it(operator: NatsAccess, js: JetStreamContext) -> None:
     client = await Client().connect(operator)
     assert client.nc is not None
@@ -199,7 +230,7 @@ async def test_the_operator_may_do_all_of_it(operator: NatsAccess, js: JetStream
         await client.js.add_consumer(EVENTS_STREAM, ConsumerConfig(durable_name="audit-spy"))
         await client.js.delete_consumer(EVENTS_STREAM, "audit-spy")
         await client.js.purge_stream(EVENTS_STREAM)
-        await client.js.delete_stream(DLQ_STREAM)
+        await client.js.delete_stream(CONSUMERS["order"].dead_letter_stream)
         for _ in range(50):
             if len(seen) == 2:
                 break
@@ -228,3 +259,31 @@ def test_a_kept_identity_that_is_not_a_seed_is_a_clear_error(tmp_path: Path) -> 
     (folder / "order.nk").write_text("not a seed")
     with pytest.raises(RuntimeError, match=r"order\.nk is not a NATS nkey seed"):
         ensure_identities(folder)
+
+
+async def test_a_service_may_not_read_or_remove_another_consumers_dead_letters(
+    as_identity: Callable[[str], Awaitable[Client]], broker: JetStreamBroker, js: JetStreamContext
+) -> None:
+    """A dead letter is an event another service's consumer could not apply: the order service may not read
+    (every customer's data) or delete (lose it) the account consumer's, and the reverse."""
+    for subject in ("oms.order.created", "oms.funds.reserved"):
+        await broker.publish([Outgoing(subject, b"not json", subject)])
+    for consumer in CONSUMERS:
+        runner = ConsumerRunner(broker, consumer, one_at_a_time(_never_called), fetch_timeout=0.2)
+        assert await runner.run_once() == 1
+    for service, other in (("order", "account"), ("account", "order")):
+        client = await as_identity(service)
+        theirs = CONSUMERS[other].dead_letter_stream
+        await client.refused(
+            lambda s=theirs, j=client.js: j.get_msg(s, seq=1), f"$JS.API.STREAM.MSG.GET.{theirs}"
+        )
+        await client.refused(
+            lambda s=theirs, j=client.js: j.delete_msg(s, 1), f"$JS.API.STREAM.MSG.DELETE.{theirs}"
+        )
+        mine = await client.js.get_msg(CONSUMERS[service].dead_letter_stream, seq=1)
+        assert mine.data == b"not json"
+    assert [letter.id for letter in await broker.dead_letters()] == ["account:1", "order:1"]
+
+
+async def _never_called(event: object) -> None:
+    raise AssertionError("a malformed message reached the handler")

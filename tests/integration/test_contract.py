@@ -310,7 +310,8 @@ async def test_accounts_balances_made_for_a_settlement_that_was_refused_are_not_
     customer = uuid.uuid4()
     await deposit(accounts, customer, "100")
     order = created(customer)
-    matched = OrderMatched(**order.model_dump())
+    terms = order.model_dump(include={"order_id", "customer_id", "occurred_at", "asset_name", "side", "size"})
+    matched = OrderMatched(**terms, executed_price=order.price)
     async with accounts.unit_of_work() as tx:
         book, made = await tx.repository.load_book([order.order_id], [matched])
         assert [a.asset_name for a in made] == ["AAPL"]  # the settlement would pay into it

@@ -16,7 +16,7 @@ from oms.kernel.consumer import ConsumerRunner, RetryPolicy, one_at_a_time
 from oms.kernel.dlq import ReplayRefused, apply_dead_letter, list_dead_letters, replay
 from oms.kernel.events import Envelope, FundsReserved
 from oms.kernel.nats_access import NatsAccess
-from oms.kernel.topology import DLQ_STREAM
+from oms.kernel.topology import CONSUMERS, SHARED_DLQ_STREAM
 from tests.integration.conftest import canceled_event, message_count
 
 FAST = RetryPolicy(nak_delays=(0.05,))
@@ -66,11 +66,12 @@ async def test_poison_message_is_dead_lettered_after_max_deliveries_and_replay_p
     assert letter.payload == event.to_json()
 
     handler.poisoned = False
-    assert await replay(broker, letter.seq) == 1
+    assert letter.id == f"account:{letter.seq}"
+    assert await replay(broker, letter.id) == 1
     await consume_until(runner, lambda: handler.handled)
     assert handler.handled == [event]
     assert await list_dead_letters(broker) == []
-    assert await message_count(js, DLQ_STREAM) == 0
+    assert await message_count(js, CONSUMERS["account"].dead_letter_stream) == 0
 
 
 async def test_malformed_messages_are_dead_lettered_at_once(broker: JetStreamBroker) -> None:
@@ -155,17 +156,17 @@ async def test_a_service_applies_its_dead_letter_with_its_own_handler_without_pu
         handler = FlakyHandler()
         runner = ConsumerRunner(account, "account", one_at_a_time(handler), policy=FAST, fetch_timeout=0.2)
         await consume_until(runner, lambda: handler.failures == MAX_DELIVER)
-        [letter] = await list_dead_letters(account)
+        [letter] = await list_dead_letters(account, consumer="account")
         events_before = await message_count(js)
 
         with pytest.raises(ReplayRefused, match="still fails: ValueError: balance row missing"):
             await apply_dead_letter(account, letter, one_at_a_time(handler))
-        assert await list_dead_letters(account) == [letter]
+        assert await list_dead_letters(account, consumer="account") == [letter]
 
         handler.poisoned = False
         await apply_dead_letter(account, letter, one_at_a_time(handler))
         assert handler.handled == [event]
-        assert await list_dead_letters(account) == []
+        assert await list_dead_letters(account, consumer="account") == []
         assert await message_count(js) == events_before  # nothing republished
     finally:
         await account.close()
@@ -188,3 +189,50 @@ async def test_a_dead_letter_its_consumer_would_refuse_is_not_applied_by_a_repla
         await apply_dead_letter(broker, letter, one_at_a_time(handler))
     assert handler.handled == []
     assert await list_dead_letters(broker) == [letter]
+
+
+async def test_a_dead_letter_is_named_by_its_queue_when_both_queues_have_its_seq(
+    broker: JetStreamBroker,
+) -> None:
+    await broker.publish([Outgoing("oms.order.created", b"not json", "a1")])
+    await broker.publish([Outgoing("oms.funds.reserved", b"not json either", "o1")])
+    for consumer in ("account", "order"):
+        runner = ConsumerRunner(
+            broker, consumer, one_at_a_time(FlakyHandler()), policy=FAST, fetch_timeout=0.2
+        )
+        assert await runner.run_once() == 1
+    letters = await list_dead_letters(broker)
+    assert [letter.id for letter in letters] == ["account:1", "order:1"]
+
+    with pytest.raises(LookupError, match="more than one queue: give one of account:1, order:1"):
+        await replay(broker, "1")
+    with pytest.raises(LookupError, match="not a dead letter"):
+        await replay(broker, "auth:1")
+    assert await replay(broker, "order:1") == 1
+    assert [letter.id for letter in await list_dead_letters(broker)] == ["account:1"]
+    assert await replay(broker, "1") == 1  # unambiguous now
+    with pytest.raises(LookupError, match="no dead letter account:1"):
+        await replay(broker, "account:1")
+
+
+async def test_the_shared_queue_of_an_older_data_folder_is_moved_into_the_consumers_queues(
+    broker: JetStreamBroker, js: JetStreamContext
+) -> None:
+    """Until 2026-12-06 one OMS_DLQ stream (`oms_dlq.>`) held every consumer's dead letters; the next `oms up`
+    (ensure_topology) moves each into its consumer's own queue, headers and payload kept, and drops it."""
+    for stream in (c.dead_letter_stream for c in CONSUMERS.values()):
+        await js.delete_stream(stream)
+    await js.add_stream(name=SHARED_DLQ_STREAM, subjects=["oms_dlq.>"])
+    old = [("account", "oms.order.created", b"poison 1"), ("order", "oms.funds.reserved", b"poison 2")]
+    for consumer, subject, payload in old:
+        headers = {"Oms-Original-Subject": subject, "Oms-Error": "boom", "Oms-Delivery-Count": "5"}
+        await js.publish(f"oms_dlq.{consumer}.{subject}", payload, headers=headers)
+
+    await broker.ensure_topology()
+    await broker.ensure_topology()  # a second start: nothing left to move, nothing moved twice
+
+    letters = await list_dead_letters(broker)
+    assert [(x.consumer, x.subject, x.payload, x.error, x.deliveries) for x in letters] == [
+        (consumer, subject, payload, "boom", 5) for consumer, subject, payload in old
+    ]
+    assert [s.config.name for s in await js.streams_info() if s.config.name == SHARED_DLQ_STREAM] == []

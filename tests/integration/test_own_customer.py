@@ -120,6 +120,7 @@ async def services(make_database: Callable[[str], str]) -> AsyncIterator[Service
         pools[service] = await create_pool(url, min_size=1, max_size=4)
     order = service_app([order_api.router], pools["order"], Orders, settings, verifier)
     order.state.placements = GroupCommit("place-orders", order.state.unit_of_work, place_orders)
+    order.state.market = order.state.execution = None  # no market known: orders checked by themselves
     account = service_app(
         [account_api.router, requests_api.router], pools["account"], Accounts, settings, verifier
     )

@@ -245,8 +245,8 @@ async def test_relay_restarted_before_confirming_republishes_and_the_broker_drop
 class ReplicaLevelPostgres(EmbeddedPostgres):
     """PostgreSQL as many servers run by default: wal_level=replica, no logical decoding."""
 
-    def command(self) -> list[str]:
-        return [arg.replace("wal_level=logical", "wal_level=replica") for arg in super().command()]
+    def command(self, data: str | None = None) -> list[str]:
+        return [arg.replace("wal_level=logical", "wal_level=replica") for arg in super().command(data)]
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -49,14 +50,20 @@ from oms.account.requests import (
     request_deposit,
     request_withdrawal,
 )
-from oms.kernel.money import CASH, Side, add, sub
+from oms.kernel.events import OrderMatched
+from oms.kernel.market import Instrument, Quote
+from oms.kernel.money import CASH, OrderType, Side, TimeInForce, add, sub
 from oms.kernel.settings import ExecutionMode
 from oms.order.domain import (
     CANCELED,
     MATCHED,
     PENDING,
+    Listing,
+    MarketUnavailable,
+    NotMarketable,
     Order,
     OrderEvent,
+    OrderInvalid,
     OrderPlaced,
     PlaceOrder,
     ReleaseRequested,
@@ -399,6 +406,42 @@ def test_settle_sell_asset_delivered_and_proceeds_credited() -> None:
     assert_ledger_matches([shares], effect)
 
 
+def test_settle_buy_below_what_it_reserved_price_improvement_released() -> None:
+    reserved = terms(Side.BUY, "10", "2.5")  # 25 TRY held
+    executed = replace(reserved, price=D("2.31"))
+    cash = balance(CASH, "100", "75")
+    effect = settle(held_for(reserved), executed, by_name(cash))
+    assert sizes(changed(effect, CASH)) == (D("76.9"), D("76.9"))
+    assert sizes(changed(effect, "AAPL")) == (D(10), D(10))
+    assert [(e.kind, e.delta_total, e.delta_usable) for e in effect.entries] == [
+        (EntryKind.SETTLE_DEBIT, D("-23.10"), D(0)),
+        (EntryKind.RELEASE, D(0), D("1.90")),
+        (EntryKind.SETTLE_CREDIT, D(10), D(10)),
+    ]
+    assert_ledger_matches([cash], effect)
+
+
+def test_settle_sell_above_its_limit_paid_the_executed_price() -> None:
+    reserved = terms(Side.SELL, "4", "2.5")
+    shares = balance("AAPL", "10", "6")
+    effect = settle(held_for(reserved), replace(reserved, price=D("2.75")), by_name(shares))
+    assert sizes(changed(effect, "AAPL")) == (D(6), D(6))
+    assert sizes(changed(effect, CASH)) == (D(11), D(11))
+    assert [e.kind for e in effect.entries] == [EntryKind.SETTLE_DEBIT, EntryKind.SETTLE_CREDIT]
+
+
+def test_settle_sell_of_another_size_than_reserved_inconsistent() -> None:
+    reserved = terms(Side.SELL, "4", "2.5")
+    effect = settle(held_for(reserved), replace(reserved, size=D(5)), by_name(balance("AAPL", "10", "6")))
+    assert effect.refused is not None and effect.refused.problem is Problem.INCONSISTENT
+
+
+def test_reserve_funds_market_sell_reserves_its_size() -> None:
+    order = replace(terms(Side.SELL, "4", "1"), price=None)
+    effect = reserve_funds(order, by_name(balance("AAPL", "10")), now=NOW)
+    assert effect.reservation is not None and effect.reservation.amount == D(4)
+
+
 def test_settle_exact_cost_no_rounding() -> None:
     order = terms(Side.SELL, "99999999999999999999.99999999", "99999999999999999999.99999999")
     shares = balance("AAPL", str(order.size), "0")
@@ -416,7 +459,7 @@ def test_settle_already_settled_nothing() -> None:
     [
         (None, "nothing is reserved"),
         ("released", "reservation was released"),
-        ("wrong amount", "does not hold"),
+        ("wrong amount", "more than its reservation"),
     ],
 )
 def test_settle_contradicting_state_refused_as_inconsistent(reservation: str | None, message: str) -> None:
@@ -444,6 +487,15 @@ T_START = datetime(2026, 1, 2, tzinfo=UTC)
 amounts = st.decimals(min_value=0, max_value=1000, places=2)
 sizes_ = st.decimals(min_value=D("0.01"), max_value=20, places=2)
 prices = st.decimals(min_value=D("0.0001"), max_value=10, places=4)
+COLLAR = D("0.05")
+
+
+def instrument(symbol: str) -> Instrument:
+    """Rules loose enough for any drawn order: the machine checks money and lifecycle, not tick or band."""
+    return Instrument(
+        symbol=symbol, name=symbol, tick_size=D("0.0001"), lot_size=D("0.01"), price_band_percent=D(100),
+        reference_price=D(5),
+    )  # fmt: skip
 
 
 class Lifecycle(RuleBasedStateMachine):
@@ -460,6 +512,8 @@ class Lifecycle(RuleBasedStateMachine):
         self.deposits: dict[uuid.UUID, Deposit] = {}
         self.withdrawals: dict[uuid.UUID, Withdrawal] = {}
         self.clock = T_START
+        self.quotes: dict[str, Quote] = {}
+        self.executions: dict[uuid.UUID, int] = {}  # order.matched events made, per order
 
     @initialize(mode=st.sampled_from(list(ExecutionMode)), funded=st.booleans())
     def start(self, mode: ExecutionMode, funded: bool) -> None:
@@ -545,12 +599,50 @@ class Lifecycle(RuleBasedStateMachine):
         side=st.sampled_from(list(Side)),
         size=sizes_,
         price=prices,
+        order_type=st.sampled_from(list(OrderType)),
+        time_in_force=st.sampled_from(list(TimeInForce)),
     )
-    def place(self, customer: uuid.UUID, name: str, side: Side, size: Decimal, price: Decimal) -> None:
-        placed = place_order(PlaceOrder(customer, name, side, size, price), self.tick())
-        assert isinstance(placed, OrderPlaced)
+    def place(
+        self,
+        customer: uuid.UUID,
+        name: str,
+        side: Side,
+        size: Decimal,
+        price: Decimal,
+        order_type: OrderType,
+        time_in_force: TimeInForce,
+    ) -> None:
+        limit = price if order_type is OrderType.LIMIT else None
+        command = PlaceOrder(customer, name, side, size, limit, order_type, time_in_force)
+        listing = Listing(instrument(name), self.quotes.get(name), COLLAR)
+        placed = place_order(command, self.tick(), listing=listing)
+        if isinstance(placed, MarketUnavailable):
+            assert order_type is OrderType.MARKET and name not in self.quotes
+            return
+        if isinstance(placed, OrderInvalid):  # a limit further than the band from the last price
+            assert [p for p in placed.problems if "outside the price band" not in p] == []
+            return
         self.orders[placed.order.id] = placed.order
         self.send([placed.event])
+
+    @rule(name=st.sampled_from(ASSETS[1:]), bid=prices, spread=st.integers(min_value=1, max_value=500))
+    def quote(self, name: str, bid: Decimal, spread: int) -> None:
+        """The market moves; in `market` mode each resting order of the symbol meets the new quote."""
+        latest = self.quotes.get(name)
+        ask = add(bid, D(spread).scaleb(-4))
+        sequence = latest.sequence + 1 if latest else 1
+        quote = Quote(symbol=name, bid=bid, ask=ask, last=bid, time=self.tick(), sequence=sequence)
+        self.quotes[name] = quote
+        if self.mode is ExecutionMode.MARKET:
+            for order in self.orders.values():
+                if order.asset_name == name and order.rests:
+                    self.send(order.meet(quote, self.tick()))
+
+    @rule()
+    def close(self) -> None:
+        """The market closes: DAY orders still PENDING expire."""
+        for order in self.orders.values():
+            self.send(order.expire(self.tick()))
 
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:
@@ -561,11 +653,17 @@ class Lifecycle(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.ready_orders()))
     @rule(data=st.data())
     def admin_match(self, data: st.DataObject) -> None:
+        """An admin's match at the quote: refused (nothing changes) unless the quote crosses the order."""
         order = data.draw(st.sampled_from(self.ready_orders()))
-        self.send_if_applied(order.match(self.tick()))
+        before = (order.status, order.updated_at)
+        result = order.match_at(self.quotes.get(order.asset_name), self.tick())
+        if isinstance(result, NotMarketable):
+            assert (order.status, order.updated_at) == before
+        self.send_if_applied(result)
 
     @rule(data=st.data())
     def admin_match_any(self, data: st.DataObject) -> None:
+        """An admin's match where the service knows no market: at the limit price."""
         order = self.pick_order(data)
         if order:
             self.send_if_applied(order.match(self.tick()))
@@ -628,14 +726,21 @@ class Lifecycle(RuleBasedStateMachine):
         self.delivered.append((kind, order_id))
         order = self.orders[order_id]
         if kind == "funds.reserved":
-            self.send(order.reserve_funds_confirmed(self.mode, self.tick()))
+            quote = self.quotes.get(order.asset_name)
+            self.send(order.reserve_funds_confirmed(self.mode, self.tick(), quote))
         elif kind == "funds.rejected":
             self.send(order.reserve_funds_rejected("rejected", self.tick()))
         else:
             self.store(self.account_effect(kind, order))
 
     def account_effect(self, kind: str, order: Order) -> Effect:
-        terms = OrderTerms(order.id, order.customer_id, order.asset_name, order.side, order.size, order.price)
+        """What the account does with `kind` for `order`, from the terms its event carries: order.created
+        what to reserve, order.matched the executed price."""
+        if kind == "order.matched":
+            price = order.executed_price
+        else:
+            price = order.buy_price if order.side is Side.BUY else order.price
+        terms = OrderTerms(order.id, order.customer_id, order.asset_name, order.side, order.size, price)
         held = next((r for r in self.reservations.values() if r.order_id == order.id), None)
         balances = {name: a for (c, name), a in self.assets.items() if c == order.customer_id}
         if kind == "order.created":
@@ -665,9 +770,12 @@ class Lifecycle(RuleBasedStateMachine):
         self.send(effect.events)
 
     def send(self, events: Iterable[object]) -> None:
+        for event in events:
+            if isinstance(event, OrderMatched):
+                self.executions[event.order_id] = self.executions.get(event.order_id, 0) + 1
         self.inflight.extend((e.event_type, e.order_id) for e in events)  # type: ignore[attr-defined]
 
-    def send_if_applied(self, result: list[OrderEvent] | TransitionRefused) -> None:
+    def send_if_applied(self, result: list[OrderEvent] | TransitionRefused | NotMarketable) -> None:
         if isinstance(result, list):
             self.send(result)
 
@@ -721,6 +829,21 @@ class Lifecycle(RuleBasedStateMachine):
         return total
 
     @invariant()
+    def check_executions(self) -> None:
+        """Each order executes whole, at most once, at its limit or better: a BUY at most what it reserved per
+        unit, a SELL at least its limit."""
+        for order in self.orders.values():
+            assert self.executions.get(order.id, 0) == (order.status is MATCHED)
+            price = order.executed_price
+            assert (price is not None) == (order.status is MATCHED)
+            if price is None:
+                continue
+            if order.side is Side.BUY:
+                assert order.buy_price is not None and price <= order.buy_price
+            else:
+                assert order.price is None or price >= order.price
+
+    @invariant()
     def check_holds(self) -> None:
         """Every hold belongs to an order or to a withdrawal, and every REQUESTED withdrawal's amount is held
         until it is decided: PAID from its hold, or the hold RELEASED."""
@@ -769,8 +892,8 @@ class Lifecycle(RuleBasedStateMachine):
             assert status is SETTLED
         elif order.status is CANCELED:
             assert status in (None, RELEASED)
-        else:
-            assert self.mode is ExecutionMode.MANUAL
+        else:  # waiting for an admin, or in `market` mode for a quote that crosses it
+            assert self.mode is ExecutionMode.MANUAL or (self.mode is ExecutionMode.MARKET and order.rests)
             assert order.reserved and status is HELD
 
 

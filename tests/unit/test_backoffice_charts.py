@@ -15,6 +15,7 @@ from oms.backoffice.charts import (
     count_ceiling,
     nice_ceiling,
     orders_per_minute,
+    value_scale,
 )
 from oms.backoffice.models import Balance, LedgerEntry, Order
 
@@ -26,7 +27,9 @@ def order(created: datetime, status: str) -> Order:
 
 
 def entry(seq: int, at: datetime, total: str, usable: str) -> LedgerEntry:
-    return LedgerEntry(seq, "TRY", "X", Decimal(total), Decimal(usable), None, None, at)
+    return LedgerEntry(
+        seq, "TRY", "X", Decimal(total), Decimal(usable), None, None, at, Decimal(0), Decimal(0)
+    )
 
 
 @pytest.mark.parametrize(
@@ -85,8 +88,29 @@ def test_balance_over_time_steps_from_before_the_first_entry_to_now() -> None:
     coords = [tuple(map(float, p.split(","))) for p in chart.total_path.split()]
     assert coords[0] == (LINE_FRAME.left, LINE_FRAME.bottom)  # 0 before the deposit
     assert coords[-1] == (LINE_FRAME.right, LINE_FRAME.bottom - LINE_FRAME.plot_height)  # 1000 (the top) now
-    assert len(chart.points) == 1 and "total 1,000" in chart.points[0].label
-    assert [t.label for t in chart.x_ticks] == ["12:20", "12:30"]  # at least ten minutes are shown
+    assert len(chart.points) == 1 and "total 1,000.00" in chart.points[0].label
+    # The time axis fits the data: from just before the deposit to now, labelled to the second.
+    assert [t.label for t in chart.x_ticks] == ["12:29:15", "12:29:31", "12:29:47", "12:30:03", "12:30:20"]
+    assert chart.points[0].x == pytest.approx(LINE_FRAME.left + LINE_FRAME.plot_width * 0.08 / 1.08, abs=0.1)
+    assert [t.label for t in chart.y_ticks] == ["0", "200", "400", "600", "800", "1k"]
+
+
+@pytest.mark.parametrize(
+    ("smallest", "largest", "bounds"),
+    [
+        (0, 251_000.5, (0, 300_000, 50_000)),  # not 500k for a 251k balance
+        (0, 1000, (0, 1000, 200)),
+        (0, 3, (0, 3, 0.5)),
+        (249_000, 251_000, (249_000, 251_000, 500)),  # well above zero: the range's own floor
+        (0, 0, (0, 1, 0.25)),
+    ],
+)
+def test_value_scale_fits_round_bounds_around_the_values(
+    smallest: float, largest: float, bounds: tuple[float, float, float]
+) -> None:
+    scale = value_scale(smallest, largest)
+    assert (scale.low, scale.high, scale.step) == bounds
+    assert (scale.low <= smallest and largest <= scale.high and 2 <= scale.intervals <= 6) or largest == 0
 
 
 def test_balance_over_time_without_entries_is_empty() -> None:

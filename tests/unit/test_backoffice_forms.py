@@ -31,9 +31,15 @@ def test_order_form_gives_the_order_apis_body() -> None:
             "A symbol is 1–12 capital letters, digits or '.', starting with a letter (e.g. AAPL).",
         ),
         ("size", "0", "Size must be greater than 0."),
-        ("size", "-1", "Size must not be negative."),
+        ("size", "-1", "Size must be greater than 0."),
+        (
+            "size",
+            "1,5",
+            "Size: 1,5 can be read two ways. Use . for decimals (1.5 if that is what you mean); , only "
+            "separates thousands in groups of three (250,000.50).",
+        ),
         ("size", "", "Enter the size."),
-        ("price", "ten", "Price must be a decimal number such as 12.5."),
+        ("price", "ten", "Price: must be a number such as 1250.50 (digits, . for decimals)."),
         ("side", "HOLD", "Choose BUY or SELL."),
     ],
 )
@@ -71,10 +77,19 @@ def test_redirects_stay_on_this_site(value: str | None, expected: str) -> None:
     assert local_path(value) == expected
 
 
-def test_order_filters_report_bad_values_and_leave_them_out() -> None:
+def test_order_filters_report_every_bad_value() -> None:
     filters = order_filters({"start": "2025-13-01", "end": "2025-01-31", "status": "LOST", "asset": "msft"})
-    assert filters.errors == ["From: not a date (use YYYY-MM-DD)"]
-    assert filters.where.params() == {"endDate": "2025-01-31", "assetName": "MSFT"}
+    assert filters.errors == [
+        "From: not a date (use YYYY-MM-DD)",
+        "Status: one of PENDING, MATCHED, CANCELED",
+    ]
+    good = order_filters({"start": "2025-01-01", "end": "2025-01-31", "status": "MATCHED", "asset": "msft"})
+    assert good.errors == []
+    assert good.where.params() == {
+        "startDate": "2025-01-01",
+        "endDate": "2025-01-31",
+        "status": "MATCHED",
+        "assetName": "MSFT",
+    }
     reversed_range = order_filters({"start": "2025-02-01", "end": "2025-01-01"})
-    assert reversed_range.errors == ["From is after To"]
-    assert reversed_range.where.params() == {}
+    assert reversed_range.errors == ["From is after To: no orders are shown until the range is put right"]

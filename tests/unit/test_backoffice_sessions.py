@@ -94,9 +94,7 @@ async def test_pages_need_a_signed_in_user_and_say_where_to_come_back(client: ht
     response = await client.get("/orders?status=PENDING")
     assert response.status_code == 303
     assert response.headers["location"] == "/login?next=%2Forders%3Fstatus%3DPENDING"
-    htmx = await client.get(
-        "/orders/00000000-0000-0000-0000-000000000000/status", headers={"HX-Request": "true"}
-    )
+    htmx = await client.get("/balances", headers={"HX-Request": "true"})
     assert htmx.headers["HX-Redirect"].startswith("/login")
     assert (await client.get("/static/htmx.min.js")).status_code == 200  # served here, no CDN
 

@@ -58,6 +58,7 @@ def _order(
         updated_at=T,
         status=OrderStatus(status),
         reserved=status == "MATCHED",
+        executed_price=Decimal(price) if status == "MATCHED" else None,
     )
     return op, row
 

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # Framework entry points (routes, commands, fixtures, handlers), pydantic's class settings, API schema fields
 # in the original system's camelCase, asyncio protocol callbacks and the settings read from the environment.
 IGNORED_DECORATORS = (
-    "@*.get,@*.post,@*.delete,@*.put,@*.command,@*.exception_handler,@*.middleware,@*.fixture"
+    "@*.get,@*.post,@*.delete,@*.put,@*.command,@*.callback,@*.exception_handler,@*.middleware,@*.fixture,"
+    "@model_validator"
 )
 IGNORED_NAMES = (
     "model_config,connection_made,data_received,eof_received,connection_lost,autocommit,"

@@ -72,7 +72,7 @@ def test_event_on_the_wire_has_camel_case_envelope_and_decimal_strings() -> None
         "traceparent",
     }
     assert wire["type"] == "order.created"
-    assert wire["version"] == 1
+    assert wire["version"] == 2
     assert wire["occurredAt"].endswith("Z")
     assert wire["data"]["size"] == "10.5"
     assert wire["data"]["price"] == "0.1"
@@ -148,3 +148,65 @@ def test_committed_schema_matches_the_model(event_type: str) -> None:
 
 def test_every_committed_schema_has_a_model() -> None:
     assert sorted(p.stem for p in SCHEMAS.glob("*.json")) == sorted(EVENT_TYPES)
+
+
+# --- Versions: what changed, and the older shapes still read ------------------------------------
+
+
+def test_order_events_carry_their_types_version() -> None:
+    versions = {e.event_type: json.loads(Envelope.of(e).to_json())["version"] for e in ONE_OF_EACH}
+    assert versions == {
+        "order.created": 2,
+        "order.matched": 2,
+        "order.canceled": 1,
+        "funds.reserved": 1,
+        "funds.rejected": 1,
+    }
+
+
+def test_order_matched_version_1_price_read_as_executed_price() -> None:
+    wire = json.loads(Envelope.of(ONE_OF_EACH[1]).to_json())
+    wire["version"], wire["data"]["price"] = 1, wire["data"].pop("executedPrice")
+    parsed = parse(json.dumps(wire))
+    assert isinstance(parsed.event, OrderMatched)
+    assert (parsed.event.executed_price, parsed.version) == (Decimal(7), 1)
+
+
+def test_order_created_version_1_a_limit_order_reserving_its_price() -> None:
+    wire = json.loads(order_created(price="2.5").to_json())
+    wire["version"] = 1
+    for field in ("orderType", "timeInForce", "reservePrice"):
+        del wire["data"][field]
+    event = parse(json.dumps(wire)).event
+    assert isinstance(event, OrderCreated)
+    assert (event.order_type, event.time_in_force, event.buy_price) == ("LIMIT", "GTC", Decimal("2.5"))
+
+
+def test_order_created_market_buy_reserves_its_reserve_price() -> None:
+    event = OrderCreated(
+        **IDS, asset_name="AAPL", side=Side.BUY, size=Decimal(3), price=None, order_type="MARKET",
+        reserve_price=Decimal("105.1"),
+    )  # fmt: skip
+    assert parse(Envelope.of(event).to_json()).event == event
+    assert event.buy_price == Decimal("105.1")
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"order_type": "MARKET"}, "a MARKET order has none"),
+        ({"price": None}, "a LIMIT order has a price"),
+        ({"price": None, "order_type": "MARKET"}, "reservePrice"),
+    ],
+)
+def test_order_created_terms_that_do_not_fit_its_type_refused(
+    changes: dict[str, object], problem: str
+) -> None:
+    terms: dict[str, object] = {
+        "asset_name": "AAPL",
+        "side": Side.BUY,
+        "size": Decimal(3),
+        "price": Decimal(1),
+    }
+    with pytest.raises(ValueError, match=problem):
+        OrderCreated(**IDS, **{**terms, **changes})

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import json
 
-from oms.kernel.permissions import BACKOFFICE, IDENTITIES, OPERATOR, PERMISSIONS, inbox_prefix
+from oms.kernel.permissions import (
+    BACKOFFICE,
+    IDENTITIES,
+    MARKET,
+    MARKET_READERS,
+    OPERATOR,
+    PERMISSIONS,
+    READ_MARKET,
+    inbox_prefix,
+)
 from oms.kernel.topology import CONSUMERS, PRODUCERS, SUBJECT_ROOT
 from oms.runtime.identities import authorization
 
@@ -25,7 +34,7 @@ def test_no_one_but_the_operator_may_publish_or_subscribe_an_event_subject_or_an
         assert allowed.publish is not None and allowed.subscribe == (f"{inbox_prefix(identity)}.>",)
         events = [s for s in allowed.publish if s.startswith(f"{SUBJECT_ROOT}.")]
         relayed = [p.subjects for p in PRODUCERS.values() if p.relay == identity]
-        assert events == relayed, identity
+        assert events == (["oms.market.>"] if identity == MARKET else relayed), identity
         assert not any(
             s.startswith("$JS.API.STREAM.") and s.split(".")[3] in {"CREATE", "UPDATE", "DELETE", "PURGE"}
             for s in allowed.publish
@@ -41,7 +50,14 @@ def test_a_service_pulls_acks_and_dead_letters_only_for_its_own_consumer() -> No
         assert consumer.dead_letters in allowed
         others = [c.name for c in CONSUMERS.values() if c is not consumer]
         assert not any(f".{other}" in s for s in allowed for other in others), allowed
-    assert PERMISSIONS[BACKOFFICE].publish == ("$JS.API.INFO",)
+    assert PERMISSIONS[BACKOFFICE].publish == ("$JS.API.INFO", READ_MARKET)
+
+
+def test_the_market_feed_publishes_market_data_only_and_its_readers_may_read_it() -> None:
+    assert PERMISSIONS[MARKET].publish == ("oms.market.>", READ_MARKET)
+    assert READ_MARKET == "$JS.API.CONSUMER.CREATE.OMS_MARKET.*.oms.market.>"
+    readers = {i for i in IDENTITIES if READ_MARKET in (PERMISSIONS[i].publish or ())}
+    assert readers == set(MARKET_READERS) == {"order", "account", "backoffice", "market"}
 
 
 def test_the_server_configuration_lists_every_identity_and_no_anonymous_user() -> None:

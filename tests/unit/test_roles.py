@@ -17,6 +17,7 @@ def test_each_child_of_oms_up_gets_only_its_own_connections() -> None:
         "auth": ["auth"],
         "order": ["order"],
         "account": ["account"],
+        "market": ["market"],
         "backoffice": ["audit_order", "audit_account"],
         "relay-order": ["order_relay"],
         "relay-account": ["account_relay"],
@@ -28,6 +29,7 @@ def test_every_connection_is_a_setting_of_its_own() -> None:
         "OMS_AUTH_DATABASE_URL",
         "OMS_ORDER_DATABASE_URL",
         "OMS_ACCOUNT_DATABASE_URL",
+        "OMS_MARKET_DATABASE_URL",
         "OMS_ORDER_RELAY_DATABASE_URL",
         "OMS_ACCOUNT_RELAY_DATABASE_URL",
         "OMS_AUDIT_ORDER_DATABASE_URL",
@@ -51,4 +53,5 @@ def test_the_audit_uses_one_password_for_both_databases(tmp_path: Path) -> None:
     urls = connection_urls("postgresql://oms:x@127.0.0.1:5/postgres", tmp_path, connections())
     audit_passwords = {urls[name].split("@")[0] for name in ("audit_order", "audit_account")}
     assert len(audit_passwords) == 1
-    assert len({url.split("@")[0] for url in urls.values()}) == 6  # auth, order, account, 2 relays, audit
+    # auth, order, account, market, 2 relays, audit
+    assert len({url.split("@")[0] for url in urls.values()}) == 7

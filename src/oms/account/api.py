@@ -9,6 +9,7 @@ from decimal import Decimal
 from functools import partial
 from typing import Annotated, Any, Final, TypeVar
 
+import asyncpg
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
@@ -21,6 +22,7 @@ from oms.kernel.deps import AppSettings, IdempotencyKey, Pool, own_customer, uni
 from oms.kernel.errors import ApiError, error_responses
 from oms.kernel.http import ExactJSONResponse, ExactNumber, exact_json
 from oms.kernel.money import CASH, PositiveDecimal, Symbol
+from oms.kernel.paging import COUNT_BOUND, Count, window
 from oms.kernel.settings import DepositPolicy, Settings
 from oms.kernel.tokens import CurrentUser, Principal
 from oms.kernel.unit_of_work import UnitOfWork, UnitOfWorkFactory
@@ -74,11 +76,19 @@ class LedgerEntryView(BaseModel):
     orderId: uuid.UUID | None
     reference: str | None
     createdAt: datetime
+    totalAfter: ExactNumber  # the balance's running figures just after this movement
+    usableAfter: ExactNumber
 
 
 class LedgerPage(BaseModel):
     entries: list[LedgerEntryView]
     nextCursor: str | None
+    prevCursor: str | None = None
+
+
+class LedgerCount(BaseModel):
+    count: int
+    atLeast: bool
 
 
 UnitsOfWork = Annotated[UnitOfWorkFactory[Accounts], Depends(units_of_work)]
@@ -212,6 +222,25 @@ async def list_assets(
     return exact_json(AssetList(assets=views))
 
 
+SeqCursor = Annotated[int | None, Query(ge=1, le=2**63 - 1)]
+
+
+def _entry(r: asyncpg.Record) -> LedgerEntryView:
+    return LedgerEntryView(
+        seq=r["seq"],
+        customerId=r["customer_id"],
+        assetName=r["asset_name"],
+        kind=EntryKind(r["kind"]),
+        deltaTotal=r["delta_total"],
+        deltaUsable=r["delta_usable"],
+        orderId=r["order_id"],
+        reference=r["reference"],
+        createdAt=r["created_at"],
+        totalAfter=r["total_after"],
+        usableAfter=r["usable_after"],
+    )
+
+
 @router.get("/ledger", response_model=LedgerPage, responses=error_responses(403))
 async def ledger(
     user: CurrentUser,
@@ -219,26 +248,29 @@ async def ledger(
     customerId: uuid.UUID | None = None,
     assetName: Symbol | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[
-        int | None, Query(ge=1, le=2**63 - 1, description="nextCursor of the previous page")
-    ] = None,
+    cursor: Annotated[SeqCursor, Query(description="nextCursor: the older page")] = None,
+    before: Annotated[SeqCursor, Query(description="prevCursor: the newer page")] = None,
 ) -> ExactJSONResponse:
-    """Every balance movement, newest first: deposits, withdrawals, reservations, releases, settlements."""
+    """Every balance movement, newest first: deposits, withdrawals, reservations, releases, settlements; each
+    with the balance's figures just after it."""
+    if cursor is not None and before is not None:
+        raise ApiError(422, "give cursor or before, not both")
+    customer = own_customer(user, customerId)
     async with pool.acquire() as conn:
-        rows = await store.ledger_page(conn, own_customer(user, customerId), assetName, limit + 1, cursor)
-    entries = [
-        LedgerEntryView(
-            seq=r["seq"],
-            customerId=r["customer_id"],
-            assetName=r["asset_name"],
-            kind=EntryKind(r["kind"]),
-            deltaTotal=r["delta_total"],
-            deltaUsable=r["delta_usable"],
-            orderId=r["order_id"],
-            reference=r["reference"],
-            createdAt=r["created_at"],
-        )
-        for r in rows[:limit]
-    ]
-    next_cursor = str(rows[limit - 1]["seq"]) if len(rows) > limit else None
-    return exact_json(LedgerPage(entries=entries, nextCursor=next_cursor))
+        rows = await store.ledger_page(conn, customer, assetName, limit + 1, cursor, before)
+        found = window(rows, limit, newer=before is not None, from_cursor=cursor is not None)
+        if before is not None and not found.has_newer:  # back at the top: the first page, whole
+            rows = await store.ledger_page(conn, customer, assetName, limit + 1, None)
+            found = window(rows, limit, newer=False, from_cursor=False)
+    cursors = found.cursors(lambda r: str(r["seq"]))
+    return exact_json(LedgerPage(entries=[_entry(r) for r in found.rows], **cursors))
+
+
+@router.get("/ledger/count", response_model=LedgerCount, responses=error_responses(403))
+async def count_ledger(
+    user: CurrentUser, pool: Pool, customerId: uuid.UUID | None = None, assetName: Symbol | None = None
+) -> LedgerCount:
+    """How many movements the same filters list: exact up to 10,000, then `atLeast`."""
+    async with pool.acquire() as conn:
+        counted = await store.ledger_count(conn, own_customer(user, customerId), assetName, COUNT_BOUND)
+    return LedgerCount(**Count.of(counted).view())

@@ -131,14 +131,16 @@ class LedgerEntry:
 
 @dataclass(frozen=True)
 class OrderTerms:
-    """What the account needs of an order, from order.created or order.matched."""
+    """What the account needs of an order: from order.created what to reserve, from order.matched what its
+    execution moves. `price` is TRY per unit: what a BUY reserves (its limit, or a MARKET BUY's ask plus the
+    collar), or what the order executed at; None only for a MARKET SELL's creation (it reserves the asset)."""
 
     order_id: uuid.UUID
     customer_id: uuid.UUID
     asset_name: str
     side: Side
     size: Decimal
-    price: Decimal
+    price: Decimal | None
 
     @property
     def reserved_asset(self) -> str:
@@ -148,7 +150,14 @@ class OrderTerms:
     @property
     def reserved_amount(self) -> Decimal:
         """size * price TRY for a BUY, exactly; size of the asset for a SELL."""
-        return cost(self.size, self.price) if self.side is Side.BUY else self.size
+        return self.cost if self.side is Side.BUY else self.size
+
+    @property
+    def cost(self) -> Decimal:
+        """size * price, exactly."""
+        if self.price is None:
+            raise ValueError(f"order {self.order_id} has no price to pay or be paid")
+        return cost(self.size, self.price)
 
     @property
     def received_asset(self) -> str:
@@ -156,18 +165,20 @@ class OrderTerms:
         return self.asset_name if self.side is Side.BUY else CASH
 
     def moves(self) -> tuple[tuple[str, Decimal], tuple[str, Decimal]]:
-        """What executing the order moves of its customer's totals, by asset: a BUY pays size * price TRY and
-        gets size of the asset; a SELL the reverse."""
-        paid = cost(self.size, self.price) if self.side is Side.BUY else self.size
-        received = self.size if self.side is Side.BUY else cost(self.size, self.price)
+        """What executing the order at `price` moves of its customer's totals, by asset: a BUY pays size *
+        price TRY and gets size of the asset; a SELL the reverse."""
+        paid = self.cost if self.side is Side.BUY else self.size
+        received = self.size if self.side is Side.BUY else self.cost
         return (self.reserved_asset, EXACT.minus(paid)), (self.received_asset, received)
 
 
 def terms_of(event: OrderCreated | OrderMatched) -> OrderTerms:
-    """The order's terms as order.created or order.matched state them."""
-    return OrderTerms(
-        event.order_id, event.customer_id, event.asset_name, event.side, event.size, event.price
-    )
+    """The order's terms as order.created (what to reserve) or order.matched (the execution) state them."""
+    if isinstance(event, OrderMatched):
+        price: Decimal | None = event.executed_price
+    else:
+        price = event.buy_price if event.side is Side.BUY else event.price
+    return OrderTerms(event.order_id, event.customer_id, event.asset_name, event.side, event.size, price)
 
 
 AccountEvent = FundsReserved | FundsRejected
@@ -315,11 +326,13 @@ def release_canceled_order(
 
 
 def settle(reservation: Reservation | None, order: OrderTerms, balances: Mapping[str, Asset]) -> Effect:
-    """Answer order.matched: pay the held amount away and credit what was bought or the sale's proceeds.
+    """Answer order.matched: pay what the execution cost out of the reservation, release the rest, and credit
+    what was bought or the sale's proceeds.
 
-    BUY: TRY total -= cost; asset total and usable += size (asset created if missing).
-    SELL: asset total -= size; TRY total and usable += size * price. HELD -> SETTLED; settling twice changes
-    nothing. `balances` are the customer's, by asset name (at least the two involved)."""
+    BUY: TRY total -= size * executed price, the rest of the reservation back to usable (price improvement);
+    asset total and usable += size (asset created if missing). SELL: asset total -= size; TRY total and usable
+    += size * executed price. HELD -> SETTLED; settling twice changes nothing. `balances` are the customer's,
+    by asset name (at least the two involved)."""
     if reservation is None:
         return _refused(Problem.INCONSISTENT, f"order {order.order_id} was matched but nothing is reserved")
     if reservation.status is SETTLED:
@@ -329,14 +342,18 @@ def settle(reservation: Reservation | None, order: OrderTerms, balances: Mapping
         return _refused(Problem.INCONSISTENT, problem)
     paid = held_balance(reservation, balances.get(reservation.asset_name))
     received = _balance(balances.get(order.received_asset), order.customer_id, order.received_asset)
-    proceeds = order.size if order.side is Side.BUY else cost(order.size, order.price)
+    spent = order.reserved_amount  # at the executed price: at most what was reserved
+    proceeds = order.size if order.side is Side.BUY else order.cost
     link = (order.order_id, str(reservation.id))
-    debit = ledger_entry(EntryKind.SETTLE_DEBIT, paid, reservation.amount, *link)
+    entries = [ledger_entry(EntryKind.SETTLE_DEBIT, paid, spent, *link)]
+    unused = sub(reservation.amount, spent)
+    if unused > 0:  # a BUY executed below what it reserved: the difference is the customer's again
+        entries.append(ledger_entry(EntryKind.RELEASE, paid, unused, *link))
     credit = ledger_entry(EntryKind.SETTLE_CREDIT, received, proceeds, *link)
     return Effect(
-        assets=(posted(paid, [debit]), posted(received, [credit])),
+        assets=(posted(paid, entries), posted(received, [credit])),
         reservation=replace(reservation, status=SETTLED),
-        entries=(debit, credit),
+        entries=(*entries, credit),
     )
 
 
@@ -513,8 +530,10 @@ def deposit_problem(asset_name: str, amount: Decimal) -> str | None:
 def _order_problem(order: OrderTerms, asset: Asset | None) -> str | None:
     if order.asset_name == CASH or symbol_problem(order.asset_name):
         return f"{order.asset_name} cannot be traded"
-    if not (order.size > 0 and order.price > 0):
+    if not order.size > 0 or (order.price is not None and not order.price > 0):
         return "size and price must be greater than 0"
+    if order.side is Side.BUY and order.price is None:
+        return "a BUY must say what it reserves"
     needed, name = order.reserved_amount, order.reserved_asset
     if asset is None:
         return f"no {name} held: {plain(needed)} {name} needed"
@@ -526,8 +545,17 @@ def _order_problem(order: OrderTerms, asset: Asset | None) -> str | None:
 def _settlement_problem(reservation: Reservation, order: OrderTerms) -> str | None:
     if reservation.status is RELEASED:
         return f"order {order.order_id} was matched but its reservation was released"
-    expected = (order.order_id, order.customer_id, order.reserved_asset, order.reserved_amount)
-    actual = (reservation.order_id, reservation.customer_id, reservation.asset_name, reservation.amount)
+    expected = (order.order_id, order.customer_id, order.reserved_asset)
+    actual = (reservation.order_id, reservation.customer_id, reservation.asset_name)
     if actual != expected:
         return f"order {order.order_id} was matched on terms its reservation does not hold: {actual}"
+    if order.price is None or not order.price > 0:
+        return f"order {order.order_id} was matched without an executed price"
+    if order.side is Side.SELL and reservation.amount != order.size:
+        return f"order {order.order_id} sold {plain(order.size)} but {plain(reservation.amount)} are reserved"
+    if order.side is Side.BUY and reservation.amount < order.cost:
+        return (
+            f"order {order.order_id} cost {plain(order.cost)} {CASH} at its executed price, more than its"
+            f" reservation of {plain(reservation.amount)}"
+        )
     return None

@@ -4,13 +4,15 @@ repository), and the lists the API and operators read."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Generic, TypeVar
 
 import asyncpg
 
 from oms.account.requests import Deposit, DepositStatus, Stamp, Withdrawal, WithdrawalStatus
+from oms.kernel.paging import window
 from oms.kernel.sql import Write
 
 _DEPOSIT = (
@@ -95,44 +97,67 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Page(Generic[T]):
-    """Requests newest first, and the cursor of the next (older) page, if there is one."""
+    """Requests newest first, and the cursors of the next older and newer pages, if there are any."""
 
     items: list[T]
     next_cursor: int | None
+    prev_cursor: int | None = None
 
 
-async def deposits_page(
+@dataclass(frozen=True)
+class Where:
+    """Which requests: of one customer or all, of one status or any; a page older than `after` (a seq) or
+    newer than `before`."""
+
+    customer_id: uuid.UUID | None
+    status: DepositStatus | WithdrawalStatus | None
+    after: int | None = None
+    before: int | None = None
+
+
+async def deposits_page(conn: asyncpg.Connection, where: Where, limit: int) -> Page[Deposit]:
+    """Deposits newest first."""
+    return await _page(conn, "deposits", _DEPOSIT, _deposit, where, limit)
+
+
+async def withdrawals_page(conn: asyncpg.Connection, where: Where, limit: int) -> Page[Withdrawal]:
+    """Withdrawals newest first."""
+    return await _page(conn, "withdrawals", _WITHDRAWAL, _withdrawal, where, limit)
+
+
+async def _page(
     conn: asyncpg.Connection,
-    customer_id: uuid.UUID | None,
-    status: DepositStatus | None,
+    table: str,
+    columns: str,
+    make: Callable[[asyncpg.Record], T],
+    where: Where,
     limit: int,
-    before_seq: int | None,
-) -> Page[Deposit]:
-    """Deposits newest first, of one customer or all, of one status or any."""
-    rows = await conn.fetch(_page_query(_DEPOSIT, "deposits"), customer_id, status, before_seq, limit + 1)
-    return Page([_deposit(r) for r in rows[:limit]], rows[limit - 1]["seq"] if len(rows) > limit else None)
-
-
-async def withdrawals_page(
-    conn: asyncpg.Connection,
-    customer_id: uuid.UUID | None,
-    status: WithdrawalStatus | None,
-    limit: int,
-    before_seq: int | None,
-) -> Page[Withdrawal]:
-    """Withdrawals newest first, of one customer or all, of one status or any."""
-    rows = await conn.fetch(
-        _page_query(_WITHDRAWAL, "withdrawals"), customer_id, status, before_seq, limit + 1
-    )
-    return Page([_withdrawal(r) for r in rows[:limit]], rows[limit - 1]["seq"] if len(rows) > limit else None)
-
-
-def _page_query(columns: str, table: str) -> str:
-    return (
+) -> Page[T]:
+    newer = where.before is not None
+    order, position = ("ASC", "seq > $3") if newer else ("DESC", "($3::bigint IS NULL OR seq < $3)")
+    query = (
         f"SELECT {columns} FROM {table} WHERE ($1::uuid IS NULL OR customer_id = $1) "
-        "AND ($2::text IS NULL OR status = $2) AND ($3::bigint IS NULL OR seq < $3) "
-        "ORDER BY seq DESC LIMIT $4"
+        f"AND ($2::text IS NULL OR status = $2) AND {position} ORDER BY seq {order} LIMIT $4"
     )
+    rows = await conn.fetch(query, where.customer_id, where.status, where.before or where.after, limit + 1)
+    found = window(rows, limit, newer=newer, from_cursor=where.after is not None)
+    if newer and not found.has_newer:  # back at the top: the first page, whole
+        return await _page(conn, table, columns, make, replace(where, before=None), limit)
+    older = found.rows[-1]["seq"] if found.has_older and found.rows else None
+    newest = found.rows[0]["seq"] if found.has_newer and found.rows else None
+    return Page([make(r) for r in found.rows], older, newest)
+
+
+async def count(conn: asyncpg.Connection, table: str, where: Where, bound: int) -> int:
+    """How many deposits or withdrawals (`table`) match, counting no further than `bound + 1`."""
+    counted: int = await conn.fetchval(
+        f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE ($1::uuid IS NULL OR customer_id = $1) "
+        "AND ($2::text IS NULL OR status = $2) LIMIT $3) AS matching",
+        where.customer_id,
+        where.status,
+        bound + 1,
+    )
+    return counted
 
 
 async def all_deposits(conn: asyncpg.Connection) -> list[Deposit]:

@@ -4,11 +4,13 @@ approve or reject, once, an approval never by the admin who asked (four eyes).""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+import asyncpg
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from oms.account import commands, request_store
@@ -26,15 +28,17 @@ from oms.account.requests import (
 )
 from oms.account.store import Accounts
 from oms.kernel.deps import IdempotencyKey, Pool, own_customer
-from oms.kernel.errors import error_responses
+from oms.kernel.errors import ApiError, error_responses
 from oms.kernel.http import ExactJSONResponse, ExactNumber, exact_json
+from oms.kernel.paging import COUNT_BOUND, Count
 from oms.kernel.tokens import AdminUser, CurrentUser
 from oms.kernel.unit_of_work import UnitOfWork
 
 router = APIRouter(prefix="/api/v1", tags=["requests"])
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Cursor = Annotated[int | None, Query(ge=1, le=2**63 - 1, description="nextCursor of the previous page")]
+Cursor = Annotated[int | None, Query(ge=1, le=2**63 - 1, description="nextCursor: the older page")]
+Before = Annotated[int | None, Query(ge=1, le=2**63 - 1, description="prevCursor: the newer page")]
 
 
 class DepositView(BaseModel):
@@ -52,6 +56,7 @@ class DepositView(BaseModel):
 class DepositList(BaseModel):
     deposits: list[DepositView]
     nextCursor: str | None
+    prevCursor: str | None = None
 
 
 class WithdrawalView(BaseModel):
@@ -69,6 +74,12 @@ class WithdrawalView(BaseModel):
 class WithdrawalList(BaseModel):
     withdrawals: list[WithdrawalView]
     nextCursor: str | None
+    prevCursor: str | None = None
+
+
+class RequestCount(BaseModel):
+    count: int
+    atLeast: bool
 
 
 class Decided(BaseModel):
@@ -90,22 +101,45 @@ def _stamps(request: Deposit | Withdrawal) -> dict[str, Any]:
     }
 
 
-def _cursor(next_cursor: int | None) -> str | None:
-    return str(next_cursor) if next_cursor is not None else None
+def _cursors(page: request_store.Page[Any]) -> dict[str, str | None]:
+    def text(seq: int | None) -> str | None:
+        return str(seq) if seq is not None else None
+
+    return {"nextCursor": text(page.next_cursor), "prevCursor": text(page.prev_cursor)}
 
 
-@router.get("/deposits", response_model=DepositList, responses=error_responses(403))
+def deposit_filter(
+    user: CurrentUser, customerId: uuid.UUID | None = None, status: DepositStatus | None = None
+) -> request_store.Where:
+    """The deposits' list and count filters: customers see only their own."""
+    return request_store.Where(own_customer(user, customerId), status)
+
+
+def withdrawal_filter(
+    user: CurrentUser, customerId: uuid.UUID | None = None, status: WithdrawalStatus | None = None
+) -> request_store.Where:
+    """The withdrawals' list and count filters: customers see only their own."""
+    return request_store.Where(own_customer(user, customerId), status)
+
+
+DepositQuery = Annotated[request_store.Where, Depends(deposit_filter)]
+WithdrawalQuery = Annotated[request_store.Where, Depends(withdrawal_filter)]
+
+
+def _paged(where: request_store.Where, cursor: int | None, before: int | None) -> request_store.Where:
+    if cursor is not None and before is not None:
+        raise ApiError(422, "give cursor or before, not both")
+    return replace(where, after=cursor, before=before)
+
+
+@router.get("/deposits", response_model=DepositList, responses=error_responses(403, 422))
 async def list_deposits(
-    user: CurrentUser,
-    pool: Pool,
-    customerId: uuid.UUID | None = None,
-    status: DepositStatus | None = None,
-    limit: Limit = 100,
-    cursor: Cursor = None,
+    where: DepositQuery, pool: Pool, limit: Limit = 100, cursor: Cursor = None, before: Before = None
 ) -> ExactJSONResponse:
-    """Deposits newest first — requests and those credited at once — with who asked and who decided."""
+    """Deposits newest first — requests and those credited at once — with who asked and who decided;
+    `cursor` pages to older ones, `before` to newer ones."""
     async with pool.acquire() as conn:
-        page = await request_store.deposits_page(conn, own_customer(user, customerId), status, limit, cursor)
+        page = await request_store.deposits_page(conn, _paged(where, cursor, before), limit)
     views = [
         DepositView(
             id=d.id,
@@ -117,23 +151,17 @@ async def list_deposits(
         )
         for d in page.items
     ]
-    return exact_json(DepositList(deposits=views, nextCursor=_cursor(page.next_cursor)))
+    return exact_json(DepositList(deposits=views, **_cursors(page)))
 
 
-@router.get("/withdrawals", response_model=WithdrawalList, responses=error_responses(403))
+@router.get("/withdrawals", response_model=WithdrawalList, responses=error_responses(403, 422))
 async def list_withdrawals(
-    user: CurrentUser,
-    pool: Pool,
-    customerId: uuid.UUID | None = None,
-    status: WithdrawalStatus | None = None,
-    limit: Limit = 100,
-    cursor: Cursor = None,
+    where: WithdrawalQuery, pool: Pool, limit: Limit = 100, cursor: Cursor = None, before: Before = None
 ) -> ExactJSONResponse:
-    """Withdrawals newest first — paid at once or requested — with who asked and who decided."""
+    """Withdrawals newest first — paid at once or requested — with who asked and who decided; `cursor`
+    pages to older ones, `before` to newer ones."""
     async with pool.acquire() as conn:
-        page = await request_store.withdrawals_page(
-            conn, own_customer(user, customerId), status, limit, cursor
-        )
+        page = await request_store.withdrawals_page(conn, _paged(where, cursor, before), limit)
     views = [
         WithdrawalView(
             id=w.id,
@@ -145,7 +173,25 @@ async def list_withdrawals(
         )
         for w in page.items
     ]
-    return exact_json(WithdrawalList(withdrawals=views, nextCursor=_cursor(page.next_cursor)))
+    return exact_json(WithdrawalList(withdrawals=views, **_cursors(page)))
+
+
+@router.get("/deposits/count", response_model=RequestCount, responses=error_responses(403, 422))
+async def count_deposits(where: DepositQuery, pool: Pool) -> RequestCount:
+    """How many deposits the same filters list: exact up to 10,000, then `atLeast`."""
+    return await _count(pool, "deposits", where)
+
+
+@router.get("/withdrawals/count", response_model=RequestCount, responses=error_responses(403, 422))
+async def count_withdrawals(where: WithdrawalQuery, pool: Pool) -> RequestCount:
+    """How many withdrawals the same filters list: exact up to 10,000, then `atLeast`."""
+    return await _count(pool, "withdrawals", where)
+
+
+async def _count(pool: asyncpg.Pool, table: str, where: request_store.Where) -> RequestCount:
+    async with pool.acquire() as conn:
+        counted = await request_store.count(conn, table, where, COUNT_BOUND)
+    return RequestCount(**Count.of(counted).view())
 
 
 DECISION_ANSWERS = error_responses(403, 404, 409)

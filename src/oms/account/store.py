@@ -244,19 +244,63 @@ async def ledger_page(
     asset_name: str | None,
     limit: int,
     before_seq: int | None,
+    after_seq: int | None = None,
 ) -> list[asyncpg.Record]:
-    """Ledger entries newest first."""
+    """Ledger entries: newest first below `before_seq`, or oldest first above `after_seq` (the newer page),
+    each with its balance's running figures after it (`total_after`, `usable_after`): today's balance less
+    every newer movement of it. One statement, so the balances and the ledger are read in one snapshot."""
+    order = "ASC" if after_seq is not None else "DESC"
     rows: list[asyncpg.Record] = await conn.fetch(
-        "SELECT seq, customer_id, asset_name, kind, delta_total, delta_usable, order_id, reference, "
-        "created_at FROM ledger WHERE ($1::uuid IS NULL OR customer_id = $1) "
-        "AND ($2::text IS NULL OR asset_name = $2) AND ($3::bigint IS NULL OR seq < $3) "
-        "ORDER BY seq DESC LIMIT $4",
+        f"""
+        WITH page AS (
+            SELECT seq, customer_id, asset_name, kind, delta_total, delta_usable, order_id, reference,
+                created_at
+            FROM ledger
+            WHERE ($1::uuid IS NULL OR customer_id = $1) AND ($2::text IS NULL OR asset_name = $2)
+              AND ($3::bigint IS NULL OR seq < $3) AND ($4::bigint IS NULL OR seq > $4)
+            ORDER BY seq {order} LIMIT $5
+        ), newer AS (
+            SELECT l.customer_id, l.asset_name, sum(l.delta_total) AS t, sum(l.delta_usable) AS u
+            FROM ledger l
+            JOIN (SELECT DISTINCT customer_id, asset_name FROM page) b USING (customer_id, asset_name)
+            WHERE l.seq > (SELECT max(seq) FROM page)
+            GROUP BY l.customer_id, l.asset_name
+        )
+        SELECT page.*,
+            coalesce(a.total_size, 0) - coalesce(n.t, 0) - coalesce(sum(page.delta_total) OVER w, 0)
+                AS total_after,
+            coalesce(a.usable_size, 0) - coalesce(n.u, 0) - coalesce(sum(page.delta_usable) OVER w, 0)
+                AS usable_after
+        FROM page
+        LEFT JOIN assets a USING (customer_id, asset_name)
+        LEFT JOIN newer n USING (customer_id, asset_name)
+        WINDOW w AS (
+            PARTITION BY page.customer_id, page.asset_name ORDER BY page.seq DESC
+            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+        )
+        ORDER BY page.seq {order}
+        """,
         customer_id,
         asset_name,
         before_seq,
+        after_seq,
         limit,
     )
     return rows
+
+
+async def ledger_count(
+    conn: asyncpg.Connection, customer_id: uuid.UUID | None, asset_name: str | None, bound: int
+) -> int:
+    """How many ledger entries match, counting no further than `bound + 1`."""
+    counted: int = await conn.fetchval(
+        "SELECT count(*) FROM (SELECT 1 FROM ledger WHERE ($1::uuid IS NULL OR customer_id = $1) "
+        "AND ($2::text IS NULL OR asset_name = $2) LIMIT $3) AS matching",
+        customer_id,
+        asset_name,
+        bound + 1,
+    )
+    return counted
 
 
 # --- What operators read (audit, chaos, bench) ----------------------------------------------------------

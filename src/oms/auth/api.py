@@ -11,14 +11,14 @@ import asyncpg
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from oms.auth import domain, store, throttle
+from oms.auth import domain, store, throttle, trail
 from oms.auth.keys import SigningKey
 from oms.auth.passwords import Passwords, PasswordsBusy
 from oms.kernel.client_address import client_address
 from oms.kernel.deps import Pool
 from oms.kernel.errors import ApiError, error_responses
 from oms.kernel.settings import Settings
-from oms.kernel.tokens import AdminUser, MaybeUser, Role
+from oms.kernel.tokens import AdminUser, MaybeUser, Principal, Role
 
 router = APIRouter()
 INVALID_LOGIN = "invalid username or password"
@@ -94,16 +94,26 @@ def check_new_password(password: str) -> None:
         raise ApiError(422, problem)
 
 
-async def create_user(pool: asyncpg.Pool, passwords: Passwords, body: RegisterRequest) -> domain.User:
-    """Validate and store a new user (shared by the API, the bootstrap admin and `oms admin create`)."""
+async def create_user(
+    pool: asyncpg.Pool, passwords: Passwords, body: RegisterRequest, by: Principal | None = None
+) -> domain.User:
+    """Validate and store a new user (shared by the API, the bootstrap admin and `oms admin create`); one
+    created by an admin (`by`) goes into the admin trail in the same transaction."""
     problem = domain.username_problem(body.username)
     if problem:
         raise ApiError(422, problem)
     check_new_password(body.password)
     password_hash = await hash_new(passwords, body.password)
     try:
-        async with pool.acquire() as conn:
-            return await store.add_user(conn, body.username, password_hash, body.role)
+        async with pool.acquire() as conn, conn.transaction():
+            user = await store.add_user(conn, body.username, password_hash, body.role)
+            if by is not None:
+                await trail.append(
+                    conn,
+                    by,
+                    trail.about_user(user, "create user", f"Created {user.role.value} {user.username}."),
+                )
+            return user
     except store.UsernameTaken:
         raise ApiError(409, "username already taken") from None
 
@@ -132,7 +142,8 @@ async def register(
             raise ApiError(422, problem)
         async with pool.acquire() as conn:
             await throttle.admit_registration(conn, policies, address)
-    user = await create_user(pool, passwords, body)
+    by_admin = caller if caller is not None and caller.is_admin else None
+    user = await create_user(pool, passwords, body, by_admin)
     return Created(message="user created", id=str(user.id))
 
 

@@ -13,7 +13,7 @@ import asyncpg
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from oms.auth import credentials, store
+from oms.auth import credentials, store, trail
 from oms.auth.api import RegisterRequest, create_user, router
 from oms.auth.keys import SigningKey
 from oms.auth.passwords import Passwords
@@ -100,7 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
         title="OMS auth",
         description="Users, passwords and tokens. Tokens are EdDSA-signed; verify them with the JWKS.",
         lifespan=lifespan,
-        routers=[router, credentials.router],
+        routers=[router, credentials.router, trail.router],
         health_checks=health_checks,
         metrics_clients=settings.metrics_clients,
     )

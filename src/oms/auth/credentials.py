@@ -13,12 +13,13 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from oms.auth import domain, store, throttle
+from oms.auth import domain, store, throttle, trail
 from oms.auth.api import ClientAddress, PasswordsDep, PoliciesDep, check_new_password, hash_new
+from oms.auth.trail import Entry
 from oms.kernel.deps import Pool
 from oms.kernel.errors import ApiError, error_responses
 from oms.kernel.revocation import PAGE, SERVICE_KEY_HEADER, Fetch, Revocation, Revocations, sync
-from oms.kernel.tokens import AdminUser, CurrentUser
+from oms.kernel.tokens import AdminUser, CurrentUser, Principal
 
 router = APIRouter()
 
@@ -58,10 +59,15 @@ async def logout(caller: CurrentUser, pool: Pool, request: Request) -> Response:
     return Response(status_code=204)
 
 
-async def _change_password(pool: asyncpg.Pool, user_id: uuid.UUID, password_hash: str) -> None:
+async def _change_password(
+    pool: asyncpg.Pool, user_id: uuid.UUID, password_hash: str, by: tuple[Principal, Entry] | None = None
+) -> None:
+    """New password hash; with `by`, the admin's action goes into the trail in the same transaction."""
     async with pool.acquire() as conn, conn.transaction():
         cutoff = domain.revocation_cutoff(await store.now(conn))
         await store.change_password(conn, user_id, password_hash, cutoff, domain.LONGEST_TOKEN_LIFETIME)
+        if by is not None:
+            await trail.append(conn, *by)
 
 
 @router.post("/users/me/password", status_code=204, tags=["sessions"], responses=error_responses(429))
@@ -98,12 +104,19 @@ async def _existing(pool: asyncpg.Pool, user_id: uuid.UUID) -> domain.User:
 
 @router.post("/users/{user_id}/password", status_code=204, tags=["users"], responses=error_responses(404))
 async def set_password(
-    user_id: uuid.UUID, body: NewPassword, _: AdminUser, pool: Pool, passwords: PasswordsDep, request: Request
+    user_id: uuid.UUID,
+    body: NewPassword,
+    admin: AdminUser,
+    pool: Pool,
+    passwords: PasswordsDep,
+    request: Request,
 ) -> Response:
     """Give a user a new password (admins); their tokens issued before are refused from now on."""
     check_new_password(body.newPassword)
     user = await _existing(pool, user_id)
-    await _change_password(pool, user.id, await hash_new(passwords, body.newPassword))
+    detail = f"New password for {user.username}; their earlier sessions are ended."
+    entry = trail.about_user(user, "reset password", detail)
+    await _change_password(pool, user.id, await hash_new(passwords, body.newPassword), (admin, entry))
     await _refuse_at_once(request)
     return Response(status_code=204)
 
@@ -111,23 +124,28 @@ async def set_password(
 @router.post("/users/{user_id}/disable", status_code=204, tags=["users"], responses=error_responses(404, 409))
 async def disable_user(user_id: uuid.UUID, admin: AdminUser, pool: Pool, request: Request) -> Response:
     """Stop a user from signing in (admins); their tokens are refused from now on."""
-    problem = domain.may_disable(admin.user_id, await _existing(pool, user_id))
+    user = await _existing(pool, user_id)
+    problem = domain.may_disable(admin.user_id, user)
     if problem:
         raise ApiError(409, problem)
+    detail = f"Disabled {user.username}: they cannot sign in, and their sessions are ended."
     async with pool.acquire() as conn, conn.transaction():
         await store.set_disabled(conn, user_id, True)
         cutoff = domain.revocation_cutoff(await store.now(conn))
         await store.revoke_user(conn, user_id, cutoff, domain.LONGEST_TOKEN_LIFETIME)
+        await trail.append(conn, admin, trail.about_user(user, "disable user", detail))
     await _refuse_at_once(request)
     return Response(status_code=204)
 
 
 @router.post("/users/{user_id}/enable", status_code=204, tags=["users"], responses=error_responses(404))
-async def enable_user(user_id: uuid.UUID, _: AdminUser, pool: Pool) -> Response:
+async def enable_user(user_id: uuid.UUID, admin: AdminUser, pool: Pool) -> Response:
     """Let a disabled user sign in again (admins); tokens revoked by the disable stay refused."""
-    await _existing(pool, user_id)
-    async with pool.acquire() as conn:
+    user = await _existing(pool, user_id)
+    detail = f"Enabled {user.username}: they can sign in again."
+    async with pool.acquire() as conn, conn.transaction():
         await store.set_disabled(conn, user_id, False)
+        await trail.append(conn, admin, trail.about_user(user, "enable user", detail))
     return Response(status_code=204)
 
 

@@ -5,27 +5,34 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from functools import partial
-from typing import Annotated, Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from oms.backoffice.charts import orders_per_minute
 from oms.backoffice.customer import balance_chart_context
-from oms.backoffice.forms import DepositForm, UserForm, WithdrawalForm, new_key
-from oms.backoffice.models import Order, OrderFilter, UserRecord
-from oms.backoffice.money import DEPOSIT_NOTICES, Sent, requests_of, send_form, withdraw_for
+from oms.backoffice.forms import (
+    DepositFields,
+    DepositForm,
+    OrderFields,
+    OrderForm,
+    StepFields,
+    WithdrawalFields,
+    WithdrawalForm,
+)
+from oms.backoffice.lists import ledger_context, ledger_csv, orders_context, orders_csv
+from oms.backoffice.models import Cursor, Order, OrderFilter, UserRecord
+from oms.backoffice.money import ConfirmToken, Whose, deposit_for, request_list, requests_of, withdraw_for
+from oms.backoffice.order_actions import cancel_or_match, place_for
 from oms.backoffice.services import ServiceError, Services
 from oms.backoffice.sessions import Login, SignedInAdmin, require_csrf, signed_in_admin
 from oms.backoffice.views import (
-    PAGE_SIZE,
+    FilterForm,
     ServicesDep,
     local_path,
-    order_action,
     order_filters,
     render,
-    see_other,
 )
 
 router = APIRouter(prefix="/admin", dependencies=[Depends(require_csrf), Depends(signed_in_admin)])
@@ -39,7 +46,7 @@ async def recent_orders(services: Services, login: Login, since: datetime) -> li
     found: list[Order] = []
     cursor = None
     while len(found) < CHART_ORDERS:
-        page = await services.orders(login.token, where, limit=1000, cursor=cursor)
+        page = await services.orders(login.token, where, limit=1000, cursor=Cursor(after=cursor))
         found += [o for o in page.orders if o.created_at >= since]
         if page.next_cursor is None or (page.orders and page.orders[-1].created_at < since):
             break
@@ -61,47 +68,11 @@ async def overview(request: Request, login: SignedInAdmin, services: ServicesDep
     context = {
         "chart": orders_per_minute(orders, now, CHART_MINUTES),
         "waiting": waiting.orders,
+        "live_orders": waiting.orders,
         "requests_waiting": len(requests),
         "names": await services.usernames(login.token),
     }
     return render(request, "admin/overview.html", context)
-
-
-async def _users_page(
-    request: Request, login: Login, services: Services, form: UserForm, status: int = 200
-) -> Response:
-    users = sorted(await services.users(login.token), key=lambda u: (u.role, u.username))
-    return render(request, "admin/users.html", {"users": users, "form": form}, status)
-
-
-@router.get("/users")
-async def users_page(request: Request, login: SignedInAdmin, services: ServicesDep) -> Response:
-    """Every user, and the form to create a customer or an admin."""
-    return await _users_page(request, login, services, UserForm())
-
-
-@router.post("/users")
-async def create_user(
-    request: Request,
-    login: SignedInAdmin,
-    services: ServicesDep,
-    username: Annotated[str, Form()] = "",
-    password: Annotated[str, Form()] = "",
-    role: Annotated[str, Form()] = "customer",
-) -> Response:
-    """Create a customer or an admin."""
-    form = UserForm(username=username.strip(), role=role)
-    if not form.check(password):
-        return await _users_page(request, login, services, form, 422)
-    try:
-        await services.register(form.username, password, form.role, login.token)
-    except ServiceError as exc:
-        if exc.status >= 500:
-            raise
-        form.problem = exc.message
-        return await _users_page(request, login, services, form, exc.status)
-    services.forget_usernames()
-    return see_other("/admin/users?notice=user-created")
 
 
 async def _customer(services: Services, login: Login, customer_id: uuid.UUID) -> UserRecord:
@@ -119,19 +90,19 @@ async def _customer_page(
     form: DepositForm,
     status: int = 200,
     withdrawal: WithdrawalForm | None = None,
+    order_form: OrderForm | None = None,
 ) -> Response:
     customer = await _customer(services, login, customer_id)
-    cursor = request.query_params.get("cursor") or None
-    ledger = await services.ledger(login.token, customer_id=customer.id, limit=PAGE_SIZE, cursor=cursor)
     context: dict[str, Any] = {
         **await balance_chart_context(services, login, customer.id),
         **await requests_of(services, login, customer.id),
         "customer": customer,
         "form": form,
         "withdrawal_form": withdrawal or WithdrawalForm(),
+        "order_form": order_form or OrderForm(),
         "names": await services.usernames(login.token),
-        "page": ledger,
-        "cursor": cursor or "",
+        **await ledger_context(request, login, services, customer.id, None),
+        "csv": f"/admin/customers/{customer.id}/ledger.csv",
     }
     return render(request, "admin/customer.html", context, status)
 
@@ -151,21 +122,17 @@ async def deposit(
     customer_id: uuid.UUID,
     login: SignedInAdmin,
     services: ServicesDep,
-    asset: Annotated[str, Form()] = "",
-    amount: Annotated[str, Form()] = "",
-    key: Annotated[str, Form(max_length=200)] = "",
+    form: DepositFields,
+    confirm_token: ConfirmToken = "",
 ) -> Response:
-    """Credit an asset (cash or any other) to a customer, at once."""
-    form = DepositForm(asset=asset, amount=amount, key=key or new_key())
-    checked = form.checked()
-    sent = Sent(status=422)
-    if checked is not None:
-        await _customer(services, login, customer_id)
-        action = partial(services.deposit, login.token, str(customer_id), *checked, key=form.key)
-        sent = await send_form(form, action, DEPOSIT_NOTICES)
-    if sent.notice is None:
-        return await _customer_page(request, login, services, customer_id, form, sent.status)
-    return see_other(f"/admin/customers/{customer_id}?notice={sent.notice}")
+    """Credit an asset (cash or any other) to a customer, at once, once confirmed."""
+    customer = await _customer(services, login, customer_id)
+
+    async def again(status: int) -> Response:
+        return await _customer_page(request, login, services, customer_id, form, status)
+
+    whose, back = Whose(customer.id, customer.username), f"/admin/customers/{customer.id}"
+    return await deposit_for(request, login, services, whose, form, confirm_token, back=back, again=again)
 
 
 @router.post("/customers/{customer_id}/withdraw")
@@ -174,51 +141,103 @@ async def withdraw(
     customer_id: uuid.UUID,
     login: SignedInAdmin,
     services: ServicesDep,
-    amount: Annotated[str, Form()] = "",
-    iban: Annotated[str, Form(max_length=64)] = "",
-    key: Annotated[str, Form(max_length=200)] = "",
+    form: WithdrawalFields,
+    confirm_token: ConfirmToken = "",
 ) -> Response:
     """Pay a customer's TRY out to an IBAN: at once, or (large) once another admin approves it."""
-    await _customer(services, login, customer_id)
-    form = WithdrawalForm(amount=amount, iban=iban, key=key or new_key())
-    sent = await withdraw_for(services, login, str(customer_id), form)
-    if sent.notice is None:
-        page = DepositForm()
-        return await _customer_page(request, login, services, customer_id, page, sent.status, form)
-    return see_other(f"/admin/customers/{customer_id}?notice={sent.notice}")
+    customer = await _customer(services, login, customer_id)
+
+    async def again(status: int) -> Response:
+        return await _customer_page(request, login, services, customer_id, DepositForm(), status, form)
+
+    whose, back = Whose(customer.id, customer.username), f"/admin/customers/{customer.id}"
+    return await withdraw_for(request, login, services, whose, form, confirm_token, back=back, again=again)
 
 
-@router.get("/orders")
-async def orders_page(
-    request: Request, login: SignedInAdmin, services: ServicesDep, cursor: str = ""
+@router.post("/customers/{customer_id}/trade")
+async def place_order(
+    request: Request,
+    customer_id: uuid.UUID,
+    login: SignedInAdmin,
+    services: ServicesDep,
+    form: OrderFields,
+    confirm_token: ConfirmToken = "",
 ) -> Response:
-    """Every order, with the customer's filter too; cancel, and match in manual mode."""
+    """Place an order for a customer (their phone call, say), once reviewed and confirmed."""
+    customer = await _customer(services, login, customer_id)
+
+    async def again(status: int) -> Response:
+        page = DepositForm()
+        return await _customer_page(request, login, services, customer_id, page, status, order_form=form)
+
+    whose = Whose(customer.id, customer.username)
+    back = f"/admin/customers/{customer.id}#trade"
+    return await place_for(request, login, services, whose, form, confirm_token, again, back)
+
+
+async def _order_filters(
+    request: Request, login: Login, services: Services
+) -> tuple[FilterForm, list[UserRecord]]:
     users = await services.users(login.token)
     customers = sorted((u for u in users if u.is_customer), key=lambda u: u.username)
     wanted = request.query_params.get("customer", "")
-    customer_id = wanted if any(c.id == wanted for c in customers) else None
-    filters = order_filters(request.query_params, customer_id)
-    page = await services.orders(login.token, filters.where, limit=PAGE_SIZE, cursor=cursor or None)
+    filters = order_filters(request.query_params, wanted or None)
+    if wanted and not any(c.id == wanted for c in customers):
+        filters.errors.append("Customer: no such customer")
+    return filters, users
+
+
+@router.get("/orders")
+async def orders_page(request: Request, login: SignedInAdmin, services: ServicesDep) -> Response:
+    """Every order, with the customer's filter too; paging both ways; cancel, and match in manual mode."""
+    filters, users = await _order_filters(request, login, services)
     context = {
-        "filters": filters,
-        "page": page,
+        **await orders_context(request, login, services, filters),
         "admin": True,
-        "customers": customers,
+        "customers": sorted((u for u in users if u.is_customer), key=lambda u: u.username),
         "names": {u.id: u.username for u in users},
-        "cursor": cursor,
     }
-    return render(request, "orders.html", context)
+    return render(request, "orders.html", {**context, "live_orders": context["page"].orders})
+
+
+@router.get("/orders.csv")
+async def orders_export(request: Request, login: SignedInAdmin, services: ServicesDep) -> Response:
+    """Every order the filters match, as CSV (streamed: any number of rows)."""
+    filters, users = await _order_filters(request, login, services)
+    if filters.errors:
+        raise ServiceError(422, "; ".join(filters.errors))
+    return orders_csv(login, services, filters.where, {u.id: u.username for u in users})
+
+
+@router.get("/customers/{customer_id}/ledger.csv")
+async def ledger_export(customer_id: uuid.UUID, login: SignedInAdmin, services: ServicesDep) -> Response:
+    """A customer's every movement, with the balance after each, as CSV."""
+    customer = await _customer(services, login, customer_id)
+    return ledger_csv(login, services, customer.id, None, customer.username)
+
+
+# After every other GET of a customer's: `{kinds}` would take their paths too.
+@router.get("/customers/{customer_id}/{kinds}")
+async def money_list(
+    request: Request,
+    customer_id: uuid.UUID,
+    kinds: Literal["deposits", "withdrawals"],
+    login: SignedInAdmin,
+    services: ServicesDep,
+) -> Response:
+    """Every deposit or every withdrawal of a customer, paged; waiting ones can be decided here."""
+    customer = await _customer(services, login, customer_id)
+    return await request_list(request, login, services, kinds[:-1], Whose(customer.id, customer.username))
 
 
 @router.post("/orders/{order_id}/match")
 async def match_order(
-    order_id: uuid.UUID, login: SignedInAdmin, services: ServicesDep, next: Annotated[str, Form()] = ""
+    request: Request,
+    order_id: uuid.UUID,
+    login: SignedInAdmin,
+    services: ServicesDep,
+    step: StepFields,
 ) -> Response:
-    """Execute a PENDING order whose funds are reserved, at its limit price (manual mode)."""
-
-    def refused(exc: ServiceError) -> str:
-        waiting = isinstance(exc.detail, dict) and exc.detail.get("status") == "PENDING"
-        return "not-reserved" if waiting else "too-late"
-
-    target = local_path(next, f"/orders/{order_id}")
-    return await order_action(services.match_order(login.token, str(order_id)), target, "matched", refused)
+    """Execute a PENDING order whose funds are reserved (manual mode), once confirmed."""
+    back = local_path(step.next, f"/orders/{order_id}")
+    return await cancel_or_match(request, login, services, str(order_id), "match", back, step.token)

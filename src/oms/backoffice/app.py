@@ -13,11 +13,12 @@ import httpx
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from oms.backoffice import admin, customer, money, public, system
+from oms.backoffice import admin, confirm, customer, instruments, live, money, public, system, trail, users
 from oms.backoffice.errors import install_page_errors
 from oms.backoffice.headers import SecurityHeaders
 from oms.backoffice.services import Services
 from oms.backoffice.sessions import SessionCodec, session_key
+from oms.backoffice.tape import Tape
 from oms.kernel.http import HealthCheck, create_service_app
 from oms.kernel.revocation import Revocations, following_auth
 from oms.kernel.secret_file import read_or_create
@@ -41,9 +42,13 @@ def create_app(settings: Settings) -> FastAPI:
             following_auth(settings, revocations),
         ):
             app.state.services = Services(http, settings, key)
+            stop = asyncio.Event()
+            following = asyncio.create_task(app.state.tape.run(stop), name="backoffice-market")
             try:
                 yield
             finally:
+                stop.set()
+                await following
                 await app.state.services.broker.close()
 
     def health_checks(app: FastAPI) -> dict[str, HealthCheck]:
@@ -62,14 +67,21 @@ def create_app(settings: Settings) -> FastAPI:
             customer.router,
             money.router,
             admin.router,
+            users.router,
+            trail.router,
             money.admin_router,
+            instruments.router,
+            live.router,
             system.router,
         ],
         health_checks=health_checks,
         metrics_clients=settings.metrics_clients,
     )
     app.state.settings = settings
-    app.state.sessions = SessionCodec(session_key(settings))
+    app.state.tape = Tape(settings)
+    key = session_key(settings)
+    app.state.sessions = SessionCodec(key)
+    app.state.confirm_key = confirm.key_from(key)
     app.state.token_verifier = verifier_for(settings, revocations)
     app.state.audit_lock = asyncio.Lock()
     app.state.last_audit = None

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from oms.backoffice.amounts import money
 from oms.backoffice.models import Balance, LedgerEntry, Order
 
 LEFT, RIGHT, TOP, BOTTOM = 52, 12, 12, 28  # margins around the plot, room for the axis labels
 STATUSES = ("MATCHED", "CANCELED", "PENDING")  # stacked bottom to top
-MIN_WINDOW = timedelta(minutes=10)  # the shortest time a balance chart spans
+MIN_SPAN = timedelta(seconds=30)  # the shortest time a balance chart spans (one deposit a moment ago)
+TIME_TICKS = 5  # labels on a balance chart's time axis
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,44 @@ def _value_ticks(frame: Frame, top: float, intervals: int = 4) -> list[Tick]:
     ]
 
 
+@dataclass(frozen=True)
+class Scale:
+    """A value axis: from `low` to `high` in `step`s (round numbers, 2 to 6 of them)."""
+
+    low: float
+    high: float
+    step: float
+
+    @property
+    def intervals(self) -> int:
+        return round((self.high - self.low) / self.step)
+
+    def ticks(self, frame: Frame) -> list[Tick]:
+        n = self.intervals
+        return [
+            Tick(frame.bottom - frame.plot_height * i / n, compact(self.low + self.step * i))
+            for i in range(n + 1)
+        ]
+
+
+def value_scale(smallest: float, largest: float) -> Scale:
+    """Round bounds just around the values: from 0 unless every value lies well above it (then the range's
+    own round floor), up to the first round step at or above the largest (251k → 300k, not 500k)."""
+    largest = max(largest, 0.0)
+    if largest <= 0:
+        return Scale(0.0, 1.0, 0.25)
+    floor_at_zero = smallest <= 0 or smallest < largest / 2
+    spread = largest if floor_at_zero else largest - smallest
+    for power in range(math.floor(math.log10(spread)) - 1 if spread > 0 else -1, 40):
+        for mantissa in (1, 2, 2.5, 5):
+            step = mantissa * 10.0**power
+            low = 0.0 if floor_at_zero else math.floor(smallest / step) * step
+            high = max(math.ceil(largest / step) * step, low + step)
+            if round((high - low) / step) <= 6:
+                return Scale(low, high, step)
+    return Scale(0.0, largest, largest / 4)  # not reached for finite values
+
+
 def orders_per_minute(orders: Iterable[Order], now: datetime, minutes: int = 30) -> BarChart:
     """Orders created in each of the last `minutes` minutes, stacked by their status now."""
     frame = BAR_FRAME
@@ -169,9 +209,17 @@ def balance_history(
     return list(reversed(history))
 
 
+def time_ticks(start: datetime, end: datetime, x: Callable[[datetime], float]) -> list[Tick]:
+    """Evenly spaced labels over [start, end], as precise as the span needs (seconds, minutes, days)."""
+    span = end - start
+    label = "%H:%M:%S" if span < timedelta(minutes=10) else "%H:%M" if span < timedelta(days=2) else "%d %b"
+    moments = [start + span * i / (TIME_TICKS - 1) for i in range(TIME_TICKS)]
+    return [Tick(x(moment), moment.strftime(label)) for moment in moments]
+
+
 def balance_over_time(entries: Sequence[LedgerEntry], current: Balance, now: datetime) -> LineChart:
-    """A step chart of an asset's total and usable balance, one step per ledger entry, over at least the
-    last MIN_WINDOW (so a single deposit still shows as a step up from what was there before)."""
+    """A step chart of an asset's total and usable balance, one step per ledger entry, from just before the
+    oldest entry to now: the time axis fits the data, the value axis the balances."""
     frame = LINE_FRAME
     if not entries:
         return LineChart(frame, "", "", [], _value_ticks(frame, 1.0), [], current.asset)
@@ -179,34 +227,103 @@ def balance_over_time(entries: Sequence[LedgerEntry], current: Balance, now: dat
     oldest = entries[-1]
     before = (history[0][1] - oldest.delta_total, history[0][2] - oldest.delta_usable)
     first = history[0][0]
-    start = min(first - (now - first) * 0.05, now - MIN_WINDOW)
-    span = (now - start).total_seconds()
-    top = nice_ceiling(float(max(*before, *(max(t, u) for _, t, u in history))))
+    span = max(now - first, MIN_SPAN)
+    start, end = first - span * 0.08, max(now, first + span)
+    seconds = (end - start).total_seconds()
+    values = [float(v) for v in (*before, *(v for _, t, u in history for v in (t, u)))]
+    scale = value_scale(min(values), max(values))
 
     def x(moment: datetime) -> float:
-        return frame.left + frame.plot_width * (moment - start).total_seconds() / span
+        return frame.left + frame.plot_width * (moment - start).total_seconds() / seconds
 
     def y(value: Decimal) -> float:
-        return frame.bottom - frame.plot_height * float(value) / top
+        return frame.bottom - frame.plot_height * (float(value) - scale.low) / (scale.high - scale.low)
 
     def steps(initial: Decimal, values: list[Decimal]) -> str:
         coords = [(x(start), y(initial))]
         for (moment, _, _), value in zip(history, values, strict=True):
             coords += [(x(moment), coords[-1][1]), (x(moment), y(value))]
-        coords.append((x(now), coords[-1][1]))
+        coords.append((x(end), coords[-1][1]))
         return " ".join(f"{a:.1f},{b:.1f}" for a, b in coords)
 
     points = [
-        Point(x(moment), y(total), f"{moment:%Y-%m-%d %H:%M:%S} UTC: total {total:,f}, usable {usable:,f}")
+        Point(
+            x(moment),
+            y(total),
+            f"{moment:%Y-%m-%d %H:%M:%S} UTC: total {money(total)}, usable {money(usable)}",
+        )
         for moment, total, usable in history
     ]
-    label = "%d %b" if now - start > timedelta(days=1) else "%H:%M"
     return LineChart(
         frame,
         steps(before[0], [t for _, t, _ in history]),
         steps(before[1], [u for _, _, u in history]),
         points,
-        _value_ticks(frame, top),
-        [Tick(x(start), start.strftime(label)), Tick(x(now), now.strftime(label))],
+        scale.ticks(frame),
+        time_ticks(start, end, x),
         current.asset,
+    )
+
+
+PRICE_FRAME = Frame(960, 280)  # a symbol's price chart, page-wide
+
+
+@dataclass(frozen=True, slots=True)
+class QuotePoint:
+    """One quote as a price chart needs it."""
+
+    time: datetime
+    bid: Decimal
+    ask: Decimal
+    last: Decimal
+
+
+@dataclass(frozen=True)
+class PriceChart:
+    frame: Frame
+    last_path: str  # SVG polyline points
+    bid_path: str
+    ask_path: str
+    y_ticks: list[Tick]
+    x_ticks: list[Tick]
+    symbol: str
+    latest: QuotePoint | None
+    count: int  # quotes drawn
+
+    @property
+    def empty(self) -> bool:
+        return self.latest is None
+
+
+def price_chart(symbol: str, points: Sequence[QuotePoint], now: datetime) -> PriceChart:
+    """Last, bid and ask of `symbol` over its recent quotes (oldest first), from the first quote to now: the
+    time axis fits the quotes (at least `MIN_SPAN`), the value axis their range (never from 0 for prices)."""
+    frame = PRICE_FRAME
+    if not points:
+        return PriceChart(frame, "", "", "", _value_ticks(frame, 1.0), [], symbol, None, 0)
+    start = points[0].time
+    end = max(now, points[-1].time, start + MIN_SPAN)
+    seconds = (end - start).total_seconds()
+    prices = [float(p) for point in points for p in (point.bid, point.ask, point.last)]
+    scale = value_scale(min(prices), max(prices))
+
+    def x_of(moment: datetime) -> float:
+        return frame.left + frame.plot_width * (moment - start).total_seconds() / seconds
+
+    def y_of(price: Decimal) -> float:
+        return frame.bottom - frame.plot_height * (float(price) - scale.low) / (scale.high - scale.low)
+
+    def path(price: Callable[[QuotePoint], Decimal]) -> str:
+        return " ".join(f"{x_of(p.time):.1f},{y_of(price(p)):.1f}" for p in points)
+
+    return PriceChart(
+        frame,
+        path(lambda p: p.last),
+        path(lambda p: p.bid),
+        path(lambda p: p.ask),
+        scale.ticks(frame),
+        time_ticks(start, end, x_of),
+        symbol,
+        points[-1],
+        len(points),
     )

@@ -6,26 +6,26 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from oms.backoffice.charts import balance_over_time
-from oms.backoffice.forms import OrderForm, new_key
+from oms.backoffice.forms import OrderFields, OrderForm, StepFields
+from oms.backoffice.lists import ledger_context, ledger_csv, orders_context, orders_csv
 from oms.backoffice.models import Balance, sorted_balances
-from oms.backoffice.services import ServiceError, Services
+from oms.backoffice.money import ConfirmToken, Whose
+from oms.backoffice.order_actions import cancel_or_match, place_for
+from oms.backoffice.services import ServiceError, Services, ledger_filter
 from oms.backoffice.sessions import Login, SignedIn, require_csrf
 from oms.backoffice.views import (
-    PAGE_SIZE,
     ServicesDep,
     local_path,
-    order_action,
     order_filters,
     render,
     see_other,
 )
-from oms.kernel.money import CASH
+from oms.kernel.money import CASH, SYMBOL
 
 router = APIRouter(dependencies=[Depends(require_csrf)])
 CHART_ENTRIES = 500  # ledger entries the balance chart is drawn from
@@ -37,7 +37,7 @@ async def balance_chart_context(
     """Balances (cash first) and the chart of the cash balance over time, for a customer's page."""
     balances = sorted_balances(await services.balances(login.token, customer_id))
     cash = next((b for b in balances if b.asset == CASH), Balance(CASH, Decimal(0), Decimal(0)))
-    entries = await services.ledger(login.token, customer_id=customer_id, asset=CASH, limit=CHART_ENTRIES)
+    entries = await services.ledger(login.token, ledger_filter(customer_id, CASH), limit=CHART_ENTRIES)
     return {"balances": balances, "chart": balance_over_time(entries.entries, cash, datetime.now(UTC))}
 
 
@@ -78,90 +78,88 @@ async def place_order(
     request: Request,
     login: SignedIn,
     services: ServicesDep,
-    asset: Annotated[str, Form()] = "",
-    side: Annotated[str, Form()] = "",
-    size: Annotated[str, Form()] = "",
-    price: Annotated[str, Form()] = "",
-    key: Annotated[str, Form(max_length=200)] = "",
+    form: OrderFields,
+    confirm_token: ConfirmToken = "",
 ) -> Response:
-    """Place the order, then follow it on its own page; on a problem, the form again with messages."""
+    """Review the order, place it once confirmed, then follow it on its own page; on a problem, the form
+    again with messages."""
     if login.is_admin:
         return see_other("/admin/orders")
-    form = OrderForm(asset=asset, side=side, size=size, price=price, key=key or new_key())
-    body = form.body(login.user_id)
-    if body is None:
-        return await _trade_page(request, login, services, form, 422)
-    try:
-        order_id = await services.place_order(login.token, body, form.key)
-    except ServiceError as exc:
-        if exc.status >= 500:
-            raise
-        form.problem = exc.message
-        return await _trade_page(request, login, services, form, exc.status)
-    return see_other(f"/orders/{order_id}")
+
+    async def again(status: int) -> Response:
+        return await _trade_page(request, login, services, form, status)
+
+    whose = Whose(login.user_id, login.username)
+    return await place_for(request, login, services, whose, form, confirm_token, again, "/trade")
 
 
 @router.get("/orders")
-async def orders_page(request: Request, login: SignedIn, services: ServicesDep, cursor: str = "") -> Response:
-    """The customer's orders, newest first, with filters and paging."""
+async def orders_page(request: Request, login: SignedIn, services: ServicesDep) -> Response:
+    """The customer's orders, newest first, with filters, paging both ways and the total."""
     if login.is_admin:
         return see_other(f"/admin/orders?{request.url.query}")
     filters = order_filters(request.query_params)
-    page = await services.orders(login.token, filters.where, limit=PAGE_SIZE, cursor=cursor or None)
-    return render(
-        request, "orders.html", {"filters": filters, "page": page, "admin": False, "cursor": cursor}
-    )
+    context = await orders_context(request, login, services, filters)
+    return render(request, "orders.html", {**context, "admin": False, "live_orders": context["page"].orders})
+
+
+@router.get("/orders.csv")
+async def orders_export(request: Request, login: SignedIn, services: ServicesDep) -> Response:
+    """The customer's orders that the filters match, as CSV."""
+    filters = order_filters(request.query_params)
+    if filters.errors:
+        raise ServiceError(422, "; ".join(filters.errors))
+    return orders_csv(login, services, filters.where, {login.user_id: login.username})
 
 
 @router.get("/orders/{order_id}")
 async def order_page(
     request: Request, order_id: uuid.UUID, login: SignedIn, services: ServicesDep
 ) -> Response:
-    """One order; its status follows PENDING → MATCHED/CANCELED on screen."""
+    """One order; its status follows PENDING → MATCHED/CANCELED on screen (from the page's live stream)."""
     order = await services.order(login.token, str(order_id))
-    return render(request, "order.html", {"order": order})
-
-
-@router.get("/orders/{order_id}/status")
-async def order_status(
-    request: Request, order_id: uuid.UUID, login: SignedIn, services: ServicesDep
-) -> Response:
-    """The status block of one order (htmx polls it while the order is PENDING)."""
-    order = await services.order(login.token, str(order_id))
-    return render(request, "_order_status.html", {"order": order})
-
-
-@router.get("/orders/{order_id}/row")
-async def order_row(
-    request: Request, order_id: uuid.UUID, login: SignedIn, services: ServicesDep
-) -> Response:
-    """One row of an order list (htmx polls it while the order is PENDING)."""
-    order = await services.order(login.token, str(order_id))
-    names = await services.usernames(login.token) if login.is_admin else {}
-    here = local_path(request.query_params.get("here"), "/orders")
-    context = {"order": order, "admin": login.is_admin, "names": names, "here": here}
-    return render(request, "_order_row.html", context)
+    context = {"order": order, "live_orders": [order], "live_view": "status"}
+    return render(request, "order.html", context)
 
 
 @router.post("/orders/{order_id}/cancel")
 async def cancel_order(
-    order_id: uuid.UUID, login: SignedIn, services: ServicesDep, next: Annotated[str, Form()] = ""
+    request: Request,
+    order_id: uuid.UUID,
+    login: SignedIn,
+    services: ServicesDep,
+    step: StepFields,
 ) -> Response:
-    """Cancel a PENDING order (customers their own, admins any)."""
-    target = local_path(next, f"/orders/{order_id}")
-    action = services.cancel_order(login.token, str(order_id))
-    return await order_action(action, target, "canceled", lambda _: "too-late")
+    """Cancel a PENDING order (customers their own, admins any), once confirmed."""
+    back = local_path(step.next, f"/orders/{order_id}")
+    return await cancel_or_match(request, login, services, str(order_id), "cancel", back, step.token)
+
+
+def _asset(asset: str) -> str | None:
+    """The ledger's asset filter: a symbol, or none (every asset)."""
+    wanted = asset.strip().upper()
+    if wanted and not SYMBOL.fullmatch(wanted):
+        raise ServiceError(422, "Asset: a symbol such as AAPL")
+    return wanted or None
 
 
 @router.get("/ledger")
-async def ledger_page(
-    request: Request, login: SignedIn, services: ServicesDep, asset: str = "", cursor: str = ""
-) -> Response:
-    """Every movement of the customer's balances, newest first."""
+async def ledger_page(request: Request, login: SignedIn, services: ServicesDep, asset: str = "") -> Response:
+    """Every movement of the customer's balances, newest first, with the balance after each."""
     if login.is_admin:
         return see_other("/admin/users")
     balances = sorted_balances(await services.balances(login.token))
-    wanted = asset.upper() if any(b.asset == asset.upper() for b in balances) else None
-    page = await services.ledger(login.token, asset=wanted, limit=PAGE_SIZE, cursor=cursor or None)
-    context = {"page": page, "assets": [b.asset for b in balances], "asset": wanted or "", "cursor": cursor}
+    wanted = _asset(asset)
+    context = {
+        **await ledger_context(request, login, services, None, wanted),
+        "assets": [b.asset for b in balances],
+        "asset": wanted or "",
+        "csv": f"/ledger.csv?{request.url.query}",
+    }
     return render(request, "ledger.html", context)
+
+
+@router.get("/ledger.csv")
+async def ledger_export(login: SignedIn, services: ServicesDep, asset: str = "") -> Response:
+    """Every movement of the customer's balances, with the balance after each, as CSV."""
+    return ledger_csv(login, services, None, _asset(asset), login.username)

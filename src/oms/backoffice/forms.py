@@ -6,8 +6,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Annotated
 
-from oms.kernel.money import CASH, SYMBOL, InvalidValue, parse_amount
+from fastapi import Depends, Form
+
+from oms.backoffice.amounts import AmountError, read_amount
+from oms.kernel.money import CASH, SYMBOL
 
 
 def new_key() -> str:
@@ -24,13 +28,11 @@ def symbol_error(asset: str) -> str | None:
 
 
 def amount_error(text: str, label: str) -> tuple[Decimal | None, str | None]:
-    """The positive amount typed in, or why it is not one."""
-    if not text:
-        return None, f"Enter the {label.lower()}."
+    """The positive amount typed in (the declared format of `amounts`), or why it is not one."""
     try:
-        return parse_amount(text.replace(",", ""), field=label), None
-    except InvalidValue as exc:
-        return None, f"{exc}."
+        return read_amount(text, label), None
+    except AmountError as exc:
+        return None, str(exc)
 
 
 @dataclass
@@ -42,6 +44,8 @@ class OrderForm:
     key: str = field(default_factory=new_key)
     errors: dict[str, str] = field(default_factory=dict)
     problem: str | None = None  # the order service's refusal, for the whole form
+    size_value: Decimal = Decimal(0)  # as read, once `body` found the form valid
+    price_value: Decimal = Decimal(0)
 
     def body(self, customer_id: str) -> dict[str, str] | None:
         """The order API's request body, or None with `errors` filled in."""
@@ -60,6 +64,7 @@ class OrderForm:
                 self.errors[name] = error
         if self.errors or size is None or price is None:
             return None
+        self.size_value, self.price_value = size, price
         return {
             "customerId": customer_id,
             "assetName": self.asset,
@@ -123,3 +128,43 @@ class UserForm:
         if self.role not in ("customer", "admin"):
             self.errors["role"] = "Choose customer or admin."
         return not self.errors
+
+
+# --- the forms as sent: FastAPI dependencies that read them from the request body --------------------------
+
+Key = Annotated[str, Form(max_length=200)]
+Text = Annotated[str, Form()]
+
+
+def order_form(
+    asset: Text = "", side: Text = "", size: Text = "", price: Text = "", key: Key = ""
+) -> OrderForm:
+    return OrderForm(asset=asset, side=side, size=size, price=price, key=key or new_key())
+
+
+def deposit_form(asset: Text = CASH, amount: Text = "", key: Key = "") -> DepositForm:
+    return DepositForm(asset=asset, amount=amount, key=key or new_key())
+
+
+def withdrawal_form(
+    amount: Text = "", iban: Annotated[str, Form(max_length=64)] = "", key: Key = ""
+) -> WithdrawalForm:
+    return WithdrawalForm(amount=amount, iban=iban, key=key or new_key())
+
+
+@dataclass(frozen=True)
+class Step:
+    """A button on an order or a request: where to go back to, and the review's confirmation token."""
+
+    next: str
+    token: str
+
+
+def step(next: Text = "", confirm_token: Annotated[str, Form(max_length=200)] = "") -> Step:
+    return Step(next, confirm_token)
+
+
+OrderFields = Annotated[OrderForm, Depends(order_form)]
+DepositFields = Annotated[DepositForm, Depends(deposit_form)]
+WithdrawalFields = Annotated[WithdrawalForm, Depends(withdrawal_form)]
+StepFields = Annotated[Step, Depends(step)]

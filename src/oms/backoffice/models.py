@@ -47,16 +47,25 @@ class Order:
     asset: str
     side: str
     size: Decimal
-    price: Decimal
+    price: Decimal | None  # the limit; None for a MARKET order
     status: str
     reason: str | None
     funds_reserved: bool
     created_at: datetime
     updated_at: datetime
+    order_type: str = "LIMIT"
+    time_in_force: str = "GTC"
+    executed_price: Decimal | None = None
 
     @property
-    def cost(self) -> Decimal:
-        return self.size * self.price
+    def shown_price(self) -> Decimal | None:
+        """What the order executed at, or before that its limit (None: a MARKET order not executed yet)."""
+        return self.executed_price or self.price
+
+    @property
+    def cost(self) -> Decimal | None:
+        price = self.shown_price
+        return self.size * price if price is not None else None
 
     @property
     def pending(self) -> bool:
@@ -70,19 +79,45 @@ class Order:
             asset=data["assetName"],
             side=data["orderSide"],
             size=decimal(data["size"]),
-            price=decimal(data["price"]),
+            price=decimal(data["price"]) if data.get("price") is not None else None,
             status=data["status"],
             reason=data.get("reason"),
             funds_reserved=bool(data.get("fundsReserved")),
             created_at=moment(data["createDate"]),
             updated_at=moment(data["updateDate"]),
+            order_type=data.get("orderType", "LIMIT"),
+            time_in_force=data.get("timeInForce", "GTC"),
+            executed_price=decimal(data["executedPrice"]) if data.get("executedPrice") is not None else None,
         )
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page of a list starts: older than `after`, or newer than `before`; neither: the newest."""
+
+    after: str | None = None
+    before: str | None = None
+
+    def params(self) -> dict[str, str]:
+        """The list API's query parameters."""
+        if self.after:
+            return {"cursor": self.after}
+        return {"before": self.before} if self.before else {}
+
+
+@dataclass(frozen=True)
+class Count:
+    """How many rows a list has in all: exact, or at least `count` (counting stops at a bound)."""
+
+    count: int
+    at_least: bool
 
 
 @dataclass(frozen=True)
 class OrderPage:
     orders: list[Order]
     next_cursor: str | None
+    prev_cursor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +153,8 @@ class LedgerEntry:
     order_id: str | None
     reference: str | None
     created_at: datetime
+    total_after: Decimal  # the balance's running figures just after this movement
+    usable_after: Decimal
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> LedgerEntry:
@@ -130,6 +167,8 @@ class LedgerEntry:
             order_id=data.get("orderId"),
             reference=data.get("reference"),
             created_at=moment(data["createdAt"]),
+            total_after=decimal(data["totalAfter"]),
+            usable_after=decimal(data["usableAfter"]),
         )
 
 
@@ -137,6 +176,43 @@ class LedgerEntry:
 class LedgerPage:
     entries: list[LedgerEntry]
     next_cursor: str | None
+    prev_cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class TrailEntry:
+    """One admin action of the admin trail."""
+
+    seq: int
+    at: datetime
+    actor_id: str
+    actor: str
+    action: str
+    target_kind: str
+    target_id: str
+    target: str
+    detail: str
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> TrailEntry:
+        return cls(
+            seq=int(data["seq"]),
+            at=moment(data["at"]),
+            actor_id=data["actorId"],
+            actor=data["actorName"],
+            action=data["action"],
+            target_kind=data["targetKind"],
+            target_id=data["targetId"],
+            target=data["targetName"],
+            detail=data["detail"],
+        )
+
+
+@dataclass(frozen=True)
+class TrailPage:
+    entries: list[TrailEntry]
+    next_cursor: str | None
+    prev_cursor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -179,11 +255,19 @@ class MoneyRequest:
 
 
 @dataclass(frozen=True)
+class RequestPage:
+    requests: list[MoneyRequest]
+    next_cursor: str | None
+    prev_cursor: str | None = None
+
+
+@dataclass(frozen=True)
 class UserRecord:
     id: str
     username: str
     role: str
     created_at: datetime
+    disabled: bool = False
 
     @property
     def is_customer(self) -> bool:
@@ -191,7 +275,8 @@ class UserRecord:
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> UserRecord:
-        return cls(data["id"], data["username"], data["role"], moment(data["createdAt"]))
+        created = moment(data["createdAt"])
+        return cls(data["id"], data["username"], data["role"], created, bool(data.get("disabled")))
 
 
 @dataclass(frozen=True)

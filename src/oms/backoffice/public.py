@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 
 from oms.backoffice.services import ServiceError
 from oms.backoffice.sessions import (
+    Flash,
     Login,
     clear_session,
     current_login,
@@ -25,6 +27,7 @@ from oms.kernel.tokens import KeysUnavailable, TokenError, TokenVerifier
 
 router = APIRouter(dependencies=[Depends(require_csrf)])
 log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
 
 
 def _home(login: Login) -> str:
@@ -110,4 +113,20 @@ async def register(
         await services.register(username, password, "customer", address=peer(request))
     except ServiceError as exc:
         return render(request, "register.html", {"username": username, "error": exc.message}, exc.status)
-    return see_other("/login?" + urlencode({"notice": "registered", "username": username}))
+    try:  # signed in at once: nobody should type what they just chose again
+        login = await _login(request, await services.login(username, password, peer(request)))
+    except (ServiceError, TokenError, KeysUnavailable) as exc:
+        log.warning("a new customer could not be signed in at once: %s", exc)
+        return see_other("/login?" + urlencode({"notice": "registered", "username": username}))
+    response = see_other("/money")
+    welcome = (
+        f"Welcome, {login.username}: your account is open. Ask for a deposit of lira here, then buy and sell."
+    )
+    write_session(request, response, new_session(login, Flash("ok", welcome)))
+    return response
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon() -> FileResponse:
+    """Browsers ask for it whatever the page says; the pages name the SVG one."""
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")

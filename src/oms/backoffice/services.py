@@ -1,18 +1,23 @@
-"""The three services' HTTP APIs, called with the signed-in user's token: the back office holds no data of
+"""The services' HTTP APIs, called with the signed-in user's token: the back office holds no data of
 its own and decides nothing the services would not decide for that user."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from oms.backoffice.broker import BrokerHealth
 from oms.backoffice.models import (
     Balance,
+    Count,
+    Cursor,
     Health,
     LedgerEntry,
     LedgerPage,
@@ -20,12 +25,17 @@ from oms.backoffice.models import (
     Order,
     OrderFilter,
     OrderPage,
+    RequestPage,
+    TrailEntry,
+    TrailPage,
     UserRecord,
 )
 from oms.kernel import client_address
+from oms.kernel.market import Instrument
 from oms.kernel.settings import Settings
 
 OPERATED = ("order", "account")
+STREAM_SILENCE = 45.0  # seconds without a byte after which a service's event stream is taken for lost
 NAMES_TTL = (
     5.0  # seconds the id → username map is reused  # the services with a relay, a consumer and dead letters
 )
@@ -64,6 +74,7 @@ class Services:
             "auth": settings.auth_url.rstrip("/"),
             "order": settings.order_url.rstrip("/"),
             "account": settings.account_url.rstrip("/"),
+            "market": settings.market_url.rstrip("/"),
         }
         self.broker = BrokerHealth(settings)
         self._names: tuple[dict[str, str], float] = ({}, float("-inf"))
@@ -130,28 +141,54 @@ class Services:
     def forget_usernames(self) -> None:
         self._names = ({}, float("-inf"))
 
+    async def set_password(self, token: str, user_id: str, password: str) -> None:
+        await self._call("POST", "auth", f"/users/{user_id}/password", token, json={"newPassword": password})
+
+    async def set_disabled(self, token: str, user_id: str, disabled: bool) -> None:
+        verb = "disable" if disabled else "enable"
+        await self._call("POST", "auth", f"/users/{user_id}/{verb}", token)
+        self.forget_usernames()
+
+    async def add_to_trail(self, token: str, entry: dict[str, str]) -> None:
+        """Add the signed-in admin's action to the admin trail (auth takes the actor from the token)."""
+        await self._call("POST", "auth", "/admin-trail", token, json=entry)
+
+    async def trail(self, token: str, where: dict[str, str], *, limit: int, cursor: Cursor) -> TrailPage:
+        params = {**where, "limit": str(limit), **cursor.params()}
+        answer = await self._call("GET", "auth", "/admin-trail", token, params=params)
+        return TrailPage(
+            [TrailEntry.of(e) for e in answer["entries"]], answer.get("nextCursor"), answer.get("prevCursor")
+        )
+
+    async def count(self, token: str, service: str, path: str, params: dict[str, str]) -> Count:
+        """A list's bounded count (`path` of `service`, with the list's filters)."""
+        answer = await self._call("GET", service, path, token, params=params)
+        return Count(int(answer["count"]), bool(answer["atLeast"]))
+
     # -- account ------------------------------------------------------------------------------------
     async def balances(self, token: str, customer_id: str | None = None) -> list[Balance]:
         params = {"customerId": customer_id} if customer_id else {}
         answer = await self._call("GET", "account", "/api/v1/assets", token, params=params)
         return [Balance.of(a) for a in answer["assets"]]
 
-    async def ledger(
-        self,
-        token: str,
-        *,
-        customer_id: str | None = None,
-        asset: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> LedgerPage:
-        wanted = {"customerId": customer_id, "assetName": asset, "limit": str(limit), "cursor": cursor}
-        params = {k: v for k, v in wanted.items() if v}
-        answer = await self._call("GET", "account", "/api/v1/ledger", token, params=params)
-        return LedgerPage([LedgerEntry.of(e) for e in answer["entries"]], answer.get("nextCursor"))
+    async def _list(
+        self, token: str, service: str, path: str, where: dict[str, str], limit: int, cursor: Cursor
+    ) -> Any:
+        params = {**where, "limit": str(limit), **cursor.params()}
+        return await self._call("GET", service, path, token, params=params)
 
-    async def deposit(self, token: str, customer_id: str, asset: str, amount: Decimal, key: str) -> str:
-        """Deposit; the answer's status: REQUESTED (waits for an admin) or APPROVED (credited at once)."""
+    async def ledger(
+        self, token: str, where: dict[str, str], *, limit: int = 50, cursor: Cursor = Cursor()
+    ) -> LedgerPage:
+        """Balance movements (`where`: `ledger_filter`), newest first, each with the balance after it."""
+        answer = await self._list(token, "account", "/api/v1/ledger", where, limit, cursor)
+        entries = [LedgerEntry.of(e) for e in answer["entries"]]
+        return LedgerPage(entries, answer.get("nextCursor"), answer.get("prevCursor"))
+
+    async def deposit(
+        self, token: str, customer_id: str, asset: str, amount: Decimal, key: str
+    ) -> tuple[str, str]:
+        """Deposit: its id and status, REQUESTED (waits for an admin) or APPROVED (credited at once)."""
         body = {
             "customerId": customer_id,
             "assetName": asset,
@@ -160,31 +197,39 @@ class Services:
         }
         headers = {"Idempotency-Key": key}
         answer = await self._call("POST", "account", "/api/v1/assets", token, json=body, headers=headers)
-        return str(answer.get("status", "APPROVED"))
+        return str(answer["id"]), str(answer.get("status", "APPROVED"))
 
-    async def withdraw(self, token: str, customer_id: str, amount: Decimal, iban: str, key: str) -> str:
-        """Withdraw TRY; the answer's status: PAID at once, or REQUESTED (held until an admin decides)."""
+    async def withdraw(
+        self, token: str, customer_id: str, amount: Decimal, iban: str, key: str
+    ) -> tuple[str, str]:
+        """Withdraw TRY: its id and status, PAID at once or REQUESTED (held until an admin decides)."""
         body = {"customerId": customer_id, "amount": str(amount), "iban": iban}
         headers = {"Idempotency-Key": key}
         answer = await self._call(
             "POST", "account", "/api/v1/assets/withdraw", token, json=body, headers=headers
         )
-        return str(answer["status"])
+        return str(answer["id"]), str(answer["status"])
 
     async def money_requests(
         self,
         token: str,
         kind: str,
         *,
-        customer_id: str | None = None,
-        status: str | None = None,
         limit: int = 50,
+        status: str | None = None,
+        customer_id: str | None = None,
     ) -> list[MoneyRequest]:
         """Deposits or withdrawals (`kind`), newest first: the customer's own, or (admins) anyone's."""
-        wanted = {"customerId": customer_id, "status": status, "limit": str(limit)}
-        params = {k: v for k, v in wanted.items() if v}
-        answer = await self._call("GET", "account", f"/api/v1/{kind}s", token, params=params)
-        return [MoneyRequest.of(kind, r) for r in answer[f"{kind}s"]]
+        page = await self.money_request_page(token, kind, request_filter(customer_id, status), limit=limit)
+        return page.requests
+
+    async def money_request_page(
+        self, token: str, kind: str, where: dict[str, str], *, limit: int = 50, cursor: Cursor = Cursor()
+    ) -> RequestPage:
+        """A page of deposits or withdrawals (`kind`; `where`: `request_filter`), newest first."""
+        answer = await self._list(token, "account", f"/api/v1/{kind}s", where, limit, cursor)
+        found = [MoneyRequest.of(kind, r) for r in answer[f"{kind}s"]]
+        return RequestPage(found, answer.get("nextCursor"), answer.get("prevCursor"))
 
     async def decide(self, token: str, kind: str, request_id: str, verdict: str) -> None:
         """An admin's `verdict` (approve or reject) on a deposit or withdrawal request."""
@@ -192,11 +237,12 @@ class Services:
 
     # -- orders -------------------------------------------------------------------------------------
     async def orders(
-        self, token: str, where: OrderFilter, *, limit: int = 20, cursor: str | None = None
+        self, token: str, where: OrderFilter, *, limit: int = 20, cursor: Cursor = Cursor()
     ) -> OrderPage:
-        params = {**where.params(), "limit": str(limit), **({"cursor": cursor} if cursor else {})}
+        params = {**where.params(), "limit": str(limit), **cursor.params()}
         answer = await self._call("GET", "order", "/api/v1/orders", token, params=params)
-        return OrderPage([Order.of(o) for o in answer["orders"]], answer.get("nextCursor"))
+        orders = [Order.of(o) for o in answer["orders"]]
+        return OrderPage(orders, answer.get("nextCursor"), answer.get("prevCursor"))
 
     async def order(self, token: str, order_id: str) -> Order:
         return Order.of(await self._call("GET", "order", f"/api/v1/orders/{order_id}", token))
@@ -211,6 +257,36 @@ class Services:
 
     async def match_order(self, token: str, order_id: str) -> None:
         await self._call("POST", "order", f"/api/v1/orders/{order_id}/match", token)
+
+    @asynccontextmanager
+    async def order_stream(self, token: str) -> AsyncIterator[AsyncIterator[str]]:
+        """The lines of the order service's stream of this user's order changes (server-sent events);
+        ServiceError when it cannot be opened. A silence longer than `STREAM_SILENCE` (the service sends a
+        keep-alive every 15 s) ends it with httpx.ReadTimeout."""
+        url = f"{self.urls['order']}/api/v1/orders/stream"
+        headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+        timeout = httpx.Timeout(10, read=STREAM_SILENCE)
+        try:
+            async with self.http.stream("GET", url, headers=headers, timeout=timeout) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise _refusal("order", response)
+                yield response.aiter_lines()
+        except httpx.HTTPError as exc:
+            raise ServiceError(503, f"the order stream broke off ({type(exc).__name__})") from None
+
+    # -- market -------------------------------------------------------------------------------------
+    async def instruments(self, token: str) -> list[Instrument]:
+        answer = await self._call("GET", "market", "/api/v1/instruments", token)
+        return [Instrument.model_validate(i) for i in answer["instruments"]]
+
+    async def instrument(self, token: str, symbol: str) -> Instrument:
+        answer = await self._call("GET", "market", f"/api/v1/instruments/{quote(symbol, safe='')}", token)
+        return Instrument.model_validate(answer)
+
+    async def change_instrument(self, token: str, symbol: str, body: dict[str, str]) -> None:
+        """List a new instrument or change the fields in `body` (admins only)."""
+        await self._call("PUT", "market", f"/api/v1/instruments/{quote(symbol, safe='')}", token, json=body)
 
     # -- operations ---------------------------------------------------------------------------------
     async def ops_status(self, token: str, service: str) -> dict[str, Any]:
@@ -234,6 +310,18 @@ class Services:
         except httpx.HTTPError as exc:
             return Health(component, False, f"unreachable ({type(exc).__name__})")
         return Health(component, response.is_success, _health_detail(response))
+
+
+def request_filter(customer_id: str | None, status: str | None = None) -> dict[str, str]:
+    """The deposit and withdrawal lists' filters."""
+    wanted = {"customerId": customer_id, "status": status}
+    return {k: v for k, v in wanted.items() if v}
+
+
+def ledger_filter(customer_id: str | None, asset: str | None) -> dict[str, str]:
+    """The ledger API's filters."""
+    wanted = {"customerId": customer_id, "assetName": asset}
+    return {k: v for k, v in wanted.items() if v}
 
 
 def _health_detail(response: httpx.Response) -> str:

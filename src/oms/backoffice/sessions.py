@@ -62,9 +62,18 @@ class Login:
 
 
 @dataclass(frozen=True)
+class Flash:
+    """A message for the next page only, written by the server (it names what an action affected)."""
+
+    level: str  # ok | warn | bad
+    text: str
+
+
+@dataclass(frozen=True)
 class Session:
     csrf: str
     login: Login | None = None
+    flash: Flash | None = None
 
     @property
     def signed_in(self) -> Login | None:
@@ -74,9 +83,9 @@ class Session:
         return self.login
 
 
-def new_session(login: Login | None = None) -> Session:
+def new_session(login: Login | None = None, flash: Flash | None = None) -> Session:
     """A fresh session with a new CSRF token (also at every login, so a planted token is useless)."""
-    return Session(csrf=secrets.token_urlsafe(32), login=login)
+    return Session(csrf=secrets.token_urlsafe(32), login=login, flash=flash)
 
 
 class SessionCodec:
@@ -91,10 +100,11 @@ class SessionCodec:
     def decode(self, text: str) -> Session | None:
         try:
             data: dict[str, Any] = json.loads(self._fernet.decrypt(text.encode(), ttl=MAX_COOKIE_AGE))
-            login = data.get("login")
+            login, flash = data.get("login"), data.get("flash")
             return Session(
                 csrf=str(data["csrf"]),
                 login=Login(**{**login, "role": Role(login["role"])}) if login else None,
+                flash=Flash(**flash) if flash else None,
             )
         except (InvalidToken, ValueError, KeyError, TypeError):
             return None

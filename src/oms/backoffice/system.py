@@ -14,12 +14,14 @@ from fastapi.responses import Response
 
 from oms.backoffice.services import OPERATED, ServiceError, Services
 from oms.backoffice.sessions import Login, SignedInAdmin, require_csrf, signed_in_admin
+from oms.backoffice.trail import done_and_recorded
 from oms.backoffice.views import ServicesDep, render, see_other
 from oms.kernel.settings import Settings
 from oms.runtime.audit import AuditReport, run_audit
 
+PAGE_LETTERS = "/admin/system#dead-letters"
 router = APIRouter(prefix="/admin/system", dependencies=[Depends(require_csrf), Depends(signed_in_admin)])
-COMPONENTS = ("auth", "order", "account", "nats")
+COMPONENTS = ("auth", "order", "account", "market", "nats")
 AUDIT_SETTLE_SECONDS = 5.0  # orders still in flight may take this long before they count as violations
 AUDIT_TIMEOUT = 120.0
 
@@ -82,14 +84,17 @@ async def system_status(request: Request, login: SignedInAdmin, services: Servic
 
 @router.post("/dead-letters/{service}/{seq}/replay")
 async def replay(
+    request: Request,
     service: Literal["order", "account"],
     seq: Annotated[int, Path(ge=1)],
     login: SignedInAdmin,
     services: ServicesDep,
 ) -> Response:
-    """Send one dead letter back to its consumer."""
+    """Send one dead letter back to its consumer (into the admin trail: it changes what the service did)."""
     await services.replay(login.token, service, seq)
-    return see_other("/admin/system?notice=replayed#dead-letters")
+    text = f"Dead letter {seq} sent back to the {service} service's consumer."
+    target = ("dead letter", f"{service}/{seq}", f"{service} #{seq}")
+    return await done_and_recorded(request, services, login, "replay dead letter", target, text, PAGE_LETTERS)
 
 
 async def audit_now(settings: Settings) -> AuditRun:

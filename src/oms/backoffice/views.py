@@ -3,10 +3,9 @@ and reading the order filters from a query string."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import date, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -15,53 +14,39 @@ from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from oms.backoffice.models import OrderFilter
-from oms.backoffice.services import ServiceError, Services
-from oms.backoffice.sessions import new_session, read_session, write_session
+from oms.backoffice.amounts import HINT, money, of_asset, quantity, readable_reason
+from oms.backoffice.models import Count, OrderFilter
+from oms.backoffice.services import Services
+from oms.backoffice.sessions import Flash, new_session, read_session, write_session
 from oms.kernel.money import SYMBOL
 from oms.kernel.settings import ExecutionMode
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 PAGE_SIZE = 20
+PAGING = ("notice", "cursor", "before", "page")  # where a list is, not what it shows
 STATUSES = ("PENDING", "MATCHED", "CANCELED")
 SIDES = ("BUY", "SELL")
 
-# Messages after a redirect, by a fixed key: the query string never carries text onto the page.
+# Messages after a redirect, by a fixed key: the query string never carries text onto the page. What an action
+# did, naming what it affected, goes in the session instead (`done`).
 NOTICES = {
     "registered": ("ok", "Your account is ready: sign in."),
     "signed-out": ("ok", "You are signed out."),
     "signed-out-here": ("warn", "You are signed out here, but auth could not be told: sign out again soon."),
     "expired": ("warn", "Your session ended: please sign in again."),
-    "deposited": ("ok", "Deposit recorded."),
-    "deposit-requested": ("ok", "Deposit requested: your balance changes once an admin approves it."),
-    "withdrawal-paid": ("ok", "Withdrawal paid."),
-    "withdrawal-requested": ("ok", "Withdrawal requested: its amount is held until an admin approves it."),
-    "approved": ("ok", "Request approved."),
-    "rejected": ("ok", "Request rejected."),
-    "decided-already": ("warn", "That request was already decided by someone else."),
-    "four-eyes": ("warn", "You asked for that withdrawal: another admin must approve it (four eyes)."),
-    "user-created": ("ok", "User created."),
-    "canceled": ("ok", "Order canceled."),
-    "matched": ("ok", "Order matched."),
-    "too-late": ("warn", "That order is no longer PENDING: it was matched or canceled meanwhile."),
-    "not-reserved": ("warn", "Its funds are not reserved yet: try again in a moment."),
-    "replayed": ("ok", "Dead letter sent back to its consumer."),
     "audited": ("ok", "Audit finished."),
 }
-
-
-def amount(value: Decimal | None) -> str:
-    """An exact decimal with thousands separators and no trailing zeros (1,234.5)."""
-    if value is None:
-        return ""
-    return f"{value.normalize():,f}"
 
 
 def when(value: datetime | None) -> str:
     return f"{value:%Y-%m-%d %H:%M:%S}" if value else ""
 
 
-TEMPLATES.env.filters["amount"] = amount
+TEMPLATES.env.filters["money"] = money
+TEMPLATES.env.filters["quantity"] = quantity
+TEMPLATES.env.filters["of_asset"] = of_asset
+TEMPLATES.env.filters["reason"] = readable_reason
+TEMPLATES.env.globals["amount_hint"] = HINT
 TEMPLATES.env.filters["when"] = when
 
 
@@ -85,30 +70,109 @@ def render(
     fresh = session is None
     if session is None:
         session = new_session()
-    kept = [(k, v) for k, v in request.query_params.multi_items() if k not in ("notice", "cursor")]
+    flash = None if is_htmx(request) else session.flash  # shown once, on the next whole page
+    kept = [(k, v) for k, v in request.query_params.multi_items() if k not in PAGING]
     page = {
         "login": session.signed_in,
         "csrf": session.csrf,
         "manual_mode": request.app.state.settings.execution is ExecutionMode.MANUAL,
         "path": request.url.path,
-        "notice": NOTICES.get(request.query_params.get("notice", "")),
+        "notice": (flash.level, flash.text) if flash else NOTICES.get(request.query_params.get("notice", "")),
         "base_query": urlencode(kept),  # this page's filters, for paging links
         "here": request.url.path + (f"?{urlencode(kept)}" if kept else ""),  # where forms come back to
         **(context or {}),
     }
+    if page["login"] and not is_htmx(request):
+        page["live"] = live_url(page)
     response = TEMPLATES.TemplateResponse(request, name, page, status_code=status)
-    if fresh:
-        write_session(request, response, session)
+    if fresh or flash:
+        write_session(request, response, replace(session, flash=None))
     return response
+
+
+def live_url(page: Mapping[str, Any]) -> str:
+    """The page's stream of live updates (live.py): the ticker always; the chart of `live_chart`; the
+    PENDING orders among `live_orders`, shown as list rows or (`live_view` "status") an order's status."""
+    params = {"here": page["here"]}
+    if page.get("live_chart"):
+        params["chart"] = page["live_chart"]
+    pending = [o.id for o in page.get("live_orders", ()) if o.pending]
+    if pending:
+        params |= {"orders": ",".join(pending), "view": page.get("live_view", "row")}
+    return f"/live?{urlencode(params)}"
+
+
+@dataclass(frozen=True)
+class Pager:
+    """Links to the newest, newer and older pages of a list, and where this page is ("Page 2 of 7 · 134")."""
+
+    label: str
+    newer: str | None = None
+    older: str | None = None
+    newest: str | None = None
+
+
+def page_number(request: Request) -> int:
+    """The page's number as the links carried it (a label only: cursors say what the page holds)."""
+    text = request.query_params.get("page", "")
+    return int(text) if text.isdigit() and 0 < len(text) < 8 else 1
+
+
+def _href(request: Request, **params: str | int) -> str:
+    kept = [(k, v) for k, v in request.query_params.multi_items() if k not in PAGING]
+    return "?" + urlencode([*kept, *((k, str(v)) for k, v in params.items())])
+
+
+def pager(
+    request: Request,
+    prev_cursor: str | None,
+    next_cursor: str | None,
+    count: Count | None,
+    per_page: int,
+    noun: str,
+) -> Pager:
+    """The pager of a list paged by cursors both ways, with its total (or its bound)."""
+    number = page_number(request) if prev_cursor else 1  # no newer page: this is the first
+    label = f"Page {number}"
+    if count is not None:
+        pages = max(1, -(-count.count // per_page))
+        total = f"{count.count:,}{' or more' if count.at_least else ''}"
+        label += f" of {pages:,}{'+' if count.at_least else ''} · {total} {plural(count.count, noun)}"
+    return Pager(
+        label,
+        newer=_href(request, before=prev_cursor, page=number - 1) if prev_cursor else None,
+        older=_href(request, cursor=next_cursor, page=number + 1) if next_cursor else None,
+        newest=_href(request) if number > 2 else None,
+    )
+
+
+def plural(count: int, noun: str) -> str:
+    """`noun` (given in the plural: "orders", "entries") for `count` of them."""
+    if count != 1:
+        return noun
+    return noun[:-3] + "y" if noun.endswith("ies") else noun[:-1]
+
+
+def numbered_pager(request: Request, number: int, pages: int, total: int, noun: str) -> Pager:
+    """The pager of a list held whole (paged by number)."""
+    return Pager(
+        f"Page {number} of {pages} · {total:,} {plural(total, noun)}",
+        newer=_href(request, page=number - 1) if number > 1 else None,
+        older=_href(request, page=number + 1) if number < pages else None,
+        newest=_href(request) if number > 2 else None,
+    )
 
 
 def see_other(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
-def with_notice(url: str, notice: str) -> str:
-    """`url` that shows notice `notice` (a key of NOTICES) when rendered."""
-    return f"{url}{'&' if '?' in url else '?'}notice={notice}"
+def done(request: Request, url: str, text: str, level: str = "ok") -> RedirectResponse:
+    """Go to `url` and show `text` there once: what an action did, naming what it affected."""
+    response = see_other(url)
+    session = read_session(request) or new_session()
+    write_session(request, response, replace(session, flash=Flash(level, text)))
+    return response
 
 
 def local_path(value: str | None, default: str = "/") -> str:
@@ -138,17 +202,18 @@ def _day(text: str, label: str, errors: list[str]) -> date | None:
 
 
 def order_filters(params: Mapping[str, str], customer_id: str | None = None) -> FilterForm:
-    """Filters from a query string; anything invalid is reported and left out, never sent on."""
+    """Filters from a query string; anything invalid is reported (and the list then shows no rows)."""
     values = {k: params.get(k, "").strip() for k in ("start", "end", "status", "asset", "side", "customer")}
     errors: list[str] = []
     start, end = _day(values["start"], "From", errors), _day(values["end"], "To", errors)
     if start and end and start > end:
-        errors.append("From is after To")
-        start = end = None
+        errors.append("From is after To: no orders are shown until the range is put right")
     asset = values["asset"].upper()
     if asset and not SYMBOL.fullmatch(asset):
         errors.append("Asset: a symbol such as AAPL")
-        asset = ""
+    for name, label, allowed in (("status", "Status", STATUSES), ("side", "Side", SIDES)):
+        if values[name] and values[name] not in allowed:
+            errors.append(f"{label}: one of {', '.join(allowed)}")
     where = OrderFilter(
         customer_id=customer_id,
         start=start,
@@ -158,17 +223,3 @@ def order_filters(params: Mapping[str, str], customer_id: str | None = None) -> 
         side=values["side"] if values["side"] in SIDES else None,
     )
     return FilterForm({**values, "asset": asset}, where, errors)
-
-
-async def order_action(
-    action: Awaitable[object], target: str, done: str, refused: Callable[[ServiceError], str]
-) -> Response:
-    """Cancel or match an order, then back to `target` with the notice `done`, or `refused(error)` when the
-    order was no longer in a state to allow it (409)."""
-    try:
-        await action
-    except ServiceError as exc:
-        if exc.status != 409:
-            raise
-        return see_other(with_notice(target, refused(exc)))
-    return see_other(with_notice(target, done))

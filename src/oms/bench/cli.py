@@ -71,10 +71,15 @@ def bench(
     data_dir: Annotated[
         Path | None, typer.Option(help="The running system's data folder (databases, broker, processes)")
     ] = None,
-    admin_username: Annotated[str | None, typer.Option(envvar="OMS_ADMIN_USERNAME")] = None,
-    admin_password: Annotated[str | None, typer.Option(envvar="OMS_ADMIN_PASSWORD")] = None,
+    admin_username: Annotated[
+        str | None, typer.Option(envvar="OMS_ADMIN_USERNAME", help="The running system's admin")
+    ] = None,
+    admin_password: Annotated[
+        str | None, typer.Option(envvar="OMS_ADMIN_PASSWORD", help="That admin's password")
+    ] = None,
 ) -> None:
     """Measure orders/s end to end, latencies, relay and memory, beside this machine's limits."""
+    from oms.bench.http import TransportError
     from oms.bench.run import BenchOptions, finish, run_bench
     from oms.bench.system import LaunchedSystem, TargetError, attach
 
@@ -116,6 +121,9 @@ def bench(
         finish(results, options, console)
     except (TargetError, RuntimeError) as exc:
         print(f"oms bench: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    except TransportError as exc:  # the system it was pointed at does not answer
+        print(f"oms bench: {' '.join(str(exc).split())}", file=sys.stderr)
         raise typer.Exit(1) from None
     finally:
         if launched is not None:

@@ -47,7 +47,7 @@ def _same_terms(op: Op, row: Order) -> bool:
         and row.asset_name == terms["asset"]
         and row.side.value == terms["side"]
         and row.size == terms["size"]
-        and row.price == terms["price"]
+        and row.price == terms.get("price")  # None: a MARKET order
     )
 
 

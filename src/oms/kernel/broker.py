@@ -21,17 +21,36 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RawStreamMsg, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RawStreamMsg,
+    StorageType,
+    StreamConfig,
+)
 
+from oms.kernel.market import MARKET_STREAM, MARKET_SUBJECTS
 from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.pull import PullConsumer
-from oms.kernel.topology import CONSUMERS, DLQ_ROOT, DLQ_STREAM, EVENTS_STREAM, SUBJECT_ROOT, Consumer
+from oms.kernel.topology import (
+    CONSUMERS,
+    DLQ_ROOT,
+    EVENT_SUBJECTS,
+    EVENTS_STREAM,
+    SHARED_DLQ_STREAM,
+    Consumer,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_DELIVER: Final = 5  # deliveries of one message before the consumer runner dead-letters it
 DUPLICATE_WINDOW: Final = 120.0  # seconds in which a repeated Nats-Msg-Id is dropped
 EVENTS_MAX_AGE: Final = 7 * 24 * 3600.0  # consumers down for longer than this lose events
+# The market feed retries an unacknowledged quote within seconds; a short window keeps the server's memory of
+# message ids small at hundreds of quotes a second.
+MARKET_DUPLICATE_WINDOW: Final = 30.0
 # Redelivery of a delivery that was never settled (its consumer died): also the longest a handler may take.
 # Failed handlers are retried sooner, by a nak with the consumer runner's delay. (No server-side BackOff:
 # the server then stretches every nak delay by the difference between backoff steps.)
@@ -47,6 +66,7 @@ COUNT_HEADER: Final = "Oms-Delivery-Count"
 CONSUMER_HEADER: Final = "Oms-Consumer"
 ORIGINAL_ID_HEADER: Final = "Oms-Original-Msg-Id"
 
+_PARKED: Final = "oms_dlq_shared_parked.>"  # the shared queue's subjects while its letters are moved
 _STREAM_IN_USE: Final = 10058  # JetStream: stream name already in use with a different configuration
 
 
@@ -66,9 +86,9 @@ class Outgoing:
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """A message a consumer gave up on, as kept in the dead-letter queue."""
+    """A message a consumer gave up on, as kept in that consumer's dead-letter queue."""
 
-    seq: int
+    seq: int  # its place in the consumer's queue
     subject: str  # where it was originally published
     consumer: str
     error: str
@@ -76,6 +96,11 @@ class DeadLetter:
     msg_id: str
     payload: bytes
     failed_at: datetime | None
+
+    @property
+    def id(self) -> str:
+        """How operators name it: `<consumer>:<seq>` (each consumer's queue counts from 1)."""
+        return f"{self.consumer}:{self.seq}"
 
 
 @dataclass(frozen=True)
@@ -120,8 +145,10 @@ class Broker(Protocol):
     ) -> None: ...
     async def fetch(self, consumer: str, batch: int, max_wait: float) -> list[Delivery]: ...
     async def dead_letter(self, delivery: Delivery, consumer: str, error: str) -> None: ...
-    async def dead_letters(self, limit: int = 1000, start: int = 1) -> list[DeadLetter]: ...
-    async def remove_dead_letter(self, seq: int) -> None: ...
+    async def dead_letters(
+        self, limit: int = 1000, start: int = 1, consumer: str | None = None
+    ) -> list[DeadLetter]: ...
+    async def remove_dead_letter(self, letter: DeadLetter) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -167,7 +194,9 @@ class JetStreamDelivery:
 
 
 class JetStreamBroker:
-    """NATS JetStream: stream OMS_EVENTS (`oms.>`), dead letters in OMS_DLQ (`oms_dlq.>`), file storage."""
+    """NATS JetStream: stream OMS_EVENTS (the relays' subjects), each consumer's dead letters in a stream of
+    its own (OMS_DLQ_<CONSUMER>, `oms_dlq.<consumer>.>`), market data in OMS_MARKET (`oms.market.>`), file
+    storage."""
 
     def __init__(self, nc: NatsClient, *, ack_timeout: float = 5.0, replicas: int = 1) -> None:
         self._nc = nc
@@ -184,6 +213,11 @@ class JetStreamBroker:
     @property
     def connected(self) -> bool:
         return bool(self._nc.is_connected)
+
+    @property
+    def connection(self) -> NatsClient:
+        """The NATS connection, for what reads the broker beside the events (kernel/market_view.py)."""
+        return self._nc
 
     async def close(self) -> None:
         """Send what is buffered (acks included) and disconnect."""
@@ -223,24 +257,69 @@ class JetStreamBroker:
         await self._ensure_stream(
             StreamConfig(
                 name=EVENTS_STREAM,
-                subjects=[f"{SUBJECT_ROOT}.>"],
+                subjects=list(EVENT_SUBJECTS),
                 storage=StorageType.FILE,
                 num_replicas=self._replicas,
                 duplicate_window=DUPLICATE_WINDOW,
                 max_age=EVENTS_MAX_AGE,
             )
         )
+        # After OMS_EVENTS, which took `oms.>` before there was market data: two streams may not overlap.
         await self._ensure_stream(
             StreamConfig(
-                name=DLQ_STREAM,
-                subjects=[f"{DLQ_ROOT}.>"],
+                name=MARKET_STREAM,
+                subjects=[MARKET_SUBJECTS],
                 storage=StorageType.FILE,
                 num_replicas=self._replicas,
-                duplicate_window=DUPLICATE_WINDOW,
+                duplicate_window=MARKET_DUPLICATE_WINDOW,
+                # The last value of each subject: a reader starting now gets every symbol's latest quote and
+                # instrument at once, and the stream never grows past two messages a symbol.
+                max_msgs_per_subject=1,
+                discard=DiscardPolicy.OLD,
             )
         )
+        shared = await self._park_shared_dead_letters()
         for consumer in CONSUMERS.values():
+            await self._ensure_stream(
+                StreamConfig(
+                    name=consumer.dead_letter_stream,
+                    subjects=[consumer.dead_letters],
+                    storage=StorageType.FILE,
+                    num_replicas=self._replicas,
+                    duplicate_window=DUPLICATE_WINDOW,
+                )
+            )
             await self._js.add_consumer(EVENTS_STREAM, _consumer_config(consumer))
+        if shared:
+            await self._move_shared_dead_letters()
+
+    async def _park_shared_dead_letters(self) -> bool:
+        """A data folder from before per-consumer queues has one OMS_DLQ stream on `oms_dlq.>`, which the
+        consumers' streams would overlap: move its subjects aside (its messages stay) until they are moved.
+        True when there is such a stream."""
+        try:
+            info = await self._js.stream_info(SHARED_DLQ_STREAM)
+        except nats.js.errors.NotFoundError:
+            return False
+        if info.config.subjects != [_PARKED]:
+            await self._js.update_stream(replace(info.config, subjects=[_PARKED]))
+        return True
+
+    async def _move_shared_dead_letters(self) -> None:
+        """Each dead letter of the shared stream into its consumer's stream, then the shared stream goes. A
+        crash midway repeats the move of at most one letter (removed from the shared stream once stored)."""
+        moved = 0
+        while True:
+            try:
+                raw = await self._js.get_msg(SHARED_DLQ_STREAM, seq=1, subject=f"{DLQ_ROOT}.>", next=True)
+            except nats.js.errors.NotFoundError:
+                break
+            headers = {k: v for k, v in (raw.headers or {}).items() if k != MSG_ID}
+            await self.publish([Outgoing(raw.subject or "", raw.data or b"", f"moved:{raw.seq}", headers)])
+            await self._js.delete_msg(SHARED_DLQ_STREAM, raw.seq or 0)
+            moved += 1
+        await self._js.delete_stream(SHARED_DLQ_STREAM)
+        log.info("moved %d dead letter(s) from %s into the consumers' own queues", moved, SHARED_DLQ_STREAM)
 
     async def _ensure_stream(self, config: StreamConfig) -> None:
         try:
@@ -323,21 +402,31 @@ class JetStreamBroker:
         )
         await delivery.term()
 
-    async def dead_letters(self, limit: int = 1000, start: int = 1) -> list[DeadLetter]:
-        """Up to `limit` dead letters from queue position `start` on, oldest first."""
+    async def dead_letters(
+        self, limit: int = 1000, start: int = 1, consumer: str | None = None
+    ) -> list[DeadLetter]:
+        """Up to `limit` dead letters of `consumer` (None: of every consumer, one queue after the other) from
+        queue position `start` on, oldest first."""
         letters: list[DeadLetter] = []
-        seq = start
+        for name in [consumer] if consumer else CONSUMERS:
+            letters += await self._dead_letters_of(CONSUMERS[name], limit - len(letters), start)
+        return letters
+
+    async def _dead_letters_of(self, consumer: Consumer, limit: int, seq: int) -> list[DeadLetter]:
+        letters: list[DeadLetter] = []
         while len(letters) < limit:
             try:
-                raw = await self._js.get_msg(DLQ_STREAM, seq=seq, subject=f"{DLQ_ROOT}.>", next=True)
+                raw = await self._js.get_msg(
+                    consumer.dead_letter_stream, seq=seq, subject=consumer.dead_letters, next=True
+                )
             except nats.js.errors.NotFoundError:
                 break
-            letters.append(_dead_letter(raw))
+            letters.append(_dead_letter(raw, consumer))
             seq = letters[-1].seq + 1
         return letters
 
-    async def remove_dead_letter(self, seq: int) -> None:
-        await self._js.delete_msg(DLQ_STREAM, seq)
+    async def remove_dead_letter(self, letter: DeadLetter) -> None:
+        await self._js.delete_msg(CONSUMERS[letter.consumer].dead_letter_stream, letter.seq)
 
     async def consumer_stats(self, consumer: str) -> ConsumerStats:
         """Pending, unacknowledged and redelivered counts of durable consumer `consumer`."""
@@ -376,12 +465,12 @@ def _consumer_config(consumer: Consumer) -> ConsumerConfig:
     )
 
 
-def _dead_letter(raw: RawStreamMsg) -> DeadLetter:
+def _dead_letter(raw: RawStreamMsg, consumer: Consumer) -> DeadLetter:
     headers = raw.headers or {}
     return DeadLetter(
         seq=raw.seq or 0,
         subject=headers.get(SUBJECT_HEADER, ""),
-        consumer=headers.get(CONSUMER_HEADER, ""),
+        consumer=consumer.name,  # the queue it is in, whatever its headers say
         error=headers.get(ERROR_HEADER, ""),
         deliveries=int(headers.get(COUNT_HEADER, "0")),
         msg_id=headers.get(ORIGINAL_ID_HEADER, ""),

@@ -29,37 +29,51 @@ class ReplayRefused(RuntimeError):
     """A dead letter that cannot be applied (it stays in the queue); the message says why."""
 
 
-async def list_dead_letters(broker: Broker, limit: int = 1000) -> list[DeadLetter]:
-    """The dead letters, oldest first (at most `limit`)."""
-    return await broker.dead_letters(limit)
+async def list_dead_letters(
+    broker: Broker, limit: int = 1000, consumer: str | None = None
+) -> list[DeadLetter]:
+    """The dead letters of `consumer` (None: every consumer's, which needs the operator), oldest first."""
+    return await broker.dead_letters(limit, consumer=consumer)
 
 
-async def replay(broker: Broker, which: int | Literal["all"]) -> int:
-    """Republish dead letter `which` (its queue sequence number) or all of them; returns how many were
-    replayed. LookupError if `which` is not in the queue."""
-    if which == "all":
-        letters = await broker.dead_letters(limit=1_000_000)
-    else:
-        letters = [
-            letter for letter in await broker.dead_letters(limit=1, start=which) if letter.seq == which
-        ]
-        if not letters:
-            raise LookupError(f"no dead letter with sequence number {which}")
+async def replay(broker: Broker, which: str | Literal["all"]) -> int:
+    """Republish dead letter `which` (`<consumer>:<seq>`, or just `<seq>` when only one consumer's queue has
+    it) or all of them; returns how many were replayed. LookupError if `which` is not in a queue."""
+    letters = await broker.dead_letters(limit=1_000_000) if which == "all" else [await find(broker, which)]
     for letter in letters:
         await replay_one(broker, letter)
     return len(letters)
 
 
+async def find(broker: Broker, which: str) -> DeadLetter:
+    """The dead letter named `which`: `<consumer>:<seq>`, or `<seq>` if exactly one queue has that seq."""
+    consumer, _, seq_text = which.rpartition(":")
+    if not seq_text.isdigit() or (consumer and consumer not in CONSUMERS):
+        raise LookupError(f"not a dead letter: {which!r} (give <consumer>:<seq>, e.g. account:3)")
+    seq = int(seq_text)
+    found = [
+        letter
+        for name in ([consumer] if consumer else CONSUMERS)
+        for letter in await broker.dead_letters(limit=1, start=seq, consumer=name)
+        if letter.seq == seq
+    ]
+    if not found:
+        raise LookupError(f"no dead letter {which}")
+    if len(found) > 1:
+        raise LookupError(f"{which} is in more than one queue: give one of {', '.join(f.id for f in found)}")
+    return found[0]
+
+
 async def replay_one(broker: Broker, letter: DeadLetter) -> None:
-    headers = {REPLAYED_HEADER: str(letter.seq), ORIGINAL_ID_HEADER: letter.msg_id}
-    msg_id = f"{letter.msg_id or 'unknown'}:replay:{letter.seq}"
+    headers = {REPLAYED_HEADER: letter.id, ORIGINAL_ID_HEADER: letter.msg_id}
+    msg_id = f"{letter.msg_id or 'unknown'}:replay:{letter.id}"
     deadline = time.monotonic() + 30
     await broker.publish(
         [Outgoing(letter.subject, letter.payload, msg_id, headers)],
         give_up=lambda: time.monotonic() > deadline,
     )
-    await broker.remove_dead_letter(letter.seq)
-    log.info("replayed dead letter %d (%s) to %s", letter.seq, letter.msg_id, letter.subject)
+    await broker.remove_dead_letter(letter)
+    log.info("replayed dead letter %s (%s) to %s", letter.id, letter.msg_id, letter.subject)
 
 
 async def apply_dead_letter(broker: Broker, letter: DeadLetter, handler: BatchHandler) -> None:
@@ -67,11 +81,11 @@ async def apply_dead_letter(broker: Broker, letter: DeadLetter, handler: BatchHa
     from the queue; ReplayRefused if it is not an event its consumer accepts or the handler still fails."""
     consumer = CONSUMERS.get(letter.consumer)
     if consumer is None:
-        raise ReplayRefused(f"dead letter {letter.seq} names no known consumer ({letter.consumer!r})")
+        raise ReplayRefused(f"dead letter {letter.id} names no known consumer ({letter.consumer!r})")
     try:
         event = parse(letter.payload)
     except MalformedEvent as exc:
-        raise ReplayRefused(f"dead letter {letter.seq} is not an event: {exc}") from None
+        raise ReplayRefused(f"dead letter {letter.id} is not an event: {exc}") from None
     refusal = consumer.refusal(letter.subject, event.type)
     if refusal is not None:
         raise ReplayRefused(refusal)
@@ -80,6 +94,6 @@ async def apply_dead_letter(broker: Broker, letter: DeadLetter, handler: BatchHa
     except Exception as exc:
         outcome = exc
     if outcome is not None:
-        raise ReplayRefused(f"dead letter {letter.seq} still fails: {describe(outcome)}")
-    await broker.remove_dead_letter(letter.seq)
-    log.info("applied dead letter %d (%s) through the %s handler", letter.seq, event.id, consumer.name)
+        raise ReplayRefused(f"dead letter {letter.id} still fails: {describe(outcome)}")
+    await broker.remove_dead_letter(letter)
+    log.info("applied dead letter %s (%s) through the %s handler", letter.id, event.id, consumer.name)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Final, Generic, Literal, NotRequired, TypeVar
 
 from pydantic import (
+    AliasChoices,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -30,16 +31,17 @@ from pydantic import (
     ValidationError,
     WithJsonSchema,
     create_model,
+    model_validator,
     with_config,
 )
 from pydantic.alias_generators import to_camel
 from typing_extensions import TypedDict
 
-from oms.kernel.money import Side, plain
+from oms.kernel.money import OrderType, Side, TimeInForce, plain
 from oms.kernel.topology import subject_of
 
 SCHEMA_DIR: Final = Path("schemas") / "events"
-VERSION: Final = 1
+VERSION: Final = 1  # of an event type's first shape; each type says its own current `version`
 _DECIMAL_PATTERN: Final = r"^[0-9]+(\.[0-9]+)?$"
 
 
@@ -76,9 +78,11 @@ class _Model(BaseModel):
 
 
 class Event(_Model):
-    """A fact about one order. Subclasses fix `event_type` and add the fields that travel in `data`."""
+    """A fact about one order. Subclasses fix `event_type` and add the fields that travel in `data`; `version`
+    grows when the shape of `data` changes (consumers still read the older shapes)."""
 
     event_type: ClassVar[str]
+    version: ClassVar[int] = VERSION
     # The fields that travel in the envelope rather than in `data`.
     ENVELOPE_FIELDS: ClassVar[frozenset[str]] = frozenset({"order_id", "customer_id", "occurred_at"})
     # Fields of the envelope that `data` repeats too (part of the published contract; see OrderCreated).
@@ -90,28 +94,54 @@ class Event(_Model):
 
 
 class OrderCreated(Event):
-    """A new PENDING order: the account reserves its funds or rejects it."""
+    """A new PENDING order: the account reserves its funds or rejects it.
+
+    Version 2 added `orderType`, `timeInForce` and `reservePrice`, and `price` (the limit) became null for a
+    MARKET order. A BUY reserves size × `reservePrice` TRY: its limit, or for a MARKET BUY the ask plus the
+    collar (version 1 events have no `reservePrice`: the limit is reserved)."""
 
     event_type: ClassVar[str] = "order.created"
+    version: ClassVar[int] = 2
     # order.created has carried its order and customer ids in `data` as well since its first version.
     REPEATED_IN_DATA: ClassVar[frozenset[str]] = frozenset({"order_id", "customer_id"})
 
     asset_name: AssetName
     side: Side = Field(validation_alias="orderSide", serialization_alias="orderSide")
     size: PositiveAmount
-    price: PositiveAmount
+    price: PositiveAmount | None
+    order_type: OrderType = OrderType.LIMIT
+    time_in_force: TimeInForce = TimeInForce.GTC
+    reserve_price: PositiveAmount | None = None
+
+    @model_validator(mode="after")
+    def _priced(self) -> OrderCreated:
+        if (self.price is None) != (self.order_type is OrderType.MARKET):
+            raise ValueError("a LIMIT order has a price and a MARKET order has none")
+        if self.side is Side.BUY and self.buy_price is None:
+            raise ValueError("a MARKET BUY says what it reserves (reservePrice)")
+        return self
+
+    @property
+    def buy_price(self) -> Decimal | None:
+        """What a BUY reserves per unit: `reservePrice`, else its limit."""
+        return self.reserve_price or self.price
 
 
 class OrderMatched(Event):
-    """Executed at `price`: the account settles the reservation. It repeats the order's asset and side so
-    that settlement needs nothing else."""
+    """Executed at `executedPrice`: the account settles the reservation (and releases what the execution did
+    not use). It repeats the order's asset and side so that settlement needs nothing else.
+
+    Version 2 renamed `price` to `executedPrice` (version 1: orders executed at their limit, its `price`)."""
 
     event_type: ClassVar[str] = "order.matched"
+    version: ClassVar[int] = 2
 
     asset_name: AssetName
     side: Side = Field(validation_alias="orderSide", serialization_alias="orderSide")
     size: PositiveAmount
-    price: PositiveAmount
+    executed_price: PositiveAmount = Field(
+        validation_alias=AliasChoices("executedPrice", "price"), serialization_alias="executedPrice"
+    )
 
 
 class OrderCanceled(Event):
@@ -162,8 +192,8 @@ class Envelope(Generic[E]):
 
     @staticmethod
     def of(event: Ev, traceparent: str | None = None) -> Envelope[Ev]:
-        """`event`, about to be published for the first time: a new id."""
-        return Envelope(uuid.uuid4(), event, traceparent=traceparent)
+        """`event`, about to be published for the first time: a new id, its type's current version."""
+        return Envelope(uuid.uuid4(), event, event.version, traceparent)
 
     @property
     def type(self) -> str:
@@ -236,14 +266,18 @@ def _data_fields(event_type: type[Event]) -> frozenset[str]:
     )
 
 
-def _wire_name(model: type[Event], field: str) -> str:
+def _wire_names(model: type[Event], field: str) -> set[str]:
+    """The names `field` is published under and read from (an older version's name too)."""
     info = model.model_fields[field]
-    return info.serialization_alias or info.alias or field
+    names = {info.serialization_alias or info.alias or field}
+    if isinstance(info.validation_alias, AliasChoices):
+        names |= {choice for choice in info.validation_alias.choices if isinstance(choice, str)}
+    return names
 
 
 _DATA_FIELDS: Final = {name: _data_fields(model) for name, model in EVENT_TYPES.items()}
 _DATA_KEYS: Final = {
-    name: frozenset(_wire_name(model, field) for field in _DATA_FIELDS[name])
+    name: frozenset().union(*(_wire_names(model, field) for field in _DATA_FIELDS[name]))
     for name, model in EVENT_TYPES.items()
 }
 
@@ -315,6 +349,7 @@ def wire_model(event_type: type[Event]) -> type[BaseModel]:
         __base__=_Wire,
         __doc__=event_type.__doc__,
         type=(literal, event_type.event_type),
+        version=(int, Field(default=event_type.version, ge=1)),
         data=(data, ...),
     )
     return wire

@@ -10,6 +10,7 @@ These are plain values and pure rules, with their wire form (camelCase JSON, dec
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import StrEnum
@@ -27,12 +28,16 @@ DEFAULT_BAND_PERCENT: Final = Decimal(10)
 DEFAULT_COLLAR: Final = Decimal("0.05")
 
 
+QUOTE_SUBJECT_PREFIX: Final = f"{SUBJECT_ROOT}.market.quote."
+INSTRUMENT_SUBJECT_PREFIX: Final = f"{SUBJECT_ROOT}.market.instrument."
+
+
 def quote_subject(symbol: str) -> str:
-    return f"{SUBJECT_ROOT}.market.quote.{symbol}"
+    return f"{QUOTE_SUBJECT_PREFIX}{symbol}"
 
 
 def instrument_subject(symbol: str) -> str:
-    return f"{SUBJECT_ROOT}.market.instrument.{symbol}"
+    return f"{INSTRUMENT_SUBJECT_PREFIX}{symbol}"
 
 
 def _no_floats(value: object) -> object:
@@ -116,6 +121,11 @@ class Quote(_Wire):
     time: AwareDatetime
     sequence: int = Field(ge=1)
 
+    @property
+    def msg_id(self) -> str:
+        """The broker's deduplication id: a quote published again (a retry) is stored once."""
+        return f"{self.symbol}:{self.sequence}"
+
     def price_for(self, side: Side) -> Decimal:
         """What an order on `side` executes at: a BUY at the ask, a SELL at the bid."""
         return self.ask if side is Side.BUY else self.bid
@@ -171,6 +181,10 @@ class MarketBoard:
     def quote(self, symbol: str) -> Quote | None:
         return self._quotes.get(symbol)
 
+    def quotes(self) -> list[Quote]:
+        """The latest quote of every symbol that has one, by symbol."""
+        return [self._quotes[symbol] for symbol in sorted(self._quotes)]
+
     def last_price(self, symbol: str) -> Decimal | None:
         """The last traded price, or the reference price before the first quote (None: not listed)."""
         quote, instrument = self._quotes.get(symbol), self._instruments.get(symbol)
@@ -180,6 +194,11 @@ class MarketBoard:
 
     def listen(self, listener: QuoteListener) -> None:
         self._listeners.append(listener)
+
+    def unlisten(self, listener: QuoteListener) -> None:
+        """Stop telling `listener` (a stream whose client went away)."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
 
     def list_instrument(self, instrument: Instrument) -> None:
         self._instruments[instrument.symbol] = instrument

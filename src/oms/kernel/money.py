@@ -1,4 +1,5 @@
-"""Exact money and sizes: parsing decimals from JSON, exact arithmetic, asset symbols, order sides.
+"""Exact money and sizes: parsing decimals from JSON, exact arithmetic, asset symbols, an order's side, type
+and time in force.
 
 Sizes, prices and amounts are `Decimal`s, never floats. Inputs carry at most `MAX_SCALE` decimal places and
 `MAX_INTEGER_DIGITS` digits before the point; anything finer is refused, never rounded. Products and sums are
@@ -41,6 +42,17 @@ _DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+
 class Side(StrEnum):
     BUY = "BUY"
     SELL = "SELL"
+
+
+class OrderType(StrEnum):
+    LIMIT = "LIMIT"  # executes at its price or better
+    MARKET = "MARKET"  # no price: executes at once at the market's, or not at all
+
+
+class TimeInForce(StrEnum):
+    GTC = "GTC"  # good till canceled
+    DAY = "DAY"  # canceled ("expired") at the market's close
+    IOC = "IOC"  # immediate or cancel: what cannot execute when its funds are reserved is canceled
 
 
 class InvalidValue(ValueError):

@@ -166,16 +166,35 @@ async def connect_nats(
     error_cb: Any = None,
 ) -> NatsClient:
     """A connection as `access.identity`, replies under its own inbox prefix. It reconnects for ever (a
-    publisher retries through an outage), or with `once` fails at the first refusal (command-line tools)."""
-    return await nats.connect(
-        servers=list(access.servers),
-        name=name or f"oms-{access.identity}",
-        inbox_prefix=access.inbox_prefix,
-        tls=_tls(access),
-        connect_timeout=2,
-        reconnect_time_wait=0.5,
-        allow_reconnect=not once,
-        max_reconnect_attempts=-1,
-        error_cb=error_cb or _log_error,
+    publisher retries through an outage), or with `once` fails at once, with the reason, when no server
+    answers (command-line tools: ConnectionError)."""
+    options: dict[str, Any] = {
+        "servers": list(access.servers),
+        "name": name or f"oms-{access.identity}",
+        "inbox_prefix": access.inbox_prefix,
+        "tls": _tls(access),
+        "connect_timeout": 2,
+        "reconnect_time_wait": 0.5,
         **_credentials(access),
-    )
+    }
+    if not once:
+        return await nats.connect(
+            **options, allow_reconnect=True, max_reconnect_attempts=-1, error_cb=error_cb or _log_error
+        )
+    failures: list[Exception] = []
+
+    async def remember(exc: Exception) -> None:  # raised below: a log line would say it twice
+        failures.append(exc)
+        if error_cb is not None:
+            await error_cb(exc)
+
+    # Quick, and a limit on attempts: nats-py's first connect otherwise tries a refused server for ever.
+    options.update(connect_timeout=1, reconnect_time_wait=0.1, max_reconnect_attempts=1)
+    try:
+        return await nats.connect(**options, allow_reconnect=False, error_cb=remember)
+    except (nats.errors.NoServersError, OSError, TimeoutError) as exc:
+        last = failures[-1] if failures else exc
+        reason = str(last) or (
+            "no answer within 1s" if isinstance(last, TimeoutError) else type(last).__name__
+        )
+        raise ConnectionError(f"cannot reach NATS at {', '.join(access.servers)}: {reason}") from None

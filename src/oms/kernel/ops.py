@@ -23,7 +23,7 @@ from oms.kernel.outbox import relay_position
 from oms.kernel.tokens import AdminUser
 from oms.kernel.topology import slot_name
 
-SCANNED_DEAD_LETTERS = 1000  # the queue is shared by every consumer: read this many to find this one's
+SCANNED_DEAD_LETTERS = 1000  # the most one listing reads
 PAYLOAD_PREVIEW = 2000
 
 
@@ -115,12 +115,8 @@ async def relay_status(pool: asyncpg.Pool, slot: str) -> RelayStatus:
 
 
 async def consumer_dead_letters(broker: Broker, consumer: str) -> list[DeadLetter]:
-    """This consumer's dead letters, oldest first (the queue is shared by all consumers)."""
-    return [
-        letter
-        for letter in await broker.dead_letters(limit=SCANNED_DEAD_LETTERS)
-        if letter.consumer == consumer
-    ]
+    """This consumer's dead letters, oldest first."""
+    return await broker.dead_letters(limit=SCANNED_DEAD_LETTERS, consumer=consumer)
 
 
 def ops_router(service: str) -> APIRouter:
@@ -162,8 +158,12 @@ def ops_router(service: str) -> APIRouter:
         the reason when it still cannot be applied."""
         broker: Broker = request.app.state.broker
         handler: BatchHandler = request.app.state.handler
-        found = [letter for letter in await broker.dead_letters(limit=1, start=seq) if letter.seq == seq]
-        if not found or found[0].consumer != service:
+        found = [
+            letter
+            for letter in await broker.dead_letters(limit=1, start=seq, consumer=service)
+            if letter.seq == seq
+        ]
+        if not found:
             raise ApiError(404, f"no dead letter {seq} of the {service} consumer")
         try:
             await apply_dead_letter(broker, found[0], handler)

@@ -5,6 +5,9 @@ derived from the topology (docs/decisions/009).
 - a service (`order`, `account`) pulls from and acknowledges its own durable consumer, reads its info,
   publishes its own dead letters and reads/removes dead letters (ops, replay); never an event subject.
 - `backoffice` asks JetStream for its account info: the System page's broker health, nothing more.
+- `market` (the market service's feed) publishes market data, `oms.market.>`, and nothing else.
+- the readers of market data (`MARKET_READERS`) may create an ephemeral consumer of OMS_MARKET (the stream
+  holds market data only, which every signed-in user may see anyway) delivered to their own inbox.
 - `operator` (`oms up`, `oms dlq`, bench, chaos) may do everything: streams, consumers, purges.
 
 Every identity but the operator subscribes only under its own inbox prefix, so none can read another's
@@ -18,11 +21,16 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
-from oms.kernel.topology import CONSUMERS, DLQ_STREAM, EVENTS_STREAM, PRODUCERS, Consumer, Producer
+from oms.kernel.market import MARKET_STREAM, MARKET_SUBJECTS
+from oms.kernel.topology import CONSUMERS, EVENTS_STREAM, PRODUCERS, Consumer, Producer
 
 OPERATOR: Final = "operator"
 BACKOFFICE: Final = "backoffice"
+MARKET: Final = "market"
+MARKET_READERS: Final = ("order", "account", BACKOFFICE, MARKET)
 _JS_API: Final = "$JS.API"
+# Creating a consumer of OMS_MARKET named anything, filtered on market subjects (kernel/market_view.py).
+READ_MARKET: Final = f"{_JS_API}.CONSUMER.CREATE.{MARKET_STREAM}.*.{MARKET_SUBJECTS}"
 
 
 @dataclass(frozen=True)
@@ -56,13 +64,19 @@ def service_permissions(consumer: Consumer) -> Permissions:
             f"{_JS_API}.CONSUMER.INFO.{EVENTS_STREAM}.{consumer.name}",
             f"$JS.ACK.{EVENTS_STREAM}.{consumer.name}.>",
             consumer.dead_letters,
-            # JetStream cannot narrow these two by subject: a service can read and remove any dead letter
-            # (not only its own), never an event still in OMS_EVENTS (docs/decisions/009).
-            f"{_JS_API}.STREAM.MSG.GET.{DLQ_STREAM}",
-            f"{_JS_API}.STREAM.MSG.DELETE.{DLQ_STREAM}",
+            # Its own dead-letter queue only: JetStream cannot narrow these two by subject, so each
+            # consumer's dead letters have a stream of their own (docs/decisions/009).
+            f"{_JS_API}.STREAM.MSG.GET.{consumer.dead_letter_stream}",
+            f"{_JS_API}.STREAM.MSG.DELETE.{consumer.dead_letter_stream}",
         ),
         subscribe=_own_inbox(consumer.name),
     )
+
+
+def _reading_market(identity: str, allowed: Permissions) -> Permissions:
+    if identity not in MARKET_READERS or allowed.publish is None:
+        return allowed
+    return Permissions(publish=(*allowed.publish, READ_MARKET), subscribe=allowed.subscribe)
 
 
 def _all() -> dict[str, Permissions]:
@@ -70,8 +84,10 @@ def _all() -> dict[str, Permissions]:
     allowed |= {p.relay: relay_permissions(p) for p in PRODUCERS.values()}
     allowed |= {c.name: service_permissions(c) for c in CONSUMERS.values()}
     allowed[BACKOFFICE] = Permissions(publish=(f"{_JS_API}.INFO",), subscribe=_own_inbox(BACKOFFICE))
-    return allowed
+    allowed[MARKET] = Permissions(publish=(MARKET_SUBJECTS,), subscribe=_own_inbox(MARKET))
+    return {identity: _reading_market(identity, rules) for identity, rules in allowed.items()}
 
 
 PERMISSIONS: Final[Mapping[str, Permissions]] = MappingProxyType(_all())
-IDENTITIES: Final = tuple(PERMISSIONS)  # operator, relay-order, relay-account, account, order, backoffice
+# operator, relay-order, relay-account, account, order, backoffice, market
+IDENTITIES: Final = tuple(PERMISSIONS)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 from fastapi import APIRouter, FastAPI
@@ -29,6 +29,19 @@ from oms.kernel.unit_of_work import Stage, UnitOfWorkFactory, postgres_unit_of_w
 R = TypeVar("R")
 
 
+def database_and_broker(app: FastAPI) -> dict[str, HealthCheck]:
+    """The health checks of a service with a database pool and a broker (`app.state.pool`, `.broker`)."""
+
+    async def database() -> None:
+        await app.state.pool.fetchval("SELECT 1")
+
+    async def broker() -> None:
+        if not app.state.broker.connected:
+            raise ConnectionError("not connected to the broker")
+
+    return {"database": database, "broker": broker}
+
+
 def create_event_service(
     *,
     service: str,
@@ -38,11 +51,12 @@ def create_event_service(
     repository: Callable[[asyncpg.Connection, Stage], R],
     make_handler: Callable[[UnitOfWorkFactory[R], Settings], BatchHandler],
     on_start: Callable[[FastAPI], None] = lambda app: None,
+    background: Callable[[FastAPI, asyncio.Event], Coroutine[Any, Any, None]] | None = None,
 ) -> FastAPI:
     """A service app whose lifespan migrates its database, connects to the broker and consumes the
     events for durable consumer `service` with `make_handler(unit_of_work, settings)`; its units of work hand
     out `repository(conn, stage)` (`app.state.unit_of_work`); `on_start(app)` adds what the service's routes
-    need to `app.state` once they exist."""
+    need to `app.state` once they exist; `background(app, stop)` runs beside the consumer until `stop`."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -59,6 +73,9 @@ def create_event_service(
         stop = asyncio.Event()
         consumer: asyncio.Task[None] | None = None
         tidy = asyncio.create_task(keep_tidy(app.state.pool, stop), name=f"{service}-housekeeping")
+        extra = (
+            asyncio.create_task(background(app, stop), name=f"{service}-background") if background else None
+        )
         try:
             await app.state.broker.wait_for_topology(consumer=service)
             runner = ConsumerRunner(app.state.broker, service, app.state.handler)
@@ -71,28 +88,18 @@ def create_event_service(
                 yield
         finally:
             stop.set()
-            for task in (consumer, tidy):
+            for task in (consumer, tidy, extra):
                 if task is not None:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
             await app.state.broker.close()
             await app.state.pool.close()
 
-    def health_checks(app: FastAPI) -> dict[str, HealthCheck]:
-        async def database() -> None:
-            await app.state.pool.fetchval("SELECT 1")
-
-        async def broker() -> None:
-            if not app.state.broker.connected:
-                raise ConnectionError("not connected to the broker")
-
-        return {"database": database, "broker": broker}
-
     return create_service_app(
         title=f"OMS {service}",
         description=description,
         lifespan=lifespan,
         routers=[*routers, ops_router(service)],
-        health_checks=health_checks,
+        health_checks=database_and_broker,
         metrics_clients=settings.metrics_clients,
     )

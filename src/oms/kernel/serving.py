@@ -91,4 +91,7 @@ def server_config(app: Any, settings: Settings, port: int) -> uvicorn.Config:
         ssl_keyfile=settings.tls_key_file,
         log_config=None,
         access_log=False,
+        # A stream (server-sent events) never ends by itself: at shutdown it is cut after this many seconds
+        # rather than holding the process until it is killed; its client reconnects to another replica.
+        timeout_graceful_shutdown=5,
     )

@@ -4,21 +4,34 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BeforeValidator, Field, SecretStr
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SERVICES = ("auth", "order", "account")
+from oms.kernel.market import DEFAULT_COLLAR
+
+SERVICES = ("auth", "order", "account", "market")
 log = logging.getLogger(__name__)
 
 
 class ExecutionMode(StrEnum):
-    IMMEDIATE = "immediate"
-    MANUAL = "manual"
+    MARKET = "market"  # executed whole at the market's price when a quote crosses it (SPEC §3b)
+    IMMEDIATE = "immediate"  # executed at once at its limit price (the original system)
+    MANUAL = "manual"  # executed by an admin's match, at the market's price
+
+
+class QuoteSource(StrEnum):
+    """Where the market service's quotes come from."""
+
+    SIM = "sim"  # a seeded random walk around each reference price
+    REPLAY = "replay"  # the rows of a CSV file (OMS_MARKET_REPLAY_FILE)
 
 
 class DepositPolicy(StrEnum):
@@ -42,6 +55,56 @@ def _deposit_policy(value: object) -> object:
     return value
 
 
+@dataclass(frozen=True)
+class MarketClose:
+    """When the market closes each day (DAY orders still PENDING then expire): a wall-clock time in a zone."""
+
+    at: time
+    zone: ZoneInfo
+
+    def last(self, now: datetime) -> datetime:
+        """The latest close at or before `now`."""
+        local = now.astimezone(self.zone)
+        today = datetime.combine(local.date(), self.at, self.zone)
+        return (
+            today
+            if today <= local
+            else datetime.combine(local.date() - timedelta(days=1), self.at, self.zone)
+        )
+
+    def next(self, now: datetime) -> datetime:
+        """The first close after `now`."""
+        local = now.astimezone(self.zone)
+        today = datetime.combine(local.date(), self.at, self.zone)
+        return (
+            today if today > local else datetime.combine(local.date() + timedelta(days=1), self.at, self.zone)
+        )
+
+    @staticmethod
+    def parse(text: str) -> MarketClose:
+        """OMS_MARKET_CLOSE: "HH:MM" (Europe/Istanbul) or "HH:MM Area/City"; ValueError otherwise."""
+        at, _, zone = text.strip().partition(" ")
+        try:
+            return MarketClose(time.fromisoformat(at), ZoneInfo(zone.strip() or "Europe/Istanbul"))
+        except (ValueError, ZoneInfoNotFoundError) as exc:
+            raise ValueError(f"market close {text!r}: expected HH:MM and an optional time zone") from exc
+
+
+def _market_close(value: object) -> object:
+    MarketClose.parse(str(value))
+    return value
+
+
+def _local_url(scheme: str, given: dict[str, Any], port_setting: str) -> str:
+    """The URL of a server of this machine, from the settings read so far (those above in the class)."""
+    host = str(given["host"])
+    # Listening on every address: reached through the loopback one.
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{given[port_setting]}"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OMS_", extra="ignore")
 
@@ -51,6 +114,7 @@ class Settings(BaseSettings):
     account_port: int = 667
     auth_port: int = 668
     backoffice_port: int = 669
+    market_port: int = 670
     # Each relay serves its Prometheus metrics (events relayed, lag, commit→ack latency) on its own port.
     order_relay_port: int = 16666
     account_relay_port: int = 16667
@@ -74,12 +138,14 @@ class Settings(BaseSettings):
     auth_database_url: str | None = None
     order_database_url: str | None = None
     account_database_url: str | None = None
+    market_database_url: str | None = None
     # Each relay's replication role, and the audit's read-only role (`oms up` sets them; docs/decisions/010).
     order_relay_database_url: str | None = None
     account_relay_database_url: str | None = None
     audit_order_database_url: str | None = None
     audit_account_database_url: str | None = None
-    nats_url: str = "nats://127.0.0.1:14222"
+    # Unset: the embedded server on OMS_HOST:OMS_NATS_PORT (every URL not given follows the port settings).
+    nats_url: str = Field(default_factory=lambda given: _local_url("nats", given, "nats_port"))
 
     # This process's broker identity (docs/decisions/009): one kind of credentials — a .creds file, an nkey
     # seed file, or a user with a password file — and TLS. Unset: the identity's file in the identities folder
@@ -94,7 +160,7 @@ class Settings(BaseSettings):
     nats_tls_key_file: Path | None = None
 
     # Tokens.
-    auth_url: str = "http://127.0.0.1:668"
+    auth_url: str = Field(default_factory=lambda given: _local_url("http", given, "auth_port"))
     token_issuer: str = "oms-auth"
     token_audience: str = "oms"
     token_lifetime_seconds: int = Field(default=3600, ge=60, le=86400)
@@ -118,9 +184,13 @@ class Settings(BaseSettings):
 
     # The back office: where it finds the services (`oms up` sets them), and the key that encrypts its
     # session cookies (a Fernet key; default: <data-dir>/secrets/backoffice-session.key).
-    order_url: str = "http://127.0.0.1:666"
-    account_url: str = "http://127.0.0.1:667"
+    order_url: str = Field(default_factory=lambda given: _local_url("http", given, "order_port"))
+    account_url: str = Field(default_factory=lambda given: _local_url("http", given, "account_port"))
+    market_url: str = Field(default_factory=lambda given: _local_url("http", given, "market_port"))
     backoffice_session_key: SecretStr | None = None
+    # The back office's ticker strip: symbols shown to admins (and after a customer's own), comma-separated;
+    # empty: admins see the most ordered symbols, then the first listed.
+    backoffice_ticker: str = ""
 
     # The first admin.
     admin_username: str | None = None
@@ -135,7 +205,20 @@ class Settings(BaseSettings):
     register_address_max_attempts: int = 10
     register_window_seconds: int = 3600
 
+    # The market service's quotes (SPEC §3b): the source, the random walk's seed, quotes per second of each
+    # symbol, and for `replay` the file and its speed (1: as recorded; 0: as fast as the broker takes them).
+    market_source: QuoteSource = QuoteSource.SIM
+    market_seed: int = 1
+    market_quotes_per_second: float = Field(default=1.0, gt=0, le=10_000)
+    market_replay_file: Path | None = None
+    market_replay_speed: float = Field(default=1.0, ge=0)
+
+    # `market` is to become the default once the market service feeds the order service (issue 12).
     execution: ExecutionMode = ExecutionMode.IMMEDIATE
+    # A MARKET BUY reserves size × ask × (1 + collar); it is canceled if the ask has moved further by the
+    # time it executes. DAY orders still PENDING at the close expire.
+    market_order_collar: Decimal = Field(default=DEFAULT_COLLAR, ge=0, le=1)
+    market_close: Annotated[str, AfterValidator(_market_close)] = "18:00 Europe/Istanbul"
     customer_deposits: Annotated[DepositPolicy, BeforeValidator(_deposit_policy)] = DepositPolicy.REQUEST
     # TRY: a withdrawal above it waits for an admin's approval (four eyes), its amount held meanwhile.
     withdrawal_approval_threshold: Decimal = Field(default=Decimal(50_000), ge=0)
@@ -148,6 +231,10 @@ class Settings(BaseSettings):
         if self.relay_confirm_delay is not None:
             return self.relay_confirm_delay
         return confirm_delay_for(self.nats_sync_interval)
+
+    def close(self) -> MarketClose:
+        """OMS_MARKET_CLOSE as a time and zone."""
+        return MarketClose.parse(self.market_close)
 
     def port_of(self, component: str) -> int:
         port: int = getattr(self, f"{component}_port")

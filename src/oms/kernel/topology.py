@@ -16,9 +16,12 @@ from types import MappingProxyType
 from typing import Final
 
 SUBJECT_ROOT: Final = "oms"
-EVENTS_STREAM: Final = "OMS_EVENTS"  # every event, subjects `oms.>`
-DLQ_STREAM: Final = "OMS_DLQ"  # what consumers gave up on, subjects `oms_dlq.<consumer>.<original subject>`
+EVENTS_STREAM: Final = "OMS_EVENTS"  # every relayed event, subjects `EVENT_SUBJECTS`
+# What consumers gave up on: each consumer's own stream `OMS_DLQ_<CONSUMER>`, subjects
+# `oms_dlq.<consumer>.<original subject>`, so that a service may read and remove its own dead letters only.
 DLQ_ROOT: Final = "oms_dlq"
+# Until 2026-12-06 all consumers shared this one; `oms up` moves what it holds into the consumers' own.
+SHARED_DLQ_STREAM: Final = "OMS_DLQ"
 
 # In every relayed database (created by the service's migrations).
 OUTBOX_TABLE: Final = "outbox"
@@ -78,6 +81,11 @@ class Consumer:
         return self.reads.subjects
 
     @property
+    def dead_letter_stream(self) -> str:
+        """The stream holding its dead letters, and no one else's."""
+        return f"OMS_DLQ_{self.name.upper()}"
+
+    @property
     def dead_letters(self) -> str:
         """The subjects its dead letters are kept under."""
         return f"{DLQ_ROOT}.{self.name}.>"
@@ -105,6 +113,9 @@ ACCOUNT: Final = Producer("account", "funds")
 
 PRODUCERS: Final[Mapping[str, Producer]] = MappingProxyType({p.service: p for p in (ORDER, ACCOUNT)})
 RELAYED: Final = tuple(PRODUCERS)  # the services with an outbox and a relay
+# The subjects of the events stream: only what the relays publish. Market data (`oms.market.>`) has a stream
+# of its own (kernel/market.py), and a stream may not take subjects another one has.
+EVENT_SUBJECTS: Final = tuple(p.subjects for p in PRODUCERS.values())
 
 CONSUMERS: Final[Mapping[str, Consumer]] = MappingProxyType(
     {c.name: c for c in (Consumer("account", reads=ORDER), Consumer("order", reads=ACCOUNT))}
@@ -120,3 +131,6 @@ def consumer_of(event_type: str) -> Consumer | None:
     """The durable consumer that receives events of `event_type` (whose inbox records them), if any."""
     producer = producer_of(event_type)
     return next((c for c in CONSUMERS.values() if c.reads is producer), None)
+
+
+DLQ_STREAMS: Final = tuple(c.dead_letter_stream for c in CONSUMERS.values())

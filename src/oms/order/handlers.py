@@ -9,9 +9,11 @@ from datetime import UTC, datetime
 
 from oms.kernel.consumer import Outcome
 from oms.kernel.events import AnyEvent, Envelope, FundsRejected, FundsReserved
+from oms.kernel.market import MarketData, Quote
 from oms.kernel.settings import ExecutionMode
 from oms.kernel.unit_of_work import UnitOfWork, UnitOfWorkFactory
-from oms.order.domain import Order, OrderEvent, OrderPlaced, TransitionRefused
+from oms.order.domain import NotMarketable, Order, OrderEvent, OrderPlaced, TransitionRefused
+from oms.order.execution import tradable_quote
 from oms.order.store import Orders
 
 
@@ -27,9 +29,16 @@ async def place_orders(tx: UnitOfWork[Orders], placed: Sequence[OrderPlaced]) ->
 
 
 async def handle_batch(
-    unit_of_work: UnitOfWorkFactory[Orders], mode: ExecutionMode, envelopes: Sequence[Envelope[AnyEvent]]
+    unit_of_work: UnitOfWorkFactory[Orders],
+    mode: ExecutionMode,
+    envelopes: Sequence[Envelope[AnyEvent]],
+    *,
+    market: MarketData | None = None,
+    rested: Callable[[Sequence[Order]], None] | None = None,
 ) -> list[Outcome]:
-    """Apply events from the account service in stream order, each at most once, in one unit of work."""
+    """Apply events from the account service in stream order, each at most once, in one unit of work. An
+    order whose funds are reserved executes as `mode` says, at `market`'s latest quote; those left resting
+    are handed to `rested` once the unit has committed."""
     failed: dict[uuid.UUID, Exception] = {}
     async with unit_of_work() as tx:
         todo = await tx.inbox.first_deliveries(envelopes)
@@ -42,38 +51,50 @@ async def handle_batch(
                 failed[envelope.id] = UnknownOrder(str(envelope.order_id))
                 continue
             before = (order.status, order.reserved)
-            tx.emit(*_answer(order, envelope.event, mode, now))
+            quote = tradable_quote(market, order.asset_name) if market else None
+            tx.emit(*_answer(order, envelope.event, mode, now, quote))
             if (order.status, order.reserved) != before:
                 changed[order.id] = order
         tx.inbox.forget(failed)
         tx.repository.save(*changed.values())
+    if rested is not None:
+        rested([o for o in changed.values() if o.rests])
     return [failed.get(envelope.id) for envelope in envelopes]
 
 
-def _answer(order: Order, event: AnyEvent, mode: ExecutionMode, now: datetime) -> list[OrderEvent]:
+def _answer(
+    order: Order, event: AnyEvent, mode: ExecutionMode, now: datetime, quote: Quote | None
+) -> list[OrderEvent]:
     """The account's answer to the order's creation, applied to the order."""
     match event:
         case FundsReserved():
-            return order.reserve_funds_confirmed(mode, now)
+            return order.reserve_funds_confirmed(mode, now, quote)
         case FundsRejected():
             return order.reserve_funds_rejected(event.reason, now)
     return []  # not for us
 
 
-Change = Callable[[Order, datetime], list[OrderEvent] | TransitionRefused]
+Refusal = TransitionRefused | NotMarketable
+Change = Callable[[Order, datetime], list[OrderEvent] | Refusal]
 
 
 def cancel(reason: str) -> Change:
     return lambda order, now: order.cancel(reason, now)
 
 
-def match(order: Order, now: datetime) -> list[OrderEvent] | TransitionRefused:
+def match(order: Order, now: datetime) -> list[OrderEvent] | Refusal:
     return order.match(now)
+
+
+def match_at_market(market: MarketData) -> Change:
+    """An admin's match at the symbol's latest quote (none while it is halted), read once the order is
+    locked."""
+    return lambda order, now: order.match_at(tradable_quote(market, order.asset_name), now)
 
 
 async def change_order(
     unit_of_work: UnitOfWorkFactory[Orders], order_id: uuid.UUID, change: Change
-) -> Order | TransitionRefused | None:
+) -> Order | Refusal | None:
     """Cancel or match an order (a command from the API), the row locked so that a racing cancel and match
     queue up and the second is refused. None if there is no such order."""
     async with unit_of_work() as tx:
@@ -81,7 +102,7 @@ async def change_order(
         if order is None:
             return None
         outcome = change(order, datetime.now(UTC))
-        if isinstance(outcome, TransitionRefused):
+        if isinstance(outcome, TransitionRefused | NotMarketable):
             return outcome
         tx.repository.save(order)
         tx.emit(*outcome)

