@@ -64,3 +64,11 @@ async def test_a_listener_that_stopped_listening_hears_nothing_and_stopping_twic
     assert heard == [1]
     latest = board.quote("AAPL")
     assert latest is not None and latest.sequence == 2  # the board itself still takes the quotes
+
+
+def test_the_board_lists_its_instruments_by_symbol() -> None:
+    board = MarketBoard()
+    msft = AAPL.model_copy(update={"symbol": "MSFT", "name": "Microsoft"})
+    for instrument in (msft, AAPL):
+        board.list_instrument(instrument)
+    assert board.instruments() == [AAPL, msft]
