@@ -157,7 +157,7 @@ async def test_requests_waiting_when_the_writer_is_stopped_fail_instead_of_waiti
 
     writer = GroupCommit("stopped", units, stuck)
     first = asyncio.ensure_future(writer.submit(1))
-    await writing.wait()
+    await asyncio.wait_for(writing.wait(), 10)
     waiting = [asyncio.ensure_future(writer.submit(n)) for n in (2, 3)]
     (task,) = [t for t in asyncio.all_tasks() if t.get_name() == "group-commit-stopped"]
     task.cancel()  # as a shutdown does
