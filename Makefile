@@ -26,8 +26,8 @@ test: $(STAMP)
 # low). The score per module is printed and kept in mutants/report.md.
 MUTATION_JOBS ?= 1
 MUTATION_MODULES ?= oms.order.domain oms.account.domain oms.account.requests oms.auth.domain \
-	oms.kernel.inbox oms.kernel.outbox oms.kernel.confirmation oms.kernel.group_commit oms.kernel.deps \
-	oms.kernel.money
+	oms.market.domain oms.order.resting oms.kernel.market oms.kernel.inbox oms.kernel.outbox \
+	oms.kernel.confirmation oms.kernel.group_commit oms.kernel.deps oms.kernel.money
 
 mutation: $(STAMP)
 	rm -rf mutants && mkdir mutants

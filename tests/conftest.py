@@ -15,10 +15,16 @@ from oms.kernel.permissions import OPERATOR
 from oms.runtime.nats import EmbeddedNats
 from oms.runtime.ports import free_port
 from oms.runtime.postgres import EmbeddedPostgres
+from tests import mutation_runs
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+def pg_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmbeddedPostgres]:
+    if request.config.pluginmanager.has_plugin(mutation_runs.__name__):  # `make mutation`: one for all runs
+        yield mutation_runs.shared_postgres()
+        return
     server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), free_port())
     server.start()
     yield server
@@ -46,15 +52,18 @@ def operator(nats_server: EmbeddedNats) -> NatsAccess:
 
 
 @pytest.fixture(scope="session")
-def make_database(pg_server: EmbeddedPostgres) -> Callable[[str], str]:
+def make_database(pg_server: EmbeddedPostgres) -> Iterator[Callable[[str], str]]:
     """Create a new empty database and return its URL; each test module gets its own."""
+    made: list[str] = []
 
     def make(prefix: str) -> str:
         name = f"{prefix}_{uuid.uuid4().hex[:8]}"
         pg_server.create_databases([name])
+        made.append(name)
         return pg_server.url(name)
 
-    return make
+    yield make
+    mutation_runs.drop_if_shared(pg_server, made)
 
 
 def execute(url: str, sql: str) -> list[tuple[object, ...]]:

@@ -4,7 +4,7 @@ transaction, each gets its own result, and a bad one fails alone."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import asyncpg
 import pytest
@@ -44,6 +44,11 @@ async def insert(tx: UnitOfWork[Items], items: Sequence[int]) -> list[str]:
     return [f"item {n}" for n in items]
 
 
+async def answered(*requests: Awaitable[str]) -> list[str | BaseException]:
+    """Every request's answer or error; a failure if one waits over 10 s (its writer stopped)."""
+    return await asyncio.wait_for(asyncio.gather(*requests, return_exceptions=True), 10)
+
+
 async def transaction_sizes(pool: asyncpg.Pool) -> list[int]:
     """How many items each transaction wrote, in the order of their items."""
     rows = await pool.fetch("SELECT count(*) AS n FROM items GROUP BY tx ORDER BY min(n)")
@@ -54,7 +59,7 @@ async def test_requests_waiting_together_share_a_transaction(
     pool: asyncpg.Pool, units: UnitOfWorkFactory[Items]
 ) -> None:
     writer = GroupCommit("test", units, insert)
-    results = await asyncio.gather(*(writer.submit(n) for n in range(100)))
+    results = await answered(*(writer.submit(n) for n in range(100)))
     assert results == [f"item {n}" for n in range(100)]
     transactions = await pool.fetchval("SELECT count(DISTINCT tx) FROM items")
     assert 1 <= transactions < 10  # the first request alone, then the rest in a few batches
@@ -62,7 +67,7 @@ async def test_requests_waiting_together_share_a_transaction(
 
 async def test_a_bad_request_fails_alone(pool: asyncpg.Pool, units: UnitOfWorkFactory[Items]) -> None:
     writer = GroupCommit("test", units, insert)
-    outcomes = await asyncio.gather(*(writer.submit(n) for n in (1, 2, -3, 4, 2)), return_exceptions=True)
+    outcomes = await answered(*(writer.submit(n) for n in (1, 2, -3, 4, 2)))
     assert outcomes[:2] == ["item 1", "item 2"] and outcomes[3] == "item 4"
     assert isinstance(outcomes[2], asyncpg.CheckViolationError)
     assert isinstance(outcomes[4], asyncpg.UniqueViolationError)  # 2 twice: the second one fails
@@ -95,7 +100,7 @@ async def test_a_write_answering_the_wrong_number_of_results_commits_nothing(
 
     writer = GroupCommit("test", units, short)
     with pytest.raises(RuntimeError, match="0 results for 1"):
-        await writer.submit(1)
+        await asyncio.wait_for(writer.submit(1), 10)
     assert await pool.fetchval("SELECT count(*) FROM items") == 0
 
 
@@ -103,7 +108,7 @@ async def test_a_transaction_carries_at_most_max_batch_requests(
     pool: asyncpg.Pool, units: UnitOfWorkFactory[Items]
 ) -> None:
     writer = GroupCommit("test", units, insert, max_batch=10)
-    await asyncio.gather(*(writer.submit(n) for n in range(25)))
+    await answered(*(writer.submit(n) for n in range(25)))
     assert await transaction_sizes(pool) == [10, 10, 5]
 
 
@@ -111,7 +116,7 @@ async def test_by_default_up_to_256_requests_share_a_transaction(
     pool: asyncpg.Pool, units: UnitOfWorkFactory[Items]
 ) -> None:
     writer = GroupCommit("test", units, insert)
-    await asyncio.gather(*(writer.submit(n) for n in range(300)))
+    await answered(*(writer.submit(n) for n in range(300)))
     assert await transaction_sizes(pool) == [256, 44]
 
 
@@ -123,7 +128,7 @@ async def test_each_transaction_is_counted_with_its_number_of_requests(
 
     writer = GroupCommit("counted", units, insert, max_batch=10)
     before = (sample("count"), sample("sum"))
-    await asyncio.gather(*(writer.submit(n) for n in range(25)))
+    await answered(*(writer.submit(n) for n in range(25)))
     assert (sample("count") - before[0], sample("sum") - before[1]) == (3, 25)
 
 
@@ -134,7 +139,7 @@ async def test_a_request_whose_caller_went_away_is_still_written_and_the_others_
     requests = [asyncio.ensure_future(writer.submit(n)) for n in range(3)]
     await asyncio.sleep(0)  # the writer has taken them
     requests[1].cancel()
-    answers = await asyncio.wait_for(asyncio.gather(*requests, return_exceptions=True), 10)
+    answers = await answered(*requests)
     assert answers[0] == "item 0" and answers[2] == "item 2"
     assert isinstance(answers[1], asyncio.CancelledError)
     assert [row["n"] for row in await pool.fetch("SELECT n FROM items ORDER BY n")] == [0, 1, 2]

@@ -4,15 +4,17 @@ rows not relayed yet, and how far the relay is behind."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import psycopg2
 import pytest
+from psycopg2.extras import LogicalReplicationConnection
 
 from oms.kernel.events import parse
 from oms.kernel.outbox import outbox_rows, relay_position, unrelayed
 from oms.kernel.sql import write_together
-from oms.kernel.topology import slot_name
+from oms.kernel.topology import PUBLICATION, slot_name
 from tests.integration.conftest import ServiceDatabase, canceled_event
 
 
@@ -42,6 +44,8 @@ async def test_unrelayed_rows_are_listed_oldest_first_or_only_those_written_rece
         (recent.id, recent.subject),
     ]
     assert [r.id for r in await unrelayed(conn, written_within=timedelta(hours=1))] == [recent.id]
+    waited = [datetime.now(UTC) - r.created_at for r in await unrelayed(conn)]
+    assert waited[0] > timedelta(hours=2) > timedelta(minutes=1) > waited[1]  # how long each has waited
 
 
 async def test_the_relay_position_says_what_waits_and_whether_a_slot_is_kept(
@@ -64,3 +68,18 @@ async def test_the_relay_position_says_what_waits_and_whether_a_slot_is_kept(
     assert (waiting.slot_exists, waiting.relay_connected, waiting.backlog) == (True, False, 2)
     assert waiting.lag_bytes is not None and waiting.lag_bytes > 0  # the rows' WAL, not confirmed by anyone
     assert waiting.oldest_seconds is not None and waiting.oldest_seconds >= 60
+
+
+async def test_the_relay_position_says_whether_a_relay_streams_the_slot(
+    conn: asyncpg.Connection, service_db: ServiceDatabase
+) -> None:
+    slot = slot_name(service_db.service)
+    await conn.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot)
+    assert not (await relay_position(conn, slot)).relay_connected
+    streaming = psycopg2.connect(service_db.url, connection_factory=LogicalReplicationConnection)
+    try:
+        options = {"proto_version": "1", "publication_names": PUBLICATION}
+        streaming.cursor().start_replication(slot_name=slot, decode=False, options=options)
+        assert (await relay_position(conn, slot)).relay_connected
+    finally:
+        streaming.close()

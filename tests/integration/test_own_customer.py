@@ -6,9 +6,10 @@ anyone.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -145,10 +146,15 @@ async def owner_order(services: Services) -> str:
         credited = await services.account.post("/api/v1/assets", json=body, headers=services.admin.headers)
         assert credited.status_code == 200, credited.text
     body = {"customerId": owner, "assetName": "AAPL", "orderSide": "BUY", "size": "1", "price": "10"}
-    placed = await services.order.post("/api/v1/orders", json=body, headers=services.owner.headers)
+    placed = await answered(services.order.post("/api/v1/orders", json=body, headers=services.owner.headers))
     assert placed.status_code == 200, placed.text
     order_id: str = placed.json()["id"]
     return order_id
+
+
+async def answered(sent: Awaitable[httpx.Response]) -> httpx.Response:
+    """The answer, or a failure after 10 s (served in-process, a request has no client timeout)."""
+    return await asyncio.wait_for(sent, 10)
 
 
 @dataclass(frozen=True)
@@ -160,10 +166,14 @@ class Request:
     path: str
     body: Callable[[str], dict[str, Any]] | None = None  # the JSON body for a customer id, else a query
 
-    def send(self, client: httpx.AsyncClient, customer_id: str, headers: dict[str, str]) -> Any:
+    async def send(
+        self, client: httpx.AsyncClient, customer_id: str, headers: dict[str, str]
+    ) -> httpx.Response:
         if self.body is not None:
-            return client.request(self.method, self.path, json=self.body(customer_id), headers=headers)
-        return client.request(self.method, self.path, params={"customerId": customer_id}, headers=headers)
+            sent = client.request(self.method, self.path, json=self.body(customer_id), headers=headers)
+        else:
+            sent = client.request(self.method, self.path, params={"customerId": customer_id}, headers=headers)
+        return await answered(sent)
 
 
 NAMING_A_CUSTOMER = [

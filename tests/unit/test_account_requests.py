@@ -4,8 +4,10 @@ and the four-eyes rule."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -236,6 +238,21 @@ def test_requested_withdrawal_without_its_hold_raises() -> None:
         approve_withdrawal(asked.request, None, asked.effect.assets[0], at(9, ADMIN))
 
 
+@pytest.mark.parametrize("decide", [approve_withdrawal, reject_withdrawal])
+@pytest.mark.parametrize("whose", ["another withdrawal's", "its own, released"])
+def test_a_withdrawal_is_never_decided_on_a_hold_that_is_not_its_own_held_amount(
+    decide: Any, whose: str
+) -> None:
+    asked = withdrawal("5000", cash("12000"))
+    other = withdrawal("6000", cash("12000"))
+    held = asked.effect.reservation if whose == "its own, released" else other.effect.reservation
+    assert held is not None
+    if whose == "its own, released":
+        held = replace(held, status=RELEASED)
+    with pytest.raises(ValueError, match="not held"):
+        decide(asked.request, held, asked.effect.assets[0], at(9, OTHER_ADMIN))
+
+
 def test_hold_and_pay_out_keep_the_balance_equal_to_its_entries() -> None:
     request = withdrawal("5000", cash("6000")).request
     held = hold(cash("6000"), request)
@@ -246,3 +263,23 @@ def test_hold_and_pay_out_keep_the_balance_equal_to_its_entries() -> None:
     assert sum(e.delta_usable for e in entries) == D(-5000)
     with pytest.raises(ValueError, match="not HELD"):
         pay_out(paid.reservation, paid.assets[0])  # type: ignore[arg-type]
+
+
+def test_refusals_of_a_decision_name_the_request_and_why() -> None:
+    deposit = requested_deposit()
+    approved = step(approve_deposit(deposit, None, at(5, ADMIN))).request
+    assert reject_deposit(approved, at(6, OTHER_ADMIN)) == Refused(
+        Problem.DECIDED, f"deposit {deposit.id} is APPROVED, no longer REQUESTED"
+    )
+    assert approve_deposit(deposit, None, at(5, CUSTOMER)) == Refused(
+        Problem.FOUR_EYES, "four eyes: a deposit is approved by an admin other than the one who asked"
+    )
+    asked = withdrawal("5000", cash("6000"), by=ADMIN)
+    held, balance = asked.effect.reservation, asked.effect.assets[0]
+    assert approve_withdrawal(asked.request, held, balance, at(5, ADMIN)) == Refused(
+        Problem.FOUR_EYES, "four eyes: a withdrawal is approved by an admin other than the one who asked"
+    )
+    rejected = step(reject_withdrawal(asked.request, held, balance, at(5, ADMIN))).request
+    assert reject_withdrawal(rejected, held, balance, at(6, OTHER_ADMIN)) == Refused(
+        Problem.DECIDED, f"withdrawal {rejected.id} is REJECTED, no longer REQUESTED"
+    )

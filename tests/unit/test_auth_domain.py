@@ -161,3 +161,15 @@ def test_refusals_tell_the_user_what_is_allowed() -> None:
 def test_registrations_are_counted_per_address() -> None:
     assert domain.registration_key("192.0.2.1") != domain.registration_key("192.0.2.2")
     assert domain.registration_key("192.0.2.1") not in domain.login_keys("alice", "192.0.2.1")
+
+
+def test_the_moment_a_lock_ends_an_attempt_is_allowed_and_until_then_at_least_a_second_is_asked() -> None:
+    attempts = _attempts(5)
+    assert attempts.locked_until is not None
+    assert domain.retry_after(attempts, attempts.locked_until) is None
+    assert domain.retry_after(attempts, attempts.locked_until - timedelta(milliseconds=300)) == 1
+
+
+def test_take_back_to_exactly_the_limit_keeps_the_key_locked() -> None:
+    locked = _attempts(6)
+    assert domain.take_back(locked, 1, POLICY).locked_until == locked.locked_until

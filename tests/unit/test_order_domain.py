@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -171,6 +172,12 @@ def test_reserve_funds_confirmed_canceled_order_release_requested() -> None:
         ReleaseRequested(order_id=order.id, customer_id=CUSTOMER, occurred_at=T1, reason="changed my mind")
     ]
     assert (order.status, order.reserved, order.updated_at) == (CANCELED, False, T0)
+
+
+def test_reserve_funds_confirmed_canceled_order_without_a_recorded_reason_released_as_canceled() -> None:
+    order = replace(new_order(), status=CANCELED, reason=None)  # a row no reason was written for
+    (release,) = order.reserve_funds_confirmed(IMMEDIATE, T1)
+    assert isinstance(release, ReleaseRequested) and release.reason == "order canceled"
 
 
 # --- Funds rejected ----------------------------------------------------------------------------------------
