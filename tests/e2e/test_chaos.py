@@ -178,7 +178,7 @@ async def test_a_relay_crash_right_after_publishing_leaves_no_relayed_row_behind
         await until(lambda: bool(execute(url, streaming)))
         execute(
             url,
-            "INSERT INTO outbox (id, subject, payload) VALUES (gen_random_uuid(), 'oms.test.orphan', '{}')",
+            "INSERT INTO outbox (id, subject, payload) VALUES (gen_random_uuid(), 'oms.order.orphan', '{}')",
         )
         await until(lambda: first.confirmations.confirmed > 0)  # published, acknowledged, position confirmed
         crashing.set()  # the relay dies here (SIGKILL under chaos)

@@ -33,6 +33,7 @@ COLUMNS = (
     "reserved",
     "created_at",
     "updated_at",
+    "executed_price",
 )
 CHUNK = 50_000
 
@@ -46,18 +47,20 @@ def history(customers: list[uuid.UUID], count: int, seed: int = 7) -> Iterator[t
     for _ in range(count):
         created = now - timedelta(seconds=rng.uniform(60, 365 * 86400))
         matched = rng.random() < 0.8
+        price = rng.choice(prices)
         yield (
             uuid.uuid4(),
             rng.choice(customers),
             rng.choice(SYMBOLS),
             rng.choice(("BUY", "SELL")),
             rng.choice(sizes),
-            rng.choice(prices),
+            price,
             "MATCHED" if matched else "CANCELED",
             None if matched else "insufficient usable TRY",
             matched,
             created,
             created + timedelta(milliseconds=rng.randint(5, 50)),
+            price if matched else None,  # a MATCHED order has its executed price, here its limit
         )
 
 

@@ -209,7 +209,9 @@ class Settings(BaseSettings):
     # symbol, and for `replay` the file and its speed (1: as recorded; 0: as fast as the broker takes them).
     market_source: QuoteSource = QuoteSource.SIM
     market_seed: int = 1
-    market_quotes_per_second: float = Field(default=1.0, gt=0, le=10_000)
+    # 0.2 a second per symbol (~105 quotes/s over 524 symbols): at 1 a second the quote traffic alone raised
+    # create→MATCHED p99 at 250 orders/s from ~29 to 43 ms on 2 cores (docs/benchmarks.md, run F).
+    market_quotes_per_second: float = Field(default=0.2, gt=0, le=10_000)
     market_replay_file: Path | None = None
     market_replay_speed: float = Field(default=1.0, ge=0)
 
