@@ -51,17 +51,19 @@ async def find(broker: Broker, which: str) -> DeadLetter:
     if not seq_text.isdigit() or (consumer and consumer not in CONSUMERS):
         raise LookupError(f"not a dead letter: {which!r} (give <consumer>:<seq>, e.g. account:3)")
     seq = int(seq_text)
-    found = [
-        letter
-        for name in ([consumer] if consumer else CONSUMERS)
-        for letter in await broker.dead_letters(limit=1, start=seq, consumer=name)
-        if letter.seq == seq
-    ]
+    in_queues = [await letter_of(broker, name, seq) for name in ([consumer] if consumer else CONSUMERS)]
+    found = [letter for letter in in_queues if letter is not None]
     if not found:
         raise LookupError(f"no dead letter {which}")
     if len(found) > 1:
         raise LookupError(f"{which} is in more than one queue: give one of {', '.join(f.id for f in found)}")
     return found[0]
+
+
+async def letter_of(broker: Broker, consumer: str, seq: int) -> DeadLetter | None:
+    """Dead letter `seq` of `consumer`'s queue, if it is still there."""
+    letters = await broker.dead_letters(limit=1, start=seq, consumer=consumer)
+    return letters[0] if letters and letters[0].seq == seq else None
 
 
 async def replay_one(broker: Broker, letter: DeadLetter) -> None:

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from oms.kernel.broker import Broker, ConsumerStats, DeadLetter
 from oms.kernel.consumer import BatchHandler
-from oms.kernel.dlq import ReplayRefused, apply_dead_letter
+from oms.kernel.dlq import ReplayRefused, apply_dead_letter, letter_of
 from oms.kernel.errors import ApiError, error_responses
 from oms.kernel.outbox import relay_position
 from oms.kernel.tokens import AdminUser
@@ -158,15 +158,11 @@ def ops_router(service: str) -> APIRouter:
         the reason when it still cannot be applied."""
         broker: Broker = request.app.state.broker
         handler: BatchHandler = request.app.state.handler
-        found = [
-            letter
-            for letter in await broker.dead_letters(limit=1, start=seq, consumer=service)
-            if letter.seq == seq
-        ]
-        if not found:
+        letter = await letter_of(broker, service, seq)
+        if letter is None:
             raise ApiError(404, f"no dead letter {seq} of the {service} consumer")
         try:
-            await apply_dead_letter(broker, found[0], handler)
+            await apply_dead_letter(broker, letter, handler)
         except ReplayRefused as exc:
             raise ApiError(409, str(exc)) from None
         return Replayed(replayed=1)
