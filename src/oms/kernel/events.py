@@ -37,7 +37,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from typing_extensions import TypedDict
 
-from oms.kernel.money import OrderType, Side, TimeInForce, plain
+from oms.kernel.money import OrderType, Side, TimeInForce, plain, refuse_floats
 from oms.kernel.topology import subject_of
 
 SCHEMA_DIR: Final = Path("schemas") / "events"
@@ -49,15 +49,9 @@ class MalformedEvent(ValueError):
     """Bytes that are not a valid event: not JSON, an unknown type, or data that does not fit the type."""
 
 
-def _no_floats(value: object) -> object:
-    if isinstance(value, float):
-        raise ValueError("decimal values travel as strings, never as floating-point numbers")
-    return value
-
-
 PositiveAmount = Annotated[
     Decimal,
-    BeforeValidator(_no_floats),
+    BeforeValidator(refuse_floats("decimal values travel as strings")),
     Field(gt=0, allow_inf_nan=False),
     PlainSerializer(plain, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "pattern": _DECIMAL_PATTERN}, mode="serialization"),

@@ -19,7 +19,7 @@ from typing import Annotated, Final, Protocol
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 from pydantic.alias_generators import to_camel
 
-from oms.kernel.money import EXACT, SYMBOL, Side, plain
+from oms.kernel.money import EXACT, SYMBOL, Side, plain, refuse_floats
 from oms.kernel.topology import SUBJECT_ROOT
 
 MARKET_STREAM: Final = "OMS_MARKET"
@@ -40,15 +40,9 @@ def instrument_subject(symbol: str) -> str:
     return f"{INSTRUMENT_SUBJECT_PREFIX}{symbol}"
 
 
-def _no_floats(value: object) -> object:
-    if isinstance(value, float):
-        raise ValueError("prices travel as decimal strings, never as floating-point numbers")
-    return value
-
-
 Price = Annotated[
     Decimal,
-    BeforeValidator(_no_floats),
+    BeforeValidator(refuse_floats("prices travel as decimal strings")),
     Field(gt=0, allow_inf_nan=False),
     PlainSerializer(plain, return_type=str, when_used="json"),
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from decimal import (
     Context,
     Decimal,
@@ -159,6 +160,18 @@ def plain(number: Decimal) -> str:
     """The decimal as plain text without exponent or trailing zeros, e.g. for a JSON number."""
     text = format(number.normalize(EXACT), "f")
     return "0" if text in ("-0", "0") else text
+
+
+def refuse_floats(how_they_travel: str) -> Callable[[object], object]:
+    """A validator for decimals that travel between services as strings: a float has already been rounded by
+    whoever sent it. The refusal reads "<how_they_travel>, never as floating-point numbers"."""
+
+    def check(value: object) -> object:
+        if isinstance(value, float):
+            raise ValueError(f"{how_they_travel}, never as floating-point numbers")
+        return value
+
+    return check
 
 
 def symbol_problem(name: str) -> str | None:
