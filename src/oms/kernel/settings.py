@@ -215,8 +215,9 @@ class Settings(BaseSettings):
     market_replay_file: Path | None = None
     market_replay_speed: float = Field(default=1.0, ge=0)
 
-    # `market` is to become the default once the market service feeds the order service (issue 12).
-    execution: ExecutionMode = ExecutionMode.IMMEDIATE
+    # How a reserved order executes (SPEC §3b). In every mode the order service follows the market service's
+    # instruments and quotes, and refuses orders the market would not take (unlisted, halted, off the band).
+    execution: ExecutionMode = ExecutionMode.MARKET
     # A MARKET BUY reserves size × ask × (1 + collar); it is canceled if the ask has moved further by the
     # time it executes. DAY orders still PENDING at the close expire.
     market_order_collar: Decimal = Field(default=DEFAULT_COLLAR, ge=0, le=1)
