@@ -319,6 +319,15 @@ def test_no_password_is_written_in_the_compose_file() -> None:
         assert set(secret) == {"file"} and secret["file"].startswith("./secrets/")
 
 
+def test_keygen_runs_in_the_image_as_its_user_onto_the_secrets_folder() -> None:
+    container = CONTAINERS["keygen"]
+    python, script = container["command"]
+    assert (python, container["profiles"], container["network_mode"]) == ("python", ["setup"], "none")
+    assert "user" not in container, "the image's user: the services read what it writes (0600)"
+    secrets_dir = Settings(data_dir=Path(image_env()["OMS_DATA_DIR"])).secrets_dir
+    assert sorted(container["volumes"]) == sorted([f"./secrets:{secrets_dir}", f"./keygen.py:{script}:ro"])
+
+
 def test_keygen_makes_every_secret_the_compose_file_names(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
     made = keygen.generate(settings)
