@@ -449,6 +449,7 @@ def test_the_load_balancer_sends_each_port_to_every_replica_of_its_service(
         assert f"server-template {name} {replicas} {name}:{port}" in lines
         assert "option httpchk GET /health" in lines
         assert frontends[name] == (port, name), "the service's own port, as with `oms up`"
+        assert f"'http://127.0.0.1:{port}/health'" in CONTAINERS[name]["healthcheck"]["test"][-1]
 
 
 def test_the_services_believe_only_the_load_balancer_and_show_counters_only_to_prometheus() -> None:
