@@ -5,11 +5,16 @@ still serves Prometheus's text."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +22,7 @@ import pytest
 from oms.kernel import outbox
 from oms.kernel.permissions import OPERATOR
 from oms.kernel.relay import run_relay
+from oms.kernel.topology import slot_name
 from oms.runtime.nats import EmbeddedNats
 from oms.runtime.ports import free_port
 from oms.runtime.postgres import EmbeddedPostgres
@@ -158,3 +164,29 @@ def test_the_port_listens_on_the_address_it_is_given(relays: Callable[..., Probe
     until(lambda: ready(relay), "the relay is ready on 127.0.0.2")
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{relay.port}/livez")
+
+
+def test_oms_serve_relay_listens_where_it_is_told(
+    private_pg: EmbeddedPostgres, private_nats: EmbeddedNats, tmp_path: Path
+) -> None:
+    """`oms serve relay --host … --port …`, as an orchestrator would start it (its own process)."""
+    name = f"order_{uuid.uuid4().hex[:8]}"
+    private_pg.create_databases([name])
+    url = private_pg.url(name)
+    execute(url, outbox.OUTBOX_DDL + outbox.RELAY_SLOTS_DDL + outbox.PUBLICATION_DDL)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMS_")}
+    env |= {
+        "OMS_DATA_DIR": str(tmp_path),
+        "OMS_ORDER_RELAY_DATABASE_URL": url,
+        "OMS_NATS_URL": private_nats.url,
+        "OMS_NATS_IDENTITIES_DIR": str(private_nats.identities),
+    }
+    port = free_port()
+    argv = [sys.executable, "-m", "oms", "serve", "relay", "--service", "order", "--host", "127.0.0.3"]
+    process = subprocess.Popen([*argv, "--port", str(port)], env=env)
+    try:
+        until(lambda: httpx.get(f"http://127.0.0.3:{port}/readyz").status_code == 200, "it is ready")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        execute(url, f"SELECT pg_drop_replication_slot('{slot_name('order')}')")

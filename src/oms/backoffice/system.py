@@ -4,6 +4,7 @@ dead letters with a Replay button, and `oms audit` with a Run button (docs/decis
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -19,6 +20,7 @@ from oms.backoffice.views import ServicesDep, render, see_other
 from oms.kernel.settings import Settings
 from oms.runtime.audit import run_audit
 
+log = logging.getLogger(__name__)
 PAGE_LETTERS = "/admin/system#dead-letters"
 router = APIRouter(prefix="/admin/system", dependencies=[Depends(require_csrf), Depends(signed_in_admin)])
 COMPONENTS = ("auth", "order", "account", "market", "nats")
@@ -122,6 +124,7 @@ async def run_audit_now(request: Request, _: SignedInAdmin) -> Response:
         await audits.run(lambda: audit_now(request.app.state.settings))
     except AuditRunning:
         return see_other("/admin/system?notice=audit-running#audit")
-    except Exception:
+    except Exception as exc:
+        log.warning("the audit could not run: its lease on the broker failed (%s)", exc, exc_info=exc)
         return see_other("/admin/system?notice=audit-unavailable#audit")
     return see_other("/admin/system?notice=audited#audit")
