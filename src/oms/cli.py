@@ -218,7 +218,10 @@ def _serve_relay(settings: Settings, service: str) -> None:
         fail(f"OMS_NATS_SYNC_INTERVAL: {exc}")
     try:
         check_bindable(
-            settings.metrics_host, metrics_port, f"the {service} relay's metrics", port_env_name(component)
+            settings.metrics_host,
+            metrics_port,
+            f"the {service} relay's metrics and probes",
+            port_env_name(component),
         )
         url = settings.database_url(f"{service}_relay")
         nats = access_for(settings, f"relay-{service}")

@@ -161,7 +161,7 @@ class System:
         for _, port, what, setting in wanted:
             check_bindable(s.host, port, what, setting)
         for r in RELAYED:
-            what, setting = f"the {r} relay's metrics", port_env_name(f"{r}_relay")
+            what, setting = f"the {r} relay's metrics and probes", port_env_name(f"{r}_relay")
             check_bindable(s.metrics_host, s.port_of(f"{r}_relay"), what, setting)
         if s.nats_monitor_port and not s.external:
             check_bindable("127.0.0.1", s.nats_monitor_port, "NATS monitoring", "OMS_NATS_MONITOR_PORT")
