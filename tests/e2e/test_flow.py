@@ -183,9 +183,12 @@ def test_audit_is_clean_after_every_flow_above(system: RunningSystem) -> None:
     assert "every invariant holds" in result.stdout
 
 
-def test_relays_export_their_metrics(system: RunningSystem, api: Api) -> None:
+def test_relays_export_their_metrics_and_are_live_and_ready(system: RunningSystem, api: Api) -> None:
     for service in ("order", "account"):
         port = system.env[f"OMS_{service.upper()}_RELAY_PORT"]
+        assert api.http.get(f"http://127.0.0.1:{port}/livez").json() == {"status": "ok"}
+        ready = api.http.get(f"http://127.0.0.1:{port}/readyz").json()
+        assert ready == {"status": "ok", "checks": {"slot": "ok", "broker": "ok"}}
         metrics = api.http.get(f"http://127.0.0.1:{port}/metrics").text
         relayed = next(
             line

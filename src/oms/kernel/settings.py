@@ -115,10 +115,11 @@ class Settings(BaseSettings):
     auth_port: int = 668
     backoffice_port: int = 669
     market_port: int = 670
-    # Each relay serves its Prometheus metrics (events relayed, lag, commit→ack latency) on its own port.
+    # Each relay serves its Prometheus metrics (events relayed, lag, commit→ack latency) and its probes on its
+    # own port.
     order_relay_port: int = 16666
     account_relay_port: int = 16667
-    metrics_host: str = "127.0.0.1"  # where the relays' metrics listen
+    metrics_host: str = "127.0.0.1"  # where each relay's port (/metrics, /livez, /readyz) listens
     # Who may read a service's /metrics on its API port: comma-separated addresses or networks ("*": anyone).
     metrics_clients: str = "127.0.0.0/8,::1"
 
