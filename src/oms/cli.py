@@ -88,7 +88,8 @@ def up(
         ExecutionMode | None,
         typer.Option(
             envvar="OMS_EXECUTION",
-            help="market (default): at the quote crossing it; immediate: at the limit price; manual: by an admin",
+            help="market (default): at the quote crossing it; immediate: at the limit price;"
+            " manual: by an admin",
         ),
     ] = None,
     external: Annotated[
@@ -97,6 +98,16 @@ def up(
             "--external",
             envvar="OMS_EXTERNAL",
             help="Use the configured PostgreSQL and NATS servers (README)",
+        ),
+    ] = False,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            envvar="OMS_CLUSTER",
+            help="The layout of real hosts on this machine: 3 NATS servers (streams R3), a PostgreSQL server"
+            " per service, 2 replicas of every service sharing its port (SO_REUSEPORT), an active and a"
+            " standby relay per database and market feed",
         ),
     ] = False,
     auth_port: Annotated[int | None, _port("auth", 668)] = None,
@@ -114,6 +125,7 @@ def up(
         data_dir=data_dir,
         execution=execution,
         external=external or None,
+        cluster=cluster or None,
         auth_port=auth_port,
         order_port=order_port,
         account_port=account_port,
@@ -160,6 +172,20 @@ def serve(
             " [env: OMS_HOST; a relay: OMS_METRICS_HOST]",
         ),
     ] = None,
+    reuse_port: Annotated[
+        bool | None,
+        typer.Option(
+            "--reuse-port",
+            help="Share the port with the other replicas on this host (SO_REUSEPORT) [env: OMS_PORT_SHARING]",
+        ),
+    ] = None,
+    replica_port: Annotated[
+        int | None,
+        typer.Option(
+            metavar="PORT",
+            help="Also answer on this port of its own (to probe this replica) [env: OMS_REPLICA_PORT]",
+        ),
+    ] = None,
 ) -> None:
     """Run one component in the foreground (for replicas and for `oms up`)."""
     from oms.kernel.logging import configure_logging
@@ -171,7 +197,14 @@ def serve(
         configure_logging(f"relay-{service.value}", settings.log_format, settings.log_level)
         _serve_relay(_settings(**{f"{service.value}_relay_port": port, "metrics_host": host}), service.value)
         return
-    settings = _settings(**{f"{component.value}_port": port, "host": host})
+    settings = _settings(
+        **{
+            f"{component.value}_port": port,
+            "host": host,
+            "port_sharing": reuse_port,
+            "replica_port": replica_port,
+        }
+    )
     configure_logging(component.value, settings.log_format, settings.log_level)
     _serve_http(settings, component.value)
 
@@ -186,11 +219,16 @@ def _serve_http(settings: Settings, component: str) -> None:
     from oms.kernel.serving import ServingConfigError, server_config
     from oms.kernel.topology import CONSUMERS
     from oms.market.sources import ReplayError
-    from oms.runtime.ports import check_bindable
+    from oms.runtime.ports import bound
 
     port = settings.port_of(component)
     try:
-        check_bindable(settings.host, port, f"the {component} service", port_env_name(component))
+        what = f"the {component} service"
+        listening = [bound(settings.host, port, what, port_env_name(component), shared=settings.port_sharing)]
+        if settings.replica_port is not None:
+            listening.append(
+                bound(settings.host, settings.replica_port, f"{what}'s replica", "--replica-port")
+            )
         if component in CONSUMERS or component == MARKET:
             access_for(settings, component)  # its broker identity, checked before anything starts
         api = importlib.import_module(f"oms.{component}.app").create_app(settings)
@@ -198,7 +236,8 @@ def _serve_http(settings: Settings, component: str) -> None:
     except (PortUnavailable, NatsConfigError, ServingConfigError, ReplayError) as exc:
         fail(str(exc))
     server = uvicorn.Server(config)
-    server.run()
+    # Bound before the app starts, listening once it has: no connection is given to a replica still starting.
+    server.run(sockets=listening)
     if not server.started:  # as uvicorn.run: a start that failed (its lifespan, its port) is an error
         fail(f"the {component} service did not start")
 
@@ -380,7 +419,7 @@ async def _operator_broker(settings: Settings) -> JetStreamBroker:
     access = access_for(settings, OPERATOR)
     if state is not None:
         access = access.with_servers(str(state["nats_url"]))
-    return await JetStreamBroker.connect(access, once=True)
+    return await JetStreamBroker.connect(access, once=True, replicas=settings.stream_replicas)
 
 
 def _with_operator_broker(

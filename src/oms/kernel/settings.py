@@ -133,6 +133,18 @@ class Settings(BaseSettings):
     # Seconds the relay holds an acknowledged event before it deletes its row and confirms its WAL position.
     # Unset: 0 with "always", else 2 × the sync interval, when JetStream has surely synced it (decision 007).
     relay_confirm_delay: float | None = Field(default=None, ge=0)
+    # Copies of each stream and durable consumer kept by the NATS cluster, chosen when they are created: 3 on
+    # a cluster (`oms up --cluster` sets it), as a single server can lose acknowledged messages.
+    stream_replicas: int = Field(default=1, ge=1, le=5)
+
+    # `oms up --cluster`: the whole layout of SPEC §5 on this machine. Its servers' ports, the replicas' own
+    # probe ports and the relays' are the first free ones from OMS_CLUSTER_BASE_PORT on.
+    cluster: bool = False
+    cluster_base_port: int = 17000
+    # An HTTP service binds its port with SO_REUSEPORT, so that replicas on one host share it (the kernel
+    # spreads the connections), and (if set) answers on a port of its own too, to be probed by itself.
+    port_sharing: bool = False
+    replica_port: int | None = None
 
     # External servers (`oms up --external`, or any single `oms serve`): full URLs.
     external: bool = False

@@ -30,6 +30,7 @@ from oms.market.feed import Feed
 from oms.market.reference import shipped_references
 from oms.market.sources import source_for
 from oms.market.store import Instruments
+from oms.market.turn import FeedTurn
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,8 @@ def create_app(settings: Settings) -> FastAPI:
             listed = await store.seed(app.state.pool, await run_in_threadpool(shipped_listings))
             log.info("listed %d instruments from the shipped data set", listed)
         app.state.broker = await JetStreamBroker.connect(access_for(settings, MARKET))
-        app.state.feed = Feed(app.state.broker, source, await store.all_listings(app.state.pool))
+        listings = await store.all_listings(app.state.pool)
+        app.state.feed = Feed(app.state.broker, source, listings, FeedTurn(url))
         stop = asyncio.Event()
         try:
             async with follow_market(app.state.broker.connection) as view:

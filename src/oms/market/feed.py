@@ -25,6 +25,7 @@ from oms.kernel.market_view import MarketView
 from oms.market.domain import Listing
 from oms.market.sim import Prices
 from oms.market.sources import PriceSource
+from oms.market.turn import LOST, FeedTurn
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ QUOTES = Counter("oms_market_quotes_published_total", "Quotes published on the b
 REFUSED = Counter("oms_market_quotes_refused_total", "Quotes of the source not published", ["reason"])
 INSTRUMENTS = Gauge("oms_market_instruments", "Instruments listed, by status", ["status"])
 _POLL: Final = 0.5  # seconds between looks at `stop` while no instrument changes
+HANDOVER: Final = 1.0  # seconds a feed that takes the turn waits before it quotes
 
 
 def quote_message(quote: Quote) -> Outgoing:
@@ -59,8 +61,15 @@ def refusal(prices: Prices, instrument: Instrument | None) -> str | None:
 class Feed:
     """What the market service publishes, and the `Listed` market its source quotes."""
 
-    def __init__(self, broker: JetStreamBroker, source: PriceSource, listings: list[Listing]) -> None:
+    def __init__(
+        self,
+        broker: JetStreamBroker,
+        source: PriceSource,
+        listings: list[Listing],
+        turn: FeedTurn | None = None,
+    ) -> None:
         self._broker = broker
+        self._turn = turn  # None: this feed is the only one
         self._source = source
         self._listings = {listing.symbol: listing for listing in listings}
         self._open: list[Listing] | None = None
@@ -164,9 +173,53 @@ class Feed:
 
     async def _quote(self, view: MarketView, stop: asyncio.Event) -> None:
         await view.wait_ready()
+        if self._turn is None:
+            self._resume(view)
+            await self._publish_quotes(stop)
+            return
+        while not stop.is_set():
+            session = await self._turn.wait(stop)
+            if session is None:
+                return
+            try:
+                # The last quotes of the replica that held the lock before reach this one's view meanwhile.
+                await asyncio.sleep(HANDOVER)
+                self._resume(view)
+                await _first_to_end(self._publish_quotes(stop), self._follow_listings(self._turn, session))
+            finally:
+                with contextlib.suppress(*LOST):
+                    await session.close(timeout=2)
+
+    def _resume(self, view: MarketView) -> None:
         self.resume_from(view.board)
         log.info("the feed goes on from %d symbols' latest quotes", len(self._latest))
-        await self._publish_quotes(stop)
+
+    async def _follow_listings(self, turn: FeedTurn, session: Any) -> None:
+        """While this feed holds the turn: the instruments as the database has them (another replica may have
+        changed one). Returns when the turn's session is lost: the lock with it."""
+        while True:
+            try:
+                listings = await turn.read_while_held(session)
+            except LOST as exc:
+                log.warning("the feed lock's session was lost (%s): standing by", exc)
+                return
+            for listing in listings:
+                self.announce(listing)
+
+
+async def _first_to_end(*works: Coroutine[Any, Any, None]) -> None:
+    """Run `works` until one of them ends (its error raised), then cancel the others."""
+    tasks = [asyncio.create_task(work) for work in works]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    for task in done:
+        task.result()
 
 
 async def _logged(work: Coroutine[Any, Any, None]) -> None:

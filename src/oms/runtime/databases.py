@@ -52,6 +52,10 @@ def database_urls(
         return
     state = running_state(settings) or {}
     pg_port = state.get("pg_port")  # None also when the running system uses servers of its own
+    pg_ports = state.get("pg_ports")  # `oms up --cluster`: a server per database
+    if isinstance(pg_ports, dict):
+        yield _cluster_urls(settings, pg_ports, names)
+        return
     if not isinstance(pg_port, int) and not may_start:
         settings_names = " and ".join(f"OMS_{name.upper()}_DATABASE_URL" for name in names)
         raise NoRunningSystem(settings, f", or set {settings_names}")
@@ -73,3 +77,16 @@ def database_urls(
         yield {name: urls[name] for name in names}
     finally:
         server.stop()
+
+
+def _cluster_urls(settings: Settings, pg_ports: dict[str, int], names: tuple[str, ...]) -> dict[str, str]:
+    """The URL of each connection in `names` on the server of its database (`oms up --cluster`)."""
+    from oms.runtime.postgres import EmbeddedPostgres
+
+    urls: dict[str, str] = {}
+    for connection in (c for c in connections() if c.name in names):
+        server = EmbeddedPostgres(
+            settings.data_dir, pg_ports[connection.database], settings.host, connection.database
+        )
+        urls |= connection_urls(server.url(), settings.secrets_dir, [connection])
+    return urls

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from oms.kernel.nats_access import NatsAccess, connect_nats
@@ -50,9 +51,35 @@ async def _jetstream_answers(access: NatsAccess) -> None:
         await nc.close()
 
 
+@dataclass(frozen=True)
+class ClusterNode:
+    """This server's place in a JetStream cluster of servers on this host: its name, the port its routes
+    listen on, the other servers' route ports, and the password every route gives (so that no other process
+    can join the cluster and see its traffic)."""
+
+    name: str
+    route_port: int
+    peer_route_ports: tuple[int, ...]
+    route_password: str
+    cluster_name: str = "oms"
+
+    def config(self, host: str) -> list[str]:
+        user = "route"
+        routes = [f"nats-route://{user}:{self.route_password}@{host}:{p}" for p in self.peer_route_ports]
+        authorization = {"user": user, "password": self.route_password}
+        return [
+            "cluster {",
+            f"  name: {json.dumps(self.cluster_name)}",
+            f"  listen: {json.dumps(f'{host}:{self.route_port}')}",
+            f"  authorization: {json.dumps(authorization)}",
+            f"  routes: {json.dumps(routes)}",
+            "}",
+        ]
+
+
 class EmbeddedNats:
-    """One NATS server, JetStream on file storage in `<data_dir>/nats`, identities in
-    `<data_dir>/secrets/nats` (or `identities`)."""
+    """One NATS server, JetStream on file storage in `<data_dir>/nats` (a cluster's node: in
+    `<data_dir>/nats/<name>`), identities in `<data_dir>/secrets/nats` (or `identities`)."""
 
     def __init__(
         self,
@@ -62,16 +89,19 @@ class EmbeddedNats:
         sync_interval: str = "always",
         monitor_port: int | None = None,
         identities: Path | None = None,
+        node: ClusterNode | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
-        self.store_dir = self.data_dir / "nats"
+        self.node = node
+        self.name = node.name if node else "oms"
+        self.store_dir = self.data_dir / "nats" / node.name if node else self.data_dir / "nats"
         self.config_file = self.store_dir / "nats.conf"
         self.identities = (identities or self.data_dir / "secrets" / "nats").resolve()
         self.sync_interval = sync_interval
         self.port = port
         self.monitor_port = monitor_port
         self.host = host
-        self.log_file = self.data_dir / "logs" / "nats.log"
+        self.log_file = self.data_dir / "logs" / (f"{node.name}.log" if node else "nats.log")
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -95,7 +125,7 @@ class EmbeddedNats:
         # JSON strings are valid NATS config strings.
         return "\n".join(
             [
-                f"server_name: {json.dumps('oms')}",
+                f"server_name: {json.dumps(self.name)}",
                 f"listen: {json.dumps(f'{self.host}:{self.port}')}",
                 *(
                     [f"http: {json.dumps(f'{MONITOR_HOST}:{self.monitor_port}')}"]
@@ -106,6 +136,7 @@ class EmbeddedNats:
                 f"  store_dir: {json.dumps(str(self.store_dir))}",
                 f"  sync_interval: {json.dumps(self.sync_interval)}",
                 "}",
+                *(self.node.config(self.host) if self.node else []),
                 authorization(public_keys),
                 "",
             ]
@@ -115,10 +146,17 @@ class EmbeddedNats:
         return [nats_server_binary(), "--config", str(self.config_file)]
 
     def start(self, timeout: float = 20.0) -> None:
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it (a cluster's node is ready only once a majority runs)."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        # Only we read it: a cluster's holds the routes' password.
+        self.config_file.touch(mode=0o600)
+        self.config_file.chmod(0o600)
         self.config_file.write_text(self.config(ensure_identities(self.identities)))
         self.process = spawn(self.command(), log_file=self.log_file)
-        self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         """Until JetStream answers the operator (the monitoring port may be off)."""

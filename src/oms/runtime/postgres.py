@@ -122,14 +122,15 @@ class DataFolder:
 
 
 class EmbeddedPostgres:
-    """One PostgreSQL server with its data in `<data_dir>/pg`, listening on TCP `host:port` only."""
+    """One PostgreSQL server with its data in `<data_dir>/pg` (one of several, `name`d: in
+    `<data_dir>/pg-<name>`), listening on TCP `host:port` only."""
 
-    def __init__(self, data_dir: Path, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, data_dir: Path, port: int, host: str = "127.0.0.1", name: str | None = None) -> None:
         self.data_dir = data_dir.resolve()
-        self.pgdata = self.data_dir / "pg"
+        self.pgdata = self.data_dir / (f"pg-{name}" if name else "pg")
         self.port = port
         self.host = host
-        self.log_file = self.data_dir / "logs" / "postgres.log"
+        self.log_file = self.data_dir / "logs" / (f"postgres-{name}.log" if name else "postgres.log")
         # The superuser's: only `oms up`'s provisioning and operator tools use it (runtime/roles.py).
         self.password_file = self.data_dir / "secrets" / "pg-password"
         self.run_as = _ensure_system_user() if os.geteuid() == 0 else None

@@ -68,6 +68,9 @@ class StopRequested(BaseException):
     """SIGINT or SIGTERM arrived: stop everything in order."""
 
 
+ChildSpec = tuple[str, list[str], str | None]  # name, `oms serve` arguments, the URL that says it started
+
+
 @dataclass
 class Child:
     """One supervised `oms serve …` process."""
@@ -171,9 +174,16 @@ class System:
         starts with the relays, after the services it calls)."""
         return ["auth", *SERVICES_AFTER_AUTH, "backoffice"]
 
-    def child_specs(self) -> list[tuple[str, list[str], str | None]]:
+    def start_groups(self) -> list[list[ChildSpec]]:
+        """The children in the groups they start in: auth first (the others fetch its keys); relays last
+        (the services create their outboxes)."""
+        specs = self.child_specs()
+        services = 1 + len(SERVICES_AFTER_AUTH)
+        return [specs[:1], specs[1:services], specs[services:]]
+
+    def child_specs(self) -> list[ChildSpec]:
         """(name, `oms serve` arguments, readiness URL) of every child, in start order."""
-        specs: list[tuple[str, list[str], str | None]] = [
+        specs: list[ChildSpec] = [
             (c, [c], f"http://{self.settings.host}:{self.settings.port_of(c)}/readyz")
             for c in self.components()
         ]
@@ -206,10 +216,7 @@ class System:
             else:
                 self.database_urls = self._configured_databases()
             self._step(progress, "broker streams and consumers (as the operator)", self._create_topology)
-            # auth first (the others fetch its keys); relays last (the services create their outboxes).
-            specs = self.child_specs()
-            services = 1 + len(SERVICES_AFTER_AUTH)
-            for group in (specs[:1], specs[1:services], specs[services:]):
+            for group in self.start_groups():
                 names = ", ".join(name for name, _, _ in group)
                 self._step(progress, names, partial(self._start_children, group))
 
@@ -264,7 +271,7 @@ class System:
         service or relay may create them)."""
         operator = self.broker_access(OPERATOR)
         try:
-            asyncio.run(asyncio.wait_for(create_topology(operator), 60))
+            asyncio.run(asyncio.wait_for(create_topology(operator, self.settings.stream_replicas), 60))
         except Exception as exc:
             raise StartError(f"cannot create the broker's streams as the operator: {exc}") from None
 
@@ -310,7 +317,7 @@ class System:
         env.update({f"OMS_{n.upper()}": str(getattr(s, n)) for n in PASSED_ON if n in s.model_fields_set})
         return env
 
-    def _start_children(self, specs: list[tuple[str, list[str], str | None]]) -> None:
+    def _start_children(self, specs: list[ChildSpec]) -> None:
         """Start these children together, then wait until each is healthy."""
         env = self.child_env()
         started = []
@@ -318,7 +325,11 @@ class System:
             child = Child(
                 name=name,
                 argv=[sys.executable, "-m", "oms", "serve", *args],
-                env={**env, **self.database_env(name), **self.broker_env(name)},
+                env={
+                    **env,
+                    **self.database_env(self.component_of(name)),
+                    **self.broker_env(self.component_of(name)),
+                },
                 log_file=self.data_dir / "logs" / f"{name}.log",
                 health_url=health_url,
             )
@@ -327,6 +338,10 @@ class System:
             started.append(child)
         for child in started:
             child.wait_healthy()
+
+    def component_of(self, child: str) -> str:
+        """What a child runs (a replica `order-2` runs `order`)."""
+        return child
 
     # -- run -------------------------------------------------------------------------------------
     def watch(self, poll_seconds: float = 0.5) -> None:
@@ -337,11 +352,15 @@ class System:
             for child in self.children:
                 self._revive(child)
 
+    def servers(self) -> list[tuple[str, EmbeddedPostgres | EmbeddedNats | None]]:
+        """The embedded servers, by name: the broker's before the databases' (they stop in this order)."""
+        return [("NATS", self.nats), ("PostgreSQL", self.postgres)]
+
     def _revive_servers(self) -> None:
         """Restart a dead PostgreSQL or NATS; a restart that fails is tried again later, with backoff,
         while the services keep running (they reconnect once it is back)."""
         now = time.monotonic()
-        for server, name in ((self.postgres, "PostgreSQL"), (self.nats, "NATS")):
+        for name, server in self.servers():
             if server is None or server.process is None or server.process.poll() is None:
                 continue
             if now < self.server_retry_at.get(name, 0.0):
@@ -358,7 +377,7 @@ class System:
             else:
                 self.server_failures.pop(name, None)
                 self.server_retry_at.pop(name, None)
-                if server is self.nats:
+                if isinstance(server, EmbeddedNats):
                     self._recreate_topology()
 
     def _revive(self, child: Child) -> None:
@@ -383,19 +402,39 @@ class System:
         for child in reversed(self.children):
             if child.process is not None:
                 stop(child.process)
-        if self.nats is not None:
-            self.nats.stop()
-        if self.postgres is not None:
-            self.postgres.stop()
+        for _, server in self.servers():
+            if server is not None:
+                server.stop()
 
-    def write_state(self) -> None:
-        state = {
+    def places(self) -> list[tuple[str, str]]:
+        """What runs where, as `oms up` shows it once everything is ready."""
+        s = self.settings
+        found = []
+        for component in self.components():
+            note = "web back office" if component == "backoffice" else "API docs: /docs"
+            found.append((component, f"http://{s.host}:{s.port_of(component)}  ({note})"))
+        if self.postgres:
+            databases = ", ".join(SERVICES)
+            found.append(("PostgreSQL", f"{s.host}:{self.postgres.port} (databases {databases})"))
+        if self.nats:
+            monitor = self.nats.monitor_url
+            watched = f"; unauthenticated monitoring on {monitor}" if monitor else ""
+            found.append(("NATS", f"{self.nats.url} (identities in {self.nats.identities}{watched})"))
+        relays = ", ".join(f"{r} http://{s.metrics_host}:{s.port_of(f'{r}_relay')}" for r in RELAYED)
+        found.append(("relays", f"{relays} (/metrics, /livez, /readyz)"))
+        return found
+
+    def state(self) -> dict[str, object]:
+        """What commands on this data folder learn of the running system (run/state.json)."""
+        return {
             "pid": os.getpid(),
             "pg_port": self.postgres.port if self.postgres else None,
             "nats_url": self.nats.url if self.nats else self.settings.nats_url,
             "urls": {c: f"http://{self.settings.host}:{self.settings.port_of(c)}" for c in self.components()},
         }
-        (self.data_dir / "run" / "state.json").write_text(json.dumps(state, indent=2))
+
+    def write_state(self) -> None:
+        (self.data_dir / "run" / "state.json").write_text(json.dumps(self.state(), indent=2))
 
 
 def _raise_stop(signum: int, _frame: object) -> None:
@@ -405,7 +444,12 @@ def _raise_stop(signum: int, _frame: object) -> None:
 def run(settings: Settings, console: Console) -> None:
     """Start everything, print how to use it, supervise until SIGINT/SIGTERM, then stop everything."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    system = System(settings, console)
+    if settings.cluster:
+        from oms.runtime.cluster import ClusterSystem
+
+        system: System = ClusterSystem(settings, console)
+    else:
+        system = System(settings, console)
     with exclusive(settings.data_dir):
         previous = signal.signal(signal.SIGTERM, _raise_stop)
         # Started in the background by a shell without job control, SIGINT arrives ignored (and Python then
@@ -433,18 +477,8 @@ def _welcome(system: System, console: Console) -> None:
     s = system.settings
     username, password, generated = admin_credentials(s)
     console.print()
-    for component in system.components():
-        note = "web back office" if component == "backoffice" else "API docs: /docs"
-        console.print(f"  {component:<11} http://{s.host}:{s.port_of(component)}  ({note})")
-    if system.postgres:
-        databases = ", ".join(SERVICES)
-        console.print(f"  PostgreSQL  {s.host}:{system.postgres.port} (databases {databases})")
-    if system.nats:
-        monitor = system.nats.monitor_url
-        watched = f"; unauthenticated monitoring on {monitor}" if monitor else ""
-        console.print(f"  NATS        {system.nats.url} (identities in {system.nats.identities}{watched})")
-    relays = ", ".join(f"{r} http://{s.metrics_host}:{s.port_of(f'{r}_relay')}" for r in RELAYED)
-    console.print(f"  relays      {relays} (/metrics, /livez, /readyz)")
+    for what, where in system.places():
+        console.print(f"  {what:<11} {where}", highlight=False)
     # Never the whole password: this output is often kept in a log file.
     if generated:
         kept = s.secrets_dir.resolve() / "admin-password"
