@@ -129,8 +129,8 @@ def make_customers(api: Api, admin: User) -> list[User]:
     return customers
 
 
-def random_orders(seed: int, quotes: dict[str, dict[str, Decimal]]) -> list[Placed]:
-    """ORDERS orders at limits 2–5 % through the market's `quotes` (marketable, inside the band)."""
+def random_orders(seed: int, quotes: dict[str, dict[str, Decimal]], count: int = ORDERS) -> list[Placed]:
+    """`count` orders at limits 2–5 % through the market's `quotes` (marketable, inside the band)."""
     rng = random.Random(seed)
 
     def limit(side: str, asset: str) -> Decimal:
@@ -140,7 +140,7 @@ def random_orders(seed: int, quotes: dict[str, dict[str, Decimal]]) -> list[Plac
         return (quotes[asset]["bid"] * (1 - through)).quantize(CENT, ROUND_FLOOR)
 
     orders = []
-    for i in range(ORDERS):
+    for i in range(count):
         customer, side, asset = rng.randrange(CUSTOMERS), rng.choice(("BUY", "SELL")), rng.choice(ASSETS)
         size = Decimal(rng.randint(1, 4))
         orders.append(Placed(customer, side, asset, size, limit(side, asset), cancel=i % 10 == 0))
@@ -238,7 +238,7 @@ def check_outcome(api: Api, system: RunningSystem, run: Stream, timeout: float) 
     stuck = [order for order in final.values() if not is_terminal(order)]
     assert not stuck, f"{len(stuck)} orders never reached a final status, e.g. {stuck[:3]}"
     statuses = Counter(order["status"] for order in final.values())
-    assert statuses["MATCHED"] > ORDERS // 4 and statuses["CANCELED"] > 0, statuses
+    assert statuses["MATCHED"] > len(run.orders) // 4 and statuses["CANCELED"] > 0, statuses
     assert sum(order.canceled for order in run.orders) > 0  # some cancels won the race
     for placed in run.orders:  # the order the customer placed, unchanged
         order = final[placed.id]
@@ -260,17 +260,22 @@ def check_outcome(api: Api, system: RunningSystem, run: Stream, timeout: float) 
         got = api.wait_balances(admin, customer, want, timeout=30)
         assert got == want, (customer.username, got, want)
 
-    # The journal: a MATCHED order has one RESERVE, one SETTLE_DEBIT and one SETTLE_CREDIT; a refused order
-    # never moved anything; one canceled by its customer was released once, or never reserved.
+    # The journal: a MATCHED order has one RESERVE, one SETTLE_DEBIT and one SETTLE_CREDIT, and a BUY executed
+    # below its limit one RELEASE of what the limit reserved beyond the price; a refused order never moved
+    # anything; one canceled by its customer was released once, or never reserved.
     by_order: dict[str, Counter[str]] = {}
     for customer in run.customers:
         for entry in api.ledger_of(admin, customer):
             if entry["orderId"] is not None:
                 by_order.setdefault(entry["orderId"], Counter())[entry["kind"]] += 1
+    placed_by_id = {placed.id: placed for placed in run.orders}
     for order_id, order in final.items():
         kinds = by_order.get(order_id, Counter())
         if order["status"] == "MATCHED":
-            assert kinds == Counter(RESERVE=1, SETTLE_DEBIT=1, SETTLE_CREDIT=1), (order_id, kinds)
+            placed = placed_by_id[order_id]
+            beyond = placed.side == "BUY" and Decimal(str(order["executedPrice"])) < placed.price
+            settled = Counter(RESERVE=1, SETTLE_DEBIT=1, SETTLE_CREDIT=1, RELEASE=int(beyond))
+            assert kinds == +settled, (order_id, kinds)
         elif order["reason"] == "canceled by customer":
             assert kinds in (Counter(), Counter(RESERVE=1, RELEASE=1)), (order_id, kinds)
         else:

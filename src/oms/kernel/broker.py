@@ -292,7 +292,7 @@ class JetStreamBroker:
                     duplicate_window=DUPLICATE_WINDOW,
                 )
             )
-            await self._js.add_consumer(EVENTS_STREAM, _consumer_config(consumer))
+            await self._js.add_consumer(EVENTS_STREAM, _consumer_config(consumer, self._replicas))
         if shared:
             await self._move_shared_dead_letters()
 
@@ -474,7 +474,7 @@ def backoffice_bucket(replicas: int) -> StreamConfig:
     )
 
 
-def _consumer_config(consumer: Consumer) -> ConsumerConfig:
+def _consumer_config(consumer: Consumer, replicas: int) -> ConsumerConfig:
     return ConsumerConfig(
         name=consumer.name,
         durable_name=consumer.name,
@@ -483,6 +483,7 @@ def _consumer_config(consumer: Consumer) -> ConsumerConfig:
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=ACK_WAIT,
         max_deliver=SERVER_MAX_DELIVER,
+        num_replicas=replicas,
     )
 
 

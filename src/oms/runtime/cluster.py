@@ -136,7 +136,7 @@ class ClusterSystem(System):
 
         # A service's second replica starts once its first is ready, so that what a first start does once
         # (the first admin, the shipped instruments) is done by one. The first relay of each database takes
-        # the slot (ready); the second, started after it, stands by: live, never ready while the first streams.
+        # the slot (ready); the second, started after it, stands by: live, not ready while the first streams.
         first, second = ([http[c][n] for c in SERVICES_AFTER_AUTH] for n in (0, 1))
         return [
             http["auth"][:1],
