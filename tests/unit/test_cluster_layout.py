@@ -10,8 +10,9 @@ from rich.console import Console
 
 from oms.kernel.settings import Settings
 from oms.runtime.cluster import ClusterSystem, Ports
+from oms.runtime.databases import NoRunningSystem, database_urls
 from oms.runtime.ports import PortUnavailable, bound, free_port, free_port_env
-from oms.runtime.supervisor import StartError
+from oms.runtime.supervisor import StartError, System
 
 
 def test_replicas_share_a_port_only_when_each_asks_for_it() -> None:
@@ -100,3 +101,24 @@ def test_second_replicas_start_after_the_first_and_standby_relays_last(planned: 
     assert specs["relay-order-1"][1] is not None and specs["relay-order-1"][1].endswith("/readyz")
     assert specs["relay-order-2"][1] is not None and specs["relay-order-2"][1].endswith("/livez")
     assert planned.component_of("relay-order-2") == "relay-order"
+
+
+def test_a_data_folder_keeps_the_layout_it_was_made_with(tmp_path: Path) -> None:
+    (tmp_path / "pg").mkdir()
+    with pytest.raises(StartError, match="one PostgreSQL server: give another --data-dir"):
+        ClusterSystem(Settings(data_dir=tmp_path, cluster=True), Console()).check_layout()
+    (tmp_path / "pg").rmdir()
+    (tmp_path / "pg-order").mkdir()
+    with pytest.raises(StartError, match="--cluster: give another --data-dir to run one without it"):
+        System(Settings(data_dir=tmp_path), Console()).check_layout()
+    ClusterSystem(Settings(data_dir=tmp_path, cluster=True), Console()).check_layout()
+
+
+def test_commands_do_not_start_a_single_server_in_a_cluster_folder(tmp_path: Path) -> None:
+    (tmp_path / "pg-order").mkdir()
+    with (
+        pytest.raises(NoRunningSystem, match="--cluster"),
+        database_urls(Settings(data_dir=tmp_path), ("auth",)),
+    ):
+        pass
+    assert not (tmp_path / "pg").exists()

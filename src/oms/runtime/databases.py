@@ -56,6 +56,9 @@ def database_urls(
     if isinstance(pg_ports, dict):
         yield _cluster_urls(settings, pg_ports, names)
         return
+    if not isinstance(pg_port, int) and (settings.data_dir / "pg-order").exists():
+        # `oms up --cluster`'s folder: a server per database, started by it alone.
+        raise NoRunningSystem(settings, ", with --cluster as this folder was made")
     if not isinstance(pg_port, int) and not may_start:
         settings_names = " and ".join(f"OMS_{name.upper()}_DATABASE_URL" for name in names)
         raise NoRunningSystem(settings, f", or set {settings_names}")

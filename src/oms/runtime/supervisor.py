@@ -197,7 +197,23 @@ class System:
         ]
         return specs
 
+    def check_layout(self) -> None:
+        """A data folder keeps the layout it was made with: its databases in `pg/` (one server) or in
+        `pg-<service>/` (`--cluster`); neither layout would see the other's data."""
+        made_as_cluster = (self.data_dir / "pg-order").exists()
+        made_as_one = (self.data_dir / "pg").exists()
+        wanted = self.settings.cluster
+        if (wanted and made_as_one) or (not wanted and made_as_cluster and not self.settings.external):
+            made, other = (
+                ("one PostgreSQL server", "with --cluster") if wanted else ("--cluster", "without it")
+            )
+            raise StartError(
+                f"{self.data_dir} holds the data of a system run with {made}: "
+                f"give another --data-dir to run one {other}"
+            )
+
     def start(self) -> None:
+        self.check_layout()
         self.check_ports()
         # Secrets the services share (the back office and auth; every service and auth), made before any.
         read_or_create(self.settings.client_address_key)
