@@ -23,6 +23,8 @@ from oms.kernel.market import MARKET_STREAM
 from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.topology import EVENTS_STREAM
 from oms.runtime.nats import EmbeddedNats
+from oms.runtime.postgres import EmbeddedPostgres
+from tests.conftest import execute
 from tests.e2e.api import Api
 from tests.e2e.conftest import RunningSystem, system_env
 from tests.e2e.test_crash import (
@@ -131,6 +133,17 @@ def replica_requests(port: int) -> float:
     return sum(float(m) for m in re.findall(r"^oms_http_requests_total\{[^}]*\} ([0-9.e+]+)$", text, re.M))
 
 
+def feed_locks(system: RunningSystem) -> int:
+    """Feed locks held in the market database (market/turn.py): one while a replica quotes."""
+    server = EmbeddedPostgres(system.data_dir, state(system)["pg_ports"]["market"], name="market")
+    rows = execute(
+        server.url("market"),
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+        "WHERE l.locktype = 'advisory' AND l.granted AND d.datname = 'market'",
+    )
+    return int(str(rows[0][0]))
+
+
 # --- the tests ----------------------------------------------------------------------------------------------
 
 
@@ -147,6 +160,7 @@ def test_the_layout_runs_and_the_seed_flows_work_through_the_shared_ports(
         info = stream_info(cluster, stream)
         assert info.config.num_replicas == 3
         assert info.cluster.leader and len(info.cluster.replicas) == 2
+    assert feed_locks(cluster) == 1  # one market replica quotes, the other stands by
 
     # The seed flow: a customer funded by the admin buys at the market's price, the rest of what the limit
     # reserved comes back.
@@ -224,6 +238,7 @@ def test_killing_a_replica_of_each_service_the_active_relays_the_feed_and_the_st
             future.result()
     for tail, pid in killed.items():
         wait_restarted(cluster, tail, pid, timeout=60)
+    sequence_after_kills = api.quote(admin, "AAPL")["sequence"]
 
     check_outcome(api, cluster, run, timeout=90)
     output = "".join(cluster.output)
@@ -234,7 +249,9 @@ def test_killing_a_replica_of_each_service_the_active_relays_the_feed_and_the_st
     # The standby feed took over where the killed one stopped: quotes go on, in sequence.
     taker = {"market-1": "market-2", "market-2": "market-1"}[feeding]
     assert "the feed goes on from" in (cluster.data_dir / "logs" / f"{taker}.log").read_text()
-    deadline = time.monotonic() + 20
-    while api.quote(admin, "AAPL")["sequence"] <= sequence_before + 1:
+    assert sequence_after_kills >= sequence_before
+    assert feed_locks(cluster) == 1  # one feed quotes, the restarted replica stands by
+    deadline = time.monotonic() + 30
+    while api.quote(admin, "AAPL")["sequence"] <= sequence_after_kills:
         assert time.monotonic() < deadline, "no new quote after the feed's takeover"
         time.sleep(0.2)
