@@ -86,7 +86,7 @@ def _results() -> dict[str, Any]:
                         "commit_to_stored": {"p99_ms": 12.0},
                     }
                 ],
-                "drain": {"events_per_s": 12_000.0},
+                "drain": {"events_per_s": 32_000.0},
             },
         },
         "list_bench": {"orders_stored": 1_000_000, "customer token, 1 client": {"p99_ms": 8.0}},
@@ -97,8 +97,8 @@ def _results() -> dict[str, Any]:
 def test_each_figure_stands_beside_its_limit_and_target() -> None:
     rows = {f.name: f for f in figures(_results())}
     e2e = rows["end-to-end orders/s (closed loop x32)"]
-    assert (e2e.measured, e2e.limit, e2e.ratio, e2e.met) == (600.0, 1200.0, 0.5, True)
-    assert rows["create→MATCHED p99 (rate 250/s)"].met is False  # 120 ms > 100 ms
+    assert (e2e.measured, e2e.limit, e2e.ratio, e2e.met) == (600.0, 1200.0, 0.5, False)  # < 1,000
+    assert rows["create→MATCHED p99 (rate 250/s)"].met is False  # 120 ms > 30 ms
     assert rows["events/s through JetStream (closed loop x32)"].measured == 1800.0
     assert rows["relay events/s (backlog drain)"].met is True
     assert rows["memory at rest, whole system (PSS sum)"].met is True
@@ -109,5 +109,5 @@ def test_each_figure_stands_beside_its_limit_and_target() -> None:
 def test_markdown_table_marks_missed_targets() -> None:
     table = markdown(_results())
     assert table.startswith("| figure | measured | limit (same run) | ratio | target | met |")
-    assert "| create→MATCHED p99 (rate 250/s) | 120.0 ms |  |  | ≤ 100 ms at 250/s | **no** |" in table
+    assert "| create→MATCHED p99 (rate 250/s) | 120.0 ms |  |  | ≤ 30 ms at 250/s | **no** |" in table
     assert "50%" in table

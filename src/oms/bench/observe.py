@@ -9,6 +9,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -29,6 +30,8 @@ class Outcome:
     status: str
     created: datetime
     updated: datetime
+    executed_price: Decimal | None = None
+    reserved: bool = True
 
     @property
     def latency(self) -> float:
@@ -82,7 +85,23 @@ class Observer:
     async def outcomes(self, order_ids: list[str]) -> list[Outcome]:
         async with self.pools["order"].acquire() as conn:
             orders = await order_store.by_ids(conn, order_ids)
-        return [Outcome(str(o.id), o.status.value, o.created_at, o.updated_at) for o in orders]
+        return [
+            Outcome(str(o.id), o.status.value, o.created_at, o.updated_at, o.executed_price, o.reserved)
+            for o in orders
+        ]
+
+    async def wait_terminal(self, order_ids: list[str], within: float) -> float | None:
+        """Seconds until none of these orders is PENDING, None on timeout (others may rest meanwhile)."""
+        started = time.perf_counter()
+        while time.perf_counter() - started < within:
+            async with self.pools["order"].acquire() as conn:
+                pending = await conn.fetchval(
+                    "SELECT count(*) FROM orders WHERE id = ANY($1::uuid[]) AND status = 'PENDING'", order_ids
+                )
+            if pending == 0:
+                return time.perf_counter() - started
+            await asyncio.sleep(0.2)
+        return None
 
     async def settled_at(self, order_ids: list[str]) -> dict[str, datetime]:
         """When the account settled (or released) each order's reservation."""
@@ -135,6 +154,8 @@ async def outcomes_by_api(
                 o["status"],
                 datetime.fromisoformat(o["createDate"]),
                 datetime.fromisoformat(o["updateDate"]),
+                o.get("executedPrice"),
+                bool(o.get("fundsReserved", True)),
             )
             for orders in listed
             for o in orders

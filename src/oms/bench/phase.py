@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from oms.bench import jetstream
 from oms.bench.client import Client, Principal
-from oms.bench.load import Load, LoadConfig, PhaseResult
+from oms.bench.load import Load, LoadConfig, PhaseResult, Workload
 from oms.bench.observe import Observer, Outcome, outcomes_by_api
 from oms.bench.processes import ProcessSampler
 from oms.bench.stats import latency_summary, per_second, percentile, steady_rate
@@ -29,6 +29,7 @@ async def run_phase(
     client: Client,
     admin: Principal,
     customers: list[Principal],
+    workload: Workload,
     observer: Observer | None,
     sampler: ProcessSampler,
     console: Console,
@@ -37,7 +38,7 @@ async def run_phase(
     """Send the load, wait until every order is terminal and settled, and summarise it."""
     seq_before = await jetstream.last_seq(target.nats) if target.nats else None
     commits_before = await observer.commits() if observer is not None else None
-    load = Load(client, customers, config)
+    load = Load(client, customers, config, workload, admin=admin)
     terminal = {"count": 0, "checked": 0.0}
 
     with Progress(
@@ -126,6 +127,7 @@ def summarize(
             "concurrency": None if result.config.rate else result.config.concurrency,
             "list_rate": result.config.list_rate,
             "reject_ratio": result.config.reject_ratio,
+            "market_ratio": result.config.market_ratio,
         },
         "orders": {
             "accepted": result.created,
