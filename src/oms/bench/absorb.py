@@ -28,7 +28,7 @@ from oms.bench.ladder import Crossing, Ladder
 from oms.bench.observe import Observer
 from oms.bench.processes import ProcessSampler
 from oms.bench.quotes import QuotePublisher
-from oms.bench.resting import wait_resting
+from oms.bench.resting import cancel_resting, place_ladder, wait_resting
 from oms.bench.stats import latency_summary
 from oms.kernel.market import Quote
 from oms.kernel.money import Side
@@ -40,7 +40,7 @@ SETTLE_SECONDS = 2.0  # quiet between steps, so one step's backlog does not coun
 class AbsorbConfig:
     rates: tuple[float, ...] = (500.0, 1000.0, 2000.0, 4000.0, 8000.0)  # quotes/s over all symbols
     seconds: float = 10.0  # per step
-    probes_per_second: float = 4.0
+    probes_per_second: float = 10.0
     max_lag_ms: float = 100.0
     drain_timeout: float = 60.0
 
@@ -64,7 +64,8 @@ async def run_absorb(
     ladder.levels[Side.SELL] = []  # BUYs only: each probe lowers the ask to the next level
     await publisher.publish(publisher.quote(probe, ladder.base.bid, ladder.base.ask, ladder.base.last))
     console.print(f"absorb: {len(ladder.levels[Side.BUY])} probe orders resting on {probe} …")
-    await _place_probes(ladder, client, customers, market.lot(probe))
+    owners: dict[str, Principal] = {}
+    await place_ladder(ladder, client, customers, market.lot(probe), owners)
     await wait_resting(observer, ladder.resting_ids(), config.drain_timeout)
     steps = []
     for rate in config.rates:
@@ -78,6 +79,7 @@ async def run_absorb(
         )
         if not step["absorbed"]:
             break
+    await cancel_resting(client, owners, ladder, observer)
     absorbed = [s["published_per_s"] for s in steps if s["absorbed"] and not s["publisher_bound"]]
     return {
         "probe_symbol": probe,
@@ -87,15 +89,6 @@ async def run_absorb(
         "absorbed_quotes_per_s": max(absorbed, default=None),
         "first_lagging_step": next((s["offered_per_s"] for s in steps if not s["absorbed"]), None),
     }
-
-
-async def _place_probes(ladder: Ladder, client: Client, customers: list[Principal], lot: Any) -> None:
-    symbol = ladder.instrument.symbol
-    for n, (side, price) in enumerate(ladder.places()):
-        customer = customers[n % len(customers)]
-        response = await client.create_order(customer, customer.id, side.value, symbol, lot, price)
-        response.raise_for_status()
-        ladder.placed(side, price, response.json()["id"])
 
 
 async def _step(

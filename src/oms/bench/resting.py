@@ -42,7 +42,7 @@ PLACING_CLIENTS = 32
 class RestingConfig:
     resting: int = 10_000
     quotes_per_second: float = 100.0
-    crossings_per_second: float = 2.0
+    crossings_per_second: float = 5.0
     rate: float = 100.0  # marketable orders/s alongside
     duration: float = 30.0
     list_rate: float = 0.0
@@ -75,7 +75,7 @@ async def run_resting(
     )
     console.print(f"  placing {config.resting:,} resting orders on {symbol} …")
     owners: dict[str, Principal] = {}
-    placed_in = await _place(ladder, client, customers, market.lot(symbol), owners)
+    placed_in = await place_ladder(ladder, client, customers, market.lot(symbol), owners)
     rested_in = await wait_resting(observer, ladder.resting_ids(), config.drain_timeout)
     console.print(
         f"  placed in {placed_in:.1f}s, all resting after {rested_in}s; {config.duration:g}s with them …"
@@ -91,7 +91,7 @@ async def run_resting(
         flows[name] = _flow_summary(load, outcomes)
     crossed = await _crossed_summary(observer, crossings, ladder, config.drain_timeout)
     console.print("  canceling the orders still resting …")
-    canceled = await _cancel(client, owners, ladder, observer)
+    canceled = await cancel_resting(client, owners, ladder, observer)
     return {
         "phase": f"resting {config.resting:,} on {symbol}",
         "config": {**config.__dict__, "symbol": symbol},
@@ -159,7 +159,7 @@ async def _quote(
         sent += 1
 
 
-async def _place(
+async def place_ladder(
     ladder: Ladder, client: Client, customers: list[Principal], lot: Decimal, owners: dict[str, Principal]
 ) -> float:
     """Place the ladder's orders, `PLACING_CLIENTS` at a time (noting each one's owner); seconds it took."""
@@ -236,7 +236,9 @@ async def _crossed_summary(
     }
 
 
-async def _cancel(client: Client, owners: dict[str, Principal], ladder: Ladder, observer: Observer) -> int:
+async def cancel_resting(
+    client: Client, owners: dict[str, Principal], ladder: Ladder, observer: Observer
+) -> int:
     """Cancel the ladder's orders still resting (each by its owner); how many were canceled."""
     todo = [o.id for o in await observer.outcomes(ladder.resting_ids()) if o.status == "PENDING"]
     canceled = 0
