@@ -111,3 +111,28 @@ def test_markdown_table_marks_missed_targets() -> None:
     assert table.startswith("| figure | measured | limit (same run) | ratio | target | met |")
     assert "| create→MATCHED p99 (rate 250/s) | 120.0 ms |  |  | ≤ 30 ms at 250/s | **no** |" in table
     assert "50%" in table
+
+
+def test_market_phases_stand_beside_the_targets_of_issue_12() -> None:
+    results = _results()
+    results["resting"] = {
+        "config": {"resting": 10_000, "symbol": "AAPL", "quotes_per_second": 100.0, "rate": 100.0},
+        "crossed": {
+            "quote_to_execution": {"p50_ms": 4.0, "p99_ms": 25.0},
+            "not_executed": 0,
+            "executed_at_another_price": 0,
+            "uncrossed_not_resting": 1,
+        },
+        "marketable": {
+            "without resting": {"create_to_matched": {"p50_ms": 9.0, "p99_ms": 20.0}},
+            "with resting": {"create_to_matched": {"p50_ms": 10.0, "p99_ms": 22.0}},
+        },
+    }
+    results["absorb"] = {"config": {"max_lag_ms": 100.0}, "steps": [{}], "absorbed_quotes_per_s": 3990.0}
+    rows = {f.name: f for f in figures(results)}
+    quote_p99 = rows["quote→execution p99 (10,000 resting on AAPL, 100 quotes/s)"]
+    assert (quote_p99.measured, quote_p99.met) == (25.0, False)  # over 20 ms
+    assert rows["resting orders executed otherwise than at their crossing quote"].met is False
+    assert rows["marketable create→MATCHED p99 at 100/s (with resting on AAPL)"].measured == 22.0
+    assert rows["marketable create→MATCHED p99 at 100/s (without resting on AAPL)"].measured == 20.0
+    assert rows["quotes/s the order service absorbs (probe quote→execution p99 ≤ 100 ms)"].measured == 3990.0

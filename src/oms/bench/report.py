@@ -216,9 +216,11 @@ def _market_figures(results: dict[str, Any]) -> list[Figure]:
         )
         for name, flow in resting["marketable"].items():
             latency = flow["create_to_matched"]
-            label = f"marketable create→MATCHED p50 / p99 at {config['rate']:g}/s, {name}"
-            rows.append(Figure(f"{label}: p50", latency.get("p50_ms"), "ms"))
-            rows.append(Figure(f"{label}: p99", latency.get("p99_ms"), "ms"))
+            for p in ("p50", "p99"):
+                label = (
+                    f"marketable create→MATCHED {p} at {config['rate']:g}/s ({name} on {config['symbol']})"
+                )
+                rows.append(Figure(label, latency.get(f"{p}_ms"), "ms"))
     absorb = results.get("absorb", {})
     if "steps" in absorb:
         lag = absorb["config"]["max_lag_ms"]
