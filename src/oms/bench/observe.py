@@ -13,9 +13,11 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+from prometheus_client.parser import text_string_to_metric_families
 
 from oms.account import store as account_store
 from oms.bench.client import Client, Principal
+from oms.bench.http import TransportError
 from oms.bench.system import Target
 from oms.kernel.outbox import relay_position
 from oms.kernel.topology import RELAYED, slot_name
@@ -138,6 +140,27 @@ class Observer:
                     "max_oldest_unrelayed_ms": round(max(p["oldest_s"] for p in points) * 1000, 1),
                 }
         return summary
+
+
+async def consumer_retries(client: Client) -> int | None:
+    """Deliveries the order and account consumers have put back for a retry so far (a retry waits at least
+    the first retry delay, 1 s, and shows in create→MATCHED), from their /metrics; None if unreadable."""
+    total = 0.0
+    for service in ("order", "account"):
+        try:
+            response = await client.request("GET", client.url(service, "/metrics"))
+        except TransportError:
+            return None
+        if response.status_code != 200:
+            return None
+        for family in text_string_to_metric_families(response.text):
+            if family.name == "oms_consumer_messages":
+                total += sum(
+                    sample.value
+                    for sample in family.samples
+                    if sample.name.endswith("_total") and sample.labels.get("outcome") == "retried"
+                )
+    return int(total)
 
 
 async def outcomes_by_api(

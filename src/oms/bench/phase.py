@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from oms.bench import jetstream
 from oms.bench.client import Client, Principal
 from oms.bench.load import Load, LoadConfig, PhaseResult, Workload
-from oms.bench.observe import Observer, Outcome, outcomes_by_api
+from oms.bench.observe import Observer, Outcome, consumer_retries, outcomes_by_api
 from oms.bench.processes import ProcessSampler
 from oms.bench.stats import latency_summary, per_second, percentile, steady_rate
 from oms.bench.system import Target
@@ -38,6 +38,7 @@ async def run_phase(
     """Send the load, wait until every order is terminal and settled, and summarise it."""
     seq_before = await jetstream.last_seq(target.nats) if target.nats else None
     commits_before = await observer.commits() if observer is not None else None
+    retries_before = await consumer_retries(client)
     load = Load(client, customers, config, workload, admin=admin)
     terminal = {"count": 0, "checked": 0.0}
 
@@ -94,6 +95,9 @@ async def run_phase(
         )
     summary = summarize(result, outcomes, settled, events, drain)
     summary["orders"]["commits_per_order"] = round(commits / max(result.created, 1), 2) if commits else None
+    retries_after = await consumer_retries(client)
+    if retries_before is not None and retries_after is not None:
+        summary["orders"]["consumer_retries"] = retries_after - retries_before
     summary["processes"] = sampler.summary(result.started, result.ended)
     if observer is not None:
         summary["relay"]["lag"] = observer.lag_summary(result.started, finished)

@@ -328,6 +328,8 @@ def _print_phase(phase: dict[str, Any], console: Console) -> None:
         f"{orders['terminal_per_s_steady']} orders/s steady; create→MATCHED p50 {latency.get('p50_ms')} ms, "
         f"p99 {latency.get('p99_ms')} ms; drained in {orders['drain_s']} s"
     )
+    if orders.get("consumer_retries"):
+        console.print(f"  {orders['consumer_retries']} deliveries retried by the consumers (see their logs)")
 
 
 def _print_resting(resting: dict[str, Any], console: Console) -> None:
