@@ -100,3 +100,9 @@ def test_the_opening_replay_is_a_valid_replay_of_every_listed_symbol(tmp_path: P
     assert len(rows) == len(opening_rows()) > 500
     assert {r.offset for r in rows} == {0.0}
     assert all(r.prices.bid < r.prices.last < r.prices.ask or r.prices.bid == r.prices.last for r in rows)
+
+
+def test_a_buy_only_ladder_for_the_probes() -> None:
+    ladder = Ladder.lay_out(GARAN, _quote(GARAN, "100.00", "100.10", "100.05"), 30, sell=False)
+    assert [side for side, _ in ladder.places()] == [Side.BUY] * 30
+    assert ladder.next_crossing(Side.SELL) is None

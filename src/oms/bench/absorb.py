@@ -60,8 +60,8 @@ async def run_absorb(
     """The climb; per step the offered and published rates, the probes' latency, CPU per process."""
     market = publisher.market
     probes = int(config.probes_per_second * config.seconds * len(config.rates)) + 10
-    ladder = Ladder.lay_out(market.instruments[probe], market.quotes[probe], probes * 2)
-    ladder.levels[Side.SELL] = []  # BUYs only: each probe lowers the ask to the next level
+    # BUYs only: each probe lowers the ask to the next level.
+    ladder = Ladder.lay_out(market.instruments[probe], market.quotes[probe], probes, sell=False)
     await publisher.publish(publisher.quote(probe, ladder.base.bid, ladder.base.ask, ladder.base.last))
     console.print(f"absorb: {len(ladder.levels[Side.BUY])} probe orders resting on {probe} …")
     owners: dict[str, Principal] = {}

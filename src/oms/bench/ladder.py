@@ -44,11 +44,18 @@ class Ladder:
     instrument: Instrument
     base: Quote
     levels: dict[Side, list[Level]]
+    _at: dict[tuple[Side, Decimal], Level] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._at = {(lv.side, lv.price): lv for levels in self.levels.values() for lv in levels}
 
     @classmethod
-    def lay_out(cls, instrument: Instrument, base: Quote, orders: int, gap: int = 5) -> Ladder:
-        """`orders` resting orders (half BUY, half SELL) from `gap` ticks beyond the base quote outwards,
-        inside the band around its last price; ValueError when the band is too narrow to hold any."""
+    def lay_out(
+        cls, instrument: Instrument, base: Quote, orders: int, *, gap: int = 5, sell: bool = True
+    ) -> Ladder:
+        """`orders` resting orders (half BUY, half SELL; all BUY without `sell`) from `gap` ticks beyond the
+        base quote outwards, inside the band around its last price; ValueError when the band is too narrow
+        to hold any."""
         tick = instrument.tick_size
         low, high = instrument.band(base.last)
         room = {
@@ -58,7 +65,8 @@ class Ladder:
         if min(room.values()) < 1:
             raise ValueError(f"the band of {instrument.symbol} leaves no room {gap} ticks beyond the quote")
         levels: dict[Side, list[Level]] = {}
-        for side, count in ((Side.BUY, orders - orders // 2), (Side.SELL, orders // 2)):
+        sells = orders // 2 if sell else 0
+        for side, count in ((Side.BUY, orders - sells), (Side.SELL, sells)):
             per_level = max(1, math.ceil(count / room[side]))
             step = -tick if side is Side.BUY else tick
             first = base.bid - gap * tick if side is Side.BUY else base.ask + gap * tick
@@ -76,11 +84,7 @@ class Ladder:
 
     def placed(self, side: Side, price: Decimal, order_id: str) -> None:
         """An order of the ladder was accepted."""
-        for level in self.levels[side]:
-            if level.price == price:
-                level.order_ids.append(order_id)
-                return
-        raise KeyError(f"no {side} level at {price}")
+        self._at[side, price].order_ids.append(order_id)
 
     def resting_ids(self) -> list[str]:
         return [i for levels in self.levels.values() for level in levels for i in level.order_ids]

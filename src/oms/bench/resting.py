@@ -65,6 +65,8 @@ async def run_resting(
     """Both halves of the phase; the figures and checks as a dict."""
     market = workload.market
     ladder = Ladder.lay_out(market.instruments[symbol], market.quotes[symbol], config.resting)
+    levels = {side.value: len(ladder.levels[side]) for side in Side}
+    first_sequence = market.quotes[symbol].sequence
     await publisher.publish(publisher.quote(symbol, ladder.base.bid, ladder.base.ask, ladder.base.last))
     load_config = LoadConfig(
         config.duration, rate=config.rate, list_rate=config.list_rate, market_ratio=config.market_ratio
@@ -95,11 +97,11 @@ async def run_resting(
     return {
         "phase": f"resting {config.resting:,} on {symbol}",
         "config": {**config.__dict__, "symbol": symbol},
-        "levels": {side.value: len(ladder.levels[side]) for side in Side},
+        "levels": levels,
         "placed_in_s": round(placed_in, 2),
         "marketable": flows,
         "crossed": crossed,
-        "quotes_published": publisher.published,
+        "quotes_of_the_symbol": market.quotes[symbol].sequence - first_sequence,
         "canceled_after": canceled,
     }
 
