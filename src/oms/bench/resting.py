@@ -31,6 +31,7 @@ from oms.bench.client import Client, Principal
 from oms.bench.ladder import Crossing, Ladder
 from oms.bench.load import Load, LoadConfig, Workload
 from oms.bench.observe import Observer, Outcome
+from oms.bench.phase import timeline
 from oms.bench.quotes import QuotePublisher
 from oms.bench.stats import latency_summary
 from oms.kernel.money import Side
@@ -205,6 +206,7 @@ def _flow_summary(load: Load, outcomes: list[Outcome]) -> dict[str, Any]:
         "errors": dict(load.result.errors),
         "create_to_matched": latency_summary(o.latency for o in matched),
         "http_create_order": latency_summary(load.result.create_latency),
+        "timeline": timeline(load.result, outcomes),
     }
 
 
