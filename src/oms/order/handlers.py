@@ -82,10 +82,6 @@ def cancel(reason: str) -> Change:
     return lambda order, now: order.cancel(reason, now)
 
 
-def match(order: Order, now: datetime) -> list[OrderEvent] | Refusal:
-    return order.match(now)
-
-
 def match_at_market(market: MarketData) -> Change:
     """An admin's match at the symbol's latest quote (none while it is halted), read once the order is
     locked."""
