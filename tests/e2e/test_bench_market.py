@@ -74,6 +74,7 @@ def test_quotes_execute_the_resting_orders_they_cross_and_no_others(
     assert crossed["uncrossed_not_resting"] == 0
     assert crossed["still_resting"] == RESTING - crossed["orders_crossed"] == resting["canceled_after"]
     assert crossed["quote_to_execution"]["count"] == crossed["orders_crossed"]
+    assert crossed["in_order_service"]["crossing_quotes"] >= crossed["crossing_quotes"]
     # Read from the order database, not from the bench: a resting order executes at the price of the quote
     # that crossed it, which is its own limit (the ladder's levels); a marketable LIMIT order executes at
     # the quote, below its BUY limit or above its SELL limit; MARKET orders have no limit.

@@ -7,7 +7,7 @@ from typing import Any
 
 from oms.bench.pgbench import COMMITS_PER_ORDER, SCRIPT, parse_pgbench
 from oms.bench.report import figures, markdown
-from oms.bench.stats import latency_summary, per_second, percentile, ratio, steady_rate
+from oms.bench.stats import bucket_percentile, latency_summary, per_second, percentile, ratio, steady_rate
 
 PGBENCH_OUTPUT = """pgbench (18.6)
 transaction type: /tmp/x.sql
@@ -136,3 +136,12 @@ def test_market_phases_stand_beside_the_targets_of_issue_12() -> None:
     assert rows["marketable create→MATCHED p99 at 100/s (with resting on AAPL)"].measured == 22.0
     assert rows["marketable create→MATCHED p99 at 100/s (without resting on AAPL)"].measured == 20.0
     assert rows["quotes/s the order service absorbs (probe quote→execution p99 ≤ 100 ms)"].measured == 3990.0
+
+
+def test_a_percentile_from_two_readings_of_a_histogram_is_its_buckets_bound() -> None:
+    before = {0.001: 10.0, 0.005: 10.0, 0.02: 10.0, math.inf: 10.0}
+    after = {0.001: 60.0, 0.005: 108.0, 0.02: 109.0, math.inf: 110.0}  # 100 more: 50 ≤ 1 ms, 98 ≤ 5 ms
+    assert bucket_percentile(before, after, 50) == 0.001
+    assert bucket_percentile(before, after, 90) == 0.005
+    assert bucket_percentile(before, after, 99) == 0.02
+    assert bucket_percentile(before, before, 99) is None

@@ -25,10 +25,10 @@ from rich.console import Console
 
 from oms.bench.client import Client, Principal
 from oms.bench.ladder import Crossing, Ladder
-from oms.bench.observe import Observer
+from oms.bench.observe import Observer, histogram_buckets
 from oms.bench.processes import ProcessSampler
 from oms.bench.quotes import QuotePublisher
-from oms.bench.resting import cancel_resting, place_ladder, wait_resting
+from oms.bench.resting import IN_SERVICE, cancel_resting, in_service, place_ladder, wait_resting
 from oms.bench.stats import latency_summary
 from oms.kernel.market import Quote
 from oms.kernel.money import Side
@@ -69,7 +69,7 @@ async def run_absorb(
     await wait_resting(observer, ladder.resting_ids(), config.drain_timeout)
     steps = []
     for rate in config.rates:
-        step = await _step(config, rate, probe, symbols, ladder, publisher, observer, sampler)
+        step = await _step(config, rate, probe, symbols, ladder, client, publisher, observer, sampler)
         steps.append(step)
         lag = step["probe"]
         console.print(
@@ -97,6 +97,7 @@ async def _step(
     probe: str,
     symbols: list[str],
     ladder: Ladder,
+    client: Client,
     publisher: QuotePublisher,
     observer: Observer,
     sampler: ProcessSampler,
@@ -120,6 +121,7 @@ async def _step(
         return [quote]
 
     stop = asyncio.Event()
+    buckets_before = await histogram_buckets(client, "order", IN_SERVICE)
     published_before = publisher.published
     started, wall_start = time.monotonic(), time.time()
     task = asyncio.create_task(publisher.background(symbols, lambda: rate, stop, extra=probes))
@@ -138,6 +140,7 @@ async def _step(
         if i in by_id and by_id[i].status == "MATCHED"
     ]
     summary = latency_summary(latencies)
+    buckets_after = await histogram_buckets(client, "order", IN_SERVICE)
     await asyncio.sleep(SETTLE_SECONDS)
     cpu = {role: figures["cpu_pct"] for role, figures in sampler.summary(wall_start, wall_end).items()}
     executed_all = len(latencies) == len(crossed)
@@ -147,6 +150,7 @@ async def _step(
         "publisher_bound": published < 0.9 * rate,
         "probe": summary,
         "probes_not_executed": len(crossed) - len(latencies),
+        "in_order_service": in_service(buckets_before, buckets_after),
         "absorbed": executed_all and bool(latencies) and summary["p99_ms"] <= config.max_lag_ms,
         "cpu_pct": cpu,
     }

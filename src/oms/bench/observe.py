@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from oms.account import store as account_store
@@ -142,18 +143,26 @@ class Observer:
         return summary
 
 
+async def _metrics(client: Client, service: str) -> list[Metric] | None:
+    """The metric families a service exposes on /metrics (None: unreadable)."""
+    try:
+        response = await client.request("GET", client.url(service, "/metrics"))
+    except TransportError:
+        return None
+    if response.status_code != 200:
+        return None
+    return list(text_string_to_metric_families(response.text))
+
+
 async def consumer_retries(client: Client) -> int | None:
     """Deliveries the order and account consumers have put back for a retry so far (a retry waits at least
     the first retry delay, 1 s, and shows in create→MATCHED), from their /metrics; None if unreadable."""
     total = 0.0
     for service in ("order", "account"):
-        try:
-            response = await client.request("GET", client.url(service, "/metrics"))
-        except TransportError:
+        families = await _metrics(client, service)
+        if families is None:
             return None
-        if response.status_code != 200:
-            return None
-        for family in text_string_to_metric_families(response.text):
+        for family in families:
             if family.name == "oms_consumer_messages":
                 total += sum(
                     sample.value
@@ -161,6 +170,20 @@ async def consumer_retries(client: Client) -> int | None:
                     if sample.name.endswith("_total") and sample.labels.get("outcome") == "retried"
                 )
     return int(total)
+
+
+async def histogram_buckets(client: Client, service: str, name: str) -> dict[float, float] | None:
+    """The cumulative buckets (upper bound → count) of histogram `name` on `service`'s /metrics."""
+    families = await _metrics(client, service)
+    if families is None:
+        return None
+    return {
+        float(sample.labels["le"]): sample.value
+        for family in families
+        if family.name == name
+        for sample in family.samples
+        if sample.name == f"{name}_bucket"
+    }
 
 
 async def outcomes_by_api(

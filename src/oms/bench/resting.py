@@ -20,6 +20,7 @@ The orders still resting at the end are canceled, so later phases start with non
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -30,13 +31,15 @@ from rich.console import Console
 from oms.bench.client import Client, Principal
 from oms.bench.ladder import Crossing, Ladder
 from oms.bench.load import Load, LoadConfig, Workload
-from oms.bench.observe import Observer, Outcome
+from oms.bench.observe import Observer, Outcome, histogram_buckets
 from oms.bench.phase import timeline
 from oms.bench.quotes import QuotePublisher
-from oms.bench.stats import latency_summary
+from oms.bench.stats import bucket_percentile, latency_summary
 from oms.kernel.money import Side
 
 PLACING_CLIENTS = 32
+# The order service's own histogram: from a crossing quote's arrival to the commit of what it executed.
+IN_SERVICE = "oms_order_quote_to_execution_seconds"
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ async def run_resting(
         f"  placed in {placed_in:.1f}s, all resting after {rested_in}s; {config.duration:g}s with them …"
     )
     crossings: list[Crossing] = []
+    buckets_before = await histogram_buckets(client, "order", IN_SERVICE)
     with_resting = await _half(
         config, load_config, ladder, client, admin, customers, workload, publisher, cross=True, into=crossings
     )
@@ -93,6 +97,9 @@ async def run_resting(
         outcomes = await observer.outcomes(load.result.order_ids)
         flows[name] = _flow_summary(load, outcomes)
     crossed = await _crossed_summary(observer, crossings, ladder, config.drain_timeout)
+    crossed["in_order_service"] = in_service(
+        buckets_before, await histogram_buckets(client, "order", IN_SERVICE)
+    )
     console.print("  canceling the orders still resting …")
     canceled = await cancel_resting(client, owners, ladder, observer)
     return {
@@ -182,6 +189,20 @@ async def place_ladder(
 
     await asyncio.gather(*(worker() for _ in range(PLACING_CLIENTS)))
     return time.perf_counter() - started
+
+
+def in_service(before: dict[float, float] | None, after: dict[float, float] | None) -> dict[str, Any]:
+    """What the order service's histogram of quote arrival→commit says of the quotes between two readings:
+    how many, and the bucket bounds its p50 and p99 fall under (coarse buckets: 1, 2, 5, 10, 20 ms…)."""
+    if before is None or after is None:
+        return {}
+    count = after.get(math.inf, 0.0) - before.get(math.inf, 0.0)
+    p50, p99 = bucket_percentile(before, after, 50), bucket_percentile(before, after, 99)
+    return {
+        "crossing_quotes": int(count),
+        "p50_ms_at_most": None if p50 is None else p50 * 1000,
+        "p99_ms_at_most": None if p99 is None else p99 * 1000,
+    }
 
 
 async def wait_resting(observer: Observer, order_ids: list[str], within: float) -> float | None:

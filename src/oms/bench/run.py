@@ -342,6 +342,13 @@ def _print_resting(resting: dict[str, Any], console: Console) -> None:
         f"{crossed['not_executed']} not executed, {crossed['executed_at_another_price']} at another price, "
         f"{crossed['uncrossed_not_resting']} uncrossed that did not rest"
     )
+    inside = crossed.get("in_order_service") or {}
+    if inside.get("crossing_quotes"):
+        console.print(
+            f"  in the order service (quote arrival→commit, its histogram): "
+            f"p50 ≤ {inside['p50_ms_at_most']:g} ms, p99 ≤ {inside['p99_ms_at_most']:g} ms "
+            f"over {inside['crossing_quotes']} crossing quotes"
+        )
     for name, flow in flows.items():
         latency = flow["create_to_matched"]
         console.print(
