@@ -75,6 +75,9 @@ def test_quotes_execute_the_resting_orders_they_cross_and_no_others(
     assert crossed["still_resting"] == RESTING - crossed["orders_crossed"] == resting["canceled_after"]
     assert crossed["quote_to_execution"]["count"] == crossed["orders_crossed"]
     assert crossed["in_order_service"]["crossing_quotes"] >= crossed["crossing_quotes"]
+    stored = crossed["quote_to_matched_event_stored"]
+    assert stored["count"] == crossed["orders_crossed"]
+    assert stored["p50_ms"] >= crossed["quote_to_execution"]["p50_ms"]  # the event follows the commit
     # Read from the order database, not from the bench: a resting order executes at the price of the quote
     # that crossed it, which is its own limit (the ladder's levels); a marketable LIMIT order executes at
     # the quote, below its BUY limit or above its SELL limit; MARKET orders have no limit.

@@ -201,6 +201,15 @@ def _market_figures(results: dict[str, Any]) -> list[Figure]:
                 met=_at_most(q2e.get("p99_ms"), 20),
             )
         )
+        stored = resting["crossed"].get("quote_to_matched_event_stored", {})
+        if stored.get("count"):
+            rows.append(
+                Figure(
+                    f"quote→order.matched stored p99 ({where}; includes the commit and the relay)",
+                    stored.get("p99_ms"),
+                    "ms",
+                )
+            )
         wrong = sum(
             resting["crossed"][k]
             for k in ("not_executed", "executed_at_another_price", "uncrossed_not_resting")

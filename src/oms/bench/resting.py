@@ -28,6 +28,7 @@ from typing import Any
 
 from rich.console import Console
 
+from oms.bench import jetstream
 from oms.bench.client import Client, Principal
 from oms.bench.ladder import Crossing, Ladder
 from oms.bench.load import Load, LoadConfig, Workload
@@ -36,6 +37,7 @@ from oms.bench.phase import timeline
 from oms.bench.quotes import QuotePublisher
 from oms.bench.stats import bucket_percentile, latency_summary
 from oms.kernel.money import Side
+from oms.kernel.nats_access import NatsAccess
 
 PLACING_CLIENTS = 32
 # The order service's own histogram: from a crossing quote's arrival to the commit of what it executed.
@@ -65,8 +67,10 @@ async def run_resting(
     publisher: QuotePublisher,
     observer: Observer,
     console: Console,
+    events: NatsAccess | None = None,
 ) -> dict[str, Any]:
-    """Both halves of the phase; the figures and checks as a dict."""
+    """Both halves of the phase; the figures and checks as a dict. With `events` (the operator's access to
+    the broker) also quote → `order.matched` stored in JetStream, which includes the executing commit."""
     market = workload.market
     ladder = Ladder.lay_out(market.instruments[symbol], market.quotes[symbol], config.resting)
     levels = {side.value: len(ladder.levels[side]) for side in Side}
@@ -88,6 +92,7 @@ async def run_resting(
     )
     crossings: list[Crossing] = []
     buckets_before = await histogram_buckets(client, "order", IN_SERVICE)
+    seq_before = await jetstream.last_seq(events) if events else 0
     with_resting = await _half(
         config, load_config, ladder, client, admin, customers, workload, publisher, cross=True, into=crossings
     )
@@ -97,6 +102,13 @@ async def run_resting(
         outcomes = await observer.outcomes(load.result.order_ids)
         flows[name] = _flow_summary(load, outcomes)
     crossed = await _crossed_summary(observer, crossings, ladder, config.drain_timeout)
+    if events is not None:
+        stored = await jetstream.matched_stored_at(
+            events, seq_before, await jetstream.last_seq(events), {i for c in crossings for i in c.order_ids}
+        )
+        crossed["quote_to_matched_event_stored"] = latency_summary(
+            stored[i].timestamp() - c.quoted_at for c in crossings for i in c.order_ids if i in stored
+        )
     crossed["in_order_service"] = in_service(
         buckets_before, await histogram_buckets(client, "order", IN_SERVICE)
     )

@@ -216,6 +216,7 @@ async def run_bench(
                     publisher=publisher,
                     observer=observer,
                     console=console,
+                    events=target.nats,
                 )
                 _print_resting(results["resting"], console)
         stop_quotes.set()
@@ -342,6 +343,12 @@ def _print_resting(resting: dict[str, Any], console: Console) -> None:
         f"{crossed['not_executed']} not executed, {crossed['executed_at_another_price']} at another price, "
         f"{crossed['uncrossed_not_resting']} uncrossed that did not rest"
     )
+    stored = crossed.get("quote_to_matched_event_stored") or {}
+    if stored.get("count"):
+        console.print(
+            f"  quote → order.matched stored in JetStream (after the commit and the relay): "
+            f"p50 {stored['p50_ms']} ms, p99 {stored['p99_ms']} ms"
+        )
     inside = crossed.get("in_order_service") or {}
     if inside.get("crossing_quotes"):
         console.print(
