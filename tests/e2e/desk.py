@@ -1,5 +1,6 @@
 """A person at the back office in a real browser (Debian's Chromium, driven by playwright): sign in, go to
-pages, fill forms, take screenshots into artifacts/screens/."""
+pages, fill forms, take screenshots into artifacts/screens/; and the prices and amounts a test expects to see
+there."""
 
 from __future__ import annotations
 
