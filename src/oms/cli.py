@@ -88,8 +88,7 @@ def up(
         ExecutionMode | None,
         typer.Option(
             envvar="OMS_EXECUTION",
-            help="market (default): at the quote crossing it; immediate: at the limit price;"
-            " manual: by an admin",
+            help="market (default): at the quote crossing it; immediate: at the limit; manual: by an admin",
         ),
     ] = None,
     external: Annotated[
