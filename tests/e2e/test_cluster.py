@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from oms.kernel.market import MARKET_STREAM
@@ -131,6 +132,13 @@ def replica_requests(port: int) -> float:
     """HTTP requests the replica on its own `port` has answered (its /metrics)."""
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     return sum(float(m) for m in re.findall(r"^oms_http_requests_total\{[^}]*\} ([0-9.e+]+)$", text, re.M))
+
+
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def feed_locks(system: RunningSystem) -> int:
@@ -255,3 +263,12 @@ def test_killing_a_replica_of_each_service_the_active_relays_the_feed_and_the_st
     while api.quote(admin, "AAPL")["sequence"] <= sequence_after_kills:
         assert time.monotonic() < deadline, "no new quote after the feed's takeover"
         time.sleep(0.2)
+
+
+def test_ctrl_c_stops_every_process_of_the_cluster(cluster: RunningSystem) -> None:
+    assert cluster.process is not None
+    started = psutil.Process(cluster.process.pid).children(recursive=True)
+    assert len(started) >= 3 + 4 + 10 + 4  # NATS, PostgreSQL, service replicas, relays (and their children)
+    assert cluster.stop() == 0
+    assert not [p for p in started if alive(p)], started
+    assert "stopped" in "".join(cluster.output)
