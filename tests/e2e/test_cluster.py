@@ -112,6 +112,12 @@ def active_relay(system: RunningSystem, service: str) -> str:
         time.sleep(0.2)
 
 
+def standby(replica: str) -> str:
+    """The other one of a pair: `relay-order-2` for `relay-order-1`."""
+    name, number = replica.rsplit("-", 1)
+    return f"{name}-{3 - int(number)}"
+
+
 def quoting_market(system: RunningSystem) -> str:
     """The market replica whose feed quotes (the one that has said it goes on from the broker's quotes)."""
     logs = {n: (system.data_dir / "logs" / f"market-{n}.log").read_text() for n in (1, 2)}
@@ -204,9 +210,10 @@ def test_killing_a_replica_of_each_service_the_active_relays_the_feed_and_the_st
     sequence_before = api.quote(admin, "AAPL")["sequence"]
     leader = stream_info(cluster, EVENTS_STREAM).cluster.leader
     feeding = quoting_market(cluster)
+    relays = {s: active_relay(cluster, s) for s in ("order", "account")}
     victims = {
         40: [replica_tail(cluster, f"{s}-1") for s in ("auth", "order", "account", "backoffice")],
-        100: [replica_tail(cluster, active_relay(cluster, s)) for s in ("order", "account")],
+        100: [replica_tail(cluster, relay) for relay in relays.values()],
         160: [nats_tail(cluster, leader)],
         220: [replica_tail(cluster, feeding)],
     }
@@ -241,6 +248,10 @@ def test_killing_a_replica_of_each_service_the_active_relays_the_feed_and_the_st
             if sum(f.done() for f in futures) >= at:
                 for tail in pending.pop(at):
                     killed[tail] = kill(cluster, tail)
+                if at == 100:  # each standby relay takes the slot before its active one is restarted
+                    assert {s: active_relay(cluster, s) for s in relays} == {
+                        s: standby(relay) for s, relay in relays.items()
+                    }
             time.sleep(0.01)
         for future in futures:
             future.result()
@@ -255,7 +266,7 @@ def test_killing_a_replica_of_each_service_the_active_relays_the_feed_and_the_st
     assert stream_info(cluster, EVENTS_STREAM).cluster.leader  # a leader again, with its replicas
 
     # The standby feed took over where the killed one stopped: quotes go on, in sequence.
-    taker = {"market-1": "market-2", "market-2": "market-1"}[feeding]
+    taker = standby(feeding)
     assert "the feed goes on from" in (cluster.data_dir / "logs" / f"{taker}.log").read_text()
     assert sequence_after_kills >= sequence_before
     assert feed_locks(cluster) == 1  # one feed quotes, the restarted replica stands by

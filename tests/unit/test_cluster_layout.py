@@ -55,6 +55,15 @@ def test_the_cluster_takes_the_first_free_ports_from_its_base_each_once() -> Non
         busy.close()
 
 
+def test_the_cluster_never_takes_a_port_set_for_something_else(tmp_path: Path) -> None:
+    base = free_port()
+    settings = Settings(data_dir=tmp_path, cluster_base_port=base, order_port=base, market_port=base + 1)
+    system = ClusterSystem(settings, Console(quiet=True))
+    system.check_ports()
+    taken = [*system.replica_ports.values(), *(d.port for d in system.databases.values())]
+    assert base not in taken and base + 1 not in taken
+
+
 @pytest.fixture
 def planned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ClusterSystem:
     for name, port in free_port_env().items():

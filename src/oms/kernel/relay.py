@@ -59,6 +59,9 @@ BATCH_EVENTS: Final = 1000  # events published together
 IN_FLIGHT: Final = 4  # batches published and not yet acknowledged, at most
 STATUS_INTERVAL: Final = 1  # seconds between position reports to PostgreSQL
 POLL: Final = 0.2  # seconds: how quickly a stop request is noticed
+# Seconds between a standby relay's tries at the slot: it takes over within about this long of the active
+# one's death, before the supervisor has restarted the dead one.
+STANDBY_POLL: Final = 1.0
 FLUSH_INTERVAL: Final = 0.1  # seconds between the deletes of relayed rows (one statement for all of them)
 # A commit reaches the WAL stream a moment before other sessions can see it, so a relayed row may not be
 # deletable yet; the delete is retried for this long (rows streamed again after a restart may be long gone).
@@ -435,9 +438,10 @@ async def serve(
         except (RelayConfigError, asyncio.CancelledError):
             raise
         except SlotBusy as exc:
+            if not health.slot.startswith("unavailable: standing by"):
+                log.info("relay %s: standing by, the slot is in use (%s)", service, exc)
             health.not_streaming("standing by: another relay streams the slot")
-            log.info("relay %s: standing by, the slot is in use (%s)", service, exc)
-            await _sleep_unless(stop, 5.0)
+            await _sleep_unless(stop, STANDBY_POLL)
             continue
         except PublishAborted:
             continue  # only raised once stop is set

@@ -55,6 +55,12 @@ class Ports:
         raise StartError(f"no free port for {what} from {self.base} on: choose OMS_CLUSTER_BASE_PORT")
 
 
+def configured_ports(settings: Settings) -> list[int]:
+    """Every port a setting names (the services', NATS's, the relays', …)."""
+    values = [getattr(settings, name) for name in Settings.model_fields if name.endswith("_port")]
+    return [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+
+
 def replica(component: str, number: int) -> str:
     return f"{component}-{number}"
 
@@ -77,7 +83,8 @@ class ClusterSystem(System):
         s = self.settings
         for c in self.components():
             check_bindable(s.host, s.port_of(c), f"the {c} service", port_env_name(c))
-        ports = Ports(s.cluster_base_port)
+        # Never one of the ports set for something else, though nothing listens on it yet.
+        ports = Ports(s.cluster_base_port, taken=set(configured_ports(s)))
         route_ports = [ports.take(s.host, f"NATS {n}'s routes") for n in range(1, NODES + 1)]
         password = read_or_create_text(s.secrets_dir / ROUTE_SECRET)
         for n in range(1, NODES + 1):
