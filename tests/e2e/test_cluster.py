@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import signal
 import time
@@ -24,6 +25,7 @@ from oms.kernel.market import MARKET_STREAM
 from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.topology import EVENTS_STREAM
 from oms.runtime.nats import EmbeddedNats
+from oms.runtime.ports import PortUnavailable, check_bindable
 from oms.runtime.postgres import EmbeddedPostgres
 from tests.conftest import execute
 from tests.e2e.api import Api
@@ -45,9 +47,29 @@ ORDERS = 300
 SERVICES = ("auth", "order", "account", "market", "backoffice")
 
 
+def below_ephemeral_ports(env: dict[str, str]) -> dict[str, str]:
+    """Every port setting of `env` moved to free ports below the kernel's ephemeral range (32768 on): the
+    cluster's 20-odd processes open many connections while it starts, and one of them could otherwise get a
+    port a replica is about to bind as its local port."""
+    port = random.randrange(20_000, 30_000)
+    names = sorted(
+        (k for k in env if k.startswith("OMS_") and k.endswith("_PORT")), key="OMS_CLUSTER_BASE_PORT".__eq__
+    )
+    for name in names:  # the cluster's base last: its ports are the first free ones above the others
+        while True:
+            port += 1
+            try:
+                check_bindable("127.0.0.1", port, name, name)
+            except PortUnavailable:
+                continue
+            env[name] = str(port)
+            break
+    return env
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
-    running = RunningSystem(tmp_path_factory.mktemp("oms") / "data", system_env())
+    running = RunningSystem(tmp_path_factory.mktemp("oms") / "data", below_ephemeral_ports(system_env()))
     running.start("--cluster", timeout=300)
     yield running
     if running.process is not None:
