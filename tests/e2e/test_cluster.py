@@ -152,7 +152,10 @@ def kill(system: RunningSystem, tail: tuple[str, ...]) -> int:
     process = component(system, tail)
     assert process is not None, f"no {' '.join(tail)} running"
     process.send_signal(signal.SIGKILL)
-    process.wait(10)
+    deadline = time.monotonic() + 10
+    while alive(process):  # dead once a zombie: the supervisor reaps it when it next looks
+        assert time.monotonic() < deadline, f"{' '.join(tail)} survived SIGKILL"
+        time.sleep(0.05)
     return process.pid
 
 
