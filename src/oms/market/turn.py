@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 FEED_LOCK: Final = 0x6F6D735F66656564  # "oms_feed": the advisory lock's key
 ASK_EVERY: Final = 1.0  # seconds between a standby's tries
 READ_EVERY: Final = 2.0  # seconds between the holder's reads of the instruments
+READ_TIMEOUT: Final = 5.0
 LOST: Final = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
@@ -62,7 +63,8 @@ class FeedTurn:
         """The instruments, `read_every` seconds from now, through the holder's session; LOST errors when
         the session (and so the lock) is gone."""
         await asyncio.sleep(self._read_every)
-        return await store.all_listings(session)
+        # Bounded: a server cut off without closing the connection must not keep a holder quoting for long.
+        return await asyncio.wait_for(store.all_listings(session), READ_TIMEOUT)
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
