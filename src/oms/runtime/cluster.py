@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from rich.console import Console
 
@@ -80,6 +79,7 @@ class ClusterSystem(System):
 
     # -- start ---------------------------------------------------------------------------------
     def check_ports(self) -> None:
+        """Check the ports the settings name, and choose the cluster's own (the servers, each replica's)."""
         s = self.settings
         for c in self.components():
             check_bindable(s.host, s.port_of(c), f"the {c} service", port_env_name(c))
@@ -102,11 +102,13 @@ class ClusterSystem(System):
                     s.host,
                     s.nats_sync_interval,
                     monitor_port=s.nats_monitor_port if n == 1 else None,
-                    identities=self._identities(),
+                    identities=identities_dir(s),
                     node=node,
                 )
             )
         check_bindable(s.host, s.nats_port, "NATS", "OMS_NATS_PORT")
+        if s.nats_monitor_port:
+            check_bindable("127.0.0.1", s.nats_monitor_port, "NATS monitoring", "OMS_NATS_MONITOR_PORT")
         for service in SERVICES:
             port = ports.take(s.host, f"the {service} database")
             self.databases[service] = EmbeddedPostgres(self.data_dir, port, s.host, name=service)
@@ -116,9 +118,6 @@ class ClusterSystem(System):
             for n in range(1, REPLICAS + 1):
                 name = replica(f"relay-{r}", n)
                 self.replica_ports[name] = ports.take(s.metrics_host, f"{name}'s probes")
-
-    def _identities(self) -> Path:
-        return identities_dir(self.settings)
 
     def _replicas(self) -> list[tuple[str, str, int]]:
         """(child name, component, replica number) of every HTTP service replica, in start order."""
