@@ -7,6 +7,7 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,12 +31,13 @@ def chaos(
     ] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the system's data folder")] = False,
 ) -> None:
-    """Kill services, relays, NATS and PostgreSQL under load; then prove nothing was lost or doubled."""
+    """Kill services, relays, NATS and PostgreSQL under load (orders executed at the market's quotes); then
+    prove nothing was lost or doubled and every execution was at a price the market quoted."""
     from oms.bench.cli import env_pairs, run_loop
     from oms.bench.system import LaunchedSystem, TargetError
     from oms.chaos import report as chaos_report
     from oms.chaos.observe import server_errors
-    from oms.chaos.run import ChaosConfig, run_chaos
+    from oms.chaos.run import ChaosConfig, run_chaos, with_market
 
     overrides: dict[str, Any] = {
         "orders": orders,
@@ -49,13 +51,13 @@ def chaos(
     }
     config = replace(
         ChaosConfig.ci() if ci else ChaosConfig(), **{k: v for k, v in overrides.items() if v is not None}
-    )
+    ).scheduled(datetime.now(UTC))
     console = Console(width=None if sys.stdout.isatty() else 150)
     work_dir = Path(tempfile.mkdtemp(prefix="oms-chaos-"))
     system = LaunchedSystem(work_dir / "data", extra_env={**config.system_env(), **env_pairs(env or [])})
     try:
         console.print(f"starting a system in {work_dir} …")
-        target = system.start()
+        target = with_market(system.start(), system)
         report = run_loop(run_chaos(config, target, console))
         report["server_errors"] = server_errors(system.data_dir / "logs")
     except TargetError as exc:
