@@ -24,6 +24,8 @@ from oms.chaos.verify import Rules, verify
 from oms.chaos.workload import Cast, Ledger, Workload
 from oms.kernel.settings import ExecutionMode, MarketClose, Settings
 
+CLOSE_INTO_LOAD = 0.4  # how far into the workload the market closes
+
 
 @dataclass(frozen=True)
 class ChaosConfig:
@@ -41,9 +43,10 @@ class ChaosConfig:
     withdrawal_threshold: Decimal = Decimal(1000)  # TRY: larger withdrawals wait for an admin
     execution: ExecutionMode = ExecutionMode.MARKET
     symbols: int = 6  # instruments traded: two held by every customer, one by none
-    # A MARKET BUY's collar: small, so that the ask moving a few ticks between the order and its reservation
-    # cancels some ("price moved beyond the collar") and executes others below what they reserved.
-    collar: Decimal = Decimal("0.0005")
+    # A MARKET BUY's collar: none (it reserves the ask it was placed at), so that an ask that rises before
+    # its reservation cancels it ("price moved beyond the collar") and one that falls executes it below
+    # what it reserved.
+    collar: Decimal = Decimal(0)
     market_close: str = ""  # OMS_MARKET_CLOSE; `scheduled` sets one inside the run (DAY orders expire)
 
     @classmethod
@@ -54,12 +57,12 @@ class ChaosConfig:
         )
 
     def scheduled(self, now: datetime) -> ChaosConfig:
-        """This run with the market's close inside the workload — a minute for the system's start and the
-        funding, then half the workload's duration —: DAY orders placed before it expire while the faults go
-        on."""
+        """This run with the market's close inside the workload, `CLOSE_INTO_LOAD` of the way in if the
+        system starts and is funded within half a minute (`run_chaos` waits for the rest): DAY orders placed
+        before it expire while the faults go on."""
         if self.market_close:
             return self
-        return replace(self, market_close=closes_in(60 + 0.5 * self.duration, now))
+        return replace(self, market_close=closes_in(30 + CLOSE_INTO_LOAD * self.duration, now))
 
     def system_env(self) -> dict[str, str]:
         """What the system under test must be started with for this workload."""
@@ -85,6 +88,15 @@ def with_market(target: Target, system: LaunchedSystem) -> Target:
     """`target` with the market service's URL too (the bench's names auth, order and account only)."""
     target.urls.setdefault("market", f"http://127.0.0.1:{system.env['OMS_MARKET_PORT']}")
     return target
+
+
+async def _until_the_close_is_inside(config: ChaosConfig) -> None:
+    """Wait (at most two minutes) until the market's close would fall `CLOSE_INTO_LOAD` of the way into a
+    workload starting now; a close already too near (a slow start) is taken as it comes."""
+    now = datetime.now(UTC)
+    wait = (config.close.next(now) - now).total_seconds() - CLOSE_INTO_LOAD * config.duration
+    if 0 < wait < 120:
+        await asyncio.sleep(wait)
 
 
 def _operations(book: Ledger) -> dict[str, dict[str, int]]:
@@ -134,9 +146,10 @@ async def run_chaos(config: ChaosConfig, target: Target, console: Console) -> di
         workload = Workload(client, cast, rng, config.withdrawal_threshold, market)
         console.print(f"trading {', '.join(symbols)}; funding {config.customers} customers …")
         await workload.fund()
+        await _until_the_close_is_inside(config)
         scraper = asyncio.create_task(metrics.run(stop_metrics))
         plan = schedule(config.kills, config.nats_restarts, config.pg_restarts, rng)
-        started = time.monotonic()
+        started, report["load_started"] = time.monotonic(), datetime.now(UTC).isoformat()
         with Progress(
             SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
         ) as bar:
@@ -177,6 +190,7 @@ async def run_chaos(config: ChaosConfig, target: Target, console: Console) -> di
         rules = Rules(config.execution, config.close, await recorded_quotes(target.nats))
         verdict = await verify(target, workload.book, faults, rules)
         verdict.figures["resting_orders_swept"] = swept
+        verdict.figures["market"] |= {"symbols": symbols, "close": config.market_close or "default"}
         if drain is None:
             verdict.violations.insert(
                 0, f"the system did not go quiet within {config.drain_timeout:.0f}s: {state}"

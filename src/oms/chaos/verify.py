@@ -393,7 +393,7 @@ def check_settlements(orders: dict[str, Order], ledger: list[LedgerEntry], verdi
 def market_figures(orders: dict[str, Order], rules: Rules, faults: FaultLog) -> dict[str, Any]:
     """How the orders ended, by kind; the quotes recorded; executions after the market service's last kill."""
     ends = Counter(
-        f"{o.order_type} {o.time_in_force} {o.status}" + (f" ({o.reason})" if o.reason else "")
+        f"{o.order_type} {o.time_in_force} {o.status}" + (f" ({o.reason.split(':')[0]})" if o.reason else "")
         for o in orders.values()
         if o.order_type is not OrderType.LIMIT or o.time_in_force.value != "GTC" or o.reason
     )
