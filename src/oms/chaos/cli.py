@@ -14,6 +14,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from oms.kernel.settings import ExecutionMode
+
 
 def chaos(
     ci: Annotated[bool, typer.Option("--ci", help="The CI size (1,000 orders, 12 kills, ~3 min)")] = False,
@@ -25,6 +27,9 @@ def chaos(
     pg_restarts: Annotated[int | None, typer.Option(help="PostgreSQL server crashes [3]")] = None,
     duplicates: Annotated[int | None, typer.Option(help="Events delivered twice [300]")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed")] = None,
+    execution: Annotated[
+        ExecutionMode | None, typer.Option(help="The system's execution mode: market or immediate [market]")
+    ] = None,
     output_dir: Annotated[Path, typer.Option(help="Where the report is written")] = Path("bench-results"),
     env: Annotated[
         list[str] | None, typer.Option(help="KEY=VALUE for the system the run starts (repeatable)")
@@ -48,7 +53,11 @@ def chaos(
         "pg_restarts": pg_restarts,
         "duplicates": duplicates,
         "seed": seed,
+        "execution": execution,
     }
+    if execution is ExecutionMode.MANUAL:  # nothing would execute: every order is swept
+        print("oms chaos: --execution manual is not supported (no admin matches orders)", file=sys.stderr)
+        raise typer.Exit(2)
     config = replace(
         ChaosConfig.ci() if ci else ChaosConfig(), **{k: v for k, v in overrides.items() if v is not None}
     ).scheduled(datetime.now(UTC))

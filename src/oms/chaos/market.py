@@ -38,7 +38,8 @@ async def record_quotes(access: NatsAccess) -> None:
     """Start recording every quote (the operator's identity creates the mirror)."""
     nc = await connect_nats(access, once=True)
     try:
-        await nc.jetstream().add_stream(
+        js = nc.jetstream()
+        await js.add_stream(
             StreamConfig(
                 name=QUOTE_RECORD,
                 mirror=StreamSource(name=MARKET_STREAM, filter_subject=QUOTE_SUBJECTS),
@@ -46,6 +47,12 @@ async def record_quotes(access: NatsAccess) -> None:
                 max_age=86_400,
             )
         )
+        for _ in range(200):  # the mirror copies from when it is running: wait for it, caught up
+            mirror = (await js.stream_info(QUOTE_RECORD)).mirror
+            if mirror is not None and mirror.active is not None and mirror.active >= 0 and not mirror.lag:
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"the quote record {QUOTE_RECORD} did not start mirroring {MARKET_STREAM}")
     finally:
         await nc.close()
 
@@ -61,15 +68,17 @@ async def recorded_quotes(access: NatsAccess, settle: float = 10.0) -> QuoteHist
             if info.mirror is not None and not info.mirror.lag:
                 break
             await asyncio.sleep(0.5)
+        last = (await js.stream_info(QUOTE_RECORD)).state.last_seq  # the market goes on quoting: up to here
         config = ConsumerConfig(ack_policy=AckPolicy.NONE, filter_subject=QUOTE_SUBJECTS)
         reader = await js.pull_subscribe(QUOTE_SUBJECTS, stream=QUOTE_RECORD, config=config)
-        quotes = []
-        while True:
+        quotes, read = [], 0
+        while read < last:
             try:
-                batch = await reader.fetch(1000, timeout=2)
-            except nats.errors.TimeoutError:
-                break
+                batch = await reader.fetch(1000, timeout=5)
+            except (nats.errors.TimeoutError, TimeoutError):
+                break  # nothing more (a record that lost its tail): what was read is the record
             quotes += [Quote.model_validate_json(m.data) for m in batch]
+            read = batch[-1].metadata.sequence.stream
         await reader.unsubscribe()
         return QuoteHistory(quotes)
     finally:

@@ -190,7 +190,12 @@ async def run_chaos(config: ChaosConfig, target: Target, console: Console) -> di
         rules = Rules(config.execution, config.close, await recorded_quotes(target.nats))
         verdict = await verify(target, workload.book, faults, rules)
         verdict.figures["resting_orders_swept"] = swept
-        verdict.figures["market"] |= {"symbols": symbols, "close": config.market_close or "default"}
+        verdict.figures["market"] |= {
+            "symbols": symbols,
+            "close": config.market_close or "default",
+            "quote_refreshes": market.refreshes,
+            "quote_refreshes_failed": market.failures,  # the market service down
+        }
         if drain is None:
             verdict.violations.insert(
                 0, f"the system did not go quiet within {config.drain_timeout:.0f}s: {state}"
