@@ -56,6 +56,8 @@ PASSED_ON = (
     "market_quotes_per_second",
     "market_replay_file",
     "market_replay_speed",
+    "market_order_collar",
+    "market_close",
     "backoffice_ticker",
 )
 
