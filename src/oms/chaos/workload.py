@@ -281,14 +281,15 @@ class Workload:
         order_id = order_id or (self.rng.choice(self.recent[customer]) if self.recent[customer] else None)
         if order_id is None:
             return None
-        op = Op("cancel", customer, {"order_id": order_id})
-        self.book.cancels.append(op)
-        return await self.send(op, lambda: self.client.cancel_order(self.admin, order_id))
+        return await self._cancel(self.book.cancels, customer, order_id)
 
     async def sweep(self, customer: str, order_id: str) -> Op:
         """Cancel an order still resting once the faults have stopped (the market may never cross it)."""
+        return await self._cancel(self.book.sweeps, customer, order_id)
+
+    async def _cancel(self, kept_in: list[Op], customer: str, order_id: str) -> Op:
         op = Op("cancel", customer, {"order_id": order_id})
-        self.book.sweeps.append(op)
+        kept_in.append(op)
         return await self.send(op, lambda: self.client.cancel_order(self.admin, order_id))
 
     # -- the run -----------------------------------------------------------------------------------
