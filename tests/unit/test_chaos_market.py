@@ -4,9 +4,11 @@ DAY order expired before any close or outliving one, a collar that never moved."
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +17,7 @@ from oms.chaos.market import QuoteHistory, closes_in, limit_price
 from oms.chaos.verify import Rules, Verdict, check_executions, check_settlements, settlement_problem
 from oms.kernel.market import Instrument, Quote
 from oms.kernel.money import CASH, OrderType, Side, TimeInForce
-from oms.kernel.settings import ExecutionMode, MarketClose
+from oms.kernel.settings import ExecutionMode, MarketClose, Settings
 from oms.order.domain import BEYOND_COLLAR, EXPIRED, NOT_MARKETABLE, Order, OrderStatus
 from oms.runtime.audit import MarketRules, market_problems, reservation_problem
 
@@ -305,3 +307,16 @@ def test_the_close_falls_inside_the_run() -> None:
     assert close.next(datetime(2026, 12, 6, 23, 59, tzinfo=UTC)) == datetime(
         2026, 12, 7, 0, 0, 30, tzinfo=UTC
     )
+
+
+def test_oms_audit_judges_by_the_rules_the_running_system_was_started_with(tmp_path: Path) -> None:
+    """`oms up --execution manual` in one shell, `oms audit` in another: the audit reads the mode and close
+    from the system's state file, not from its own environment (an IOC order waiting for an admin is fine)."""
+    settings = Settings(data_dir=tmp_path, execution="market")
+    assert MarketRules.of_running(settings) == MarketRules(ExecutionMode.MARKET, settings.close())
+    (tmp_path / "run").mkdir()
+    state = {"pid": 1, "execution": "manual", "market_close": "17:30 UTC"}
+    (tmp_path / "run" / "state.json").write_text(json.dumps(state))
+    rules = MarketRules.of_running(settings)
+    assert rules == MarketRules(ExecutionMode.MANUAL, MarketClose.parse("17:30 UTC"))
+    assert problems(order(tif=TimeInForce.IOC, status=OrderStatus.PENDING), rules) == []

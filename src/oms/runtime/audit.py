@@ -19,6 +19,7 @@ An order whose events are still on their way (e.g. MATCHED, reservation still HE
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections import defaultdict
@@ -149,6 +150,16 @@ class MarketRules:
     def from_settings(cls, settings: Settings | None = None) -> MarketRules:
         settings = settings or Settings()
         return cls(settings.execution, settings.close())
+
+    @classmethod
+    def of_running(cls, settings: Settings) -> MarketRules:
+        """The rules the system running in `settings.data_dir` was started with (its `run/state.json`), else
+        those of `settings`."""
+        state_file = settings.data_dir / "run" / "state.json"
+        state = json.loads(state_file.read_text()) if state_file.exists() else {}
+        if "execution" not in state:
+            return cls.from_settings(settings)
+        return cls(ExecutionMode(state["execution"]), MarketClose.parse(state["market_close"]))
 
 
 def _check_orders(
