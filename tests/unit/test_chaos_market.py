@@ -265,6 +265,8 @@ def test_a_day_order_that_outlives_its_close_is_flagged() -> None:
     assert "is MATCHED after it" in problems(executed_after)[0]
     just_after = order(tif=TimeInForce.DAY, executed="100.02", at=T0 + timedelta(hours=2, seconds=5))
     assert problems(just_after) == []  # within the grace the close takes
+    immediate = MarketRules(ExecutionMode.IMMEDIATE, CLOSE)  # no close there: a DAY order executes at once
+    assert problems(executed_after, immediate) == []
 
 
 @pytest.mark.parametrize("mode", list(ExecutionMode))

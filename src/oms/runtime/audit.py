@@ -8,7 +8,7 @@ reserve (a BUY size × its limit or its MARKET collar price, a SELL its size). T
 checked against the order: "not marketable" only for an IOC or MARKET order, decided once reserved; "price
 moved beyond the collar" only for a MARKET BUY; "expired" only for a DAY order, at a close after its
 creation — and no DAY order outlives a close (executed, canceled otherwise, or still PENDING well after
-it); an IOC or MARKET order never rests PENDING once reserved (but in `manual` mode, where it waits).
+it; but in `immediate` mode, which has no close); an IOC or MARKET order never rests PENDING once reserved (but in `manual` mode, where it waits).
 Every hold belongs to an order or a REQUESTED withdrawal — nothing else makes money unusable — and per
 withdrawal: REQUESTED ⇔ its amount HELD; PAID ⇔ its hold SETTLED (or none: paid at once); REJECTED ⇔
 RELEASED.
@@ -237,7 +237,8 @@ def market_problems(order: Order, rules: MarketRules, now: datetime) -> list[str
     close = rules.close.last(order.updated_at)
     if reason == EXPIRED and not (order.time_in_force is TimeInForce.DAY and order.created_at < close):
         problems.append(f"canceled {EXPIRED!r}, but it is not a DAY order placed before a close")
-    problems += _outlived_close(order, rules.close, now)
+    if rules.execution is not ExecutionMode.IMMEDIATE:  # there an order executes at once: no close
+        problems += _outlived_close(order, rules.close, now)
     rests_at_once = order.status is OrderStatus.PENDING and order.reserved and at_once
     if rests_at_once and rules.execution is not ExecutionMode.MANUAL:
         problems.append(f"a {order.order_type} {order.time_in_force} order rests PENDING once reserved")
