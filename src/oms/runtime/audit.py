@@ -8,10 +8,10 @@ reserve (a BUY size × its limit or its MARKET collar price, a SELL its size). T
 checked against the order: "not marketable" only for an IOC or MARKET order, decided once reserved; "price
 moved beyond the collar" only for a MARKET BUY; "expired" only for a DAY order, at a close after its
 creation — and no DAY order outlives a close (executed, canceled otherwise, or still PENDING well after
-it; but in `immediate` mode, which has no close); an IOC or MARKET order never rests PENDING once reserved (but in `manual` mode, where it waits).
-Every hold belongs to an order or a REQUESTED withdrawal — nothing else makes money unusable — and per
-withdrawal: REQUESTED ⇔ its amount HELD; PAID ⇔ its hold SETTLED (or none: paid at once); REJECTED ⇔
-RELEASED.
+it; but in `immediate` mode, which has no close); an IOC or MARKET order never rests PENDING once
+reserved (but in `manual` mode, where it waits). Every hold belongs to an order or a REQUESTED
+withdrawal — nothing else makes money unusable — and per withdrawal: REQUESTED ⇔ its amount HELD; PAID ⇔
+its hold SETTLED (or none: paid at once); REJECTED ⇔ RELEASED.
 An order whose events are still on their way (e.g. MATCHED, reservation still HELD) is re-checked until
 `settle_seconds` pass; only one still stuck then is a violation.
 """
