@@ -1,9 +1,9 @@
 """Names vulture cannot see being used (tests/unit/test_code_health.py reads this file with the code)."""
 
+from oms.backoffice.audits import AuditRun
 from oms.backoffice.charts import LineChart, PriceChart
 from oms.backoffice.confirm import Review
 from oms.backoffice.models import MoneyRequest, Order
-from oms.backoffice.system import AuditRun
 from oms.backoffice.ticker import TickerItem
 from oms.backoffice.views import Pager
 from oms.cli import Component

@@ -88,7 +88,7 @@ def up(
         ExecutionMode | None,
         typer.Option(
             envvar="OMS_EXECUTION",
-            help="immediate: at the limit price; market: at the quote crossing it; manual: by an admin",
+            help="market (default): at the quote crossing it; immediate: at the limit; manual: by an admin",
         ),
     ] = None,
     external: Annotated[
@@ -152,6 +152,14 @@ def serve(
         ),
     ] = None,
     service: Annotated[Relayed | None, typer.Option(help="The database a relay reads (relay only)")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDRESS",
+            help="Address to listen on (a relay: its /metrics, /livez, /readyz)"
+            " [env: OMS_HOST; a relay: OMS_METRICS_HOST]",
+        ),
+    ] = None,
 ) -> None:
     """Run one component in the foreground (for replicas and for `oms up`)."""
     from oms.kernel.logging import configure_logging
@@ -161,9 +169,9 @@ def serve(
             fail("oms serve relay needs --service order|account")
         settings = _settings()
         configure_logging(f"relay-{service.value}", settings.log_format, settings.log_level)
-        _serve_relay(_settings(**{f"{service.value}_relay_port": port}), service.value)
+        _serve_relay(_settings(**{f"{service.value}_relay_port": port, "metrics_host": host}), service.value)
         return
-    settings = _settings(**{f"{component.value}_port": port})
+    settings = _settings(**{f"{component.value}_port": port, "host": host})
     configure_logging(component.value, settings.log_format, settings.log_level)
     _serve_http(settings, component.value)
 
@@ -210,7 +218,10 @@ def _serve_relay(settings: Settings, service: str) -> None:
         fail(f"OMS_NATS_SYNC_INTERVAL: {exc}")
     try:
         check_bindable(
-            settings.metrics_host, metrics_port, f"the {service} relay's metrics", port_env_name(component)
+            settings.metrics_host,
+            metrics_port,
+            f"the {service} relay's metrics and probes",
+            port_env_name(component),
         )
         url = settings.database_url(f"{service}_relay")
         nats = access_for(settings, f"relay-{service}")

@@ -7,12 +7,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 import httpx
 
 from tests.e2e.conftest import RunningSystem
+
+CENT = Decimal("0.01")  # the tick of the listed US equities
 
 
 def exact(response: httpx.Response) -> Any:
@@ -97,6 +99,35 @@ class Api:
         assert response.status_code == 200, response.text
         order_id: str = response.json()["id"]
         return order_id
+
+    def quote(self, by: User, symbol: str = "AAPL") -> dict[str, Decimal]:
+        """The latest quote of `symbol` (bid, ask, last as Decimals), once there is one."""
+        deadline = time.monotonic() + 20
+        while True:
+            answer = self.http.get(
+                self.url("market", "/api/v1/quotes"), params={"symbol": symbol}, headers=by.headers
+            )
+            quotes: list[dict[str, Any]] = exact(answer)["quotes"]
+            if quotes:
+                prices = ("bid", "ask", "last")
+                return {k: Decimal(str(v)) if k in prices else v for k, v in quotes[0].items()}
+            assert time.monotonic() < deadline, f"no quote of {symbol} within 20 s"
+            time.sleep(0.1)
+
+    def marketable(self, by: User, side: str, symbol: str = "AAPL") -> str:
+        """A LIMIT price that crosses `symbol`'s quote with room to spare (3 % beyond it, well inside the
+        band, on the cent grid): a BUY at it executes at once in any mode."""
+        now = self.quote(by, symbol)
+        if side == "BUY":
+            return str((now["ask"] * Decimal("1.03")).quantize(CENT, ROUND_CEILING))
+        return str((now["bid"] * Decimal("0.97")).quantize(CENT, ROUND_FLOOR))
+
+    def resting(self, by: User, side: str, symbol: str = "AAPL") -> str:
+        """A LIMIT price that the market will not cross for a long while (8 % away, inside the band)."""
+        now = self.quote(by, symbol)
+        if side == "BUY":
+            return str((now["last"] * Decimal("0.92")).quantize(CENT, ROUND_CEILING))
+        return str((now["last"] * Decimal("1.08")).quantize(CENT, ROUND_FLOOR))
 
     def get_order(self, by: User, order_id: str) -> httpx.Response:
         return self.http.get(self.url("order", f"/api/v1/orders/{order_id}"), headers=by.headers)

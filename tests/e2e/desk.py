@@ -1,14 +1,19 @@
 """A person at the back office in a real browser (Debian's Chromium, driven by playwright): sign in, go to
-pages, fill forms, take screenshots into artifacts/screens/."""
+pages, fill forms, take screenshots into artifacts/screens/; and the prices and amounts a test expects to see
+there."""
 
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import axe_playwright_python
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, ViewportSize, expect
+
+if TYPE_CHECKING:  # api imports conftest, which imports this module
+    from tests.e2e.api import Api, User
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -25,6 +30,24 @@ DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 
 expect.set_options(timeout=20_000)
+
+
+def cash(amount: Decimal | str) -> str:
+    """An amount on the cent grid as the back office shows cash: 1,234.50."""
+    return f"{Decimal(amount):,.2f}"
+
+
+def executed_price(api: Api, by: User, order_id: str) -> Decimal:
+    """The price a MATCHED order executed at (exact)."""
+    order = api.get_order(by, order_id).json()
+    assert order["status"] == "MATCHED", order
+    return Decimal(str(order["executedPrice"]))
+
+
+def last_price(api: Api, by: User, symbol: str = "AAPL") -> Decimal:
+    """`symbol`'s last price: on the tick grid and in the band, so a LIMIT order at it (or a few ticks off) is
+    accepted in every mode; `immediate` mode executes at that limit, which keeps figures exact."""
+    return api.quote(by, symbol)["last"]
 
 
 class Desk:

@@ -115,6 +115,9 @@ class Cast:
     intruder: User  # another customer
     owner_order: str  # one of the owner's orders (MATCHED)
     tokens: Tokens
+    resting_price: str = (
+        "0"  # a BUY limit in the band that the market does not cross (orders the matrix places)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -122,12 +125,12 @@ def cast(system: RunningSystem) -> Iterator[Cast]:
     api = Api(system)
     admin, owner, intruder = api.admin(), api.customer(), api.customer()
     for customer in (owner, intruder):
-        assert api.deposit(admin, customer, "TRY", "1000").status_code == 200
+        assert api.deposit(admin, customer, "TRY", "10000").status_code == 200
         assert api.deposit(admin, customer, "AAPL", "10").status_code == 200
-    order_id = api.place(owner, "BUY", "AAPL", "1", "10")
+    order_id = api.place(owner, "BUY", "AAPL", "1", api.marketable(owner, "BUY"))
     assert api.wait_order(owner, order_id)["status"] == "MATCHED"
     key = SigningKey.load_or_create(Path(system.data_dir) / "secrets" / "auth-ed25519.pem")
-    yield Cast(api, admin, owner, intruder, order_id, Tokens(key, owner))
+    yield Cast(api, admin, owner, intruder, order_id, Tokens(key, owner), api.resting(owner, "BUY"))
 
 
 # --- the matrix --------------------------------------------------------------------------------------------
@@ -150,7 +153,7 @@ def _order_body(c: Cast) -> dict[str, Any]:
             "assetName": "AAPL",
             "orderSide": "BUY",
             "size": "1",
-            "price": "1",
+            "price": c.resting_price,
         }
     }
 
@@ -455,10 +458,12 @@ def test_refused_requests_change_nothing(cast: Cast) -> None:
     api.deposit(admin, victim, "TRY", "500")
     api.deposit(admin, victim, "AAPL", "5")
     api.deposit(admin, intruder, "TRY", "500")
-    order_id = api.place(victim, "SELL", "AAPL", "1", "7")
-    assert api.wait_order(victim, order_id)["status"] == "MATCHED"
-    api.wait_balances(admin, victim, {"TRY": ("507", "507"), "AAPL": ("4", "4")})
-    scene = Cast(api, admin, victim, intruder, order_id, Tokens(cast.tokens.real_key, victim))
+    order = api.wait_order(victim, api.place(victim, "SELL", "AAPL", "1", api.marketable(victim, "SELL")))
+    assert order["status"] == "MATCHED"
+    paid = 500 + D(str(order["executedPrice"]))
+    api.wait_balances(admin, victim, {"TRY": (paid, paid), "AAPL": ("4", "4")})
+    tokens = Tokens(cast.tokens.real_key, victim)
+    scene = Cast(api, admin, victim, intruder, order["id"], tokens, cast.resting_price)
     before = snapshot(api, admin, victim), snapshot(api, admin, intruder)
 
     refused = 0
@@ -488,8 +493,8 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     running.stop()
 
 
-def pending_order(api: Api, admin: User, customer: User) -> str:
-    order_id = api.place(customer, "BUY", "AAPL", "1", "10")
+def pending_order(api: Api, customer: User, limit: D) -> str:
+    order_id = api.place(customer, "BUY", "AAPL", "1", str(limit))
     order = api.wait_order(customer, order_id, until=lambda o: o["fundsReserved"])
     assert (order["status"], order["fundsReserved"]) == ("PENDING", True)
     return order_id
@@ -523,8 +528,10 @@ def test_cancel_and_match_of_a_pending_order_by_caller(strict: Api) -> None:
     sees nothing (404) and changes nothing."""
     api = strict
     admin, owner, intruder = api.admin(), api.customer(), api.customer()
-    api.deposit(admin, owner, "TRY", "100")
-    first, second, third = (pending_order(api, admin, owner) for _ in range(3))
+    api.deposit(admin, owner, "TRY", "1000")
+    limit = D(api.marketable(owner, "BUY"))  # an admin's match executes it at the ask
+    first, second, third = (pending_order(api, owner, limit) for _ in range(3))
+    held = 1000 - 3 * limit
 
     assert api.cancel(intruder, first).status_code == 404
     assert api.match(intruder, first).status_code == 403
@@ -532,7 +539,7 @@ def test_cancel_and_match_of_a_pending_order_by_caller(strict: Api) -> None:
     assert api.call("DELETE", "order", "/api/v1/orders", params={"orderId": first}).status_code == 401
     assert api.call("POST", "order", f"/api/v1/orders/{first}/match").status_code == 401
     assert exact(api.get_order(owner, first))["status"] == "PENDING"
-    assert api.wait_balances(admin, owner, {"TRY": ("100", "70")}) == {"TRY": (D(100), D(70))}
+    assert api.wait_balances(admin, owner, {"TRY": (1000, held)}) == {"TRY": (D(1000), held)}
 
     assert api.cancel(owner, first).json() == {"message": "order canceled", "status": "CANCELED"}
     canceled_by_admin = api.cancel(admin, second)
@@ -540,8 +547,9 @@ def test_cancel_and_match_of_a_pending_order_by_caller(strict: Api) -> None:
     assert api.get_order(owner, second).json()["reason"] == "canceled by admin"
     matched = api.match(admin, third)
     assert matched.status_code == 200 and matched.json()["status"] == "MATCHED"
-    assert api.wait_balances(admin, owner, {"TRY": ("90", "90"), "AAPL": ("1", "1")}) == {
-        "TRY": (D(90), D(90)),
+    left = 1000 - exact(matched)["executedPrice"]  # the ask, not the limit
+    assert api.wait_balances(admin, owner, {"TRY": (left, left), "AAPL": ("1", "1")}) == {
+        "TRY": (left, left),
         "AAPL": (D(1), D(1)),
     }
 

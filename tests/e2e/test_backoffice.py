@@ -9,6 +9,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from functools import partial
 
 import httpx
@@ -19,7 +20,7 @@ from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.permissions import OPERATOR
 from tests.e2e.api import Api, User
 from tests.e2e.conftest import RunningSystem, system_env
-from tests.e2e.desk import PHONE, Desk
+from tests.e2e.desk import PHONE, Desk, cash, executed_price
 
 pytestmark = pytest.mark.e2e
 
@@ -93,33 +94,43 @@ def test_customer_registers_is_funded_buys_and_sees_a_refusal_explained(browser:
     expect(page.locator("#price-error")).to_contain_text("Price: must be a number")
     customer.shot("customer-trade-errors")
 
-    bought = place(customer, "BUY", "AAPL", "3", "100.1")
+    boss = api.admin()
+    limit = api.marketable(boss, "BUY")  # executes at once, at the ask
+    bought = place(customer, "BUY", "AAPL", "3", limit)
     expect(customer.page.locator("#order-status")).to_have_attribute("data-status", "MATCHED")
+    price = executed_price(api, boss, bought)
+    assert price <= Decimal(limit)
+    expect(customer.page.locator("#order-status")).to_contain_text(f"Executed at {cash(price)} TRY")
     customer.shot("customer-order-matched")
+    left = 1000 - 3 * price  # the limit reserved more: the rest came back
     customer.go("/")  # the table follows the settlement on its own
     for asset, field, value in (
-        ("TRY", "total", "699.70"),
-        ("TRY", "usable", "699.70"),
+        ("TRY", "total", cash(left)),
+        ("TRY", "usable", cash(left)),
         ("AAPL", "total", "3"),
     ):
         expect(customer.cell(asset, field)).to_have_text(value)
     customer.page.reload()  # the chart is drawn with the page
-    expect(customer.page.locator("figure.chart svg circle")).to_have_count(3)  # deposit, reserve, settle
+    # deposit, reserve, settle, the rest of the reservation released
+    expect(customer.page.locator("figure.chart svg circle")).to_have_count(4)
     customer.shot("customer-balances")
 
-    refused = place(customer, "BUY", "MSFT", "10", "100")
+    msft = api.marketable(boss, "BUY", "MSFT")
+    refused = place(customer, "BUY", "MSFT", "100", msft)  # MSFT is near 25: 100 cost more than is left
     expect(customer.page.locator("#order-status")).to_have_attribute("data-status", "CANCELED")
     expect(customer.page.locator("#order-reason")).to_contain_text("insufficient usable TRY")
     customer.shot("customer-order-canceled")
 
     page = customer.go("/orders?status=CANCELED")
     expect(page.locator("#orders tbody tr")).to_have_count(1)
-    expect(page.locator(f"#order-{refused} .reason")).to_contain_text("1,000.00 needed, 699.70 usable")
+    expect(page.locator(f"#order-{refused} .reason")).to_contain_text(
+        f"{cash(100 * Decimal(msft))} needed, {cash(left)} usable"
+    )
     page = customer.go("/orders")
     expect(page.locator(f"#order-{bought}")).to_have_attribute("data-status", "MATCHED")
     customer.shot("customer-orders")
     page = customer.go("/ledger")
-    expect(page.locator("#ledger tbody tr")).to_have_count(4)
+    expect(page.locator("#ledger tbody tr")).to_have_count(5)  # TRY ×4 as on the chart, AAPL bought
     customer.shot("customer-ledger")
 
     phone = Desk(browser, customer.base, PHONE, like=customer)
@@ -134,7 +145,7 @@ def test_customer_registers_is_funded_buys_and_sees_a_refusal_explained(browser:
 def test_a_customer_cannot_reach_admin_pages_or_another_customers_data(browser: Browser, api: Api) -> None:
     admin, mine, theirs = api.admin(), api.customer(), api.customer()
     api.deposit(admin, theirs, "TRY", "500")
-    their_order = api.place(theirs, "BUY", "AAPL", "1", "10")
+    their_order = api.place(theirs, "BUY", "AAPL", "1", api.marketable(theirs, "BUY"))
     customer = desk(browser, api)
     customer.sign_in(mine.username, "password-1")
     for path in ("/admin", "/admin/users", "/admin/orders", f"/admin/customers/{theirs.id}", "/admin/system"):
@@ -184,8 +195,8 @@ def test_every_page_sends_the_security_headers_and_nothing_breaks_its_policy(
 ) -> None:
     """No inline script or style anywhere (htmx included, while it polls and swaps), never in a frame."""
     admin, customer = api.admin(), api.customer()
-    api.deposit(admin, customer, "TRY", "100")
-    order_id = api.place(customer, "BUY", "AAPL", "1", "10")
+    api.deposit(admin, customer, "TRY", "1000")
+    order_id = api.place(customer, "BUY", "AAPL", "1", api.marketable(customer, "BUY"))
     violations: list[str] = []
     console: list[str] = []
     people = []
@@ -279,7 +290,8 @@ def test_admin_in_manual_mode_matches_and_cancels_while_the_customer_watches(
     manual.deposit(boss, buyer, "TRY", "1000")
     customer = desk(browser, manual)
     customer.sign_in(buyer.username, "password-1")
-    to_match = place(customer, "BUY", "AAPL", "2", "15")
+    limit = manual.marketable(buyer, "BUY")  # crosses the ask when the admin matches it
+    to_match = place(customer, "BUY", "AAPL", "2", limit)
     _reserved(manual, buyer, to_match)
     expect(customer.page.locator("#order-status")).to_contain_text("Funds reserved; waiting to be matched")
     customer.page.evaluate("window.stillTheSamePage = true")
@@ -291,28 +303,32 @@ def test_admin_in_manual_mode_matches_and_cancels_while_the_customer_watches(
     page = admin.go(f"/admin/orders?status=PENDING&customer={buyer.id}")
     admin.shot("admin-orders-manual")
     page.locator(f"#order-{to_match}").get_by_role("button", name="Match").click()
-    admin.confirm(f"Match order {to_match[:8]} (BUY 2 AAPL at 15.00 TRY, for {buyer.username})")
-    expect(page.locator(".notice")).to_have_text(
-        f"Order {to_match[:8]} (BUY 2 AAPL at 15.00 TRY, for {buyer.username}) matched."
-    )
+    what = f"{to_match[:8]} (BUY 2 AAPL at {cash(limit)} TRY, for {buyer.username})"
+    admin.confirm(f"Match order {what}")
+    expect(page.locator(".notice")).to_have_text(f"Order {what} matched.")
 
     expect(customer.page.locator("#order-status")).to_have_attribute("data-status", "MATCHED")
     assert customer.page.evaluate("window.stillTheSamePage") is True  # changed on screen, no reload
 
-    manual.wait_balances(boss, buyer, {"TRY": ("970", "970"), "AAPL": ("2", "2")})
-    to_cancel = manual.place(buyer, "SELL", "AAPL", "1", "20")
+    price = executed_price(manual, boss, to_match)  # the ask when the admin matched it
+    assert price <= Decimal(limit)
+    left = 1000 - 2 * price
+    expected = {"TRY": (left, left), "AAPL": (Decimal(2), Decimal(2))}
+    assert manual.wait_balances(boss, buyer, expected) == expected
+    sell = manual.resting(buyer, "SELL")
+    to_cancel = manual.place(buyer, "SELL", "AAPL", "1", sell)
     _reserved(manual, buyer, to_cancel)
     page = admin.go(f"/orders/{to_cancel}")
     page.get_by_role("button", name="Cancel order").click()
     admin.confirm()
-    expect(page.locator(".notice")).to_contain_text(f"Order {to_cancel[:8]} (SELL 1 AAPL at 20.00 TRY")
+    expect(page.locator(".notice")).to_contain_text(f"Order {to_cancel[:8]} (SELL 1 AAPL at {cash(sell)} TRY")
     expect(page.locator("#order-status")).to_have_attribute("data-status", "CANCELED")
     expect(page.locator("#order-reason")).to_have_text("Reason: canceled by admin")
     page = customer.go("/orders")
     expect(page.locator(f"#order-{to_cancel}")).to_contain_text("canceled by admin")
     expect(page.locator(f"#order-{to_match}")).to_have_attribute("data-status", "MATCHED")
     customer.go("/")
-    expect(customer.cell("TRY", "total")).to_have_text("970.00")
+    expect(customer.cell("TRY", "total")).to_have_text(cash(left))
     expect(customer.cell("AAPL", "total")).to_have_text("2")
     for person in (customer, admin):
         person.close()

@@ -21,9 +21,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, ViewportSize, expect
 
-from tests.e2e.api import Api
+from tests.e2e.api import CENT, Api
 from tests.e2e.conftest import RunningSystem, system_env
-from tests.e2e.desk import PHONE, Desk, serious_accessibility_problems
+from tests.e2e.desk import PHONE, Desk, cash, last_price, serious_accessibility_problems
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,8 @@ WIDE: ViewportSize = {"width": 1366, "height": 900}
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
-    """Orders execute at their limit price once their funds are reserved: the figures below are exact."""
+    """Orders execute at their limit price once their funds are reserved (limits near the last price, inside
+    the band): the figures below are exact."""
     running = RunningSystem(tmp_path_factory.mktemp("first-hour") / "data", system_env())
     running.start("--execution", "immediate")
     yield running
@@ -120,32 +121,35 @@ def test_sign_up_deposit_approval_buy_sell_ledger_and_export(browser: Browser, a
         f"Approved the deposit of 250,000.50 TRY for {name}"
     )
 
-    bought = order(customer, "BUY", "AAPL", "10", "100.25", f"BUY 10 AAPL at 100.25 TRY for {name}")
-    sold = order(customer, "SELL", "AAPL", "4", "101", f"SELL 4 AAPL at 101.00 TRY for {name}")
+    buy = last_price(api, api.admin())
+    sell = buy + 1
+    bought = order(customer, "BUY", "AAPL", "10", str(buy), f"BUY 10 AAPL at {cash(buy)} TRY for {name}")
+    sold = order(customer, "SELL", "AAPL", "4", str(sell), f"SELL 4 AAPL at {cash(sell)} TRY for {name}")
+    left = Decimal("250000.50") - 10 * buy + 4 * sell
     customer.go("/")
-    expect(customer.cell("TRY", "total")).to_have_text("249,402.00")  # 250,000.50 − 1,002.50 + 404
+    expect(customer.cell("TRY", "total")).to_have_text(cash(left))
     expect(customer.cell("AAPL", "total")).to_have_text("6")
 
     page = customer.go("/ledger")
     rows = page.locator("#ledger tbody tr")
     expect(rows).to_have_count(7)  # deposit; reserve + settle ×2 (TRY and AAPL for the buy) … newest first
-    expect(rows.first.locator(".balance-after")).to_have_text(re.compile(r"^(6|249,402\.00)$"))
+    expect(rows.first.locator(".balance-after")).to_have_text(re.compile(rf"^(6|{re.escape(cash(left))})$"))
     cash_after = [
         row.locator(".balance-after").inner_text()
         for row in rows.all()
         if row.locator("td[data-label=Asset]").inner_text() == "TRY"
     ]
-    assert cash_after[0] == "249,402.00" and cash_after[-1] == "250,000.50", cash_after
+    assert cash_after[0] == cash(left) and cash_after[-1] == "250,000.50", cash_after
     expect(page.locator(f"#ledger a[href='/orders/{bought}']").first).to_be_visible()
     customer.shot("first-hour-ledger")
 
     exported = download(page, "#ledger-csv")
     assert len(exported) == 7
-    cash = [r for r in exported if r["asset"] == "TRY"]
-    assert (cash[0]["total_after"], cash[-1]["total_after"]) == ("249402", "250000.5")
+    in_cash = [r for r in exported if r["asset"] == "TRY"]
+    assert (Decimal(in_cash[0]["total_after"]), in_cash[-1]["total_after"]) == (left, "250000.5")
     assert all(
         Decimal(newer["total_after"]) - Decimal(newer["delta_total"]) == Decimal(older["total_after"])
-        for newer, older in itertools.pairwise(cash)
+        for newer, older in itertools.pairwise(in_cash)
     )
     orders = download(customer.go("/orders"), "#orders-csv")
     assert {(o["order_id"], o["side"], o["status"]) for o in orders} == {
@@ -167,31 +171,32 @@ def test_sign_up_deposit_approval_buy_sell_ledger_and_export(browser: Browser, a
 def test_admin_places_an_order_for_a_customer_and_the_trail_says_so(browser: Browser, api: Api) -> None:
     boss, someone = api.admin(), api.customer()
     api.deposit(boss, someone, "TRY", "5000")
+    price = last_price(api, boss, "MSFT")
     admin = admin_desk(browser, api)
     page = admin.go(f"/admin/customers/{someone.id}")
     form = page.locator("#trade")
     form.locator("#asset").fill("MSFT")
     form.locator("#size").fill("1,5")
-    form.locator("#price").fill("50")
+    form.locator("#price").fill(str(price))
     form.get_by_role("button", name="Review order").click()
     expect(page.locator("#size-error")).to_contain_text("1.5 if that is what you mean")
     page.locator("#trade #size").fill("12")
     page.locator("#trade").get_by_role("button", name="Review order").click()
-    expect(page.locator("#review-facts")).to_contain_text("600.00 TRY")
+    expect(page.locator("#review-facts")).to_contain_text(f"{cash(12 * price)} TRY")
     admin.shot("admin-order-entry-review")
     admin.page.get_by_role("link", name="Go back").click()  # changes nothing
     assert api.orders_of(boss, someone) == []
     page.locator("#trade #asset").fill("MSFT")
     page.locator("#trade #size").fill("12")
-    page.locator("#trade #price").fill("50")
+    page.locator("#trade #price").fill(str(price))
     page.locator("#trade").get_by_role("button", name="Review order").click()
-    admin.confirm(f"BUY 12 MSFT at 50.00 TRY for {someone.username}")
+    admin.confirm(f"BUY 12 MSFT at {cash(price)} TRY for {someone.username}")
     expect(page.locator(".notice")).to_contain_text(
-        f"placed: BUY 12 MSFT at 50.00 TRY for {someone.username}"
+        f"placed: BUY 12 MSFT at {cash(price)} TRY for {someone.username}"
     )
     expect(page.locator("#order-status")).to_have_attribute("data-status", "MATCHED")
     [placed] = api.orders_of(boss, someone)
-    assert (placed["assetName"], placed["size"], placed["price"]) == ("MSFT", 12, 50)
+    assert (placed["assetName"], placed["size"], placed["price"]) == ("MSFT", 12, price)
 
     page = admin.go(f"/admin/trail?who={someone.username}")
     entry = page.locator("#trail tbody tr").first
@@ -238,7 +243,8 @@ def _csrf(html: str) -> str:
 def test_lists_page_both_ways_with_totals_and_bad_filters_show_nothing(browser: Browser, api: Api) -> None:
     boss, someone = api.admin(), api.customer()
     api.deposit(boss, someone, "TRY", "100000")
-    placed = [api.place(someone, "BUY", "AAPL", "1", str(10 + n)) for n in range(45)]
+    price = last_price(api, boss)
+    placed = [api.place(someone, "BUY", "AAPL", "1", str(price + n * CENT)) for n in range(45)]
     customer = desk(browser, api)
     customer.sign_in(someone.username, "password-1")
     page = customer.go("/orders")
@@ -372,8 +378,9 @@ def test_no_page_has_a_serious_accessibility_problem(
 ) -> None:
     boss, someone = api.admin(), api.customer()
     api.deposit(boss, someone, "TRY", "1000")
-    matched = api.place(someone, "BUY", "AAPL", "1", "10")
-    api.place(someone, "BUY", "AAPL", "1000", "10")  # CANCELED, with its reason
+    price = last_price(api, boss)
+    matched = api.place(someone, "BUY", "AAPL", "1", str(price))
+    api.place(someone, "BUY", "AAPL", "1000", str(price))  # CANCELED, with its reason
     assert api.deposit(someone, someone, "TRY", "5").status_code == 202  # REQUESTED: every badge is shown
     found: dict[str, Any] = {}
 

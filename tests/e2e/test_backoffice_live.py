@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, ViewportSize, expect
 
-from tests.e2e.api import Api, User, exact
+from tests.e2e.api import Api, User
 from tests.e2e.conftest import RunningSystem, system_env
-from tests.e2e.desk import PHONE, Desk, serious_accessibility_problems
+from tests.e2e.desk import PHONE, Desk, cash, executed_price, serious_accessibility_problems
 
 pytestmark = pytest.mark.e2e
 WIDE: ViewportSize = {"width": 1366, "height": 900}
@@ -53,10 +52,9 @@ def not_reloaded(page: Page) -> bool:
 
 
 def marketable_buy(api: Api, customer: User, size: str = "1") -> str:
-    """A BUY of AAPL a dollar above the ask (marketable; in manual mode it waits, reserved, for a match)."""
-    quotes = api.call("GET", "market", "/api/v1/quotes", by=customer, params={"symbol": "AAPL"})
-    ask: Decimal = exact(quotes)["quotes"][0]["ask"]
-    order_id = api.place(customer, "BUY", "AAPL", size, str(ask + 1))
+    """A BUY of AAPL 3 % above the ask (marketable: an admin's match still crosses the quote minutes later; in
+    manual mode it waits, reserved, for that match)."""
+    order_id = api.place(customer, "BUY", "AAPL", size, api.marketable(customer, "BUY"))
     order = api.wait_order(customer, order_id, until=lambda o: bool(o["fundsReserved"]))
     assert (order["status"], order["fundsReserved"]) == ("PENDING", True), order
     return order_id
@@ -121,7 +119,8 @@ def test_an_order_flips_to_matched_and_canceled_on_screen_without_a_reload(
 
     assert api.match(boss, matched).status_code == 200
     expect(order_page.locator("#order-status")).to_have_attribute("data-status", "MATCHED")
-    expect(order_page.locator("#order-status")).to_contain_text("Executed at")
+    executed_at = f"Executed at {cash(executed_price(api, boss, matched))} TRY"  # the ask at the match
+    expect(order_page.locator("#order-status")).to_contain_text(executed_at)
     expect(list_page.locator(f"#order-{matched}")).to_have_attribute("data-status", "MATCHED")
     expect(admin_list.locator(f"#order-{matched}")).to_have_attribute("data-status", "MATCHED")
     desk.shot("live-order-matched")

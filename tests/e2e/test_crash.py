@@ -1,7 +1,7 @@
-"""Crashes in the middle of a stream of orders: a relay or the account service killed with SIGKILL while 1,000
-orders flow, restarted by the supervisor. Every order must still reach its final status, once; balances must
-agree exactly with the MATCHED orders; every reservation and settlement must be booked once; `oms audit` must
-be clean.
+"""Crashes in the middle of a stream of orders at the market's prices: a relay or a service killed with
+SIGKILL while 1,000 orders flow, restarted by the supervisor. Every order must still reach its final
+status, once; balances must agree exactly with the MATCHED orders; every reservation and settlement must be
+booked once; `oms audit` must be clean.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 import httpx
 import psutil
 import pytest
 
-from tests.e2e.api import Api, User, is_terminal
+from tests.e2e.api import CENT, Api, User, is_terminal
 from tests.e2e.conftest import RunningSystem
 
 pytestmark = pytest.mark.e2e
@@ -37,6 +37,7 @@ RELAY_ORDER = ("serve", "relay", "--service", "order")
 RELAY_ACCOUNT = ("serve", "relay", "--service", "account")
 ACCOUNT = ("serve", "account")
 ORDER = ("serve", "order")
+MARKET = ("serve", "market")
 
 
 @pytest.fixture(scope="module")
@@ -128,19 +129,22 @@ def make_customers(api: Api, admin: User) -> list[User]:
     return customers
 
 
-def random_orders(seed: int) -> list[Placed]:
+def random_orders(seed: int, quotes: dict[str, dict[str, Decimal]]) -> list[Placed]:
+    """ORDERS orders at limits 2–5 % through the market's `quotes` (marketable, inside the band)."""
     rng = random.Random(seed)
-    return [
-        Placed(
-            customer=rng.randrange(CUSTOMERS),
-            side=rng.choice(("BUY", "SELL")),
-            asset=rng.choice(ASSETS),
-            size=Decimal(rng.randint(1, 4)),
-            price=Decimal(rng.randint(500, 9000)) / 100,
-            cancel=i % 10 == 0,
-        )
-        for i in range(ORDERS)
-    ]
+
+    def limit(side: str, asset: str) -> Decimal:
+        through = Decimal(rng.randint(200, 500)) / 10_000
+        if side == "BUY":
+            return (quotes[asset]["ask"] * (1 + through)).quantize(CENT, ROUND_CEILING)
+        return (quotes[asset]["bid"] * (1 - through)).quantize(CENT, ROUND_FLOOR)
+
+    orders = []
+    for i in range(ORDERS):
+        customer, side, asset = rng.randrange(CUSTOMERS), rng.choice(("BUY", "SELL")), rng.choice(ASSETS)
+        size = Decimal(rng.randint(1, 4))
+        orders.append(Placed(customer, side, asset, size, limit(side, asset), cancel=i % 10 == 0))
+    return orders
 
 
 def retrying(send: Callable[[], httpx.Response], timeout: float = 45) -> httpx.Response:
@@ -162,7 +166,8 @@ def stream(api: Api, system: RunningSystem, seed: int, kills: dict[int, tuple[st
     """Place the orders from 16 threads (every 10th canceled at once by its customer); when `n` of them are
     placed, SIGKILL `kills[n]`. A request cut by a crash is retried with the same Idempotency-Key."""
     admin = api.admin()
-    run = Stream(make_customers(api, admin), random_orders(seed))
+    quotes = {asset: api.quote(admin, asset) for asset in ASSETS}
+    run = Stream(make_customers(api, admin), random_orders(seed, quotes))
 
     def place(index: int, order: Placed) -> None:
         customer = run.customers[order.customer]
@@ -222,7 +227,7 @@ def expected_balances(
         if final[order.id]["status"] != "MATCHED":
             continue
         sign = 1 if order.side == "BUY" else -1
-        totals[order.customer]["TRY"] -= sign * order.size * order.price
+        totals[order.customer]["TRY"] -= sign * order.size * Decimal(str(final[order.id]["executedPrice"]))
         totals[order.customer][order.asset] += sign * order.size
     return [{name: (amount, amount) for name, amount in balance.items()} for balance in totals]
 
@@ -239,6 +244,9 @@ def check_outcome(api: Api, system: RunningSystem, run: Stream, timeout: float) 
         order = final[placed.id]
         assert (order["orderSide"], order["assetName"]) == (placed.side, placed.asset)
         assert (Decimal(str(order["size"])), Decimal(str(order["price"]))) == (placed.size, placed.price)
+        if order["status"] == "MATCHED":  # at the market's price, never beyond the limit
+            executed = Decimal(str(order["executedPrice"]))
+            assert executed <= placed.price if placed.side == "BUY" else executed >= placed.price, order
         if placed.canceled:
             assert (order["status"], order["reason"]) == ("CANCELED", "canceled by customer"), order
         elif order["status"] == "CANCELED":
@@ -262,7 +270,11 @@ def check_outcome(api: Api, system: RunningSystem, run: Stream, timeout: float) 
     for order_id, order in final.items():
         kinds = by_order.get(order_id, Counter())
         if order["status"] == "MATCHED":
-            assert kinds == Counter(RESERVE=1, SETTLE_DEBIT=1, SETTLE_CREDIT=1), (order_id, kinds)
+            settled = Counter(RESERVE=1, SETTLE_DEBIT=1, SETTLE_CREDIT=1)
+            improved = order["orderSide"] == "BUY" and order["executedPrice"] < order["price"]
+            if improved:  # the limit reserved more than the ask cost: the rest released, once
+                settled["RELEASE"] = 1
+            assert kinds == settled, (order_id, kinds)
         elif order["reason"] == "canceled by customer":
             assert kinds in (Counter(), Counter(RESERVE=1, RELEASE=1)), (order_id, kinds)
         else:
@@ -290,11 +302,13 @@ def test_relays_killed_mid_stream_lose_and_duplicate_nothing(api: Api, system: R
 
 
 def test_services_killed_mid_stream_lose_and_duplicate_nothing(api: Api, system: RunningSystem) -> None:
-    """The account service, then the order service, killed while orders stream in. Deliveries a killed
-    consumer had fetched but not acknowledged come back after the broker's ack wait (30 s), and what it had
-    committed is skipped through its inbox; clients whose requests were cut retry with their Idempotency-Key
-    and create nothing twice."""
-    run = stream(api, system, seed=2, kills={300: ACCOUNT, 600: ORDER})
+    """The account service, the order service, then the market service killed while orders stream in (the
+    order service executes at the last quote it holds meanwhile, and reads the market again when it is back).
+    Deliveries a killed consumer had fetched but not acknowledged come back after the broker's ack wait
+    (30 s), and what it had committed is skipped through its inbox; clients whose requests were cut
+    retry with their Idempotency-Key and create nothing twice."""
+    run = stream(api, system, seed=2, kills={300: ACCOUNT, 600: ORDER, 800: MARKET})
     check_outcome(api, system, run, timeout=60)
     output = "".join(system.output)
-    assert "account exited with code -9" in output and "order exited with code -9" in output
+    for service in ("account", "order", "market"):
+        assert f"{service} exited with code -9" in output

@@ -213,8 +213,9 @@ def test_replay_needs_exactly_one_of_seq_and_all(dlq_system: RunningSystem) -> N
 def test_the_system_still_works_after_the_malformed_messages(dlq_system: RunningSystem) -> None:
     api = Api(dlq_system)
     admin, customer = api.admin(), api.customer()
-    api.deposit(admin, customer, "TRY", "10")
-    assert api.wait_order(customer, api.place(customer, "BUY", "AAPL", "1", "10"))["status"] == "MATCHED"
+    api.deposit(admin, customer, "TRY", "1000")
+    bought = api.place(customer, "BUY", "AAPL", "1", api.marketable(customer, "BUY"))
+    assert api.wait_order(customer, bought)["status"] == "MATCHED"
     counts = asyncio.run(_stream_counts(operator(dlq_system)))
     # Replayed letters are removed, not kept.
     assert sum(counts[name] for name in DLQ_STREAMS) == len(letters(dlq_system))

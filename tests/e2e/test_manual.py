@@ -1,14 +1,16 @@
-"""Manual execution mode: orders wait, reserved, for an admin to match or anyone to cancel."""
+"""Manual execution mode: orders wait, reserved, for an admin to match at the market's quote (when it
+crosses them) or anyone to cancel."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
-from tests.e2e.api import Api, User
+from tests.e2e.api import Api, User, exact
 from tests.e2e.conftest import RunningSystem, system_env
 
 pytestmark = pytest.mark.e2e
@@ -22,26 +24,35 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     running.stop()
 
 
+def balances(**held: tuple[Any, Any]) -> dict[str, tuple[Decimal, Decimal]]:
+    return {asset: (Decimal(str(total)), Decimal(str(usable))) for asset, (total, usable) in held.items()}
+
+
 def reserved_order(api: Api, side: str = "BUY") -> tuple[User, User, str]:
-    """A customer with 100 TRY and 10 AAPL, and one PENDING order of theirs whose funds are reserved."""
+    """A customer with 1000 TRY and 10 AAPL, and one PENDING order of theirs for 2 AAPL whose funds are
+    reserved, at a limit the market crosses (an admin's match executes it at the quote)."""
     admin, customer = api.admin(), api.customer()
-    api.deposit(admin, customer, "TRY", "100")
+    api.deposit(admin, customer, "TRY", "1000")
     api.deposit(admin, customer, "AAPL", "10")
-    order_id = api.place(customer, side, "AAPL", "2", "15")
-    reserved = (
-        {"TRY": ("100", "70"), "AAPL": ("10", "10")}
-        if side == "BUY"
-        else {
-            "TRY": ("100", "100"),
-            "AAPL": ("10", "8"),
-        }
-    )
-    assert api.wait_balances(admin, customer, reserved) == {
-        k: (Decimal(t), Decimal(u)) for k, (t, u) in reserved.items()
-    }
+    limit = Decimal(api.marketable(customer, side))
+    order_id = api.place(customer, side, "AAPL", "2", str(limit))
+    reserved = balances(TRY=(1000, 1000 - 2 * limit), AAPL=(10, 10))
+    if side == "SELL":
+        reserved = balances(TRY=(1000, 1000), AAPL=(10, 8))
+    assert api.wait_balances(admin, customer, reserved) == reserved
     order = api.wait_order(customer, order_id, until=lambda o: o["fundsReserved"])
     assert (order["status"], order["fundsReserved"]) == ("PENDING", True)
     return admin, customer, order_id
+
+
+def settled(api: Api, customer: User, order_id: str) -> dict[str, tuple[Decimal, Decimal]]:
+    """The balances of `reserved_order`'s customer once its MATCHED order settled at its executed price."""
+    order = exact(api.get_order(customer, order_id))
+    assert order["status"] == "MATCHED", order
+    cost = 2 * order["executedPrice"]
+    if order["orderSide"] == "BUY":
+        return balances(TRY=(1000 - cost, 1000 - cost), AAPL=(12, 12))
+    return balances(TRY=(1000 + cost, 1000 + cost), AAPL=(8, 8))
 
 
 def test_cancel_of_a_pending_order_releases_its_reservation(api: Api) -> None:
@@ -53,10 +64,8 @@ def test_cancel_of_a_pending_order_releases_its_reservation(api: Api) -> None:
     assert response.json() == {"message": "order canceled", "status": "CANCELED"}
     order = api.get_order(customer, order_id).json()
     assert (order["status"], order["reason"]) == ("CANCELED", "canceled by customer")
-    assert api.wait_balances(admin, customer, {"TRY": ("100", "100"), "AAPL": ("10", "10")})["TRY"] == (
-        Decimal(100),
-        Decimal(100),
-    )
+    untouched = balances(TRY=(1000, 1000), AAPL=(10, 10))
+    assert api.wait_balances(admin, customer, untouched) == untouched
     again = api.http.delete(
         api.url("order", "/api/v1/orders"), params={"orderId": order_id}, headers=customer.headers
     )
@@ -64,15 +73,14 @@ def test_cancel_of_a_pending_order_releases_its_reservation(api: Api) -> None:
     assert "CANCELED" in again.json()["error"]
 
 
-def test_admin_match_settles_a_buy(api: Api) -> None:
+def test_admin_match_settles_a_buy_at_the_ask(api: Api) -> None:
     admin, customer, order_id = reserved_order(api)
     matched = api.http.post(api.url("order", f"/api/v1/orders/{order_id}/match"), headers=admin.headers)
     assert matched.status_code == 200
     assert matched.json()["status"] == "MATCHED"
-    expected = {"TRY": ("70", "70"), "AAPL": ("12", "12")}
-    assert api.wait_balances(admin, customer, expected) == {
-        k: (Decimal(t), Decimal(u)) for k, (t, u) in expected.items()
-    }
+    assert exact(matched)["executedPrice"] <= exact(matched)["price"]  # the ask, at most the limit
+    expected = settled(api, customer, order_id)
+    assert api.wait_balances(admin, customer, expected) == expected
     cancel = api.http.delete(
         api.url("order", "/api/v1/orders"), params={"orderId": order_id}, headers=customer.headers
     )
@@ -80,14 +88,24 @@ def test_admin_match_settles_a_buy(api: Api) -> None:
     assert cancel.json()["error"] == "order is already MATCHED"
 
 
-def test_admin_match_settles_a_sell(api: Api) -> None:
+def test_admin_match_settles_a_sell_at_the_bid(api: Api) -> None:
     admin, customer, order_id = reserved_order(api, "SELL")
     assert (
         api.http.post(api.url("order", f"/api/v1/orders/{order_id}/match"), headers=admin.headers).status_code
         == 200
     )
-    expected = {"TRY": ("130", "130"), "AAPL": ("8", "8")}
-    assert api.wait_balances(admin, customer, expected)["TRY"] == (Decimal(130), Decimal(130))
+    expected = settled(api, customer, order_id)
+    assert api.wait_balances(admin, customer, expected) == expected
+
+
+def test_an_admin_cannot_match_an_order_the_market_does_not_cross(api: Api) -> None:
+    admin, customer = api.admin(), api.customer()
+    api.deposit(admin, customer, "TRY", "1000")
+    order_id = api.place(customer, "BUY", "AAPL", "1", api.resting(customer, "BUY"))
+    api.wait_order(customer, order_id, until=lambda o: o["fundsReserved"])
+    refused = api.http.post(api.url("order", f"/api/v1/orders/{order_id}/match"), headers=admin.headers)
+    assert refused.status_code == 409 and "not marketable" in refused.json()["error"]
+    assert exact(api.get_order(customer, order_id))["status"] == "PENDING"
 
 
 def test_customer_cannot_match(api: Api) -> None:
@@ -112,11 +130,10 @@ def race_cancel_and_match(api: Api) -> str:
     assert statuses == [200, 409]
     final: str = api.get_order(customer, order_id).json()["status"]
     if final == "MATCHED":
-        expected = {"TRY": ("70", "70"), "AAPL": ("12", "12")}
+        expected = settled(api, customer, order_id)
     else:
-        expected = {"TRY": ("100", "100"), "AAPL": ("10", "10")}
-    got = api.wait_balances(admin, customer, expected)
-    assert got == {k: (Decimal(t), Decimal(u)) for k, (t, u) in expected.items()}
+        expected = balances(TRY=(1000, 1000), AAPL=(10, 10))
+    assert api.wait_balances(admin, customer, expected) == expected
     return final
 
 
@@ -127,7 +144,7 @@ def test_cancel_racing_match_exactly_one_wins_and_balances_agree(api: Api) -> No
 
 def test_match_before_funds_are_reserved_is_refused(api: Api) -> None:
     admin, customer = api.admin(), api.customer()
-    order_id = api.place(customer, "BUY", "AAPL", "1", "1")  # no TRY: will be rejected
+    order_id = api.place(customer, "BUY", "AAPL", "1", api.marketable(customer, "BUY"))  # no TRY: rejected
     order = api.wait_order(customer, order_id)
     assert order["status"] == "CANCELED"
     refused = api.http.post(api.url("order", f"/api/v1/orders/{order_id}/match"), headers=admin.headers)

@@ -81,7 +81,7 @@ def test_up_prints_what_the_readme_shows(readers_system: RunningSystem) -> None:
 
 def test_trying_it_prints_what_the_readme_promises(readers_system: RunningSystem) -> None:
     # The shell's variables are kept for the manual-mode block, which runs "in the same shell".
-    keep = "{ declare -p AUTH ORDER ACCOUNT ME ALICE ADMIN; declare -f json post; } > shell-state.sh"
+    keep = "{ declare -p AUTH ORDER ACCOUNT MARKET ME ALICE ADMIN; declare -f json post; } > shell-state.sh"
     result = paste(readers_system, f"{block_after('trying-it')}\n{keep}")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == block_after("trying-it-output") + "\n"

@@ -112,8 +112,9 @@ def test_a_forged_order_pair_changes_nothing_whoever_publishes_it(system: Runnin
 
     # A real order after the attempts: once it is matched, every consumer has passed them.
     buyer = api.customer()
-    api.deposit(admin, buyer, "TRY", "10")
-    assert api.wait_order(buyer, api.place(buyer, "BUY", "AAPL", "1", "10"))["status"] == "MATCHED"
+    api.deposit(admin, buyer, "TRY", "1000")
+    bought = api.place(buyer, "BUY", "AAPL", "1", api.marketable(buyer, "BUY"))
+    assert api.wait_order(buyer, bought)["status"] == "MATCHED"
     assert api.balances(admin, victim) == {"TRY": (Decimal(1), Decimal(1))}
     assert api.orders_of(admin, victim) == []
     assert api.get_order(admin, str(forged[0].order_id)).status_code == 404
@@ -135,5 +136,6 @@ def test_identities_are_kept_across_a_restart(system: RunningSystem) -> None:
     assert {p.name: p.read_bytes() for p in (system.data_dir / "secrets" / "nats").iterdir()} == seeds
     api = Api(system)
     admin, customer = api.admin(), api.customer()
-    api.deposit(admin, customer, "TRY", "10")
-    assert api.wait_order(customer, api.place(customer, "BUY", "AAPL", "1", "10"))["status"] == "MATCHED"
+    api.deposit(admin, customer, "TRY", "1000")
+    bought = api.place(customer, "BUY", "AAPL", "1", api.marketable(customer, "BUY"))
+    assert api.wait_order(customer, bought)["status"] == "MATCHED"

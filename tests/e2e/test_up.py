@@ -44,6 +44,14 @@ def test_up_serves_health_register_login_and_admin_users(system: RunningSystem) 
     assert {"ivan", "boss"} <= {u["username"] for u in users.json()["users"]}
 
 
+def test_every_service_is_live_and_ready_without_a_token(system: RunningSystem) -> None:
+    for component in ("auth", "order", "account", "market", "backoffice"):
+        assert httpx.get(f"{system.url(component)}/livez").json() == {"status": "ok"}
+        ready = httpx.get(f"{system.url(component)}/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["status"] == "ok" and set(ready.json()["checks"].values()) == {"ok"}
+
+
 def test_up_prints_urls_and_admin_login(system: RunningSystem) -> None:
     text = "".join(system.output)
     assert system.url("auth") in text

@@ -117,7 +117,7 @@ def upgraded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem
     data_dir = tmp_path_factory.mktemp("old") / "data"
     make_old_data_folder(data_dir)
     running = RunningSystem(data_dir, system_env())
-    running.start()
+    running.start("--execution", "immediate")  # the previous version's only mode: its orders keep their terms
     yield running
     if running.process is not None:
         running.stop()
@@ -173,8 +173,10 @@ def test_a_new_order_is_matched_and_the_audit_is_clean(upgraded: RunningSystem) 
     api = Api(upgraded)
     olga, admin = User(str(OLGA), "olga", api.login("olga", "olga-password")), api.admin()
     api.wait_order(olga, str(PENDING_ORDER))
-    assert api.wait_order(olga, api.place(olga, "BUY", "AAPL", "1", "5"))["status"] == "MATCHED"
-    api.wait_balances(admin, olga, {"TRY": (945, 945), "AAPL": (4, 4)})
+    limit = api.marketable(olga, "BUY")  # a new order must name a price in the band now
+    assert api.wait_order(olga, api.place(olga, "BUY", "AAPL", "1", limit))["status"] == "MATCHED"
+    left = 950 - Decimal(limit)  # immediate: at its limit
+    assert api.wait_balances(admin, olga, {"TRY": (left, left), "AAPL": (4, 4)})["TRY"] == (left, left)
     audit = subprocess.run(
         [sys.executable, "-m", "oms", "audit", "--data-dir", str(upgraded.data_dir)],
         env=upgraded.env,

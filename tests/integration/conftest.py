@@ -23,8 +23,12 @@ from oms.kernel.broker import JetStreamBroker
 from oms.kernel.events import Envelope, OrderCanceled
 from oms.kernel.market import MARKET_STREAM
 from oms.kernel.nats_access import NatsAccess, connect_nats
+from oms.kernel.permissions import OPERATOR
 from oms.kernel.relay import run_relay
 from oms.kernel.topology import CONSUMERS, DLQ_STREAMS, EVENTS_STREAM, SHARED_DLQ_STREAM, slot_name
+from oms.runtime.nats import EmbeddedNats
+from oms.runtime.ports import free_port
+from oms.runtime.postgres import EmbeddedPostgres
 from tests.conftest import execute
 
 
@@ -163,3 +167,29 @@ def relay(service_db: ServiceDatabase, operator: NatsAccess) -> Iterator[RelayTh
     running = RelayThread(service_db, operator)
     yield running
     running.halt()
+
+
+@pytest.fixture(scope="module")
+def private_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL server of the module's own, which its tests may stop (and must start again)."""
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("private-pg"), free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def private_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    """A NATS server of the module's own, its streams and consumers made, which its tests may stop (and must
+    start again)."""
+    server = EmbeddedNats(tmp_path_factory.mktemp("private-nats"), free_port())
+    server.start()
+    asyncio.run(_create_topology(server.access(OPERATOR)))
+    yield server
+    server.stop()
+
+
+async def _create_topology(operator: NatsAccess) -> None:
+    broker = await JetStreamBroker.connect(operator, once=True)
+    await broker.ensure_topology()
+    await broker.close()

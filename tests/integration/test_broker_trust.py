@@ -22,7 +22,7 @@ from oms.kernel.consumer import ConsumerRunner, one_at_a_time
 from oms.kernel.market import MARKET_STREAM
 from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.permissions import BACKOFFICE, IDENTITIES, MARKET, OPERATOR
-from oms.kernel.topology import CONSUMERS, EVENTS_STREAM, PRODUCERS
+from oms.kernel.topology import BACKOFFICE_BUCKET, CONSUMERS, EVENTS_STREAM, PRODUCERS
 from oms.runtime.identities import ensure_identities
 from oms.runtime.nats import EmbeddedNats
 from tests.integration.conftest import canceled_event, eventually, message_count
@@ -179,12 +179,21 @@ async def _settled(broker: JetStreamBroker, consumer: str) -> bool:
     return (await broker.consumer_stats(consumer)).ack_pending == 0
 
 
-async def test_the_back_office_may_only_ask_for_jetstreams_account_info(
+async def test_the_back_office_may_only_ask_for_jetstreams_account_info_and_use_its_own_bucket(
     as_identity: Callable[[str], Awaitable[Client]],
 ) -> None:
     backoffice = await as_identity(BACKOFFICE)
     assert (await backoffice.js.account_info()).streams >= 2
+    bucket = await backoffice.js.key_value(BACKOFFICE_BUCKET)
+    await bucket.put("trust-probe", b"mine")
+    assert (await bucket.get("trust-probe")).value == b"mine"
+    await bucket.delete("trust-probe")
     await backoffice.refused(lambda: backoffice.js.stream_info(EVENTS_STREAM), "$JS.API.STREAM.INFO")
+    await backoffice.refused(lambda: backoffice.js.publish("$KV.OTHER.key", b"{}"), "$KV.OTHER.key")
+    await backoffice.refused(
+        lambda: backoffice.js.get_msg(EVENTS_STREAM, subject="oms.order.created", direct=True),
+        f"$JS.API.DIRECT.GET.{EVENTS_STREAM}",
+    )
     await backoffice.refused(lambda: backoffice.js.publish("oms.order.created", b"{}"), "oms.order.created")
     await backoffice.subscription_refused("oms.>")
 

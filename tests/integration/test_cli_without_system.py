@@ -129,7 +129,7 @@ def test_dlq_follows_oms_nats_port(tmp_path: Path, nats_server: EmbeddedNats, js
 def test_bench_against_a_system_that_is_not_there_answers_in_one_line(
     tmp_path: Path, data_dir: str | None
 ) -> None:
-    urls = [f"--{name}-url=http://127.0.0.1:{free_port()}" for name in ("auth", "order", "account")]
+    urls = [f"--{name}-url=http://127.0.0.1:{free_port()}" for name in ("auth", "order", "account", "market")]
     where = ["--data-dir", str(tmp_path / data_dir)] if data_dir else []
     login = ["--admin-username", "admin", "--admin-password", "admin-password"]
     expected = ("no running system" if data_dir else "cannot connect",)

@@ -284,7 +284,10 @@ async def test_health_metrics_and_docs_are_served(market: Market) -> None:
         metrics = await client.get("/metrics")
         docs = await client.get("/docs")
         openapi = await client.get("/openapi.json")
-    assert health.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+    assert health.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "broker": "ok", "instruments": "ok"},
+    }
     assert "oms_market_quotes_published_total" in metrics.text
     assert docs.status_code == 200
     assert {

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -27,6 +28,7 @@ from oms.auth.keys import SigningKey
 from oms.kernel.db import create_pool, migrate
 from oms.kernel.group_commit import GroupCommit
 from oms.kernel.http import create_service_app
+from oms.kernel.market import Instrument, MarketBoard
 from oms.kernel.revocation import Revocations
 from oms.kernel.settings import Settings
 from oms.kernel.tokens import StaticKeys, TokenVerifier
@@ -36,6 +38,20 @@ from oms.order.handlers import place_orders
 from oms.order.store import Orders
 
 IBAN = "TR33 0006 1005 1978 6457 8413 26"
+
+
+def _aapl_listed_at_10() -> MarketBoard:
+    board = MarketBoard()
+    board.list_instrument(
+        Instrument(
+            symbol="AAPL",
+            name="Apple Inc.",
+            tick_size=Decimal("0.01"),
+            lot_size=Decimal(1),
+            reference_price=Decimal(10),
+        )
+    )
+    return board
 
 
 @dataclass(frozen=True)
@@ -121,7 +137,8 @@ async def services(make_database: Callable[[str], str]) -> AsyncIterator[Service
         pools[service] = await create_pool(url, min_size=1, max_size=4)
     order = service_app([order_api.router], pools["order"], Orders, settings, verifier)
     order.state.placements = GroupCommit("place-orders", order.state.unit_of_work, place_orders)
-    order.state.market = order.state.execution = None  # no market known: orders checked by themselves
+    order.state.market = _aapl_listed_at_10()
+    order.state.execution = None  # executed by nothing here: only who may place them is under test
     account = service_app(
         [account_api.router, requests_api.router], pools["account"], Accounts, settings, verifier
     )

@@ -7,7 +7,7 @@ from typing import Any
 
 from oms.bench.pgbench import COMMITS_PER_ORDER, SCRIPT, parse_pgbench
 from oms.bench.report import figures, markdown
-from oms.bench.stats import latency_summary, per_second, percentile, ratio, steady_rate
+from oms.bench.stats import bucket_percentile, latency_summary, per_second, percentile, ratio, steady_rate
 
 PGBENCH_OUTPUT = """pgbench (18.6)
 transaction type: /tmp/x.sql
@@ -86,7 +86,7 @@ def _results() -> dict[str, Any]:
                         "commit_to_stored": {"p99_ms": 12.0},
                     }
                 ],
-                "drain": {"events_per_s": 12_000.0},
+                "drain": {"events_per_s": 32_000.0},
             },
         },
         "list_bench": {"orders_stored": 1_000_000, "customer token, 1 client": {"p99_ms": 8.0}},
@@ -97,8 +97,8 @@ def _results() -> dict[str, Any]:
 def test_each_figure_stands_beside_its_limit_and_target() -> None:
     rows = {f.name: f for f in figures(_results())}
     e2e = rows["end-to-end orders/s (closed loop x32)"]
-    assert (e2e.measured, e2e.limit, e2e.ratio, e2e.met) == (600.0, 1200.0, 0.5, True)
-    assert rows["create→MATCHED p99 (rate 250/s)"].met is False  # 120 ms > 100 ms
+    assert (e2e.measured, e2e.limit, e2e.ratio, e2e.met) == (600.0, 1200.0, 0.5, False)  # < 1,000
+    assert rows["create→MATCHED p99 (rate 250/s)"].met is False  # 120 ms > 30 ms
     assert rows["events/s through JetStream (closed loop x32)"].measured == 1800.0
     assert rows["relay events/s (backlog drain)"].met is True
     assert rows["memory at rest, whole system (PSS sum)"].met is True
@@ -109,5 +109,39 @@ def test_each_figure_stands_beside_its_limit_and_target() -> None:
 def test_markdown_table_marks_missed_targets() -> None:
     table = markdown(_results())
     assert table.startswith("| figure | measured | limit (same run) | ratio | target | met |")
-    assert "| create→MATCHED p99 (rate 250/s) | 120.0 ms |  |  | ≤ 100 ms at 250/s | **no** |" in table
+    assert "| create→MATCHED p99 (rate 250/s) | 120.0 ms |  |  | ≤ 30 ms at 250/s | **no** |" in table
     assert "50%" in table
+
+
+def test_market_phases_stand_beside_the_targets_of_issue_12() -> None:
+    results = _results()
+    results["resting"] = {
+        "config": {"resting": 10_000, "symbol": "AAPL", "quotes_per_second": 100.0, "rate": 100.0},
+        "crossed": {
+            "quote_to_execution": {"p50_ms": 4.0, "p99_ms": 25.0},
+            "not_executed": 0,
+            "executed_at_another_price": 0,
+            "uncrossed_not_resting": 1,
+        },
+        "marketable": {
+            "without resting": {"create_to_matched": {"p50_ms": 9.0, "p99_ms": 20.0}},
+            "with resting": {"create_to_matched": {"p50_ms": 10.0, "p99_ms": 22.0}},
+        },
+    }
+    results["absorb"] = {"config": {"max_lag_ms": 100.0}, "steps": [{}], "absorbed_quotes_per_s": 3990.0}
+    rows = {f.name: f for f in figures(results)}
+    quote_p99 = rows["quote→execution p99 (10,000 resting on AAPL, 100 quotes/s)"]
+    assert (quote_p99.measured, quote_p99.met) == (25.0, False)  # over 20 ms
+    assert rows["resting orders executed otherwise than at their crossing quote"].met is False
+    assert rows["marketable create→MATCHED p99 at 100/s (with resting on AAPL)"].measured == 22.0
+    assert rows["marketable create→MATCHED p99 at 100/s (without resting on AAPL)"].measured == 20.0
+    assert rows["quotes/s the order service absorbs (probe quote→execution p99 ≤ 100 ms)"].measured == 3990.0
+
+
+def test_a_percentile_from_two_readings_of_a_histogram_is_its_buckets_bound() -> None:
+    before = {0.001: 10.0, 0.005: 10.0, 0.02: 10.0, math.inf: 10.0}
+    after = {0.001: 60.0, 0.005: 108.0, 0.02: 109.0, math.inf: 110.0}  # 100 more: 50 ≤ 1 ms, 98 ≤ 5 ms
+    assert bucket_percentile(before, after, 50) == 0.001
+    assert bucket_percentile(before, after, 90) == 0.005
+    assert bucket_percentile(before, after, 99) == 0.02
+    assert bucket_percentile(before, before, 99) is None

@@ -50,7 +50,13 @@ def test_a_service_pulls_acks_and_dead_letters_only_for_its_own_consumer() -> No
         assert consumer.dead_letters in allowed
         others = [c.name for c in CONSUMERS.values() if c is not consumer]
         assert not any(f".{other}" in s for s in allowed for other in others), allowed
-    assert PERMISSIONS[BACKOFFICE].publish == ("$JS.API.INFO", READ_MARKET)
+    assert PERMISSIONS[BACKOFFICE].publish == (
+        "$JS.API.INFO",
+        "$JS.API.STREAM.INFO.KV_OMS_BACKOFFICE",
+        "$JS.API.DIRECT.GET.KV_OMS_BACKOFFICE.>",
+        "$KV.OMS_BACKOFFICE.>",
+        READ_MARKET,
+    )
 
 
 def test_the_market_feed_publishes_market_data_only_and_its_readers_may_read_it() -> None:

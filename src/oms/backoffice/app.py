@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from oms.backoffice import admin, confirm, customer, instruments, live, money, public, system, trail, users
+from oms.backoffice.audits import SharedAudits
 from oms.backoffice.errors import install_page_errors
 from oms.backoffice.headers import SecurityHeaders
 from oms.backoffice.services import Services
@@ -42,6 +43,7 @@ def create_app(settings: Settings) -> FastAPI:
             following_auth(settings, revocations),
         ):
             app.state.services = Services(http, settings, key)
+            app.state.audits = SharedAudits(app.state.services.broker.connection)
             stop = asyncio.Event()
             following = asyncio.create_task(app.state.tape.run(stop), name="backoffice-market")
             try:
@@ -56,7 +58,10 @@ def create_app(settings: Settings) -> FastAPI:
             response = await app.state.services.http.get(f"{settings.auth_url}/.well-known/jwks.json")
             response.raise_for_status()
 
-        return {"auth": auth}
+        async def broker() -> None:  # market data, and the audit's shared state
+            await (await app.state.services.broker.connection()).jetstream().account_info()
+
+        return {"auth": auth, "broker": broker}
 
     app = create_service_app(
         title="OMS back office",
@@ -83,8 +88,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.sessions = SessionCodec(key)
     app.state.confirm_key = confirm.key_from(key)
     app.state.token_verifier = verifier_for(settings, revocations)
-    app.state.audit_lock = asyncio.Lock()
-    app.state.last_audit = None
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     install_page_errors(app)
     app.add_middleware(SecurityHeaders)

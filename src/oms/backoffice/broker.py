@@ -1,5 +1,6 @@
-"""The broker's health on the System page, asked as the `backoffice` identity: JetStream's account info
-(how many streams and consumers, storage used) is all it may ask for — no event, no stream change."""
+"""The back office's connection to the broker, as the `backoffice` identity: the System page's broker health
+(JetStream's account info: how many streams and consumers, storage used) and the audit's shared state in the
+back office's own bucket (backoffice/audits.py) are all it may use it for — no event, no stream change."""
 
 from __future__ import annotations
 
@@ -22,11 +23,12 @@ class BrokerHealth:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._nc: NatsClient | None = None
+        self._connecting = asyncio.Lock()
 
     async def check(self) -> Health:
         """Whether JetStream answers, and what it holds."""
         try:
-            nc = await self._connection()
+            nc = await self.connection()
             info = await nc.jetstream(timeout=TIMEOUT).account_info()
         except NatsConfigError as exc:
             return Health("nats", False, str(exc))
@@ -37,11 +39,13 @@ class BrokerHealth:
             "nats", True, f"JetStream: {info.streams} streams, {info.consumers} consumers, {used:.1f} MiB"
         )
 
-    async def _connection(self) -> NatsClient:
-        if self._nc is None or self._nc.is_closed:
-            access = access_for(self._settings, BACKOFFICE)
-            self._nc = await asyncio.wait_for(connect_nats(access, once=True), TIMEOUT)
-        return self._nc
+    async def connection(self) -> NatsClient:
+        """The connection, made now if there is none or it was lost (ConnectionError, NatsConfigError)."""
+        async with self._connecting:
+            if self._nc is None or self._nc.is_closed:
+                access = access_for(self._settings, BACKOFFICE)
+                self._nc = await asyncio.wait_for(connect_nats(access, once=True), TIMEOUT)
+            return self._nc
 
     async def close(self) -> None:
         if self._nc is not None and not self._nc.is_closed:

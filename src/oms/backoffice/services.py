@@ -302,11 +302,11 @@ class Services:
         await self._call("POST", service, f"/api/v1/ops/dead-letters/{seq}/replay", token)
 
     async def health(self, component: str) -> Health:
-        """A service's /health, or whether JetStream answers the back office's broker identity."""
+        """A service's /readyz, or whether JetStream answers the back office's broker identity."""
         if component == "nats":
             return await self.broker.check()
         try:
-            response = await self.http.get(f"{self.urls[component]}/health", timeout=3)
+            response = await self.http.get(f"{self.urls[component]}/readyz", timeout=3)
         except httpx.HTTPError as exc:
             return Health(component, False, f"unreachable ({type(exc).__name__})")
         return Health(component, response.is_success, _health_detail(response))

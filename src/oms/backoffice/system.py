@@ -4,36 +4,28 @@ dead letters with a Replay button, and `oms audit` with a Run button (docs/decis
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
 
+from oms.backoffice.audits import AuditRun, AuditRunning, SharedAudits
 from oms.backoffice.services import OPERATED, ServiceError, Services
 from oms.backoffice.sessions import Login, SignedInAdmin, require_csrf, signed_in_admin
 from oms.backoffice.trail import done_and_recorded
 from oms.backoffice.views import ServicesDep, render, see_other
 from oms.kernel.settings import Settings
-from oms.runtime.audit import AuditReport, run_audit
+from oms.runtime.audit import run_audit
 
+log = logging.getLogger(__name__)
 PAGE_LETTERS = "/admin/system#dead-letters"
 router = APIRouter(prefix="/admin/system", dependencies=[Depends(require_csrf), Depends(signed_in_admin)])
 COMPONENTS = ("auth", "order", "account", "market", "nats")
 AUDIT_SETTLE_SECONDS = 5.0  # orders still in flight may take this long before they count as violations
 AUDIT_TIMEOUT = 120.0
-
-
-@dataclass(frozen=True)
-class AuditRun:
-    """The last audit this back office ran: when, how long, and its report or why it could not run."""
-
-    finished_at: datetime
-    seconds: float
-    report: AuditReport | None
-    error: str | None = None
 
 
 async def _ops(services: Services, login: Login, service: str) -> dict[str, Any]:
@@ -70,10 +62,18 @@ async def system_page(request: Request, login: SignedInAdmin, services: Services
         **await status_context(services, login),
         "letters": letters,
         "letter_problems": problems,
-        "audit": request.app.state.last_audit,
-        "audit_running": request.app.state.audit_lock.locked(),
+        **await _audit_context(request.app.state.audits),
     }
     return render(request, "admin/system.html", context)
+
+
+async def _audit_context(audits: SharedAudits) -> dict[str, Any]:
+    """The last audit any replica ran and whether one runs now (kept on the broker, shared by replicas)."""
+    try:
+        return {"audit": await audits.last(), "audit_running": await audits.running(), "audit_problem": None}
+    except Exception as exc:
+        problem = f"the broker, which keeps it, does not answer ({type(exc).__name__})"
+        return {"audit": None, "audit_running": False, "audit_problem": problem}
 
 
 @router.get("/status")
@@ -112,13 +112,19 @@ async def audit_now(settings: Settings) -> AuditRun:
         )
     except Exception as exc:
         return AuditRun(datetime.now(UTC), time.monotonic() - started, None, f"{type(exc).__name__}: {exc}")
-    return AuditRun(datetime.now(UTC), time.monotonic() - started, report)
+    return AuditRun(datetime.now(UTC), time.monotonic() - started, report, None, len(report.violations))
 
 
 @router.post("/audit")
 async def run_audit_now(request: Request, _: SignedInAdmin) -> Response:
-    """Check every invariant across the order and account databases now (one audit at a time)."""
-    lock: asyncio.Lock = request.app.state.audit_lock
-    async with lock:
-        request.app.state.last_audit = await audit_now(request.app.state.settings)
+    """Check every invariant across the order and account databases now (one audit at a time across every
+    back-office replica)."""
+    audits: SharedAudits = request.app.state.audits
+    try:
+        await audits.run(lambda: audit_now(request.app.state.settings))
+    except AuditRunning:
+        return see_other("/admin/system?notice=audit-running#audit")
+    except Exception as exc:
+        log.warning("the audit could not run: its lease on the broker failed (%s)", exc, exc_info=exc)
+        return see_other("/admin/system?notice=audit-unavailable#audit")
     return see_other("/admin/system?notice=audited#audit")

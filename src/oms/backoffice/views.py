@@ -35,6 +35,11 @@ NOTICES = {
     "signed-out-here": ("warn", "You are signed out here, but auth could not be told: sign out again soon."),
     "expired": ("warn", "Your session ended: please sign in again."),
     "audited": ("ok", "Audit finished."),
+    "audit-running": ("warn", "An audit is running: its result shows here when it finishes."),
+    "audit-unavailable": (
+        "bad",
+        "The audit cannot run now: the broker, which keeps one audit at a time, does not answer.",
+    ),
 }
 
 

@@ -7,6 +7,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Coroutine
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -36,6 +37,13 @@ def env_pairs(values: list[str]) -> dict[str, str]:
     return env
 
 
+class Execution(StrEnum):
+    """The execution modes the bench's load can run in (`manual` would leave every order waiting)."""
+
+    MARKET = "market"
+    IMMEDIATE = "immediate"
+
+
 def bench(
     duration: Annotated[
         float, typer.Option(help="Seconds of load per phase (0: limits and lists only)")
@@ -49,6 +57,32 @@ def bench(
     customers: Annotated[int, typer.Option(help="Customers sending orders")] = 50,
     list_rate: Annotated[float, typer.Option(help="list-orders requests/s during the load")] = 5.0,
     reject_ratio: Annotated[float, typer.Option(help="Share of orders that will be refused")] = 0.0,
+    market_ratio: Annotated[
+        float, typer.Option(help="Share of MARKET orders (the rest marketable LIMIT)")
+    ] = 0.1,
+    execution: Annotated[
+        Execution, typer.Option(help="Execution mode of the system the bench starts")
+    ] = Execution.MARKET,
+    symbols: Annotated[int, typer.Option(help="Listed symbols the orders are spread over")] = 20,
+    quotes_per_second: Annotated[
+        float, typer.Option(help="Quotes/s per symbol the bench publishes as the system's quote source")
+    ] = 0.2,
+    resting: Annotated[
+        int, typer.Option(help="Orders resting on one symbol in the resting phase (0: no such phase)")
+    ] = 10_000,
+    resting_quotes_per_second: Annotated[
+        float, typer.Option(help="Quotes/s of that symbol during the resting phase")
+    ] = 100.0,
+    resting_rate: Annotated[float, typer.Option(help="Marketable orders/s during the resting phase")] = 100.0,
+    resting_duration: Annotated[
+        float | None, typer.Option(help="Seconds of each half of the resting phase (default: --duration)")
+    ] = None,
+    absorb_rate: Annotated[
+        list[float] | None, typer.Option(help="Quotes/s of a step of the absorb phase (repeatable)")
+    ] = None,
+    absorb_seconds: Annotated[
+        float, typer.Option(help="Seconds per step of the absorb phase (0: no such phase)")
+    ] = 10.0,
     limits: Annotated[bool, typer.Option(help="Measure PostgreSQL, JetStream and relay limits")] = True,
     pgbench_clients: Annotated[int, typer.Option(help="pgbench clients")] = 16,
     pgbench_seconds: Annotated[float, typer.Option(help="pgbench duration")] = 10.0,
@@ -68,6 +102,7 @@ def bench(
     auth_url: Annotated[str | None, typer.Option(help="A running system's auth URL")] = None,
     order_url: Annotated[str | None, typer.Option(help="A running system's order URL")] = None,
     account_url: Annotated[str | None, typer.Option(help="A running system's account URL")] = None,
+    market_url: Annotated[str | None, typer.Option(help="A running system's market URL")] = None,
     data_dir: Annotated[
         Path | None, typer.Option(help="The running system's data folder (databases, broker, processes)")
     ] = None,
@@ -79,6 +114,7 @@ def bench(
     ] = None,
 ) -> None:
     """Measure orders/s end to end, latencies, relay and memory, beside this machine's limits."""
+    from oms.bench.absorb import AbsorbConfig
     from oms.bench.http import TransportError
     from oms.bench.run import BenchOptions, finish, run_bench
     from oms.bench.system import LaunchedSystem, TargetError, attach
@@ -91,6 +127,16 @@ def bench(
         concurrency=concurrency,
         list_rate=list_rate,
         reject_ratio=reject_ratio,
+        market_ratio=market_ratio,
+        execution=execution.value,
+        symbols=symbols,
+        quotes_per_second=quotes_per_second,
+        resting=resting,
+        resting_quotes_per_second=resting_quotes_per_second,
+        resting_rate=resting_rate,
+        resting_duration=resting_duration,
+        absorb_rates=list(absorb_rate) if absorb_rate else list(AbsorbConfig.rates),
+        absorb_seconds=absorb_seconds,
         limits=limits,
         pgbench_clients=pgbench_clients,
         pgbench_seconds=pgbench_seconds,
@@ -103,19 +149,22 @@ def bench(
         plot=plot,
         env=env_pairs(env or []),
     )
-    urls = {"auth": auth_url, "order": order_url, "account": account_url}
+    urls = {"auth": auth_url, "order": order_url, "account": account_url, "market": market_url}
     work_dir = Path(tempfile.mkdtemp(prefix="oms-bench-"))
     launched: LaunchedSystem | None = None
     try:
         if any(urls.values()):
             if not all(urls.values()) or not admin_username or not admin_password:
                 raise TargetError(
-                    "a running system needs --auth-url, --order-url, --account-url and the admin login"
+                    "a running system needs --auth-url, --order-url, --account-url, --market-url and the"
+                    " admin login"
                 )
             target = attach(data_dir, {k: str(v) for k, v in urls.items()}, (admin_username, admin_password))
         else:
             console.print(f"starting a system in {work_dir} …")
-            launched = LaunchedSystem(work_dir / "data", extra_env=options.env)
+            launched = LaunchedSystem(
+                work_dir / "data", execution=options.execution, extra_env=options.system_env(work_dir)
+            )
             target = launched.start()
         results = run_loop(run_bench(options, target, console, work_dir, launched=launched is not None))
         finish(results, options, console)

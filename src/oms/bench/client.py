@@ -144,15 +144,17 @@ class Client:
         side: str,
         asset: str,
         size: Decimal | str,
-        price: Decimal | str,
+        price: Decimal | str | None,
         key: str | None = None,
     ) -> Response:
+        """A LIMIT order at `price`, or with `price` None a MARKET order."""
         body = {
             "customerId": customer_id,
             "assetName": asset,
             "orderSide": side,
             "size": str(size),
-            "price": str(price),
+            "price": None if price is None else str(price),
+            "orderType": "LIMIT" if price is not None else "MARKET",
         }
         return await self.request(
             "POST", self.url("order", "/api/v1/orders"), json=body, headers=_with(by, key)
@@ -167,6 +169,22 @@ class Client:
         return await self.request(
             "GET", self.url("order", "/api/v1/orders"), params=params, headers=by.headers
         )
+
+    async def instruments(self, by: Principal) -> list[dict[str, Any]]:
+        """The market's listed instruments, numbers as exact Decimals."""
+        response = await self.request("GET", self.url("market", "/api/v1/instruments"), headers=by.headers)
+        response.raise_for_status()
+        listed: list[dict[str, Any]] = exact(response)["instruments"]
+        return listed
+
+    async def quotes(self, by: Principal, symbols: list[str] | None = None) -> list[dict[str, Any]]:
+        """The latest quote of each symbol (or of `symbols`), numbers as exact Decimals."""
+        query = "&".join(f"symbol={s}" for s in symbols or [])
+        url = self.url("market", "/api/v1/quotes") + (f"?{query}" if query else "")
+        response = await self.request("GET", url, headers=by.headers)
+        response.raise_for_status()
+        quotes: list[dict[str, Any]] = exact(response)["quotes"]
+        return quotes
 
     async def all_orders(self, by: Principal, customer_id: str) -> list[dict[str, Any]]:
         """Every order of a customer, through the paged list API."""

@@ -17,7 +17,7 @@ import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
 from oms.kernel.nats_access import NatsAccess, connect_nats
-from oms.kernel.topology import EVENTS_STREAM, SUBJECT_ROOT
+from oms.kernel.topology import EVENTS_STREAM, SUBJECT_ROOT, subject_of
 
 
 async def last_seq(access: NatsAccess, stream: str = EVENTS_STREAM) -> int:
@@ -85,6 +85,25 @@ async def event_latencies(access: NatsAccess, after_seq: int, until_seq: int) ->
 
     await read_stream(access, EVENTS_STREAM, f"{SUBJECT_ROOT}.>", after_seq, until_seq, visit)
     return dict(by_type)
+
+
+async def matched_stored_at(
+    access: NatsAccess, after_seq: int, until_seq: int, order_ids: set[str]
+) -> dict[str, datetime]:
+    """When JetStream stored the `order.matched` event of each of these orders (after the transaction that
+    executed it committed and the relay read it from the WAL)."""
+    stored: dict[str, datetime] = {}
+
+    def visit(payload: bytes, stored_at: datetime) -> None:
+        try:
+            event = json.loads(payload)
+        except ValueError:
+            return
+        if event.get("type") == "order.matched" and event.get("orderId") in order_ids:
+            stored[event["orderId"]] = stored_at
+
+    await read_stream(access, EVENTS_STREAM, subject_of("order.matched"), after_seq, until_seq, visit)
+    return stored
 
 
 async def publish_limit(

@@ -1,6 +1,10 @@
-"""The load: funded customers sending a mix of BUY and SELL limit orders over HTTP, either at a fixed rate
-(open loop: latency counts from the moment a request was due, so a slow system cannot hide its queue) or
-closed loop (`concurrency` clients, each sending its next order as soon as the last one was answered)."""
+"""The load: funded customers sending a mix of BUY and SELL orders over HTTP, either at a fixed rate (open
+loop: latency counts from the moment a request was due, so a slow system cannot hide its queue) or closed
+loop (`concurrency` clients, each sending its next order as soon as the last one was answered).
+
+The orders are marketable: listed symbols, LIMIT prices beyond the latest quote (a BUY above the ask, a SELL
+below the bid; on the tick grid, inside the band, in whole lots) and a share of MARKET orders, so each one
+executes as soon as its funds are reserved, in `market` mode as in `immediate`."""
 
 from __future__ import annotations
 
@@ -14,9 +18,10 @@ from decimal import Decimal
 
 from oms.bench.client import Client, Principal
 from oms.bench.http import TransportError
+from oms.bench.market import Market
+from oms.kernel.money import Side
 
-SYMBOLS = ("AAPL", "MSFT", "THYAO", "GARAN")
-UNHELD_SYMBOL = "NOPE"  # never deposited: a SELL of it is refused (funds.rejected → CANCELED)
+QUOTES_EVERY = 1.0  # seconds between reads of the latest quotes while a phase runs
 CASH_PER_CUSTOMER = Decimal(100_000_000)
 STOCK_PER_CUSTOMER = Decimal(1_000_000)
 # Fixed-rate mode: at most this many requests outstanding (one per connection of the client; more would
@@ -32,6 +37,7 @@ class LoadConfig:
     concurrency: int = 32
     list_rate: float = 5.0  # list-orders requests/s alongside (a customer's first page)
     reject_ratio: float = 0.0  # share of orders sent to be refused (SELL of a symbol never held)
+    market_ratio: float = 0.1  # share of MARKET orders (the others are marketable LIMIT orders)
 
     @property
     def name(self) -> str:
@@ -57,8 +63,37 @@ class PhaseResult:
         return len(self.order_ids)
 
 
-async def fund_customers(client: Client, admin: Principal, customers: list[Principal]) -> None:
-    """Give every customer plenty of TRY and of each symbol (admin deposits)."""
+@dataclass
+class Workload:
+    """What the orders name: the market (instruments, latest quotes), the symbols the customers hold, and a
+    listed symbol none of them holds (a SELL of it is refused: funds.rejected → CANCELED)."""
+
+    market: Market
+    symbols: list[str]
+    unheld: str | None = None
+
+    @classmethod
+    def of(cls, market: Market, count: int, leave_out: set[str] | None = None) -> Workload:
+        picked = market.pick(count + 1, leave_out=leave_out)
+        if len(picked) < 2:
+            raise RuntimeError("the market lists fewer than two open symbols with quotes to order")
+        return cls(market, picked[:-1], picked[-1])
+
+    async def follow_quotes(self, client: Client, admin: Principal, until: float) -> None:
+        """Read the latest quotes of the workload's symbols every QUOTES_EVERY s until `until`."""
+        wanted = [*self.symbols, *([self.unheld] if self.unheld else [])]
+        while time.perf_counter() < until:
+            await asyncio.sleep(QUOTES_EVERY)
+            try:
+                self.market.update(await client.quotes(admin, wanted))
+            except TransportError:
+                continue
+
+
+async def fund_customers(
+    client: Client, admin: Principal, customers: list[Principal], symbols: list[str]
+) -> None:
+    """Give every customer plenty of TRY and of each of `symbols` (admin deposits)."""
     slots = asyncio.Semaphore(16)
 
     async def fund(customer: Principal, asset: str, amount: Decimal) -> None:
@@ -68,7 +103,7 @@ async def fund_customers(client: Client, admin: Principal, customers: list[Princ
 
     await asyncio.gather(
         *(fund(c, "TRY", CASH_PER_CUSTOMER) for c in customers),
-        *(fund(c, s, STOCK_PER_CUSTOMER) for c in customers for s in SYMBOLS),
+        *(fund(c, s, STOCK_PER_CUSTOMER) for c in customers for s in symbols),
     )
 
 
@@ -76,22 +111,35 @@ class Load:
     """Runs one phase of orders against the system."""
 
     def __init__(
-        self, client: Client, customers: list[Principal], config: LoadConfig, seed: int | None = None
+        self,
+        client: Client,
+        customers: list[Principal],
+        config: LoadConfig,
+        workload: Workload,
+        *,
+        admin: Principal | None = None,
+        seed: int | None = None,
     ) -> None:
         self.client = client
         self.customers = customers
         self.config = config
+        self.workload = workload
+        self.admin = admin  # reads the quotes while the phase runs (None: the prices known at the start)
         self.random = random.Random(seed)  # noqa: S311 - a load, not secrets
         self.result = PhaseResult(config)
 
-    def next_order(self) -> tuple[Principal, str, str, Decimal, Decimal]:
-        customer = self.random.choice(self.customers)
-        if self.random.random() < self.config.reject_ratio:
-            return customer, "SELL", UNHELD_SYMBOL, Decimal(1), Decimal(1)
-        side = self.random.choice(("BUY", "SELL"))
-        size = Decimal(self.random.randint(1, 10))
-        price = Decimal(self.random.randint(100, 10_000)) / 100
-        return customer, side, self.random.choice(SYMBOLS), size, price
+    def next_order(self) -> tuple[Principal, str, str, Decimal, Decimal | None]:
+        """Who sends the next order: side, symbol, size and limit price (None: a MARKET order)."""
+        customer, market = self.random.choice(self.customers), self.workload.market
+        unheld = self.workload.unheld
+        if unheld and self.random.random() < self.config.reject_ratio:
+            return customer, "SELL", unheld, market.lot(unheld), market.marketable_limit(unheld, Side.SELL)
+        side = self.random.choice((Side.BUY, Side.SELL))
+        symbol = self.random.choice(self.workload.symbols)
+        size = market.lot(symbol) * self.random.randint(1, 10)
+        if self.random.random() < self.config.market_ratio:
+            return customer, side.value, symbol, size, None
+        return customer, side.value, symbol, size, market.marketable_limit(symbol, side)
 
     async def _create(self, due: float) -> None:
         customer, side, asset, size, price = self.next_order()
@@ -157,7 +205,8 @@ class Load:
         deadline = begin + self.config.duration
         rate = self.config.rate
         orders = self._fixed_rate(deadline, rate) if rate else self._closed_loop(deadline)
-        work = asyncio.gather(orders, self._list_orders(deadline))
+        quotes = self.workload.follow_quotes(self.client, self.admin, deadline) if self.admin else None
+        work = asyncio.gather(orders, self._list_orders(deadline), *([quotes] if quotes else []))
         while not work.done():
             await asyncio.wait([work], timeout=0.25)
             if on_tick is not None:

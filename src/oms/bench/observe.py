@@ -9,12 +9,16 @@ import contextlib
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from oms.account import store as account_store
 from oms.bench.client import Client, Principal
+from oms.bench.http import TransportError
 from oms.bench.system import Target
 from oms.kernel.outbox import relay_position
 from oms.kernel.topology import RELAYED, slot_name
@@ -29,6 +33,8 @@ class Outcome:
     status: str
     created: datetime
     updated: datetime
+    executed_price: Decimal | None = None
+    reserved: bool = True
 
     @property
     def latency(self) -> float:
@@ -82,7 +88,23 @@ class Observer:
     async def outcomes(self, order_ids: list[str]) -> list[Outcome]:
         async with self.pools["order"].acquire() as conn:
             orders = await order_store.by_ids(conn, order_ids)
-        return [Outcome(str(o.id), o.status.value, o.created_at, o.updated_at) for o in orders]
+        return [
+            Outcome(str(o.id), o.status.value, o.created_at, o.updated_at, o.executed_price, o.reserved)
+            for o in orders
+        ]
+
+    async def wait_terminal(self, order_ids: list[str], within: float) -> float | None:
+        """Seconds until none of these orders is PENDING, None on timeout (others may rest meanwhile)."""
+        started = time.perf_counter()
+        while time.perf_counter() - started < within:
+            async with self.pools["order"].acquire() as conn:
+                pending = await conn.fetchval(
+                    "SELECT count(*) FROM orders WHERE id = ANY($1::uuid[]) AND status = 'PENDING'", order_ids
+                )
+            if pending == 0:
+                return time.perf_counter() - started
+            await asyncio.sleep(0.2)
+        return None
 
     async def settled_at(self, order_ids: list[str]) -> dict[str, datetime]:
         """When the account settled (or released) each order's reservation."""
@@ -121,6 +143,49 @@ class Observer:
         return summary
 
 
+async def _metrics(client: Client, service: str) -> list[Metric] | None:
+    """The metric families a service exposes on /metrics (None: unreadable)."""
+    try:
+        response = await client.request("GET", client.url(service, "/metrics"))
+    except TransportError:
+        return None
+    if response.status_code != 200:
+        return None
+    return list(text_string_to_metric_families(response.text))
+
+
+async def consumer_retries(client: Client) -> int | None:
+    """Deliveries the order and account consumers have put back for a retry so far (a retry waits at least
+    the first retry delay, 1 s, and shows in create→MATCHED), from their /metrics; None if unreadable."""
+    total = 0.0
+    for service in ("order", "account"):
+        families = await _metrics(client, service)
+        if families is None:
+            return None
+        for family in families:
+            if family.name == "oms_consumer_messages":
+                total += sum(
+                    sample.value
+                    for sample in family.samples
+                    if sample.name.endswith("_total") and sample.labels.get("outcome") == "retried"
+                )
+    return int(total)
+
+
+async def histogram_buckets(client: Client, service: str, name: str) -> dict[float, float] | None:
+    """The cumulative buckets (upper bound → count) of histogram `name` on `service`'s /metrics."""
+    families = await _metrics(client, service)
+    if families is None:
+        return None
+    return {
+        float(sample.labels["le"]): sample.value
+        for family in families
+        if family.name == name
+        for sample in family.samples
+        if sample.name == f"{name}_bucket"
+    }
+
+
 async def outcomes_by_api(
     client: Client, admin: Principal, customers: list[Principal], order_ids: list[str], within: float
 ) -> tuple[list[Outcome], float | None]:
@@ -135,6 +200,8 @@ async def outcomes_by_api(
                 o["status"],
                 datetime.fromisoformat(o["createDate"]),
                 datetime.fromisoformat(o["updateDate"]),
+                o.get("executedPrice"),
+                bool(o.get("fundsReserved", True)),
             )
             for orders in listed
             for o in orders

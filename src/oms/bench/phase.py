@@ -13,8 +13,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from oms.bench import jetstream
 from oms.bench.client import Client, Principal
-from oms.bench.load import Load, LoadConfig, PhaseResult
-from oms.bench.observe import Observer, Outcome, outcomes_by_api
+from oms.bench.load import Load, LoadConfig, PhaseResult, Workload
+from oms.bench.observe import Observer, Outcome, consumer_retries, outcomes_by_api
 from oms.bench.processes import ProcessSampler
 from oms.bench.stats import latency_summary, per_second, percentile, steady_rate
 from oms.bench.system import Target
@@ -29,6 +29,7 @@ async def run_phase(
     client: Client,
     admin: Principal,
     customers: list[Principal],
+    workload: Workload,
     observer: Observer | None,
     sampler: ProcessSampler,
     console: Console,
@@ -37,7 +38,8 @@ async def run_phase(
     """Send the load, wait until every order is terminal and settled, and summarise it."""
     seq_before = await jetstream.last_seq(target.nats) if target.nats else None
     commits_before = await observer.commits() if observer is not None else None
-    load = Load(client, customers, config)
+    retries_before = await consumer_retries(client)
+    load = Load(client, customers, config, workload, admin=admin)
     terminal = {"count": 0, "checked": 0.0}
 
     with Progress(
@@ -93,6 +95,9 @@ async def run_phase(
         )
     summary = summarize(result, outcomes, settled, events, drain)
     summary["orders"]["commits_per_order"] = round(commits / max(result.created, 1), 2) if commits else None
+    retries_after = await consumer_retries(client)
+    if retries_before is not None and retries_after is not None:
+        summary["orders"]["consumer_retries"] = retries_after - retries_before
     summary["processes"] = sampler.summary(result.started, result.ended)
     if observer is not None:
         summary["relay"]["lag"] = observer.lag_summary(result.started, finished)
@@ -126,6 +131,7 @@ def summarize(
             "concurrency": None if result.config.rate else result.config.concurrency,
             "list_rate": result.config.list_rate,
             "reject_ratio": result.config.reject_ratio,
+            "market_ratio": result.config.market_ratio,
         },
         "orders": {
             "accepted": result.created,

@@ -53,3 +53,14 @@ def ratio(measured: float | None, limit: float | None) -> float | None:
     if measured is None or limit is None or not limit or math.isnan(measured) or math.isnan(limit):
         return None
     return measured / limit
+
+
+def bucket_percentile(before: dict[float, float], after: dict[float, float], p: float) -> float | None:
+    """The upper bound of the histogram bucket that holds the `p`th percentile of what was observed between
+    two readings of its cumulative buckets (upper bound → count); None when nothing was observed."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return None
+    wanted = p / 100 * counts[-1]
+    return next(b for b, c in zip(bounds, counts, strict=True) if c >= wanted)

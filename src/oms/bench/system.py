@@ -7,6 +7,7 @@ broker, and the process tree (for CPU and memory figures).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -19,8 +20,8 @@ from urllib.parse import quote, urlsplit
 
 import psutil
 
-from oms.kernel.nats_access import NatsAccess, kept_access
-from oms.kernel.permissions import OPERATOR
+from oms.kernel.nats_access import NatsAccess, NatsConfigError, kept_access
+from oms.kernel.permissions import MARKET, OPERATOR
 from oms.kernel.settings import Settings
 from oms.runtime.ports import free_port_env
 
@@ -36,13 +37,14 @@ class TargetError(RuntimeError):
 class Target:
     """Where the system under test is and how to log in to it."""
 
-    urls: dict[str, str]  # auth, order, account → base URL
+    urls: dict[str, str]  # auth, order, account, market (when known) → base URL
     admin: tuple[str, str]
     pg_host: str | None = None
     pg_port: int | None = None
     pg_user: str = "oms"
     pg_password: str | None = None
     nats: NatsAccess | None = None  # the operator's access to its broker
+    market_feed: NatsAccess | None = None  # the market feed's identity: to publish quotes as the feed does
     root_pid: int | None = None  # `oms up` (its descendants are the system's processes)
 
     def database_url(self, database: str) -> str | None:
@@ -77,8 +79,10 @@ def attach(data_dir: Path | None, urls: dict[str, str], admin: tuple[str, str]) 
     state = json.loads(state_file.read_text())
     target.root_pid = int(state["pid"])
     if state.get("nats_url"):
-        operator = kept_access(Settings(data_dir=data_dir), OPERATOR)
-        target.nats = operator.with_servers(str(state["nats_url"]))
+        settings = Settings(data_dir=data_dir)
+        target.nats = kept_access(settings, OPERATOR).with_servers(str(state["nats_url"]))
+        with contextlib.suppress(NatsConfigError):
+            target.market_feed = kept_access(settings, MARKET).with_servers(str(state["nats_url"]))
     if state.get("pg_port"):
         target.pg_host = urlsplit(urls["order"]).hostname or "127.0.0.1"
         target.pg_port = int(state["pg_port"])
@@ -135,7 +139,8 @@ class LaunchedSystem:
                 self.stop()
                 raise TargetError("oms up did not become ready:\n" + "".join(self.output[-30:]))
             time.sleep(0.1)
-        urls = {c: f"http://127.0.0.1:{ports[f'OMS_{c.upper()}_PORT']}" for c in ("auth", "order", "account")}
+        components = ("auth", "order", "account", "market")
+        urls = {c: f"http://127.0.0.1:{ports[f'OMS_{c.upper()}_PORT']}" for c in components}
         return attach(self.data_dir, urls, (ADMIN_USERNAME, ADMIN_PASSWORD))
 
     def _read(self, process: subprocess.Popen[str]) -> None:

@@ -35,6 +35,8 @@ from oms.kernel.market import MARKET_STREAM, MARKET_SUBJECTS
 from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.pull import PullConsumer
 from oms.kernel.topology import (
+    BACKOFFICE_BUCKET,
+    BACKOFFICE_BUCKET_STREAM,
     CONSUMERS,
     DLQ_ROOT,
     EVENT_SUBJECTS,
@@ -278,6 +280,7 @@ class JetStreamBroker:
                 discard=DiscardPolicy.OLD,
             )
         )
+        await self._ensure_stream(backoffice_bucket(self._replicas))
         shared = await self._park_shared_dead_letters()
         for consumer in CONSUMERS.values():
             await self._ensure_stream(
@@ -451,6 +454,24 @@ async def create_topology(operator: NatsAccess, replicas: int = 1) -> None:
 
 def _acknowledged(ack: asyncio.Future[Any] | None) -> bool:
     return ack is not None and ack.done() and not ack.cancelled() and ack.exception() is None
+
+
+def backoffice_bucket(replicas: int) -> StreamConfig:
+    """The back office's key-value bucket, as nats-py's `create_key_value` would make it (one value per key,
+    direct gets), with per-message TTLs: a lease expires on the server's clock (nats-server 2.11+)."""
+    return StreamConfig(
+        name=BACKOFFICE_BUCKET_STREAM,
+        subjects=[f"$KV.{BACKOFFICE_BUCKET}.>"],
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        max_msgs_per_subject=1,
+        discard=DiscardPolicy.NEW,
+        duplicate_window=DUPLICATE_WINDOW,
+        allow_rollup_hdrs=True,
+        deny_delete=True,
+        allow_direct=True,
+        allow_msg_ttl=True,
+    )
 
 
 def _consumer_config(consumer: Consumer) -> ConsumerConfig:

@@ -58,12 +58,21 @@ class StopSignal(Protocol):
     def is_set(self) -> bool: ...
 
 
+class NotYetVisible(Exception):
+    """An event about a row that should be there but is not: maybe committed a moment ago and not yet visible
+    to other transactions (a relay may read a commit from the WAL just before the committing backend makes it
+    visible, and the answer to the event it carried can come back first). Its first retry comes at once."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_deliver: int = MAX_DELIVER
     nak_delays: tuple[float, ...] = (1.0, 5.0, 15.0, 30.0)  # seconds before the 2nd, 3rd, ... delivery
+    soon: float = 0.05  # before the 2nd delivery of a NotYetVisible failure
 
-    def delay_after(self, attempt: int) -> float:
+    def delay_after(self, attempt: int, exc: Exception | None = None) -> float:
+        if attempt == 1 and isinstance(exc, NotYetVisible):
+            return min(self.soon, self.nak_delays[0])
         return self.nak_delays[min(attempt, len(self.nak_delays)) - 1]
 
 
@@ -180,7 +189,7 @@ class ConsumerRunner:
             )
             await self._dead_letter(delivery, describe(exc))
             return
-        delay = self.policy.delay_after(attempt)
+        delay = self.policy.delay_after(attempt, exc)
         log.warning(
             "%s %s failed (delivery %d); retry in %.1fs: %s",
             event.type,

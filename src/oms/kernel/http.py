@@ -1,14 +1,16 @@
-"""The common shape of every service's HTTP app: errors, /health, /metrics, request metrics, /docs."""
+"""The common shape of every service's HTTP app: errors, /livez, /readyz (and /health), /metrics, request
+metrics, /docs."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import simplejson
 from fastapi import APIRouter, FastAPI, Request
@@ -20,7 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from oms.kernel.docs import serve_docs
 from oms.kernel.errors import ApiError, error_responses, install_error_handlers
 
-HealthCheck = Callable[[], Awaitable[None]]
+HealthCheck = Callable[[], Awaitable[None]]  # raises when what it checks does not answer
+CHECK_TIMEOUT = 2.0  # seconds: a dependency that answers later is as good as down for a probe
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK = "127.0.0.0/8,::1"
 
@@ -113,6 +116,40 @@ def _may_read(request: Request, networks: tuple[Network, ...] | None) -> bool:
     return any(address in network for network in networks)
 
 
+class Liveness(BaseModel):
+    """The process answers."""
+
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    """Whether this process should get traffic: every dependency it needs answers. `checks` names each one,
+    "ok" or "unavailable: <why>" (the kind of failure only: never an address or a secret)."""
+
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str]
+
+
+async def _outcome(check: HealthCheck) -> str:
+    try:
+        await asyncio.wait_for(check(), CHECK_TIMEOUT)
+    except TimeoutError:
+        return f"unavailable: no answer within {CHECK_TIMEOUT:g}s"
+    except Exception as exc:
+        return f"unavailable: {type(exc).__name__}"
+    return "ok"
+
+
+async def readiness(checks: Mapping[str, HealthCheck]) -> Readiness:
+    """Every check, run together, each bounded by CHECK_TIMEOUT."""
+    outcomes = await asyncio.gather(*(_outcome(check) for check in checks.values()))
+    named = dict(zip(checks, outcomes, strict=True))
+    return Readiness(status="ok" if all(o == "ok" for o in outcomes) else "unavailable", checks=named)
+
+
+_NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"model": Readiness, "description": "A dependency does not answer: the checks name it"}
+}
 MAX_BODY_BYTES = 64 * 1024
 
 
@@ -175,8 +212,9 @@ def create_service_app(
     health_checks: Callable[[FastAPI], Mapping[str, HealthCheck]],
     metrics_clients: str = LOOPBACK,
 ) -> FastAPI:
-    """A FastAPI app with the project's error shape, `/health` (live + ready) and `/metrics` (served only
-    to the addresses in `metrics_clients`: the API port may face the world, the counters should not)."""
+    """A FastAPI app with the project's error shape, `/livez`, `/readyz` (`health_checks`; `/health` is the
+    same) and `/metrics` (served only to the addresses in `metrics_clients`: the API port may face the world,
+    the counters should not)."""
     networks = client_networks(metrics_clients)
     app = FastAPI(
         title=title,
@@ -194,18 +232,20 @@ def create_service_app(
         # Any route may refuse a caller or a request; 404/409 are declared by the routes that answer them.
         app.include_router(router, responses=error_responses(400, 401, 403, 413, 422, 503))
 
-    @app.get("/health", tags=["operations"])
-    async def health() -> JSONResponse:
-        """Live and ready: every dependency (database, broker) answers."""
-        checks: dict[str, Any] = {}
-        for name, check in health_checks(app).items():
-            try:
-                await check()
-                checks[name] = "ok"
-            except Exception as exc:
-                checks[name] = f"unavailable: {type(exc).__name__}"
-        ok = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
+    @app.get("/livez", tags=["operations"])
+    async def livez() -> Liveness:
+        """Live: the process's event loop answers. Touches no database or broker (a probe that restarts a
+        process on failure must not restart it for a dependency's outage)."""
+        return Liveness(status="ok")
+
+    @app.get("/readyz", tags=["operations"], response_model=Readiness, responses=_NOT_READY)
+    async def readyz() -> JSONResponse:
+        """Ready for traffic: every dependency (database, broker) answers; 503 names those that do not."""
+        ready = await readiness(health_checks(app))
+        return JSONResponse(ready.model_dump(), 200 if ready.status == "ok" else 503)
+
+    # What /health always answered (live and ready); kept for the tools and scripts that call it.
+    app.get("/health", tags=["operations"], response_model=Readiness, responses=_NOT_READY)(readyz)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def metrics(request: Request) -> Response:

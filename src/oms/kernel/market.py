@@ -147,6 +147,10 @@ QuoteListener = Callable[[Quote], Awaitable[None]]
 class MarketData(Protocol):
     """What a service knows of the market: the instruments and each symbol's latest quote."""
 
+    @property
+    def ready(self) -> bool:
+        """True once it holds what the market has listed: before, a symbol it does not know may be listed."""
+
     def instrument(self, symbol: str) -> Instrument | None: ...
 
     def quote(self, symbol: str) -> Quote | None: ...
@@ -166,8 +170,15 @@ class MarketBoard:
         self._quotes: dict[str, Quote] = {}
         self._listeners: list[QuoteListener] = []
 
+    @property
+    def ready(self) -> bool:
+        return True  # filled by its owner before it is handed out
+
     def instrument(self, symbol: str) -> Instrument | None:
         return self._instruments.get(symbol)
+
+    def lists_nothing(self) -> bool:
+        return not self._instruments
 
     def instruments(self) -> list[Instrument]:
         return sorted(self._instruments.values(), key=lambda i: i.symbol)

@@ -97,8 +97,9 @@ class MarketView:
     # -- following the stream ---------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
-        """True once the last values the stream held when reading began have all been read."""
-        return self._ready.is_set()
+        """True once the last values the stream held when reading began have all been read, and they list
+        some instrument (an empty stream is a market service that has not published yet)."""
+        return self._ready.is_set() and not self.board.lists_nothing()
 
     async def wait_ready(self, within: float | None = None) -> None:
         """Until the stream's last values are on the board (TimeoutError after `within` seconds)."""

@@ -4,7 +4,8 @@ derived from the topology (docs/decisions/009).
 - `relay-<service>` publishes its producer's subjects, and reads its stream's info while it waits for it.
 - a service (`order`, `account`) pulls from and acknowledges its own durable consumer, reads its info,
   publishes its own dead letters and reads/removes dead letters (ops, replay); never an event subject.
-- `backoffice` asks JetStream for its account info: the System page's broker health, nothing more.
+- `backoffice` asks JetStream for its account info (the System page's broker health), and reads and writes
+  its own key-value bucket (the audit's lease and last result, shared by its replicas), nothing more.
 - `market` (the market service's feed) publishes market data, `oms.market.>`, and nothing else.
 - the readers of market data (`MARKET_READERS`) may create an ephemeral consumer of OMS_MARKET (the stream
   holds market data only, which every signed-in user may see anyway) delivered to their own inbox.
@@ -22,7 +23,15 @@ from types import MappingProxyType
 from typing import Final
 
 from oms.kernel.market import MARKET_STREAM, MARKET_SUBJECTS
-from oms.kernel.topology import CONSUMERS, EVENTS_STREAM, PRODUCERS, Consumer, Producer
+from oms.kernel.topology import (
+    BACKOFFICE_BUCKET,
+    BACKOFFICE_BUCKET_STREAM,
+    CONSUMERS,
+    EVENTS_STREAM,
+    PRODUCERS,
+    Consumer,
+    Producer,
+)
 
 OPERATOR: Final = "operator"
 BACKOFFICE: Final = "backoffice"
@@ -73,6 +82,15 @@ def service_permissions(consumer: Consumer) -> Permissions:
     )
 
 
+BACKOFFICE_PUBLISHES: Final = (
+    f"{_JS_API}.INFO",
+    # Its own bucket only: bind to it, read a key, write (create, update, delete) a key.
+    f"{_JS_API}.STREAM.INFO.{BACKOFFICE_BUCKET_STREAM}",
+    f"{_JS_API}.DIRECT.GET.{BACKOFFICE_BUCKET_STREAM}.>",
+    f"$KV.{BACKOFFICE_BUCKET}.>",
+)
+
+
 def _reading_market(identity: str, allowed: Permissions) -> Permissions:
     if identity not in MARKET_READERS or allowed.publish is None:
         return allowed
@@ -83,7 +101,7 @@ def _all() -> dict[str, Permissions]:
     allowed = {OPERATOR: Permissions(publish=None, subscribe=None)}
     allowed |= {p.relay: relay_permissions(p) for p in PRODUCERS.values()}
     allowed |= {c.name: service_permissions(c) for c in CONSUMERS.values()}
-    allowed[BACKOFFICE] = Permissions(publish=(f"{_JS_API}.INFO",), subscribe=_own_inbox(BACKOFFICE))
+    allowed[BACKOFFICE] = Permissions(publish=BACKOFFICE_PUBLISHES, subscribe=_own_inbox(BACKOFFICE))
     allowed[MARKET] = Permissions(publish=(MARKET_SUBJECTS,), subscribe=_own_inbox(MARKET))
     return {identity: _reading_market(identity, rules) for identity, rules in allowed.items()}
 

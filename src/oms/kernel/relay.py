@@ -40,7 +40,7 @@ from typing import Any, Final
 import asyncpg
 import psycopg2
 import psycopg2.errors
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 from psycopg2.extras import LogicalReplicationConnection, ReplicationCursor
 
 from oms.kernel.broker import Broker, JetStreamBroker, Outgoing, PublishAborted
@@ -48,6 +48,7 @@ from oms.kernel.confirmation import Confirmations, Held, Relayed
 from oms.kernel.consumer import StopSignal
 from oms.kernel.nats_access import NatsAccess, NatsConfigError, access_for
 from oms.kernel.outbox import relay_position
+from oms.kernel.relay_http import RelayHealth, serve_probes
 from oms.kernel.settings import Settings
 from oms.kernel.topology import OUTBOX_TABLE, PUBLICATION, RELAY_SLOTS_TABLE, slot_name
 from oms.kernel.walreader import Transaction, WalReader
@@ -110,7 +111,8 @@ class Relay:
     """One session of the relay of `service`'s database; `serve` restarts sessions after failures.
 
     `confirm_delay`: seconds an acknowledged event is held before its row is deleted and its position
-    confirmed (0 for a broker that syncs every message to disk before acknowledging it)."""
+    confirmed (0 for a broker that syncs every message to disk before acknowledging it); `health` learns
+    whether the session streams from the slot (`/readyz`)."""
 
     def __init__(
         self,
@@ -121,6 +123,7 @@ class Relay:
         batch: int = BATCH_EVENTS,
         *,
         confirm_delay: float = 0.0,
+        health: RelayHealth | None = None,
     ) -> None:
         if not _SERVICE.fullmatch(service):
             raise RelayConfigError(f"invalid service name {service!r}: lower-case letters, digits and _")
@@ -131,6 +134,7 @@ class Relay:
         self.stop = stop
         self.batch = batch
         self.confirm_delay = confirm_delay
+        self.health = health or RelayHealth()
         self.confirmations = Confirmations()
         self.held: deque[Held] = deque()
         self.held_events = 0
@@ -152,9 +156,11 @@ class Relay:
                     "UPDATE relay_slots SET leftovers_published = true WHERE slot = $1", self.slot
                 )
             cursor = await asyncio.to_thread(self._start_replication)
+            self.health.streaming()
             try:
                 await self._stream(cursor, pool)
             finally:
+                self.health.not_streaming("the session ended")
                 cursor.connection.close()
         finally:
             await pool.close()
@@ -404,27 +410,39 @@ async def prepare_database(conn: asyncpg.Connection, slot: str) -> bool:
 
 
 async def serve(
-    service: str, database_url: str, nats: NatsAccess, stop: StopSignal, confirm_delay: float = 0.0
+    service: str,
+    database_url: str,
+    nats: NatsAccess,
+    stop: StopSignal,
+    confirm_delay: float = 0.0,
+    health: RelayHealth | None = None,
 ) -> None:
-    """Relay until `stop` is set, restarting after any failure (with backoff) from the confirmed position."""
+    """Relay until `stop` is set, restarting after any failure (with backoff) from the confirmed position;
+    `health` follows whether it streams and is connected to the broker."""
+    health = health or RelayHealth()
     failures = 0
     while not stop.is_set():
         try:
             broker = await JetStreamBroker.connect(nats)
+            health.broker = broker
             try:
-                await Relay(service, database_url, broker, stop, confirm_delay=confirm_delay).run()
+                await Relay(
+                    service, database_url, broker, stop, confirm_delay=confirm_delay, health=health
+                ).run()
             finally:
                 await broker.close()
             continue
         except (RelayConfigError, asyncio.CancelledError):
             raise
         except SlotBusy as exc:
+            health.not_streaming("standing by: another relay streams the slot")
             log.info("relay %s: standing by, the slot is in use (%s)", service, exc)
             await _sleep_unless(stop, 5.0)
             continue
         except PublishAborted:
             continue  # only raised once stop is set
         except Exception as exc:
+            health.not_streaming(f"{type(exc).__name__}; restarting")
             failures += 1
             delay = min(0.5 * 2 ** (failures - 1), 10.0)
             log.warning("relay %s failed: %s; restarting in %.1fs", service, exc, delay, exc_info=exc)
@@ -463,14 +481,22 @@ def run_relay(
 ) -> None:
     """Run the relay of `service` until `stop_event` is set (from the main thread, SIGTERM/SIGINT set it),
     publishing as `nats.identity`, holding acknowledged events `confirm_delay` seconds (see
-    `Settings.relay_hold_seconds`), its metrics on `metrics_host:metrics_port`.
+    `Settings.relay_hold_seconds`), its metrics, `/livez` and `/readyz` on `metrics_host:metrics_port`.
     Raises RelayConfigError when the database cannot be relayed (e.g. wal_level is not logical)."""
-    if metrics_port is not None:
-        start_http_server(metrics_port, addr=metrics_host)
     if confirm_delay:
         log.info("relay %s: holding acknowledged events %.3gs before confirming them", service, confirm_delay)
+
+    async def relay_and_answer() -> None:
+        health = RelayHealth()
+        probes = await serve_probes(health, metrics_host, metrics_port) if metrics_port is not None else None
+        try:
+            await serve(service, database_url, nats, stop_event, confirm_delay, health)
+        finally:
+            if probes is not None:
+                probes.close()
+
     with _stop_on_signals(stop_event):
-        _run_loop(serve(service, database_url, nats, stop_event, confirm_delay))
+        _run_loop(relay_and_answer())
 
 
 def _run_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -487,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--service", required=True)
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--nats-url", help="[default: OMS_NATS_URL]; credentials from OMS_NATS_* settings")
-    parser.add_argument("--metrics-port", type=int)
+    parser.add_argument("--metrics-port", type=int, help="/metrics, /livez and /readyz")
+    parser.add_argument("--metrics-host", help="[default: OMS_METRICS_HOST]")
     parser.add_argument(
         "--confirm-delay",
         type=float,
@@ -513,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
             threading.Event(),
             args.metrics_port,
             delay,
-            settings.metrics_host,
+            args.metrics_host or settings.metrics_host,
         )
     except (RelayConfigError, NatsConfigError) as exc:
         print(f"relay: {exc}", file=sys.stderr)

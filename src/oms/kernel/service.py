@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -52,11 +52,13 @@ def create_event_service(
     make_handler: Callable[[UnitOfWorkFactory[R], Settings], BatchHandler],
     on_start: Callable[[FastAPI], None] = lambda app: None,
     background: Callable[[FastAPI, asyncio.Event], Coroutine[Any, Any, None]] | None = None,
+    health_checks: Callable[[FastAPI], Mapping[str, HealthCheck]] = lambda app: {},
 ) -> FastAPI:
     """A service app whose lifespan migrates its database, connects to the broker and consumes the
     events for durable consumer `service` with `make_handler(unit_of_work, settings)`; its units of work hand
     out `repository(conn, stage)` (`app.state.unit_of_work`); `on_start(app)` adds what the service's routes
-    need to `app.state` once they exist; `background(app, stop)` runs beside the consumer until `stop`."""
+    need to `app.state` once they exist; `background(app, stop)` runs beside the consumer until `stop`;
+    `health_checks(app)` are what else it needs to answer, beside its database and broker."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -100,6 +102,6 @@ def create_event_service(
         description=description,
         lifespan=lifespan,
         routers=[*routers, ops_router(service)],
-        health_checks=database_and_broker,
+        health_checks=lambda app: {**database_and_broker(app), **health_checks(app)},
         metrics_clients=settings.metrics_clients,
     )

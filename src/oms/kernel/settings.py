@@ -115,10 +115,11 @@ class Settings(BaseSettings):
     auth_port: int = 668
     backoffice_port: int = 669
     market_port: int = 670
-    # Each relay serves its Prometheus metrics (events relayed, lag, commit→ack latency) on its own port.
+    # Each relay serves its Prometheus metrics (events relayed, lag, commit→ack latency) and its probes on its
+    # own port.
     order_relay_port: int = 16666
     account_relay_port: int = 16667
-    metrics_host: str = "127.0.0.1"  # where the relays' metrics listen
+    metrics_host: str = "127.0.0.1"  # where each relay's port (/metrics, /livez, /readyz) listens
     # Who may read a service's /metrics on its API port: comma-separated addresses or networks ("*": anyone).
     metrics_clients: str = "127.0.0.0/8,::1"
 
@@ -215,8 +216,9 @@ class Settings(BaseSettings):
     market_replay_file: Path | None = None
     market_replay_speed: float = Field(default=1.0, ge=0)
 
-    # `market` is to become the default once the market service feeds the order service (issue 12).
-    execution: ExecutionMode = ExecutionMode.IMMEDIATE
+    # How a reserved order executes (SPEC §3b). In every mode the order service follows the market service's
+    # instruments and quotes, and refuses orders the market would not take (unlisted, halted, off the band).
+    execution: ExecutionMode = ExecutionMode.MARKET
     # A MARKET BUY reserves size × ask × (1 + collar); it is canceled if the ask has moved further by the
     # time it executes. DAY orders still PENDING at the close expire.
     market_order_collar: Decimal = Field(default=DEFAULT_COLLAR, ge=0, le=1)

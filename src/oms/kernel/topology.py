@@ -134,3 +134,8 @@ def consumer_of(event_type: str) -> Consumer | None:
 
 
 DLQ_STREAMS: Final = tuple(c.dead_letter_stream for c in CONSUMERS.values())
+
+# State the back office's replicas share (the audit's lease and last result; docs/decisions/018): a JetStream
+# key-value bucket, i.e. the stream `KV_<bucket>` on the subjects `$KV.<bucket>.<key>`.
+BACKOFFICE_BUCKET: Final = "OMS_BACKOFFICE"
+BACKOFFICE_BUCKET_STREAM: Final = f"KV_{BACKOFFICE_BUCKET}"

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -76,6 +77,11 @@ def create_app(settings: Settings) -> FastAPI:
         description="Instruments (the security master) and quotes: the latest, and a stream of them (SSE).",
         lifespan=lifespan,
         routers=[router],
-        health_checks=database_and_broker,
+        health_checks=lambda app: {**database_and_broker(app), "instruments": partial(_listed, app)},
         metrics_clients=settings.metrics_clients,
     )
+
+
+async def _listed(app: FastAPI) -> None:
+    if not app.state.feed.listed:
+        raise ConnectionError("the instruments are not all on the broker yet")

@@ -67,6 +67,7 @@ class Feed:
         self._latest: dict[str, Quote] = {}
         self._unpublished: dict[str, Listing] = dict(self._listings)  # all of them at start
         self._changed = asyncio.Event()
+        self.listed = False  # every instrument published at least once: the broker holds the market
         self._count_instruments()
 
     # -- Listed (what the source sees) --------------------------------------------------------------------
@@ -108,6 +109,7 @@ class Feed:
             for symbol, listing in todo.items():
                 if self._unpublished.get(symbol) is listing:
                     del self._unpublished[symbol]
+            self.listed = self.listed or not self._unpublished
 
     # -- quotes ---------------------------------------------------------------------------------------
     def stamp(self, prices: Prices, now: datetime) -> Quote | None:

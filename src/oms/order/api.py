@@ -34,7 +34,7 @@ from oms.order.domain import (
     TransitionRefused,
     place_order,
 )
-from oms.order.handlers import cancel, change_order, match, match_at_market, place_orders
+from oms.order.handlers import cancel, change_order, match_at_market, place_orders
 from oms.order.store import Orders
 
 router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
@@ -115,20 +115,20 @@ async def _placements(request: Request) -> GroupCommit[Orders, OrderPlaced, None
     return placements
 
 
-async def _market(request: Request) -> MarketData | None:
-    """What the order service knows of the market (None: none, and orders are checked by themselves)."""
-    market: MarketData | None = request.app.state.market
+async def _market(request: Request) -> MarketData:
+    """What the order service knows of the market (503 until it has read what the market lists)."""
+    market: MarketData = request.app.state.market
+    if not market.ready:
+        raise ApiError(503, "the market's instruments are not loaded yet: try again in a moment")
     return market
 
 
 Placements = Annotated[GroupCommit[Orders, OrderPlaced, None], Depends(_placements)]
 UnitsOfWork = Annotated[UnitOfWorkFactory[Orders], Depends(units_of_work)]
-Market = Annotated[MarketData | None, Depends(_market)]
+Market = Annotated[MarketData, Depends(_market)]
 
 
-def _listing(market: MarketData | None, symbol: str, request: Request) -> Listing | None:
-    if market is None:
-        return None
+def _listing(market: MarketData, symbol: str, request: Request) -> Listing:
     collar = request.app.state.settings.market_order_collar
     return Listing(market.instrument(symbol), market.quote(symbol), collar)
 
@@ -282,9 +282,8 @@ async def match_order(
     order_id: uuid.UUID, _: AdminUser, unit_of_work: UnitsOfWork, market: Market
 ) -> ExactJSONResponse:
     """Execute a PENDING order whose funds are reserved, at the market's price if the quote crosses it (409
-    with the quote otherwise) — at its limit price when the service knows no market (admins)."""
-    change = match if market is None else match_at_market(market)
-    outcome = await change_order(unit_of_work, order_id, change)
+    with the quote otherwise; admins)."""
+    outcome = await change_order(unit_of_work, order_id, match_at_market(market))
     if outcome is None:
         raise ApiError(404, "order not found")
     if isinstance(outcome, TransitionRefused):

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from oms.kernel.consumer import BatchHandler
 from oms.kernel.group_commit import GroupCommit
+from oms.kernel.http import HealthCheck
 from oms.kernel.market import MarketData
 from oms.kernel.market_view import MarketView
 from oms.kernel.service import create_event_service
@@ -27,12 +28,11 @@ from oms.order.stream import router as stream_router
 
 
 def create_app(settings: Settings, market: MarketData | None = None, clock: Clock = utc_now) -> FastAPI:
-    """The order service; `market` is what it knows of the market (instruments and quotes). Without one,
-    orders are checked only by themselves and executed at their limit price (`immediate`) or by an admin;
-    in `market` mode it then follows the market service's stream on the broker (a MarketView). `clock` tells
-    the time of the market's close (tests move it)."""
-    if settings.execution is ExecutionMode.MARKET and market is None:
-        market = MarketView()
+    """The order service; `market` is what it knows of the market (instruments and quotes): by default it
+    follows the market service's stream on the broker (a MarketView), in every mode, to refuse the orders the
+    market would not take; in `market` mode it also executes resting orders as quotes cross them. `clock`
+    tells the time of the market's close (tests move it)."""
+    market = market or MarketView()
     execution: list[MarketExecution] = []  # made once the database is there
     streams = StreamsOpen()  # order changes are notified only while some stream is open
 
@@ -41,7 +41,7 @@ def create_app(settings: Settings, market: MarketData | None = None, clock: Cloc
         app.state.placements = GroupCommit("place-orders", app.state.unit_of_work, place_orders)
         app.state.order_changes = OrderChanges(settings.database_url("order"), app.state.pool, streams)
         app.state.execution = None
-        if settings.execution is ExecutionMode.MARKET and market is not None:
+        if settings.execution is ExecutionMode.MARKET:
             load = partial(_reserved_pending, app)
             app.state.execution = MarketExecution(app.state.unit_of_work, market, load, clock=clock)
             market.listen(app.state.execution.quoted)
@@ -50,6 +50,13 @@ def create_app(settings: Settings, market: MarketData | None = None, clock: Cloc
     def handler(unit_of_work: UnitOfWorkFactory[Orders], s: Settings) -> BatchHandler:
         rested = execution[0].rest if execution else None
         return partial(handle_batch, unit_of_work, s.execution, market=market, rested=rested)
+
+    def market_loaded(app: FastAPI) -> dict[str, HealthCheck]:
+        async def loaded() -> None:
+            if not market.ready:
+                raise ConnectionError("the market's instruments and quotes are not loaded yet")
+
+        return {"market": loaded}
 
     async def background(app: FastAPI, stop: asyncio.Event) -> None:
         tasks = [app.state.order_changes.run(stop)]
@@ -70,6 +77,7 @@ def create_app(settings: Settings, market: MarketData | None = None, clock: Cloc
         make_handler=handler,
         on_start=start,
         background=background,
+        health_checks=market_loaded,
     )
 
 

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from oms.kernel.consumer import Outcome
+from oms.kernel.consumer import NotYetVisible, Outcome
 from oms.kernel.events import AnyEvent, Envelope, FundsRejected, FundsReserved
 from oms.kernel.market import MarketData, Quote
 from oms.kernel.settings import ExecutionMode
@@ -17,8 +17,9 @@ from oms.order.execution import tradable_quote
 from oms.order.store import Orders
 
 
-class UnknownOrder(Exception):
-    """An event for an order this database does not have (retried, then dead-lettered)."""
+class UnknownOrder(NotYetVisible):
+    """An event for an order this database does not have, or does not show yet (retried, then
+    dead-lettered)."""
 
 
 async def place_orders(tx: UnitOfWork[Orders], placed: Sequence[OrderPlaced]) -> list[None]:
@@ -80,10 +81,6 @@ Change = Callable[[Order, datetime], list[OrderEvent] | Refusal]
 
 def cancel(reason: str) -> Change:
     return lambda order, now: order.cancel(reason, now)
-
-
-def match(order: Order, now: datetime) -> list[OrderEvent] | Refusal:
-    return order.match(now)
 
 
 def match_at_market(market: MarketData) -> Change:

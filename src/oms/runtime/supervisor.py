@@ -78,7 +78,7 @@ class Child:
     argv: list[str]
     env: dict[str, str]
     log_file: Path
-    health_url: str | None = None
+    health_url: str | None = None  # its /readyz
     process: subprocess.Popen[bytes] | None = None
     next_restart: float = 0.0
     crashes: list[float] = field(default_factory=list)
@@ -87,7 +87,8 @@ class Child:
         self.process = spawn(self.argv, log_file=self.log_file, env=self.env)
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
-        """Until /health answers 200; a child without one must at least survive its first second."""
+        """Until it is ready (/readyz answers 200); a child without a health URL must at least survive its
+        first second."""
         deadline = time.monotonic() + (timeout if self.health_url else 1.0)
         while True:
             if self.process is None or self.process.poll() is not None:
@@ -162,7 +163,7 @@ class System:
         for _, port, what, setting in wanted:
             check_bindable(s.host, port, what, setting)
         for r in RELAYED:
-            what, setting = f"the {r} relay's metrics", port_env_name(f"{r}_relay")
+            what, setting = f"the {r} relay's metrics and probes", port_env_name(f"{r}_relay")
             check_bindable(s.metrics_host, s.port_of(f"{r}_relay"), what, setting)
         if s.nats_monitor_port and not s.external:
             check_bindable("127.0.0.1", s.nats_monitor_port, "NATS monitoring", "OMS_NATS_MONITOR_PORT")
@@ -173,16 +174,16 @@ class System:
         return ["auth", *SERVICES_AFTER_AUTH, "backoffice"]
 
     def child_specs(self) -> list[tuple[str, list[str], str | None]]:
-        """(name, `oms serve` arguments, health URL) of every child, in start order."""
+        """(name, `oms serve` arguments, readiness URL) of every child, in start order."""
         specs: list[tuple[str, list[str], str | None]] = [
-            (c, [c], f"http://{self.settings.host}:{self.settings.port_of(c)}/health")
+            (c, [c], f"http://{self.settings.host}:{self.settings.port_of(c)}/readyz")
             for c in self.components()
         ]
         specs += [
             (
                 f"relay-{s}",
                 ["relay", "--service", s],
-                f"http://{self.settings.metrics_host}:{self.settings.port_of(f'{s}_relay')}/",
+                f"http://{self.settings.metrics_host}:{self.settings.port_of(f'{s}_relay')}/readyz",
             )
             for s in RELAYED
         ]
@@ -447,8 +448,8 @@ def _welcome(system: System, console: Console) -> None:
         monitor = system.nats.monitor_url
         watched = f"; unauthenticated monitoring on {monitor}" if monitor else ""
         console.print(f"  NATS        {system.nats.url} (identities in {system.nats.identities}{watched})")
-    relays = ", ".join(f"{r} http://{s.metrics_host}:{s.port_of(f'{r}_relay')}/metrics" for r in RELAYED)
-    console.print(f"  relays      {relays}")
+    relays = ", ".join(f"{r} http://{s.metrics_host}:{s.port_of(f'{r}_relay')}" for r in RELAYED)
+    console.print(f"  relays      {relays} (/metrics, /livez, /readyz)")
     # Never the whole password: this output is often kept in a log file.
     if generated:
         kept = s.secrets_dir.resolve() / "admin-password"
