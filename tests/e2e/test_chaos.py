@@ -26,7 +26,7 @@ from rich.console import Console
 from oms.bench.processes import role_of
 from oms.bench.system import LaunchedSystem, Target
 from oms.chaos.report import markdown
-from oms.chaos.run import ChaosConfig, run_chaos, with_market
+from oms.chaos.run import ChaosConfig, run_chaos
 from oms.kernel.broker import JetStreamBroker
 from oms.kernel.outbox import OUTBOX_DDL, PUBLICATION_DDL, RELAY_SLOTS_DDL
 from oms.kernel.permissions import OPERATOR
@@ -46,7 +46,7 @@ def chaos_config() -> ChaosConfig:
 @pytest.fixture(scope="module")
 def chaos_target(chaos_config: ChaosConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     system = LaunchedSystem(tmp_path_factory.mktemp("chaos") / "data", extra_env=chaos_config.system_env())
-    target = with_market(system.start(), system)
+    target = system.start()
     yield target
     system.stop()
 

@@ -42,7 +42,7 @@ def chaos(
     from oms.bench.system import LaunchedSystem, TargetError
     from oms.chaos import report as chaos_report
     from oms.chaos.observe import server_errors
-    from oms.chaos.run import ChaosConfig, run_chaos, with_market
+    from oms.chaos.run import ChaosConfig, run_chaos
 
     overrides: dict[str, Any] = {
         "orders": orders,
@@ -66,7 +66,7 @@ def chaos(
     system = LaunchedSystem(work_dir / "data", extra_env={**config.system_env(), **env_pairs(env or [])})
     try:
         console.print(f"starting a system in {work_dir} …")
-        target = with_market(system.start(), system)
+        target = system.start()
         report = run_loop(run_chaos(config, target, console))
         report["server_errors"] = server_errors(system.data_dir / "logs")
     except TargetError as exc:

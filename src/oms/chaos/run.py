@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from oms.bench.client import Client
-from oms.bench.system import LaunchedSystem, Target
+from oms.bench.system import Target
 from oms.chaos.faults import FaultInjector, FaultLog, duplicate_events, schedule
 from oms.chaos.market import MarketWatch, closes_in, record_quotes, recorded_quotes
 from oms.chaos.observe import ConsumerMetrics, consumer_stats, sweep_resting, wait_quiet
@@ -82,12 +82,6 @@ class ChaosConfig:
         """Seconds before the same process is killed again: the supervisor doubles its restart delay for a
         child that crashed within the last minute, and a child that is never up cannot be killed."""
         return min(20.0, 3.5 * self.duration / max(1, self.kills + self.nats_restarts + self.pg_restarts))
-
-
-def with_market(target: Target, system: LaunchedSystem) -> Target:
-    """`target` with the market service's URL too (the bench's names auth, order and account only)."""
-    target.urls.setdefault("market", f"http://127.0.0.1:{system.env['OMS_MARKET_PORT']}")
-    return target
 
 
 async def _until_the_close_is_inside(config: ChaosConfig) -> None:
