@@ -314,12 +314,12 @@ def audit(
     from oms.runtime.databases import NoRunningSystem, database_urls
 
     try:
-        with database_urls(
-            _settings(data_dir=data_dir), ("audit_order", "audit_account"), may_start=False
-        ) as urls:
-            from oms.runtime.audit import run_audit  # after the check: it imports every service's store
+        settings = _settings(data_dir=data_dir)
+        with database_urls(settings, ("audit_order", "audit_account"), may_start=False) as urls:
+            from oms.runtime.audit import MarketRules, run_audit  # after the check: it imports every store
 
-            report = asyncio.run(run_audit(urls["audit_order"], urls["audit_account"], settle_seconds))
+            rules = MarketRules.of_running(settings)
+            report = asyncio.run(run_audit(urls["audit_order"], urls["audit_account"], settle_seconds, rules))
     except NoRunningSystem as exc:
         fail(str(exc))
     except Exception as exc:

@@ -27,7 +27,7 @@ from oms.kernel.permissions import OPERATOR
 from oms.kernel.settings import ExecutionMode, Settings
 from oms.kernel.topology import slot_name
 from oms.order.app import create_app as order_app
-from oms.runtime.audit import AuditReport, run_audit
+from oms.runtime.audit import AuditReport, MarketRules, run_audit
 from oms.runtime.nats import EmbeddedNats
 from tests.conftest import execute
 from tests.integration.auth_service import ADMIN, bearer, make_settings
@@ -209,7 +209,8 @@ class MarketSystem:
             yield OrderStream(response.aiter_lines())
 
     async def audit(self) -> AuditReport:
-        return await run_audit(self.databases["order"], self.databases["account"], settle_seconds=15)
+        rules = MarketRules.from_settings(self.settings)
+        return await run_audit(self.databases["order"], self.databases["account"], 15, rules)
 
 
 @dataclass

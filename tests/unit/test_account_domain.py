@@ -50,12 +50,14 @@ from oms.account.requests import (
     request_deposit,
     request_withdrawal,
 )
-from oms.kernel.events import OrderMatched
+from oms.kernel.events import OrderCanceled, OrderMatched
 from oms.kernel.market import Instrument, Quote
-from oms.kernel.money import CASH, OrderType, Side, TimeInForce, add, sub
+from oms.kernel.money import CASH, OrderType, Side, TimeInForce, add, cost, sub
 from oms.kernel.settings import ExecutionMode
 from oms.order.domain import (
+    BEYOND_COLLAR,
     CANCELED,
+    EXPIRED,
     MATCHED,
     PENDING,
     Listing,
@@ -514,9 +516,15 @@ class Lifecycle(RuleBasedStateMachine):
         self.clock = T_START
         self.quotes: dict[str, Quote] = {}
         self.executions: dict[uuid.UUID, int] = {}  # order.matched events made, per order
+        # Per executed order: the symbol's latest quote when it executed, or None when at its limit.
+        self.executed_at: dict[uuid.UUID, Quote | None] = {}
+        self.closing = False  # the close is expiring DAY orders
 
     @initialize(mode=st.sampled_from(list(ExecutionMode)), funded=st.booleans())
     def start(self, mode: ExecutionMode, funded: bool) -> None:
+        self.begin(mode, funded)
+
+    def begin(self, mode: ExecutionMode, funded: bool) -> None:
         self.mode = mode
         for customer in CUSTOMERS if funded else ():  # most orders then find their funds
             for name, size in ((CASH, D(2000)), ("AAPL", D(40)), ("MSFT", D(40))):
@@ -628,8 +636,27 @@ class Lifecycle(RuleBasedStateMachine):
     @rule(name=st.sampled_from(ASSETS[1:]), bid=prices, spread=st.integers(min_value=1, max_value=500))
     def quote(self, name: str, bid: Decimal, spread: int) -> None:
         """The market moves; in `market` mode each resting order of the symbol meets the new quote."""
+        self.publish(name, bid, add(bid, D(spread).scaleb(-4)))
+
+    @precondition(lambda self: any(o.status is PENDING and o.price for o in self.orders.values()))
+    @rule(data=st.data(), through=st.integers(min_value=0, max_value=300), spread=st.integers(1, 50))
+    def quote_through(self, data: st.DataObject, through: int, spread: int) -> None:
+        """The market moves `through` ticks past a PENDING order's limit: in `market` mode it executes at the
+        new quote, now if it rests or once its funds are reserved (a BUY at the ask, at or below its limit:
+        what it reserved beyond is given back)."""
+        pending = [o for o in self.orders.values() if o.status is PENDING and o.price]
+        order = data.draw(st.sampled_from(pending))
+        assert order.price is not None
+        tick, past = D("0.0001"), D(through).scaleb(-4)
+        if order.side is Side.BUY:
+            ask = max(sub(order.price, past), D(spread + 1) * tick)
+            self.publish(order.asset_name, sub(ask, D(spread) * tick), ask)
+        else:
+            bid = add(order.price, past)
+            self.publish(order.asset_name, bid, add(bid, D(spread) * tick))
+
+    def publish(self, name: str, bid: Decimal, ask: Decimal) -> None:
         latest = self.quotes.get(name)
-        ask = add(bid, D(spread).scaleb(-4))
         sequence = latest.sequence + 1 if latest else 1
         quote = Quote(symbol=name, bid=bid, ask=ask, last=bid, time=self.tick(), sequence=sequence)
         self.quotes[name] = quote
@@ -641,8 +668,10 @@ class Lifecycle(RuleBasedStateMachine):
     @rule()
     def close(self) -> None:
         """The market closes: DAY orders still PENDING expire."""
+        self.closing = True
         for order in self.orders.values():
             self.send(order.expire(self.tick()))
+        self.closing = False
 
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:
@@ -666,7 +695,7 @@ class Lifecycle(RuleBasedStateMachine):
         """An admin's match where the service knows no market: at the limit price."""
         order = self.pick_order(data)
         if order:
-            self.send_if_applied(order.match(self.tick()))
+            self.send_if_applied(order.match(self.tick()), at_limit=True)
 
     def ready_orders(self) -> list[Order]:
         return [o for o in self.orders.values() if o.reserved and o.status is PENDING]
@@ -727,7 +756,8 @@ class Lifecycle(RuleBasedStateMachine):
         order = self.orders[order_id]
         if kind == "funds.reserved":
             quote = self.quotes.get(order.asset_name)
-            self.send(order.reserve_funds_confirmed(self.mode, self.tick(), quote))
+            at_limit = self.mode is ExecutionMode.IMMEDIATE and order.price is not None
+            self.send(order.reserve_funds_confirmed(self.mode, self.tick(), quote), at_limit=at_limit)
         elif kind == "funds.rejected":
             self.send(order.reserve_funds_rejected("rejected", self.tick()))
         else:
@@ -769,15 +799,31 @@ class Lifecycle(RuleBasedStateMachine):
         self.ledger.extend(effect.entries)
         self.send(effect.events)
 
-    def send(self, events: Iterable[object]) -> None:
+    def send(self, events: Iterable[object], at_limit: bool = False) -> None:
+        """Put the events on their way, and note what the market was when each was decided."""
         for event in events:
             if isinstance(event, OrderMatched):
                 self.executions[event.order_id] = self.executions.get(event.order_id, 0) + 1
+                self.executed_at[event.order_id] = None if at_limit else self.quotes.get(event.asset_name)
+            elif isinstance(event, OrderCanceled) and not isinstance(event, ReleaseRequested):  # not a repeat
+                self.check_market_reason(self.orders[event.order_id], event.reason)
         self.inflight.extend((e.event_type, e.order_id) for e in events)  # type: ignore[attr-defined]
 
-    def send_if_applied(self, result: list[OrderEvent] | TransitionRefused | NotMarketable) -> None:
+    def send_if_applied(
+        self, result: list[OrderEvent] | TransitionRefused | NotMarketable, at_limit: bool = False
+    ) -> None:
         if isinstance(result, list):
-            self.send(result)
+            self.send(result, at_limit)
+
+    def check_market_reason(self, order: Order, reason: str) -> None:
+        """The market cancels an order only as its rules say: "expired" a DAY order at the close, "price
+        moved beyond the collar" a MARKET BUY whose reservation the latest ask exceeds."""
+        if reason == EXPIRED:
+            assert self.closing and order.time_in_force is TimeInForce.DAY
+        if reason == BEYOND_COLLAR:
+            quote = self.quotes.get(order.asset_name)
+            assert order.order_type is OrderType.MARKET and order.side is Side.BUY
+            assert quote is not None and order.reserve_price is not None and quote.ask > order.reserve_price
 
     def pick_order(self, data: st.DataObject) -> Order | None:
         return data.draw(st.sampled_from(list(self.orders.values()))) if self.orders else None
@@ -831,7 +877,9 @@ class Lifecycle(RuleBasedStateMachine):
     @invariant()
     def check_executions(self) -> None:
         """Each order executes whole, at most once, at its limit or better: a BUY at most what it reserved per
-        unit, a SELL at least its limit."""
+        unit, a SELL at least its limit — at the quote that crossed it (a BUY at its ask, a SELL at its bid:
+        the symbol's latest when it executed), or at its limit where the service executes at the limit (an
+        `immediate` LIMIT order, a match where no market is known)."""
         for order in self.orders.values():
             assert self.executions.get(order.id, 0) == (order.status is MATCHED)
             price = order.executed_price
@@ -842,6 +890,41 @@ class Lifecycle(RuleBasedStateMachine):
                 assert order.buy_price is not None and price <= order.buy_price
             else:
                 assert order.price is None or price >= order.price
+            quote = self.executed_at[order.id]
+            if quote is None:
+                assert price == order.price
+            else:
+                assert quote.crosses(order.side, order.price) and price == quote.price_for(order.side)
+
+    @invariant()
+    def check_orders_that_cannot_rest(self) -> None:
+        """An IOC or MARKET order is decided once its funds are reserved: executed or canceled, never left
+        PENDING (but in `manual` mode, where every order waits for an admin)."""
+        if self.mode is ExecutionMode.MANUAL:
+            return
+        for order in self.orders.values():
+            at_once = order.time_in_force is TimeInForce.IOC or order.order_type is OrderType.MARKET
+            assert not (at_once and order.reserved and order.status is PENDING)
+
+    @invariant()
+    def check_price_improvement(self) -> None:
+        """A settled BUY paid size × its executed price and got back the rest of what it reserved; a settled
+        SELL delivered its size and was paid size × its executed price."""
+        for reservation in self.reservations.values():
+            order = self.orders.get(reservation.order_id) if reservation.order_id else None
+            if order is None or reservation.status is not SETTLED:
+                continue
+            assert order.executed_price is not None
+            entries = [e for e in self.ledger if e.order_id == order.id]
+            debit = sum_exact(-e.delta_total for e in entries if e.kind is EntryKind.SETTLE_DEBIT)
+            returned = sum_exact(e.delta_usable for e in entries if e.kind is EntryKind.RELEASE)
+            credit = sum_exact(e.delta_total for e in entries if e.kind is EntryKind.SETTLE_CREDIT)
+            paid = cost(order.size, order.executed_price)
+            if order.side is Side.BUY:
+                assert (debit, credit) == (paid, order.size)
+                assert returned == sub(reservation.amount, paid)
+            else:
+                assert (debit, returned, credit) == (order.size, D(0), paid)
 
     @invariant()
     def check_holds(self) -> None:
@@ -906,6 +989,19 @@ def sum_exact(values: Iterable[Decimal]) -> Decimal:
 
 Lifecycle.TestCase.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
 test_lifecycle_any_interleaving_keeps_spec_invariants = Lifecycle.TestCase
+
+
+class MarketLifecycle(Lifecycle):
+    """The same, in `market` mode with funded customers only: quotes crossing resting orders, MARKET, IOC
+    and DAY orders, the collar and price improvement — the paths the mixed machine reaches least."""
+
+    @initialize()
+    def start(self) -> None:  # type: ignore[override]
+        self.begin(ExecutionMode.MARKET, funded=True)
+
+
+MarketLifecycle.TestCase.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
+test_market_lifecycle_keeps_spec_invariants = MarketLifecycle.TestCase
 
 
 def test_lifecycle_reservation_racing_cancel_released_on_request() -> None:

@@ -112,6 +112,15 @@ async def test_the_sim_quotes_each_symbol_at_its_rate_in_turn() -> None:
     assert abs(sum(q.symbol == "AAPL" for q in quotes) - sum(q.symbol == "MSFT" for q in quotes)) <= 1
 
 
+async def test_a_slow_rate_per_symbol_over_many_symbols_gives_the_rate_asked_for() -> None:
+    listed = [AAPL.model_copy(update={"symbol": f"S{n:03}"}) for n in range(500)]
+    clock = Clock()
+    source = SimSource(seed=1, quotes_per_second=0.2, clock=clock, sleep=clock.sleep)
+    quotes = await take(source.prices(FakeMarket(*listed)), 1000)
+    assert 9.9 <= clock.now <= 10.1  # 500 symbols × 0.2 a second: 100 a second, not 100 every 5 s
+    assert len({q.symbol for q in quotes}) == 500
+
+
 @pytest.mark.parametrize(
     ("text", "error"),
     [

@@ -18,7 +18,7 @@ from oms.backoffice.sessions import Login, SignedInAdmin, require_csrf, signed_i
 from oms.backoffice.trail import done_and_recorded
 from oms.backoffice.views import ServicesDep, render, see_other
 from oms.kernel.settings import Settings
-from oms.runtime.audit import run_audit
+from oms.runtime.audit import MarketRules, run_audit
 
 log = logging.getLogger(__name__)
 PAGE_LETTERS = "/admin/system#dead-letters"
@@ -107,7 +107,7 @@ async def audit_now(settings: Settings) -> AuditRun:
         return AuditRun(datetime.now(UTC), 0.0, None, error)
     try:
         report = await asyncio.wait_for(
-            run_audit(order_url, account_url, AUDIT_SETTLE_SECONDS),
+            run_audit(order_url, account_url, AUDIT_SETTLE_SECONDS, MarketRules.from_settings(settings)),
             AUDIT_TIMEOUT,
         )
     except Exception as exc:

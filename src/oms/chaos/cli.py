@@ -7,11 +7,14 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+
+from oms.kernel.settings import ExecutionMode
 
 
 def chaos(
@@ -24,13 +27,17 @@ def chaos(
     pg_restarts: Annotated[int | None, typer.Option(help="PostgreSQL server crashes [3]")] = None,
     duplicates: Annotated[int | None, typer.Option(help="Events delivered twice [300]")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed")] = None,
+    execution: Annotated[
+        ExecutionMode | None, typer.Option(help="The system's execution mode: market or immediate [market]")
+    ] = None,
     output_dir: Annotated[Path, typer.Option(help="Where the report is written")] = Path("bench-results"),
     env: Annotated[
         list[str] | None, typer.Option(help="KEY=VALUE for the system the run starts (repeatable)")
     ] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the system's data folder")] = False,
 ) -> None:
-    """Kill services, relays, NATS and PostgreSQL under load; then prove nothing was lost or doubled."""
+    """Kill services, relays, NATS and PostgreSQL under load (orders executed at the market's quotes); then
+    prove nothing was lost or doubled and every execution was at a price the market quoted."""
     from oms.bench.cli import env_pairs, run_loop
     from oms.bench.system import LaunchedSystem, TargetError
     from oms.chaos import report as chaos_report
@@ -46,10 +53,14 @@ def chaos(
         "pg_restarts": pg_restarts,
         "duplicates": duplicates,
         "seed": seed,
+        "execution": execution,
     }
+    if execution is ExecutionMode.MANUAL:  # nothing would execute: every order is swept
+        print("oms chaos: --execution manual is not supported (no admin matches orders)", file=sys.stderr)
+        raise typer.Exit(2)
     config = replace(
         ChaosConfig.ci() if ci else ChaosConfig(), **{k: v for k, v in overrides.items() if v is not None}
-    )
+    ).scheduled(datetime.now(UTC))
     console = Console(width=None if sys.stdout.isatty() else 150)
     work_dir = Path(tempfile.mkdtemp(prefix="oms-chaos-"))
     system = LaunchedSystem(work_dir / "data", extra_env={**config.system_env(), **env_pairs(env or [])})

@@ -1,7 +1,8 @@
-"""The faults: SIGKILL of the order and account services and of each relay at random moments (the `oms up`
-supervisor restarts them), crashes of the NATS server and of the PostgreSQL server (restarted by the
-supervisor too), and events delivered twice — copies of stream messages published again under a new
-`Nats-Msg-Id`, so that the broker stores them and only the consumers' inbox can stop a second effect."""
+"""The faults: SIGKILL of the order, account and market services and of each relay at random moments
+(the `oms up` supervisor restarts them), crashes of the NATS server and of the PostgreSQL server
+(restarted by the supervisor too), and events delivered twice — copies of stream messages published
+again under a new `Nats-Msg-Id`, so that the broker stores them and only the consumers' inbox can stop
+a second effect."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from oms.bench.system import Target
 from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.topology import CONSUMERS, EVENTS_STREAM
 
-KILLABLE = ("order", "account", "relay-order", "relay-account")
+KILLABLE = ("order", "account", "market", "relay-order", "relay-account")
 DUPLICATE_HEADER = "Oms-Chaos-Duplicate-Of"
 
 
@@ -134,6 +135,7 @@ class FaultInjector:
         now = time.monotonic()
         choices = [r for r in KILLABLE if now - self.last_kill.get(r, -1e9) >= min_gap and self.find(r)]
         self.rng.shuffle(choices)
+        choices.sort(key=lambda r: self.log.kills[r])  # the least killed first: every role gets its kills
         for role in choices:
             await self._strike_when_busy(role)
             if self._signal(role, signal.SIGKILL):

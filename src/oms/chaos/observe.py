@@ -20,6 +20,7 @@ import nats.errors
 
 from oms.account import store as account_store
 from oms.bench.system import Target
+from oms.chaos.workload import Workload
 from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.outbox import unrelayed
 from oms.kernel.topology import CONSUMERS, EVENTS_STREAM
@@ -141,6 +142,35 @@ async def wait_quiet(target: Target, within: float) -> tuple[float | None, dict[
                 return time.monotonic() - started, state
             await asyncio.sleep(0.5)
     return None, state
+
+
+async def sweep_resting(target: Target, workload: Workload, within: float) -> int:
+    """Once the faults have stopped: cancel the orders that rest on the market (reserved LIMIT orders that
+    are not IOC: the market may never cross them) until no order is PENDING, or `within` seconds. An order
+    still PENDING that may not rest (IOC, MARKET, or never answered by the account) is left for the checks.
+    Returns how many cancels were sent."""
+    url = target.database_url("order")
+    assert url
+    swept: set[str] = set()
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            conn = await asyncpg.connect(url, timeout=5)
+            try:
+                pending = await order_store.pending_count(conn)
+                resting = [o for o in await order_store.reserved_pending(conn) if o.rests]
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            await asyncio.sleep(1)
+            continue
+        if not pending:
+            break
+        todo = [o for o in resting if str(o.id) not in swept]
+        swept |= {str(o.id) for o in todo}
+        await asyncio.gather(*(workload.sweep(str(o.customer_id), str(o.id)) for o in todo))
+        await asyncio.sleep(0.5)
+    return len(swept)
 
 
 def server_errors(log_dir: Path, limit: int = 20) -> list[str]:

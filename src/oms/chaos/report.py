@@ -21,6 +21,22 @@ def _restart_line(seconds: dict[str, list[float]]) -> str:
     return "; ".join(parts) or "–"
 
 
+def _market_lines(delivery: dict[str, Any]) -> list[str]:
+    market = delivery.get("market")
+    if not market:
+        return []
+    endings = "; ".join(f"{kind} {n}" for kind, n in market["endings"].items()) or "–"
+    return [
+        f"Market: {', '.join(market.get('symbols', []))}, close {market.get('close')}; quotes recorded "
+        f"{market['quotes_recorded']} (gaps {market['quote_record_gaps']}); executions the record could not "
+        f"confirm: {delivery.get('executions_unverifiable', '–')}; BUYs executed below what they reserved: "
+        f"{delivery.get('buys_below_their_reservation', '–')}; MATCHED after the market service's last kill: "
+        f"{market['matched_after_last_market_kill']}; resting orders cancelled at the end: "
+        f"{delivery.get('resting_orders_swept', '–')}.",
+        f"Orders other than LIMIT GTC, and every cancel, by how they ended: {endings}.",
+    ]
+
+
 def markdown(report: dict[str, Any]) -> str:
     config, faults, delivery = report["config"], report["faults"], report["delivery"]
     server_errors = report.get("server_errors", [])
@@ -75,6 +91,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Orders stored: {orders.get('stored', 0)} — MATCHED {orders.get('MATCHED', 0)}, "
         f"CANCELED {orders.get('CANCELED', 0)}, PENDING {orders.get('PENDING', 0)}.",
         f"Money: {json.dumps(delivery.get('money', {}))}.",
+        *_market_lines(delivery),
         f"Time to drain after the faults stopped: {report['drain_seconds']} s.",
         f"Requests the services answered with 500, as they logged them: {len(server_errors)}.",
         *(f"- {error}" for error in server_errors[:5]),

@@ -7,7 +7,7 @@ import asyncio
 import random
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -18,9 +18,13 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from oms.bench.client import Client
 from oms.bench.system import Target
 from oms.chaos.faults import FaultInjector, FaultLog, duplicate_events, schedule
-from oms.chaos.observe import ConsumerMetrics, consumer_stats, wait_quiet
-from oms.chaos.verify import verify
+from oms.chaos.market import MarketWatch, closes_in, record_quotes, recorded_quotes
+from oms.chaos.observe import ConsumerMetrics, consumer_stats, sweep_resting, wait_quiet
+from oms.chaos.verify import Rules, verify
 from oms.chaos.workload import Cast, Ledger, Workload
+from oms.kernel.settings import ExecutionMode, MarketClose, Settings
+
+CLOSE_INTO_LOAD = 0.4  # how far into the workload the market closes
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,13 @@ class ChaosConfig:
     in_flight: int = 64
     requesters: int = 8  # customers who sign in and ask for deposits themselves
     withdrawal_threshold: Decimal = Decimal(1000)  # TRY: larger withdrawals wait for an admin
+    execution: ExecutionMode = ExecutionMode.MARKET
+    symbols: int = 6  # instruments traded: two held by every customer, one by none
+    # A MARKET BUY's collar: none (it reserves the ask it was placed at), so that an ask that rises before
+    # its reservation cancels it ("price moved beyond the collar") and one that falls executes it below
+    # what it reserved.
+    collar: Decimal = Decimal(0)
+    market_close: str = ""  # OMS_MARKET_CLOSE; `scheduled` sets one inside the run (DAY orders expire)
 
     @classmethod
     def ci(cls) -> ChaosConfig:
@@ -45,9 +56,26 @@ class ChaosConfig:
             orders=1000, customers=50, duration=80.0, kills=12, nats_restarts=1, pg_restarts=1, duplicates=40
         )
 
+    def scheduled(self, now: datetime) -> ChaosConfig:
+        """This run with the market's close inside the workload, `CLOSE_INTO_LOAD` of the way in if the
+        system starts and is funded within half a minute (`run_chaos` waits for the rest): DAY orders placed
+        before it expire while the faults go on."""
+        if self.market_close:
+            return self
+        return replace(self, market_close=closes_in(30 + CLOSE_INTO_LOAD * self.duration, now))
+
     def system_env(self) -> dict[str, str]:
         """What the system under test must be started with for this workload."""
-        return {"OMS_WITHDRAWAL_APPROVAL_THRESHOLD": str(self.withdrawal_threshold)}
+        env = {
+            "OMS_WITHDRAWAL_APPROVAL_THRESHOLD": str(self.withdrawal_threshold),
+            "OMS_EXECUTION": self.execution.value,
+            "OMS_MARKET_ORDER_COLLAR": str(self.collar),
+        }
+        return env | ({"OMS_MARKET_CLOSE": self.market_close} if self.market_close else {})
+
+    @property
+    def close(self) -> MarketClose:
+        return MarketClose.parse(self.market_close) if self.market_close else Settings().close()
 
     @property
     def min_gap(self) -> float:
@@ -56,11 +84,21 @@ class ChaosConfig:
         return min(20.0, 3.5 * self.duration / max(1, self.kills + self.nats_restarts + self.pg_restarts))
 
 
+async def _until_the_close_is_inside(config: ChaosConfig) -> None:
+    """Wait (at most two minutes) until the market's close would fall `CLOSE_INTO_LOAD` of the way into a
+    workload starting now; a close already too near (a slow start) is taken as it comes."""
+    now = datetime.now(UTC)
+    wait = (config.close.next(now) - now).total_seconds() - CLOSE_INTO_LOAD * config.duration
+    if 0 < wait < 120:
+        await asyncio.sleep(wait)
+
+
 def _operations(book: Ledger) -> dict[str, dict[str, int]]:
     table: dict[str, dict[str, int]] = {}
     for kind, ops in (
         ("orders", book.orders),
         ("cancels", book.cancels),
+        ("cancels of resting orders at the end", book.sweeps),
         ("deposits", book.deposits),
         ("withdrawals", book.withdrawals),
         ("deposit requests", book.deposit_requests),
@@ -83,8 +121,14 @@ async def run_chaos(config: ChaosConfig, target: Target, console: Console) -> di
     metrics = ConsumerMetrics(target)
     stop_metrics = asyncio.Event()
     report: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "config": asdict(config)}
+    stop_quotes = asyncio.Event()
     try:
+        assert target.nats
+        await record_quotes(target.nats)  # before the first order: every execution's quote is recorded
         admin = await client.admin()
+        market = MarketWatch(client, admin)
+        symbols = await market.choose(config.symbols, rng, Decimal(20), Decimal(200))
+        watching = asyncio.create_task(market.run(stop_quotes))
         requesters = await client.register_customers(min(config.requesters, config.customers), admin, "chaos")
         others = [str(uuid.uuid4()) for _ in range(config.customers - len(requesters))]
         cast = Cast(
@@ -93,12 +137,13 @@ async def run_chaos(config: ChaosConfig, target: Target, console: Console) -> di
             [r.id for r in requesters] + others,
             requesters,
         )
-        workload = Workload(client, cast, rng, config.withdrawal_threshold)
-        console.print(f"funding {config.customers} customers …")
+        workload = Workload(client, cast, rng, config.withdrawal_threshold, market)
+        console.print(f"trading {', '.join(symbols)}; funding {config.customers} customers …")
         await workload.fund()
+        await _until_the_close_is_inside(config)
         scraper = asyncio.create_task(metrics.run(stop_metrics))
         plan = schedule(config.kills, config.nats_restarts, config.pg_restarts, rng)
-        started = time.monotonic()
+        started, report["load_started"] = time.monotonic(), datetime.now(UTC).isoformat()
         with Progress(
             SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
         ) as bar:
@@ -125,21 +170,33 @@ async def run_chaos(config: ChaosConfig, target: Target, console: Console) -> di
             )
             tick(workload.book)
         load_seconds = time.monotonic() - started
-        console.print("faults stopped; waiting for every restart and for quiescence …")
+        console.print("faults stopped; waiting for every restart, cancelling what rests, then quiescence …")
         await injector.settle()
+        stop_quotes.set()
+        await watching
+        swept = await sweep_resting(target, workload, config.drain_timeout)
         drain, state = await wait_quiet(target, config.drain_timeout)
         stop_metrics.set()
         await scraper
         assert target.nats
         consumers = await consumer_stats(target.nats)
         console.print("verifying …")
-        verdict = await verify(target, workload.book, faults)
+        rules = Rules(config.execution, config.close, await recorded_quotes(target.nats))
+        verdict = await verify(target, workload.book, faults, rules)
+        verdict.figures["resting_orders_swept"] = swept
+        verdict.figures["market"] |= {
+            "symbols": symbols,
+            "close": config.market_close or "default",
+            "quote_refreshes": market.refreshes,
+            "quote_refreshes_failed": market.failures,  # the market service down
+        }
         if drain is None:
             verdict.violations.insert(
                 0, f"the system did not go quiet within {config.drain_timeout:.0f}s: {state}"
             )
     finally:
         stop_metrics.set()
+        stop_quotes.set()
         await client.close()
     report.update(
         {

@@ -17,15 +17,17 @@ from oms.account.domain import Asset, EntryKind, LedgerEntry
 from oms.account.requests import Deposit, Withdrawal
 from oms.bench.system import Target
 from oms.chaos.faults import FaultLog
+from oms.chaos.market import QuoteHistory
 from oms.chaos.workload import Ledger, Op
 from oms.kernel import inbox
 from oms.kernel.broker import JetStreamBroker
-from oms.kernel.money import CASH, add, sub
+from oms.kernel.money import CASH, OrderType, Side, add, cost, sub
 from oms.kernel.outbox import unrelayed
+from oms.kernel.settings import ExecutionMode, MarketClose
 from oms.kernel.topology import consumer_of, type_of
 from oms.order import store as order_store
-from oms.order.domain import Order, OrderStatus
-from oms.runtime.audit import run_audit, terms_of
+from oms.order.domain import BEYOND_COLLAR, Order, OrderStatus
+from oms.runtime.audit import MarketRules, run_audit, terms_of
 
 ZERO = Decimal(0)
 Key = tuple[str, str]  # (customer, asset)
@@ -40,6 +42,20 @@ class Verdict:
         self.violations.append(message)
 
 
+@dataclass(frozen=True)
+class Rules:
+    """How the system under test executes orders: its mode, its daily close, and the quotes its market
+    published (None: not recorded)."""
+
+    execution: ExecutionMode
+    close: MarketClose
+    quotes: QuoteHistory | None = None
+
+    @property
+    def audit(self) -> MarketRules:
+        return MarketRules(self.execution, self.close)
+
+
 def _same_terms(op: Op, row: Order) -> bool:
     terms = op.body
     return (
@@ -48,6 +64,8 @@ def _same_terms(op: Op, row: Order) -> bool:
         and row.side.value == terms["side"]
         and row.size == terms["size"]
         and row.price == terms.get("price")  # None: a MARKET order
+        and row.order_type.value == terms.get("type", "LIMIT")
+        and row.time_in_force.value == terms.get("tif", "GTC")
     )
 
 
@@ -82,7 +100,7 @@ def check_orders(book: Ledger, rows: dict[str, Order], verdict: Verdict) -> dict
     for order_id, row in ours.items():
         if row.status is OrderStatus.PENDING:
             verdict.fail(f"order {order_id} is still PENDING after the system went quiet")
-    for op in book.cancels:
+    for op in [*book.cancels, *book.sweeps]:
         row = rows.get(op.body["order_id"])
         if op.accepted and (row is None or row.status is not OrderStatus.CANCELED):
             verdict.fail(f"cancel of {op.body['order_id']} was accepted but the order is not CANCELED")
@@ -283,6 +301,116 @@ def _check_request_entries(book: Ledger, ledger: list[LedgerEntry], verdict: Ver
             verdict.fail(f"{op.kind} {op.answer['id']} is {status} but its ledger entries are {dict(found)}")
 
 
+# --- executions at the market's prices ------------------------------------------------------------------
+
+
+def at_the_quote(order: Order, execution: ExecutionMode) -> bool:
+    """True when `order` executes at the market's quote: always but a LIMIT order in `immediate` mode (at its
+    limit)."""
+    return execution is not ExecutionMode.IMMEDIATE or order.order_type is OrderType.MARKET
+
+
+def check_executions(orders: dict[str, Order], rules: Rules, verdict: Verdict) -> None:
+    """Each MATCHED order executed at a price the market quoted for its symbol by then — a BUY at an ask, a
+    SELL at a bid — (`immediate` mode: a LIMIT order at its limit); each one canceled for the collar only
+    after an ask beyond what it reserved. Where the record of quotes has a gap, an execution it cannot
+    confirm is counted as unverifiable, not failed."""
+    unverifiable = improved = 0
+    for order_id, order in orders.items():
+        price = order.executed_price
+        if order.status is OrderStatus.MATCHED and price is not None:
+            improved += order.side is Side.BUY and order.buy_price is not None and price < order.buy_price
+            if not at_the_quote(order, rules.execution) and price != order.price:
+                verdict.fail(f"order {order_id}: executed at {price}, not at its limit {order.price}")
+        problem = _unquoted(order, rules) if rules.quotes is not None else None
+        if problem is not None and rules.quotes is not None and rules.quotes.gaps(order.asset_name):
+            unverifiable += 1
+        elif problem is not None:
+            verdict.fail(f"order {order_id}: {problem}")
+    verdict.figures["executions_unverifiable"] = unverifiable
+    verdict.figures["buys_below_their_reservation"] = improved
+
+
+def _unquoted(order: Order, rules: Rules) -> str | None:
+    """What `order` did at a price the market never quoted by then (None: nothing)."""
+    quotes, price, by = rules.quotes, order.executed_price, order.updated_at
+    assert quotes is not None
+    executed = order.status is OrderStatus.MATCHED and at_the_quote(order, rules.execution)
+    if executed and price is not None and not quotes.quoted(order.asset_name, order.side, price, by):
+        side = "an ask" if order.side is Side.BUY else "a bid"
+        return (
+            f"{order.side} {order.asset_name} executed at {price}, which the market never quoted as "
+            f"{side} before {by.isoformat()}"
+        )
+    collared = order.status is OrderStatus.CANCELED and order.reason == BEYOND_COLLAR
+    reserved = order.reserve_price
+    if collared and reserved is not None and not quotes.ask_above(order.asset_name, reserved, by):
+        return (
+            f"canceled {BEYOND_COLLAR!r}, but no ask above its {reserved} was quoted before {by.isoformat()}"
+        )
+    return None
+
+
+def settlement_problem(order: Order, entries: list[LedgerEntry]) -> str | None:
+    """Why the ledger entries of a MATCHED `order` are not its settlement at the executed price: a BUY
+    reserves size × its limit (or collar price), pays size × executed price and gets the difference back
+    (price improvement), and receives its size; a SELL delivers its size and receives size × executed
+    price. None: they are."""
+    price = order.executed_price
+    if price is None:
+        return "MATCHED without an executed price"
+    amounts: dict[str, Decimal] = defaultdict(Decimal)
+    for entry in entries:
+        on_usable = entry.kind in (EntryKind.RESERVE, EntryKind.RELEASE)  # they move usable only
+        moved = entry.delta_usable if on_usable else entry.delta_total
+        amounts[entry.kind.value] = add(amounts[entry.kind.value], abs(moved))
+    if order.side is Side.BUY:
+        reserved = cost(order.size, order.buy_price) if order.buy_price is not None else ZERO
+        paid, received = cost(order.size, price), order.size
+    else:
+        reserved, paid, received = order.size, order.size, cost(order.size, price)
+    expected = {"RESERVE": reserved, "SETTLE_DEBIT": paid, "SETTLE_CREDIT": received}
+    if reserved > paid:
+        expected["RELEASE"] = sub(reserved, paid)  # a BUY executed below what it reserved
+    if dict(amounts) != expected:
+        found = {k: str(v) for k, v in sorted(amounts.items())}
+        wanted = {k: str(v) for k, v in sorted(expected.items())}
+        return f"{order.side} at {price}: ledger {found}, its settlement is {wanted}"
+    return None
+
+
+def check_settlements(orders: dict[str, Order], ledger: list[LedgerEntry], verdict: Verdict) -> None:
+    """Each MATCHED order settled exactly at its executed price, a BUY's price improvement given back."""
+    by_order: dict[str, list[LedgerEntry]] = defaultdict(list)
+    for entry in ledger:
+        if entry.order_id is not None:
+            by_order[str(entry.order_id)].append(entry)
+    for order_id, order in orders.items():
+        if order.status is OrderStatus.MATCHED and (problem := settlement_problem(order, by_order[order_id])):
+            verdict.fail(f"order {order_id}: {problem}")
+
+
+def market_figures(orders: dict[str, Order], rules: Rules, faults: FaultLog) -> dict[str, Any]:
+    """How the orders ended, by kind; the quotes recorded; executions after the market service's last kill."""
+    ends = Counter(
+        f"{o.order_type} {o.time_in_force} {o.status}" + (f" ({o.reason.split(':')[0]})" if o.reason else "")
+        for o in orders.values()
+        if o.order_type is not OrderType.LIMIT or o.time_in_force.value != "GTC" or o.reason
+    )
+    kills = [t["t"] for t in faults.timeline if t.get("fault") == "market"]
+    after = [
+        o for o in orders.values() if o.status is OrderStatus.MATCHED and kills
+        and o.updated_at.timestamp() > max(kills)
+    ]  # fmt: skip
+    quotes = rules.quotes
+    return {
+        "endings": dict(sorted(ends.items())),
+        "quotes_recorded": len(quotes.quotes) if quotes else None,
+        "quote_record_gaps": sum(quotes.gaps(s) for s in quotes.symbols()) if quotes else None,
+        "matched_after_last_market_kill": len(after) if kills else None,
+    }
+
+
 async def check_duplicates(conns: dict[str, asyncpg.Connection], faults: FaultLog, verdict: Verdict) -> None:
     """Each injected copy was stored by the broker (a true duplicate) and its event is in the inbox of the
     service that consumes it exactly once (the primary key): the inbox stopped the second delivery."""
@@ -319,7 +447,7 @@ async def check_outbox(conns: dict[str, asyncpg.Connection], verdict: Verdict) -
     verdict.figures["outbox_rows_left"] = left
 
 
-async def verify(target: Target, book: Ledger, faults: FaultLog) -> Verdict:
+async def verify(target: Target, book: Ledger, faults: FaultLog, rules: Rules) -> Verdict:
     verdict = Verdict()
     order_url, account_url = target.database_url("order"), target.database_url("account")
     assert order_url and account_url and target.nats
@@ -340,13 +468,16 @@ async def verify(target: Target, book: Ledger, faults: FaultLog) -> Verdict:
         verdict.figures["requests"] = dict(Counter(f"{type(r).__name__} {r.status.value}" for r in requests))
         check_money(book, orders, await account_store.balances(conns["account"], None, None), verdict)
         check_ledger(book, orders, ledger, verdict)
+        check_settlements(orders, ledger, verdict)
+        check_executions(orders, rules, verdict)
+        verdict.figures["market"] = market_figures(orders, rules, faults)
         await check_duplicates(conns, faults, verdict)
         await check_outbox(conns, verdict)
         verdict.figures["inbox_rows"] = {s: await inbox.size(c) for s, c in conns.items()}
     finally:
         for conn in conns.values():
             await conn.close()
-    audit = await run_audit(order_url, account_url, settle_seconds=30)
+    audit = await run_audit(order_url, account_url, settle_seconds=30, rules=rules.audit)
     verdict.violations += [f"oms audit: {v}" for v in audit.violations]
     verdict.figures["audit"] = {
         "orders": audit.orders,

@@ -3,6 +3,11 @@ recorded client-side with its final answer. Some deposits are customers' request
 above the approval threshold: each is then approved or rejected by an admin — a withdrawal's approval by
 another admin than the one who asked, who sometimes tries first and must be refused (four eyes).
 
+Orders are for listed instruments, priced from the market's latest quotes (`MarketWatch`, refreshed as the
+run goes): LIMIT orders that the quote crosses and LIMIT orders that rest (GTC and DAY), MARKET BUYs and
+SELLs, IOC orders that can execute at once and IOC orders that cannot; two of the symbols are deposited to
+every customer, one never is (a SELL of it is refused by the account service, a BUY creates it).
+
 A request that fails without an answer (connection refused or reset, timeout, 5xx: a service or its database
 is down) is retried with the same `Idempotency-Key`, so a create, deposit, withdrawal or decision whose first
 attempt did commit is answered from the stored answer and happens once. A cancel has no key: a retried cancel
@@ -23,12 +28,25 @@ from typing import Any
 
 from oms.bench.client import Client, Principal
 from oms.bench.http import Response, TransportError
-from oms.kernel.money import CASH
+from oms.chaos.market import MarketWatch, limit_price
+from oms.kernel.money import CASH, OrderType, Side, TimeInForce
 
 IBAN = "TR33 0006 1005 1978 6457 8413 26"
-HELD_STOCKS = ("AAPL", "MSFT")
-UNHELD_STOCK = "GARAN"  # never deposited: a SELL of it is refused; a BUY creates it
 INITIAL_STOCK = Decimal(100)
+LIMIT, MARKET = OrderType.LIMIT, OrderType.MARKET
+GTC, DAY, IOC = TimeInForce.GTC, TimeInForce.DAY, TimeInForce.IOC
+# The kinds of order the workload sends: type, time in force, whether its limit crosses the quote (None: a
+# MARKET order), and how often.
+ORDER_KINDS: tuple[tuple[OrderType, TimeInForce, bool | None, int], ...] = (
+    (LIMIT, GTC, True, 28),
+    (LIMIT, GTC, False, 12),
+    (LIMIT, DAY, False, 10),
+    (LIMIT, DAY, True, 6),
+    (MARKET, GTC, None, 14),
+    (MARKET, IOC, None, 4),
+    (LIMIT, IOC, True, 14),
+    (LIMIT, IOC, False, 12),
+)
 RETRYABLE_STATUS = {500, 502, 503, 504, 429}
 
 
@@ -56,6 +74,7 @@ class Ledger:
 
     orders: list[Op] = field(default_factory=list)
     cancels: list[Op] = field(default_factory=list)
+    sweeps: list[Op] = field(default_factory=list)  # cancels of the orders still resting at the end
     deposits: list[Op] = field(default_factory=list)  # an admin's, credited at once
     withdrawals: list[Op] = field(default_factory=list)  # paid at once, or REQUESTED (large)
     deposit_requests: list[Op] = field(default_factory=list)  # a customer's, waiting for an admin
@@ -68,6 +87,7 @@ class Ledger:
         return [
             *self.orders,
             *self.cancels,
+            *self.sweeps,
             *self.deposits,
             *self.withdrawals,
             *self.deposit_requests,
@@ -98,9 +118,19 @@ class Cast:
 
 class Workload:
     def __init__(
-        self, client: Client, cast: Cast, rng: random.Random, threshold: Decimal, give_up: float = 300
+        self,
+        client: Client,
+        cast: Cast,
+        rng: random.Random,
+        threshold: Decimal,
+        market: MarketWatch,
+        give_up: float = 300,
     ) -> None:
         self.client = client
+        self.market = market
+        symbols = list(market.instruments)
+        self.held = symbols[:2]  # deposited to every customer
+        self.unheld = symbols[-1]  # never deposited: a SELL of it is refused; a BUY creates it
         self.admin = cast.admin
         self.cast = cast
         self.customers = cast.customers
@@ -191,24 +221,55 @@ class Workload:
     def order_terms(self) -> dict[str, Any]:
         roll = self.rng.random()
         if roll < 0.03:  # far more than anyone holds: refused by the account service
-            return {"side": "BUY", "asset": "AAPL", "size": Decimal(100_000), "price": Decimal(1000)}
+            return self._priced(Side.BUY, self.held[0], LIMIT, GTC, True, lots=100_000)
         if roll < 0.06:
-            return {"side": "SELL", "asset": UNHELD_STOCK, "size": Decimal(1), "price": Decimal(5)}
-        side = "BUY" if roll < 0.55 else "SELL"
-        asset = self.rng.choice((*HELD_STOCKS, UNHELD_STOCK) if side == "BUY" else HELD_STOCKS)
-        size = Decimal(self.rng.randint(1, 20)) / (2 if self.rng.random() < 0.3 else 1)
-        return {"side": side, "asset": asset, "size": size, "price": kurus(self.rng, 1, 150)}
+            return self._priced(Side.SELL, self.unheld, LIMIT, GTC, True, lots=1)
+        side = Side.BUY if roll < 0.55 else Side.SELL
+        asset = self.rng.choice(list(self.market.instruments) if side is Side.BUY else self.held)
+        kinds, weights = ORDER_KINDS, [k[3] for k in ORDER_KINDS]
+        order_type, time_in_force, marketable, _ = self.rng.choices(kinds, weights)[0]
+        return self._priced(side, asset, order_type, time_in_force, marketable, self.rng.randint(1, 10))
+
+    def _priced(
+        self,
+        side: Side,
+        asset: str,
+        order_type: OrderType,
+        time_in_force: TimeInForce,
+        marketable: bool | None,
+        lots: int,
+    ) -> dict[str, Any]:
+        """The terms of an order for `lots` lots of `asset`, its limit (if any) from the latest quote."""
+        instrument, quote = self.market.instruments[asset], self.market.quotes[asset]
+        price = None
+        if marketable is not None:
+            ticks = self.rng.randint(0, 3) if marketable else self.rng.randint(1, 6)
+            price = limit_price(instrument, quote, side, ticks, marketable=marketable)
+        size = instrument.lot_size * lots
+        return {"side": side.value, "asset": asset, "size": size, "price": price,
+                "type": order_type.value, "tif": time_in_force.value}  # fmt: skip
+
+    def place(self, terms: dict[str, Any], key: str | None) -> Awaitable[Response]:
+        body = {
+            "customerId": terms["customer"],
+            "assetName": terms["asset"],
+            "orderSide": terms["side"],
+            "size": str(terms["size"]),
+            "orderType": terms["type"],
+            "timeInForce": terms["tif"],
+        }
+        if terms["price"] is not None:
+            body["price"] = str(terms["price"])
+        headers = {**self.admin.headers, "Idempotency-Key": key} if key else self.admin.headers
+        return self.client.request(
+            "POST", self.client.url("order", "/api/v1/orders"), json=body, headers=headers
+        )
 
     async def order(self, customer: str, cancel_at_once: bool = False) -> Op:
         terms = self.order_terms()
         op = Op("order", customer, terms, key=str(uuid.uuid4()))
         self.book.orders.append(op)
-        await self.send(
-            op,
-            lambda: self.client.create_order(
-                self.admin, customer, terms["side"], terms["asset"], terms["size"], terms["price"], key=op.key
-            ),
-        )
+        await self.send(op, lambda: self.place({**terms, "customer": customer}, op.key))
         if op.accepted:
             order_id = str(op.answer["id"])
             self.recent[customer] = [*self.recent[customer][-9:], order_id]
@@ -220,8 +281,15 @@ class Workload:
         order_id = order_id or (self.rng.choice(self.recent[customer]) if self.recent[customer] else None)
         if order_id is None:
             return None
+        return await self._cancel(self.book.cancels, customer, order_id)
+
+    async def sweep(self, customer: str, order_id: str) -> Op:
+        """Cancel an order still resting once the faults have stopped (the market may never cross it)."""
+        return await self._cancel(self.book.sweeps, customer, order_id)
+
+    async def _cancel(self, kept_in: list[Op], customer: str, order_id: str) -> Op:
         op = Op("cancel", customer, {"order_id": order_id})
-        self.book.cancels.append(op)
+        kept_in.append(op)
         return await self.send(op, lambda: self.client.cancel_order(self.admin, order_id))
 
     # -- the run -----------------------------------------------------------------------------------
@@ -232,7 +300,7 @@ class Workload:
         async def opening(customer: str) -> None:
             async with slots:
                 await self.deposit(customer, CASH, kurus(self.rng, 2_000, 20_000))
-                for stock in HELD_STOCKS:
+                for stock in self.held:
                     await self.deposit(customer, stock, INITIAL_STOCK)
 
         await asyncio.gather(*(opening(c) for c in self.customers))

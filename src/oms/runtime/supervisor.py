@@ -56,6 +56,8 @@ PASSED_ON = (
     "market_quotes_per_second",
     "market_replay_file",
     "market_replay_speed",
+    "market_order_collar",
+    "market_close",
     "backoffice_ticker",
 )
 
@@ -447,6 +449,9 @@ class System:
             "pg_port": self.postgres.port if self.postgres else None,
             "nats_url": self.nats.url if self.nats else self.settings.nats_url,
             "urls": {c: f"http://{self.settings.host}:{self.settings.port_of(c)}" for c in self.components()},
+            # What `oms audit` checks the orders against, whatever its own environment says.
+            "execution": self.settings.execution.value,
+            "market_close": self.settings.market_close,
         }
 
     def write_state(self) -> None:
