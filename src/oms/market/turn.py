@@ -3,7 +3,7 @@ lock on the market database runs the quote source (two random walks would interl
 
 The lock belongs to the holder's database session: when the holder dies, the server ends the session and
 frees the lock at once, and a standby, asking every second, takes it and goes on from the last quotes on the
-broker (docs/decisions/022). Holding it, the feed also reads the instruments back from the database every few
+broker (docs/decisions/023). Holding it, the feed also reads the instruments back from the database every few
 seconds, as another replica may have changed one.
 """
 

@@ -1,4 +1,4 @@
-"""`oms up --cluster`: the layout of SPEC §5 on one machine, with real parts (docs/decisions/022).
+"""`oms up --cluster`: the layout of SPEC §5 on one machine, with real parts (docs/decisions/023).
 
 - three NATS servers in one JetStream cluster (routes with a password of their own; the same identities and
   permissions as a single server), every stream and durable consumer R3;
