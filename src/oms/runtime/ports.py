@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import random
 import socket
+from pathlib import Path
+from typing import Final
 
 from oms.kernel.settings import Settings
 
@@ -38,12 +42,34 @@ def bound(host: str, port: int, what: str, setting: str, *, shared: bool = False
     return sock
 
 
+# Ports for servers are picked below the kernel's range for outgoing connections (ip_local_port_range,
+# 32768 on by default): a port picked there can be taken as the local port of some connection before the
+# server binds it (seen in CI: a relay's metrics port, taken while the system was starting).
+_PICK_FROM: Final = 20_000
+_EPHEMERAL_RANGE: Final = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that is free at this moment (for tests and temporary servers)."""
+    """A port that is free at this moment (for tests and temporary servers), outside the ephemeral range."""
+    below = _ephemeral_low()
+    if below - _PICK_FROM >= 1_000:
+        start = random.randrange(_PICK_FROM, below)  # noqa: S311 (spreads concurrent picks; not a secret)
+        for offset in range(below - _PICK_FROM):
+            port = _PICK_FROM + (start - _PICK_FROM + offset) % (below - _PICK_FROM)
+            with contextlib.suppress(PortUnavailable):
+                check_bindable(host, port, "a free port", "")
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        picked: int = sock.getsockname()[1]
+        return picked
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
 
 
 def free_port_env() -> dict[str, str]:
