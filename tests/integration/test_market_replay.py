@@ -3,6 +3,7 @@ published in its order, each symbol's numbered from 1, and a file that cannot be
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from decimal import Decimal as D
 from pathlib import Path
@@ -27,7 +28,7 @@ from tests.integration.test_market_service import (
 )
 
 
-async def test_a_replayed_file_is_published_quote_by_quote_in_its_order(
+async def test_a_replayed_file_is_published_quote_by_quote_in_its_order_once(
     make_database: Callable[[str], str],
     nats_server: EmbeddedNats,
     operator: NatsAccess,
@@ -69,6 +70,9 @@ async def test_a_replayed_file_is_published_quote_by_quote_in_its_order(
             await list_some(db)
             async with running_market(settings):
                 await until(lambda: len(heard) >= 4, "4 replayed quotes")
+                await asyncio.sleep(
+                    2.5
+                )  # played to its end, the file is not played again (it was, each second)
     finally:
         await nc.close()
     assert heard == [

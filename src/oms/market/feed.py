@@ -185,10 +185,16 @@ class Feed:
                 # The last quotes of the replica that held the lock before reach this one's view meanwhile.
                 await asyncio.sleep(HANDOVER)
                 self._resume(view)
-                await _first_to_end(self._publish_quotes(stop), self._follow_listings(self._turn, session))
+                await _first_to_end(self._publish_then_hold(stop), self._follow_listings(self._turn, session))
             finally:
                 with contextlib.suppress(*LOST):
                     await session.close(timeout=2)
+
+    async def _publish_then_hold(self, stop: asyncio.Event) -> None:
+        """Publish the source's quotes; one that has no more (a replay played to its end) keeps the turn
+        rather than giving it up and, taking it again, playing its file once more every second."""
+        await self._publish_quotes(stop)
+        await stop.wait()
 
     def _resume(self, view: MarketView) -> None:
         self.resume_from(view.board)
