@@ -4,10 +4,8 @@ not at its limit — and gives the difference back, and lets a LIMIT order rest 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any
 
 import httpx
 import pytest
@@ -37,20 +35,6 @@ def api(system: RunningSystem) -> Api:
     return Api(system)
 
 
-def quote(api: Api, by: User) -> dict[str, Any]:
-    """The latest quote of SYMBOL, once there is one."""
-    deadline = time.monotonic() + 20
-    while True:
-        answer = api.http.get(
-            api.url("market", "/api/v1/quotes"), params={"symbol": SYMBOL}, headers=by.headers
-        )
-        quotes: list[dict[str, Any]] = exact(answer)["quotes"]
-        if quotes:
-            return quotes[0]
-        assert time.monotonic() < deadline, "no quote of AAPL within 20 s"
-        time.sleep(0.1)
-
-
 def funded_customer(api: Api, amount: str = "100000") -> User:
     customer = api.customer()
     assert api.deposit(customer, customer, "TRY", amount).status_code == 200
@@ -68,7 +52,7 @@ def test_the_attack_of_the_issue_is_refused(api: Api) -> None:
 
 def test_a_marketable_buy_executes_at_the_ask_and_gets_the_difference_back(api: Api) -> None:
     customer = funded_customer(api)
-    now = quote(api, customer)
+    now = api.quote(customer, SYMBOL)
     limit = (Decimal(str(now["ask"])) * Decimal("1.05")).quantize(Decimal("0.01"))  # inside the band
     order_id = api.place(customer, "BUY", SYMBOL, "10", str(limit))
     order = api.wait_order(customer, order_id)
@@ -83,7 +67,7 @@ def test_a_marketable_buy_executes_at_the_ask_and_gets_the_difference_back(api: 
 
 def test_a_limit_below_the_market_rests_until_a_quote_crosses_it_or_is_canceled(api: Api) -> None:
     customer = funded_customer(api)
-    now = quote(api, customer)
+    now = api.quote(customer, SYMBOL)
     low = (Decimal(str(now["bid"])) * Decimal("0.92")).quantize(Decimal("0.01"))  # in the band, far below
     order_id = api.place(customer, "BUY", SYMBOL, "1", str(low))
     resting = api.wait_order(customer, order_id, until=lambda o: o.get("fundsReserved") is True, timeout=10)
