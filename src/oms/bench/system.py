@@ -40,18 +40,36 @@ class Target:
     urls: dict[str, str]  # auth, order, account, market (when known) → base URL
     admin: tuple[str, str]
     pg_host: str | None = None
-    pg_port: int | None = None
+    pg_port: int | None = None  # the PostgreSQL server of every database (single node)
+    pg_ports: dict[str, int] = field(default_factory=dict)  # a cluster's: each service's database's server
     pg_user: str = "oms"
     pg_password: str | None = None
     nats: NatsAccess | None = None  # the operator's access to its broker
     market_feed: NatsAccess | None = None  # the market feed's identity: to publish quotes as the feed does
     root_pid: int | None = None  # `oms up` (its descendants are the system's processes)
+    # A cluster's children by name (`order-1`, `relay-account-2`): the port each answers on alone (a
+    # service replica's own port beside the shared one, a relay's probes and metrics).
+    replicas: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def cluster(self) -> bool:
+        return bool(self.replicas)
+
+    def port_of_database(self, database: str) -> int | None:
+        return self.pg_ports.get(database, self.pg_port)
 
     def database_url(self, database: str) -> str | None:
-        if self.pg_port is None or self.pg_password is None:
+        port = self.port_of_database(database)
+        if port is None or self.pg_password is None:
             return None
         password = quote(self.pg_password)
-        return f"postgresql://{self.pg_user}:{password}@{self.pg_host}:{self.pg_port}/{database}"
+        return f"postgresql://{self.pg_user}:{password}@{self.pg_host}:{port}/{database}"
+
+    def replica_urls(self, component: str) -> list[str]:
+        """Where each replica of `component` answers alone (a single node's: its one URL)."""
+        host = urlsplit(self.urls[component]).hostname or "127.0.0.1"
+        ports = [port for name, port in sorted(self.replicas.items()) if name.rsplit("-", 1)[0] == component]
+        return [f"http://{host}:{port}" for port in ports] or [self.urls[component]]
 
     @property
     def has_database(self) -> bool:
@@ -83,10 +101,12 @@ def attach(data_dir: Path | None, urls: dict[str, str], admin: tuple[str, str]) 
         target.nats = kept_access(settings, OPERATOR).with_servers(str(state["nats_url"]))
         with contextlib.suppress(NatsConfigError):
             target.market_feed = kept_access(settings, MARKET).with_servers(str(state["nats_url"]))
-    if state.get("pg_port"):
+    if state.get("pg_port") or state.get("pg_ports"):
         target.pg_host = urlsplit(urls["order"]).hostname or "127.0.0.1"
-        target.pg_port = int(state["pg_port"])
+        target.pg_port = int(state["pg_port"]) if state.get("pg_port") else None
+        target.pg_ports = {str(k): int(v) for k, v in (state.get("pg_ports") or {}).items()}
         target.pg_password = (data_dir / "secrets" / "pg-password").read_text().strip()
+    target.replicas = {str(k): int(v) for k, v in (state.get("children") or {}).items()}
     return target
 
 
@@ -97,15 +117,16 @@ class LaunchedSystem:
     data_dir: Path
     execution: str = "immediate"
     extra_env: dict[str, str] = field(default_factory=dict)
+    cluster: bool = False  # `oms up --cluster`
     process: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 
-    def start(self, timeout: float = 120.0, attempts: int = 3) -> Target:
+    def start(self, timeout: float | None = None, attempts: int = 3) -> Target:
         """Start it and wait for "ready"; a free port taken by someone else meanwhile means a new try."""
         for attempt in range(1, attempts + 1):
             try:
-                return self._start_once(timeout)
+                return self._start_once(timeout or (300.0 if self.cluster else 120.0))
             except TargetError as exc:
                 if "cannot bind port" not in str(exc) or attempt == attempts:
                     raise
@@ -125,7 +146,8 @@ class LaunchedSystem:
             }
         )
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "oms", "up", "--data-dir", str(self.data_dir)],
+            [sys.executable, "-m", "oms", "up", "--data-dir", str(self.data_dir)]
+            + (["--cluster"] if self.cluster else []),
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
