@@ -39,6 +39,28 @@ def role_of(process: psutil.Process) -> str:
     return exe
 
 
+def child_name(process: psutil.Process, replicas: dict[str, int], pg_ports: dict[str, int]) -> str:
+    """Which of a cluster's children a process is (`order-2`, `relay-account-1`, `nats-3`, `postgres-order`:
+    see `Target.replicas`); on a single node, its role."""
+    role = role_of(process)
+    if not replicas:
+        return role
+    try:
+        argv = process.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return "gone"
+    if role == "nats" and "--config" in argv:
+        return os.path.basename(os.path.dirname(argv[argv.index("--config") + 1]))
+    if role == "postgres":
+        ports = {f"port={port}": database for database, port in pg_ports.items()}
+        return next((f"postgres-{ports[a]}" for a in argv if a in ports), role)
+    by_port = {str(port): name for name, port in replicas.items()}
+    for flag in ("--replica-port", "--port"):
+        if flag in argv[:-1]:
+            return by_port.get(argv[argv.index(flag) + 1], role)
+    return role
+
+
 def _cpu_seconds(process: psutil.Process) -> float:
     times = process.cpu_times()
     return float(times.user + times.system)

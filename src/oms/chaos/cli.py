@@ -19,6 +19,9 @@ from oms.kernel.settings import ExecutionMode
 
 def chaos(
     ci: Annotated[bool, typer.Option("--ci", help="The CI size (1,000 orders, 12 kills, ~3 min)")] = False,
+    cluster: Annotated[
+        bool, typer.Option("--cluster", help="Against `oms up --cluster`: replicas, standby relays, 3 NATS")
+    ] = False,
     orders: Annotated[int | None, typer.Option(help="Orders to send [10,000]")] = None,
     customers: Annotated[int | None, typer.Option(help="Customers [200]")] = None,
     duration: Annotated[float | None, typer.Option(help="Seconds the workload and faults last [720]")] = None,
@@ -59,11 +62,13 @@ def chaos(
         print("oms chaos: --execution manual is not supported (no admin matches orders)", file=sys.stderr)
         raise typer.Exit(2)
     config = replace(
-        ChaosConfig.ci() if ci else ChaosConfig(), **{k: v for k, v in overrides.items() if v is not None}
+        ChaosConfig.sized(ci, cluster), **{k: v for k, v in overrides.items() if v is not None}
     ).scheduled(datetime.now(UTC))
     console = Console(width=None if sys.stdout.isatty() else 150)
     work_dir = Path(tempfile.mkdtemp(prefix="oms-chaos-"))
-    system = LaunchedSystem(work_dir / "data", extra_env={**config.system_env(), **env_pairs(env or [])})
+    system = LaunchedSystem(
+        work_dir / "data", extra_env={**config.system_env(), **env_pairs(env or [])}, cluster=config.cluster
+    )
     try:
         console.print(f"starting a system in {work_dir} …")
         target = system.start()

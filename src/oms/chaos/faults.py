@@ -2,7 +2,12 @@
 (the `oms up` supervisor restarts them), crashes of the NATS server and of the PostgreSQL server
 (restarted by the supervisor too), and events delivered twice — copies of stream messages published
 again under a new `Nats-Msg-Id`, so that the broker stores them and only the consumers' inbox can stop
-a second effect."""
+a second effect.
+
+On a cluster (`oms up --cluster`) the victims are replicas: one replica of a service at a time (its twin
+ready), the active relay of a database (its standby alive: the time it takes to take over is measured), the
+NATS servers in turn — every other time the one leading the events stream (the stall until the stream
+stores again is measured) — and each service's PostgreSQL server in turn."""
 
 from __future__ import annotations
 
@@ -18,19 +23,30 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import nats
 import nats.errors
 import psutil
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from oms.bench.processes import role_of
+from oms.bench.processes import child_name
 from oms.bench.system import Target
 from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.topology import CONSUMERS, EVENTS_STREAM
 
 KILLABLE = ("order", "account", "market", "relay-order", "relay-account")
+REPLICATED = ("auth", "order", "account", "market")  # a cluster's services whose replicas are killed
+NATS_NODES = ("nats-1", "nats-2", "nats-3")  # a cluster's (runtime/cluster.py)
 DUPLICATE_HEADER = "Oms-Chaos-Duplicate-Of"
+PROBE_EVERY = 0.05  # seconds between looks while a takeover or an election is timed
+MEASURE_WITHIN = 120.0
+
+
+def component_of(name: str) -> str:
+    """`order` of the replica `order-2`, `relay-order` of `relay-order-1`; a single node's role is its own."""
+    head, _, number = name.rpartition("-")
+    return head if head and number.isdigit() else name
 
 
 @dataclass
@@ -38,11 +54,14 @@ class FaultLog:
     kills: Counter[str] = field(default_factory=Counter)
     nats_restarts: int = 0
     pg_restarts: int = 0
+    servers: Counter[str] = field(default_factory=Counter)  # crashes by server (`nats-2`, `postgres-order`)
     restart_seconds: dict[str, list[float]] = field(default_factory=dict)  # kill → new process running
     timeline: list[dict[str, Any]] = field(default_factory=list)
     duplicates: list[dict[str, Any]] = field(default_factory=list)  # what was published twice, where
     duplicate_failures: int = 0
     busy_kills: int = 0  # service kills while its consumer held unacknowledged deliveries
+    takeovers: list[float] = field(default_factory=list)  # active relay killed → its standby ready (s)
+    leader_kills: list[dict[str, Any]] = field(default_factory=list)  # events stream leader killed: stalls
 
     @property
     def total_kills(self) -> int:
@@ -77,54 +96,103 @@ class FaultInjector:
         self.rng = rng
         self.log = log or FaultLog()
         self.last_kill: dict[str, float] = {}
-        self.waiting: set[asyncio.Task[None]] = set()
+        self.waiting: set[asyncio.Task[None]] = set()  # restarts awaited
+        self.timing: set[asyncio.Task[None]] = set()  # takeovers and elections being timed
         self.js: JetStreamContext | None = None
+        self.http = httpx.AsyncClient(timeout=2)
 
-    def find(self, role: str) -> psutil.Process | None:
-        """The running process of `role` (for PostgreSQL, the postmaster: the supervisor's own child)."""
+    # -- who is who ----------------------------------------------------------------------------
+    def victims(self) -> list[str]:
+        """What `kill_one` chooses from: roles on a single node, replicas on a cluster."""
+        if not self.target.cluster:
+            return list(KILLABLE)
+        return sorted(
+            name
+            for name in self.target.replicas
+            if component_of(name) in REPLICATED or component_of(name).startswith("relay-")
+        )
+
+    def find(self, name: str) -> psutil.Process | None:
+        """The running process `name` (a role, or a cluster's child: see `child_name`); for PostgreSQL, the
+        postmaster (the supervisor's own child)."""
         for process in self.target.processes():
             try:
-                if role_of(process) != role or process.status() == psutil.STATUS_ZOMBIE:
+                if process.status() == psutil.STATUS_ZOMBIE:
                     continue
-                if role == "postgres" and process.ppid() != self.target.root_pid:
+                if name.startswith("postgres") and process.ppid() != self.target.root_pid:
                     continue
-                return process
+                if child_name(process, self.target.replicas, self.target.pg_ports) == name:
+                    return process
             except psutil.NoSuchProcess:
                 continue
         return None
 
-    async def _await_restart(self, role: str, old_pid: int, killed_at: float, within: float = 120) -> None:
-        while time.monotonic() - killed_at < within:
-            process = self.find(role)
+    def _own_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.target.replicas[name]}"
+
+    async def _answers(self, name: str, probe: str) -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return (await self.http.get(f"{self._own_url(name)}/{probe}")).status_code == 200
+        return False
+
+    def _twins(self, name: str) -> list[str]:
+        return [n for n in self.target.replicas if n != name and component_of(n) == component_of(name)]
+
+    async def _may_kill(self, name: str) -> bool:
+        """On a cluster, a service replica only while its twin is ready (the service stays up), and a relay
+        only while it streams (active) and its standby is alive (to take over)."""
+        if not self.target.cluster:
+            return True
+        if component_of(name).startswith("relay-"):
+            alive = [await self._answers(twin, "livez") for twin in self._twins(name)]
+            return all(alive) and await self._answers(name, "readyz")
+        return all([await self._answers(twin, "readyz") for twin in self._twins(name)])
+
+    # -- killing ---------------------------------------------------------------------------------
+    async def _await_restart(self, name: str, old_pid: int, killed_at: float) -> None:
+        while time.monotonic() - killed_at < MEASURE_WITHIN:
+            process = self.find(name)
             if process is not None and process.pid != old_pid:
-                self.log.restart_seconds.setdefault(role, []).append(round(time.monotonic() - killed_at, 2))
+                seconds = round(time.monotonic() - killed_at, 2)
+                self.log.restart_seconds.setdefault(component_of(name), []).append(seconds)
                 return
             await asyncio.sleep(0.1)
 
-    def _signal(self, role: str, sig: int) -> bool:
-        """Send `sig` to the running `role`; False if it is not running (still being restarted)."""
-        process = self.find(role)
+    def _signal(self, name: str, sig: int) -> bool:
+        """Send `sig` to the running `name`; False if it is not running (still being restarted)."""
+        process = self.find(name)
         if process is None:
             return False
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, sig)
             now = time.monotonic()
-            self.log.timeline.append({"t": time.time(), "fault": role, "signal": signal.Signals(sig).name})
-            task = asyncio.create_task(self._await_restart(role, process.pid, now))
-            self.waiting.add(task)
-            task.add_done_callback(self.waiting.discard)
+            self.log.timeline.append(
+                {
+                    "t": time.time(),
+                    "fault": name,
+                    "component": component_of(name),
+                    "signal": signal.Signals(sig).name,
+                }
+            )
+            self._track(self.waiting, self._await_restart(name, process.pid, now))
             return True
         return False
 
-    async def _strike_when_busy(self, role: str, wait: float = 2.0) -> None:
+    @staticmethod
+    def _track(tasks: set[asyncio.Task[None]], work: Any) -> None:
+        task = asyncio.create_task(work)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _strike_when_busy(self, component: str, wait: float = 2.0) -> None:
         """A consumer killed while idle loses nothing: for the services, wait (a little) for a moment when
         their consumer holds unacknowledged deliveries, so that the kill forces redeliveries."""
-        if role not in CONSUMERS or self.js is None:
+        if component not in CONSUMERS or self.js is None:
             return
         deadline = time.monotonic() + wait
         with contextlib.suppress(nats.errors.Error, TimeoutError):
             while time.monotonic() < deadline:
-                if (await self.js.consumer_info(EVENTS_STREAM, role)).num_ack_pending:
+                if (await self.js.consumer_info(EVENTS_STREAM, component)).num_ack_pending:
                     self.log.busy_kills += 1
                     return
                 await asyncio.sleep(0.01)
@@ -133,29 +201,102 @@ class FaultInjector:
         """SIGKILL a service or relay that is running and was not killed in the last `min_gap` seconds
         (the supervisor backs off restarts of a child that keeps crashing)."""
         now = time.monotonic()
-        choices = [r for r in KILLABLE if now - self.last_kill.get(r, -1e9) >= min_gap and self.find(r)]
+        choices = [n for n in self.victims() if now - self.last_kill.get(n, -1e9) >= min_gap and self.find(n)]
         self.rng.shuffle(choices)
-        choices.sort(key=lambda r: self.log.kills[r])  # the least killed first: every role gets its kills
-        for role in choices:
-            await self._strike_when_busy(role)
-            if self._signal(role, signal.SIGKILL):
-                self.last_kill[role] = time.monotonic()
-                self.log.kills[role] += 1
-                return role
+        choices.sort(key=lambda n: self.log.kills[n])  # the least killed first: every one gets its kills
+        for name in choices:
+            if not await self._may_kill(name):
+                continue
+            await self._strike_when_busy(component_of(name))
+            if self._signal(name, signal.SIGKILL):
+                self.last_kill[name] = time.monotonic()
+                self.log.kills[name] += 1
+                if self.target.cluster and component_of(name).startswith("relay-"):
+                    self._track(self.timing, self._time_takeover(self._twins(name), time.monotonic()))
+                return name
         return None
 
-    def restart_server(self, which: str) -> bool:
-        """Crash the NATS server (SIGKILL) or PostgreSQL (alternately SIGKILL and an immediate shutdown,
-        which also skips the shutdown checkpoint: crash recovery at the next start)."""
+    async def _time_takeover(self, standbys: list[str], killed_at: float) -> None:
+        """Seconds from the active relay's kill until a standby streams the slot (ready)."""
+        while time.monotonic() - killed_at < MEASURE_WITHIN:
+            for standby in standbys:
+                if await self._answers(standby, "readyz"):
+                    self.log.takeovers.append(round(time.monotonic() - killed_at, 2))
+                    return
+            await asyncio.sleep(PROBE_EVERY)
+
+    # -- servers ---------------------------------------------------------------------------------
+    async def crash_server(self, which: str) -> bool:
+        """Crash a NATS server (SIGKILL) or a PostgreSQL server (alternately SIGKILL and an immediate
+        shutdown, which also skips the shutdown checkpoint: crash recovery at the next start)."""
         if which == "nats":
+            return await self._crash_nats()
+        name = self._next_postgres()
+        sig = signal.SIGKILL if self.log.pg_restarts % 2 == 0 else signal.SIGQUIT
+        done = self._signal(name, sig)
+        self.log.pg_restarts += done
+        self.log.servers[name] += done
+        return done
+
+    def _next_postgres(self) -> str:
+        """A single node's server; on a cluster, each service's in turn."""
+        names = [f"postgres-{database}" for database in self.target.pg_ports] or ["postgres"]
+        return min(names, key=lambda n: (self.log.servers[n], names.index(n)))
+
+    async def _crash_nats(self) -> bool:
+        if not self.target.cluster:
             done = self._signal("nats", signal.SIGKILL)
             self.log.nats_restarts += done
             return done
-        sig = signal.SIGKILL if self.log.pg_restarts % 2 == 0 else signal.SIGQUIT
-        done = self._signal("postgres", sig)
-        self.log.pg_restarts += done
-        return done
+        leader, last_seq = await self._events_stream_whole()
+        if leader is None:
+            return False  # a server is still catching up: crash none before the stream has its 3 copies
+        others = [n for n in NATS_NODES if n != leader]
+        victim = leader if self.log.nats_restarts % 2 == 0 else min(others, key=lambda n: self.log.servers[n])
+        if not self._signal(victim, signal.SIGKILL):
+            return False
+        self.log.nats_restarts += 1
+        self.log.servers[victim] += 1
+        if victim == leader:
+            self._track(self.timing, self._time_election(leader, last_seq, time.monotonic()))
+        return True
 
+    async def _events_stream_whole(self) -> tuple[str | None, int]:
+        """The events stream's leader and last sequence if all its replicas are current; (None, 0) if not."""
+        if self.js is None:
+            return None, 0
+        try:
+            info = await self.js.stream_info(EVENTS_STREAM)
+        except (nats.errors.Error, TimeoutError):
+            return None, 0
+        cluster = info.cluster
+        if cluster is None or not cluster.leader or len(cluster.replicas or []) < len(NATS_NODES) - 1:
+            return None, 0
+        if any(not peer.current or peer.offline for peer in cluster.replicas or []):
+            return None, 0
+        return cluster.leader, info.state.last_seq
+
+    async def _time_election(self, leader: str, last_seq: int, killed_at: float) -> None:
+        """After the stream leader's kill: seconds until another server leads the stream, and until the
+        stream stores a message again (the relays' publishes stall meanwhile)."""
+        found: dict[str, Any] = {"leader": leader, "new_leader": None, "election_s": None, "stall_s": None}
+        self.log.leader_kills.append(found)
+        while time.monotonic() - killed_at < MEASURE_WITHIN and self.js is not None:
+            try:
+                info = await self.js.stream_info(EVENTS_STREAM)
+            except (nats.errors.Error, TimeoutError):
+                await asyncio.sleep(PROBE_EVERY)
+                continue
+            now = round(time.monotonic() - killed_at, 2)
+            new_leader = info.cluster.leader if info.cluster else None
+            if found["election_s"] is None and new_leader and new_leader != leader:
+                found |= {"new_leader": new_leader, "election_s": now}
+            if info.state.last_seq > last_seq:
+                found["stall_s"] = now
+                return
+            await asyncio.sleep(PROBE_EVERY)
+
+    # -- the run ---------------------------------------------------------------------------------
     async def run(self, plan: list[str], duration: float, min_gap: float) -> None:
         """Inject the faults of `plan` at random moments spread over `duration` seconds."""
         interval = duration / max(1, len(plan))
@@ -171,10 +312,12 @@ class FaultInjector:
                     if fault == "kill":
                         done = await self.kill_one(min_gap) is not None
                     else:
-                        done = self.restart_server(fault)
+                        done = await self.crash_server(fault)
                     if done:
                         break
                     await asyncio.sleep(0.25)
+            if self.timing:
+                await asyncio.wait(self.timing)
         finally:
             self.js = None
             await nc.close()
@@ -183,6 +326,7 @@ class FaultInjector:
         """Wait until every killed process has been restarted (or given up on)."""
         if self.waiting:
             await asyncio.wait(self.waiting)
+        await self.http.aclose()
 
 
 async def duplicate_events(

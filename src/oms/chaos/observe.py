@@ -31,27 +31,29 @@ _COUNTER = re.compile(r'^oms_consumer_messages_total\{consumer="(\w+)",outcome="
 
 
 class ConsumerMetrics:
-    """Sums `oms_consumer_messages_total` of the order and account services over their lifetimes: a counter
-    that went down belongs to a restarted process, so what the last one had counted is kept. (What a killed
-    process counted after its last scrape is lost: these are lower bounds.)"""
+    """Sums `oms_consumer_messages_total` of the order and account services (of each replica, on a cluster)
+    over their lifetimes: a counter that went down belongs to a restarted process, so what the last one had
+    counted is kept. (What a killed process counted after its last scrape is lost: these are lower
+    bounds.)"""
 
     def __init__(self, target: Target) -> None:
-        self.target = target
-        self.last: dict[tuple[str, str], float] = {}
-        self.base: dict[tuple[str, str], float] = defaultdict(float)
+        self.urls = [url for service in ("order", "account") for url in target.replica_urls(service)]
+        self.last: dict[tuple[str, str, str], float] = {}
+        self.base: dict[tuple[str, str, str], float] = defaultdict(float)
 
     def totals(self) -> dict[str, dict[str, int]]:
         result: dict[str, dict[str, int]] = defaultdict(dict)
-        for (consumer, outcome), value in self.last.items():
-            result[consumer][outcome] = int(self.base[(consumer, outcome)] + value)
+        for key, value in self.last.items():
+            _, consumer, outcome = key
+            result[consumer][outcome] = result[consumer].get(outcome, 0) + int(self.base[key] + value)
         return dict(result)
 
     async def scrape(self, http: httpx.AsyncClient) -> None:
-        for service in ("order", "account"):
+        for url in self.urls:
             with contextlib.suppress(httpx.HTTPError):
-                text = (await http.get(f"{self.target.urls[service]}/metrics", timeout=2)).text
+                text = (await http.get(f"{url}/metrics", timeout=2)).text
                 for consumer, outcome, value in _COUNTER.findall(text):
-                    key, now = (consumer, outcome), float(value)
+                    key, now = (url, consumer, outcome), float(value)
                     if now < self.last.get(key, 0.0):
                         self.base[key] += self.last[key]
                     self.last[key] = now
@@ -92,7 +94,8 @@ async def consumer_stats(access: NatsAccess) -> dict[str, dict[str, Any]]:
 
 async def _healthy(http: httpx.AsyncClient, target: Target) -> bool:
     try:
-        answers = [await http.get(f"{target.urls[s]}/health", timeout=2) for s in ("order", "account")]
+        urls = [url for service in ("order", "account") for url in target.replica_urls(service)]
+        answers = [await http.get(f"{url}/health", timeout=2) for url in urls]
     except httpx.HTTPError:
         return False
     return all(a.status_code == 200 for a in answers)

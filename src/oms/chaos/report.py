@@ -37,11 +37,44 @@ def _market_lines(delivery: dict[str, Any]) -> list[str]:
     ]
 
 
+def _spread(figures: dict[str, Any]) -> str:
+    if not figures.get("count"):
+        return "–"
+    return f"median {figures['median_s']} s, max {figures['max_s']} s ({figures['count']})"
+
+
+def _availability_lines(report: dict[str, Any]) -> list[str]:
+    seen = report.get("availability")
+    if not seen:
+        return []
+    servers = ", ".join(f"{name} {n}" for name, n in sorted(report["faults"].get("servers", {}).items()))
+    lines = [
+        "",
+        "| availability (what the clients saw during the faults) | |",
+        "| --- | --- |",
+        f"| requests answered at the first attempt | {seen['answered_first_time']} of {seen['requests']} "
+        f"({seen['answered_first_time_pct']} %) |",
+        f"| longest time without a successful create | {seen['longest_without_a_create_s']} s "
+        f"(from {seen['longest_without_a_create_from_s']} s into the load) |",
+    ]
+    if seen["relay_takeover"].get("count"):
+        lines.append(f"| active relay killed → standby streaming | {_spread(seen['relay_takeover'])} |")
+    if seen["leader_kills"]:
+        lines += [
+            f"| events stream leader killed → another leads | {_spread(seen['leader_election'])} |",
+            f"| … → the stream stores again (publish stall) | {_spread(seen['publish_stall'])} |",
+        ]
+    if servers:
+        lines.append(f"| servers crashed | {servers} |")
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
     config, faults, delivery = report["config"], report["faults"], report["delivery"]
     server_errors = report.get("server_errors", [])
     lines = [
-        f"Run {report['started']} → {report['finished']}; workload and faults over "
+        f"Run {report['started']} → {report['finished']}"
+        f"{' on a cluster (oms up --cluster)' if config.get('cluster') else ''}; workload and faults over "
         f"{report['load_seconds']} s "
         f"(planned {config['duration']:g} s), {config['customers']} customers, seed {config['seed']}.",
         "",
@@ -69,6 +102,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"| events published twice (new Nats-Msg-Id, same event) | {faults['duplicates_published']} |",
         "",
         f"Time from kill to the restarted process: {_restart_line(faults['restart_seconds'])}.",
+        *_availability_lines(report),
         "",
         "| consumer | deliveries | messages | redeliveries | inbox rows "
         "| acked / retried / dead-lettered (≥) |",

@@ -17,6 +17,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from oms.bench.client import Client
 from oms.bench.system import Target
+from oms.chaos.availability import availability
 from oms.chaos.faults import FaultInjector, FaultLog, duplicate_events, schedule
 from oms.chaos.market import MarketWatch, closes_in, record_quotes, recorded_quotes
 from oms.chaos.observe import ConsumerMetrics, consumer_stats, sweep_resting, wait_quiet
@@ -48,6 +49,7 @@ class ChaosConfig:
     # what it reserved.
     collar: Decimal = Decimal(0)
     market_close: str = ""  # OMS_MARKET_CLOSE; `scheduled` sets one inside the run (DAY orders expire)
+    cluster: bool = False  # against `oms up --cluster` (faults.py: what is killed there)
 
     @classmethod
     def ci(cls) -> ChaosConfig:
@@ -55,6 +57,15 @@ class ChaosConfig:
         return cls(
             orders=1000, customers=50, duration=80.0, kills=12, nats_restarts=1, pg_restarts=1, duplicates=40
         )
+
+    @classmethod
+    def sized(cls, ci: bool, cluster: bool) -> ChaosConfig:
+        """The full or CI size; on a cluster, every NATS server crashed in turn — the events stream's leader
+        every other time (3 leader kills in the full run) — and each service's PostgreSQL server."""
+        config = cls.ci() if ci else cls()
+        if cluster:
+            config = replace(config, cluster=True, nats_restarts=3 if ci else 6, pg_restarts=2 if ci else 4)
+        return config
 
     def scheduled(self, now: datetime) -> ChaosConfig:
         """This run with the market's close inside the workload, `CLOSE_INTO_LOAD` of the way in if the
@@ -144,6 +155,7 @@ async def run_chaos(config: ChaosConfig, target: Target, console: Console) -> di
         scraper = asyncio.create_task(metrics.run(stop_metrics))
         plan = schedule(config.kills, config.nats_restarts, config.pg_restarts, rng)
         started, report["load_started"] = time.monotonic(), datetime.now(UTC).isoformat()
+        load_start = time.time()
         with Progress(
             SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
         ) as bar:
@@ -170,6 +182,7 @@ async def run_chaos(config: ChaosConfig, target: Target, console: Console) -> di
             )
             tick(workload.book)
         load_seconds = time.monotonic() - started
+        load_end = workload.finished_at or time.time()  # the workload's end: the faults may go on a little
         console.print("faults stopped; waiting for every restart, cancelling what rests, then quiescence …")
         await injector.settle()
         stop_quotes.set()
@@ -206,6 +219,7 @@ async def run_chaos(config: ChaosConfig, target: Target, console: Console) -> di
             "operations": _operations(workload.book),
             "retries": workload.book.retries,
             "http_errors": dict(workload.book.http_errors),
+            "availability": availability(workload.book, faults, load_start, load_end),
             "faults": {
                 "kills": dict(faults.kills),
                 "total_kills": faults.total_kills,
@@ -215,6 +229,7 @@ async def run_chaos(config: ChaosConfig, target: Target, console: Console) -> di
                 "duplicates_published": len(faults.duplicates),
                 "duplicate_publish_failures": faults.duplicate_failures,
                 "service_kills_while_busy": faults.busy_kills,
+                "servers": dict(faults.servers),
             },
             "delivery": {"consumers": consumers, "consumer_metrics": metrics.totals(), **verdict.figures},
             "violations": verdict.violations,

@@ -397,7 +397,7 @@ def market_figures(orders: dict[str, Order], rules: Rules, faults: FaultLog) -> 
         for o in orders.values()
         if o.order_type is not OrderType.LIMIT or o.time_in_force.value != "GTC" or o.reason
     )
-    kills = [t["t"] for t in faults.timeline if t.get("fault") == "market"]
+    kills = [t["t"] for t in faults.timeline if t.get("component") == "market"]
     after = [
         o for o in orders.values() if o.status is OrderStatus.MATCHED and kills
         and o.updated_at.timestamp() > max(kills)

@@ -62,6 +62,8 @@ class Op:
     status: int | None = None
     answer: Any = None
     attempts: int = 0
+    sent_at: float | None = None  # time.time() of the first attempt
+    answered_at: float | None = None  # … and of the definitive answer
 
     @property
     def accepted(self) -> bool:
@@ -139,12 +141,14 @@ class Workload:
         self.give_up = give_up
         self.book = Ledger()
         self.recent: dict[str, list[str]] = {c: [] for c in cast.customers}  # accepted order ids, newest last
+        self.finished_at: float | None = None  # time.time() when the last request of `run` was answered
 
     async def send(self, op: Op, request: Callable[[], Awaitable[Response]]) -> Op:
         """Send until a definitive answer (2xx or 4xx) or `give_up` seconds; retries are safe (see above)."""
         deadline = time.monotonic() + self.give_up
         delay = 0.1
         lost_an_answer = False
+        op.sent_at = time.time()
         while True:
             op.attempts += 1
             try:
@@ -155,6 +159,7 @@ class Workload:
             else:
                 if response.status_code not in RETRYABLE_STATUS:
                     op.status = response.status_code
+                    op.answered_at = time.time()
                     op.answer = response.json() if response.content else None
                     op.outcome = "accepted" if response.status_code < 300 else "refused"
                     if op.kind == "cancel" and op.status == 409 and lost_an_answer:
@@ -326,6 +331,7 @@ class Workload:
                 on_tick(self.book)
         if pending:
             await asyncio.wait(pending)
+        self.finished_at = time.time()
 
     async def _one(self) -> None:
         customer = self.rng.choice(self.customers)

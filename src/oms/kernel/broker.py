@@ -45,6 +45,11 @@ from oms.kernel.topology import (
     Consumer,
 )
 
+# A stream without a leader (a NATS cluster elects one 4–9 s after losing it: raft's election timeout) stores
+# nothing: publishes are retried at least every second, so the stream stores again within a second of the
+# election, not up to 5 s after it (docs/reliability.md, chaos on a cluster).
+PUBLISH_RETRY_MAX = 1.0
+
 log = logging.getLogger(__name__)
 
 MAX_DELIVER: Final = 5  # deliveries of one message before the consumer runner dead-letters it
@@ -356,7 +361,7 @@ class JetStreamBroker:
                 on_retry(len(pending))
             log.warning("%d publish(es) not acknowledged; retrying in %.1fs", len(pending), delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, PUBLISH_RETRY_MAX)
 
     async def _publish_once(self, messages: list[Outgoing]) -> list[Outgoing]:
         """Publish pipelined, then wait for every acknowledgement; returns the messages not acknowledged."""

@@ -139,6 +139,7 @@ class Relay:
         self.confirm_delay = confirm_delay
         self.health = health or RelayHealth()
         self.confirmations = Confirmations()
+        self.streamed = False  # this session took the slot
         self.held: deque[Held] = deque()
         self.held_events = 0
         self.undeleted: dict[str, float] = {}  # event id → when its row was first found invisible
@@ -160,6 +161,7 @@ class Relay:
                 )
             cursor = await asyncio.to_thread(self._start_replication)
             self.health.streaming()
+            self.streamed = True
             try:
                 await self._stream(cursor, pool)
             finally:
@@ -425,19 +427,20 @@ async def serve(
     health = health or RelayHealth()
     failures = 0
     while not stop.is_set():
+        relay: Relay | None = None
         try:
             broker = await JetStreamBroker.connect(nats)
             health.broker = broker
             try:
-                await Relay(
-                    service, database_url, broker, stop, confirm_delay=confirm_delay, health=health
-                ).run()
+                relay = Relay(service, database_url, broker, stop, confirm_delay=confirm_delay, health=health)
+                await relay.run()
             finally:
                 await broker.close()
             continue
         except (RelayConfigError, asyncio.CancelledError):
             raise
         except SlotBusy as exc:
+            failures = 0  # the database and the broker answered
             if not health.slot.startswith("unavailable: standing by"):
                 log.info("relay %s: standing by, the slot is in use (%s)", service, exc)
             health.not_streaming("standing by: another relay streams the slot")
@@ -446,8 +449,11 @@ async def serve(
         except PublishAborted:
             continue  # only raised once stop is set
         except Exception as exc:
+            # The backoff grows with failures in a row only: a session that streamed starts it afresh (a
+            # relay that had survived many outages waited 10 s after each new one: a standby took 47 s to
+            # take over under chaos).
+            failures = 1 if relay is not None and relay.streamed else failures + 1
             health.not_streaming(f"{type(exc).__name__}; restarting")
-            failures += 1
             delay = min(0.5 * 2 ** (failures - 1), 10.0)
             log.warning("relay %s failed: %s; restarting in %.1fs", service, exc, delay, exc_info=exc)
             await _sleep_unless(stop, delay)
