@@ -36,8 +36,8 @@ from tests.e2e.test_crash import (
     check_outcome,
     component,
     make_customers,
+    place,
     random_orders,
-    retrying,
     wait_restarted,
 )
 
@@ -243,30 +243,9 @@ def test_killing_a_replica_of_each_service_the_active_relays_the_feed_and_the_st
         220: [replica_tail(cluster, feeding)],
     }
 
-    def place(index: int) -> None:
-        order = run.orders[index]
-        customer = run.customers[order.customer]
-        body = {
-            "customerId": customer.id,
-            "assetName": order.asset,
-            "orderSide": order.side,
-            "size": str(order.size),
-            "price": str(order.price),
-        }
-        key = {"Idempotency-Key": f"cluster-{index}"}
-        placed = retrying(
-            lambda: api.call("POST", "order", "/api/v1/orders", by=customer, headers=key, json=body)
-        )
-        assert placed.status_code == 200, placed.text
-        order.id = placed.json()["id"]
-        if order.cancel:
-            canceled = retrying(lambda: api.cancel(customer, order.id))
-            assert canceled.status_code in (200, 409), canceled.text
-            order.canceled = canceled.status_code == 200
-
     killed: dict[tuple[str, ...], int] = {}
     with ThreadPoolExecutor(16) as pool:
-        futures = [pool.submit(place, i) for i in range(len(run.orders))]
+        futures = [pool.submit(place, api, run, order, f"cluster-{i}") for i, order in enumerate(run.orders)]
         pending = dict(sorted(victims.items()))
         while pending:
             at = next(iter(pending))

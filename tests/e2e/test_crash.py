@@ -162,6 +162,29 @@ def retrying(send: Callable[[], httpx.Response], timeout: float = 45) -> httpx.R
         time.sleep(0.2)
 
 
+def place(api: Api, run: Stream, order: Placed, key: str) -> None:
+    """Place `order` for its customer (retried through outages with one Idempotency-Key), then cancel it
+    at once if it is one of those to cancel."""
+    customer = run.customers[order.customer]
+    body = {
+        "customerId": customer.id,
+        "assetName": order.asset,
+        "orderSide": order.side,
+        "size": str(order.size),
+        "price": str(order.price),
+    }
+    headers = {"Idempotency-Key": key}
+    placed = retrying(
+        lambda: api.call("POST", "order", "/api/v1/orders", by=customer, headers=headers, json=body)
+    )
+    assert placed.status_code == 200, placed.text
+    order.id = placed.json()["id"]
+    if order.cancel:
+        canceled = retrying(lambda: api.cancel(customer, order.id))
+        assert canceled.status_code in (200, 409), canceled.text
+        order.canceled = canceled.status_code == 200
+
+
 def stream(api: Api, system: RunningSystem, seed: int, kills: dict[int, tuple[str, ...]]) -> Stream:
     """Place the orders from 16 threads (every 10th canceled at once by its customer); when `n` of them are
     placed, SIGKILL `kills[n]`. A request cut by a crash is retried with the same Idempotency-Key."""
@@ -169,28 +192,10 @@ def stream(api: Api, system: RunningSystem, seed: int, kills: dict[int, tuple[st
     quotes = {asset: api.quote(admin, asset) for asset in ASSETS}
     run = Stream(make_customers(api, admin), random_orders(seed, quotes))
 
-    def place(index: int, order: Placed) -> None:
-        customer = run.customers[order.customer]
-        body = {
-            "customerId": customer.id,
-            "assetName": order.asset,
-            "orderSide": order.side,
-            "size": str(order.size),
-            "price": str(order.price),
-        }
-        key = {"Idempotency-Key": f"crash-{seed}-{index}"}
-        placed = retrying(
-            lambda: api.call("POST", "order", "/api/v1/orders", by=customer, headers=key, json=body)
-        )
-        assert placed.status_code == 200, placed.text
-        order.id = placed.json()["id"]
-        if order.cancel:
-            canceled = retrying(lambda: api.cancel(customer, order.id))
-            assert canceled.status_code in (200, 409), canceled.text
-            order.canceled = canceled.status_code == 200
-
     with ThreadPoolExecutor(16) as pool:
-        futures = [pool.submit(place, i, order) for i, order in enumerate(run.orders)]
+        futures = [
+            pool.submit(place, api, run, order, f"crash-{seed}-{i}") for i, order in enumerate(run.orders)
+        ]
         pending = dict(sorted(kills.items()))
         while pending:
             done = sum(f.done() for f in futures)

@@ -103,4 +103,5 @@ def create_app(settings: Settings) -> FastAPI:
         routers=[router, credentials.router, trail.router],
         health_checks=health_checks,
         metrics_clients=settings.metrics_clients,
+        ready_first=settings.port_sharing,
     )

@@ -81,6 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
         ],
         health_checks=health_checks,
         metrics_clients=settings.metrics_clients,
+        ready_first=settings.port_sharing,
     )
     app.state.settings = settings
     app.state.tape = Tape(settings)

@@ -34,8 +34,9 @@ QUOTE_RECORD: Final = "OMS_CHAOS_QUOTES"
 QUOTE_SUBJECTS: Final = f"{QUOTE_SUBJECT_PREFIX}>"
 
 
-async def record_quotes(access: NatsAccess) -> None:
-    """Start recording every quote (the operator's identity creates the mirror)."""
+async def record_quotes(access: NatsAccess, replicas: int = 1) -> None:
+    """Start recording every quote (the operator's identity creates the mirror; on a cluster, `replicas`
+    copies of it, as of the streams it mirrors: the record survives the NATS server crashes)."""
     nc = await connect_nats(access, once=True)
     try:
         js = nc.jetstream()
@@ -45,6 +46,7 @@ async def record_quotes(access: NatsAccess) -> None:
                 mirror=StreamSource(name=MARKET_STREAM, filter_subject=QUOTE_SUBJECTS),
                 storage=StorageType.FILE,
                 max_age=86_400,
+                num_replicas=replicas,
             )
         )
         for _ in range(200):  # the mirror copies from when it is running: wait for it, caught up

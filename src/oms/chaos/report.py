@@ -61,7 +61,7 @@ def _availability_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"| active relay killed → standby streaming | {_spread(seen['relay_takeover'])} |")
     if seen["leader_kills"]:
         lines += [
-            f"| events stream leader killed → another leads | {_spread(seen['leader_election'])} |",
+            f"| events stream leader killed → a leader again | {_spread(seen['leader_election'])} |",
             f"| … → the stream stores again (publish stall) | {_spread(seen['publish_stall'])} |",
         ]
     if servers:

@@ -135,7 +135,8 @@ async def run_chaos(config: ChaosConfig, target: Target, console: Console) -> di
     stop_quotes = asyncio.Event()
     try:
         assert target.nats
-        await record_quotes(target.nats)  # before the first order: every execution's quote is recorded
+        # before the first order: every execution's quote is recorded
+        await record_quotes(target.nats, replicas=3 if config.cluster else 1)
         admin = await client.admin()
         market = MarketWatch(client, admin)
         symbols = await market.choose(config.symbols, rng, Decimal(20), Decimal(200))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -147,6 +147,20 @@ async def readiness(checks: Mapping[str, HealthCheck]) -> Readiness:
     return Readiness(status="ok" if all(o == "ok" for o in outcomes) else "unavailable", checks=named)
 
 
+# A replica that shares its port (SO_REUSEPORT) listens only once it is ready: the kernel spreads new
+# connections over every listening socket, so one still loading (its market data, say) would answer its share
+# with 503 while its twin could serve them. Not for ever: a dependency that stays down is for /readyz to say.
+READY_FIRST_WITHIN = 30.0
+
+
+async def _until_ready(checks: Callable[[], Mapping[str, HealthCheck]]) -> None:
+    deadline = time.monotonic() + READY_FIRST_WITHIN
+    while time.monotonic() < deadline:
+        if (await readiness(checks())).status == "ok":
+            return
+        await asyncio.sleep(0.1)
+
+
 _NOT_READY: dict[int | str, dict[str, Any]] = {
     503: {"model": Readiness, "description": "A dependency does not answer: the checks name it"}
 }
@@ -211,16 +225,26 @@ def create_service_app(
     routers: list[APIRouter],
     health_checks: Callable[[FastAPI], Mapping[str, HealthCheck]],
     metrics_clients: str = LOOPBACK,
+    ready_first: bool = False,
 ) -> FastAPI:
     """A FastAPI app with the project's error shape, `/livez`, `/readyz` (`health_checks`; `/health` is the
     same) and `/metrics` (served only to the addresses in `metrics_clients`: the API port may face the world,
-    the counters should not)."""
+    the counters should not). `ready_first`: its start-up ends only once it is ready (or after
+    READY_FIRST_WITHIN), so that a replica sharing its port with others gets no connection before."""
     networks = client_networks(metrics_clients)
+
+    @asynccontextmanager
+    async def starting(app: FastAPI) -> AsyncIterator[None]:
+        async with lifespan(app):
+            if ready_first:
+                await _until_ready(lambda: health_checks(app))
+            yield
+
     app = FastAPI(
         title=title,
         description=description,
         version="0.1.0",
-        lifespan=lifespan,
+        lifespan=starting,
         docs_url=None,
         redoc_url=None,
     )

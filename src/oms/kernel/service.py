@@ -104,4 +104,5 @@ def create_event_service(
         routers=[*routers, ops_router(service)],
         health_checks=lambda app: {**database_and_broker(app), **health_checks(app)},
         metrics_clients=settings.metrics_clients,
+        ready_first=settings.port_sharing,
     )

@@ -81,6 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
         routers=[router],
         health_checks=lambda app: {**database_and_broker(app), "instruments": partial(_listed, app)},
         metrics_clients=settings.metrics_clients,
+        ready_first=settings.port_sharing,
     )
 
 
