@@ -51,14 +51,16 @@ def test_cpu_per_order_is_a_roles_cpu_over_the_orders_per_second_of_the_same_win
 
 def test_marginal_cpu_per_order_leaves_out_what_is_spent_whatever_the_load() -> None:
     # The order service spends 10 % of a core on quotes whatever the load, 2 ms per order on top.
-    low = _phase("rate 250/s", 250.0, 250.0, order=60.0, nats=5.0)
-    high = _phase("closed loop x32", None, 750.0, order=160.0, nats=15.0)
-    marginal = marginal_cpu_per_order(low, high)
+    low = _phase("rate 250/s", 250.0, 250.0, order=60.0, nats=5.0, whole_machine=120.0)
+    high = _phase("closed loop x32", None, 750.0, order=160.0, nats=15.0, whole_machine=195.0)
+    marginal = marginal_cpu_per_order(low, high, cores=2)
     assert marginal == {"nats": 0.2, "order": 2.0, SYSTEM_TOTAL: 2.2}
     assert cpu_per_order(high)["order"] < cpu_per_order(low)["order"]  # the fixed part shared out
     # Two rates too close to tell a slope from noise: none.
-    assert marginal_cpu_per_order(low, _phase("x", None, 260.0, order=70.0)) == {}
-    tables = cpu_tables({"phases": [low, high]})
+    assert marginal_cpu_per_order(low, _phase("x", None, 260.0, order=70.0), cores=2) == {}
+    # A machine already saturated at the lower rate: the roles only share the same cores out differently.
+    assert marginal_cpu_per_order(low, high, cores=1) == {}
+    tables = cpu_tables({"phases": [low, high], "machine": {"nproc": 2}})
     assert list(tables) == ["rate 250/s", "closed loop x32", "marginal, rate 250/s → closed loop x32"]
 
 

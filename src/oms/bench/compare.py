@@ -67,11 +67,19 @@ def cpu_per_order(phase: dict[str, Any]) -> dict[str, float]:
     return ms
 
 
-def marginal_cpu_per_order(low: dict[str, Any], high: dict[str, Any]) -> dict[str, float]:
+SATURATED = 0.9  # of every core: a machine this busy at the lower rate has no CPU left to rise with the load
+
+
+def marginal_cpu_per_order(low: dict[str, Any], high: dict[str, Any], cores: int) -> dict[str, float]:
     """CPU milliseconds each further order costs by role, between two phases of different rates: the rise in
-    CPU over the rise in orders/s (what grows with the load, without what is spent whatever it is)."""
+    CPU over the rise in orders/s (what grows with the load, without what is spent whatever it is). None
+    when the rates are too close or the machine was already saturated at the lower one (the roles then
+    only share the same cores out differently)."""
     low_rate, high_rate = _get(low, "orders", "sent_per_s"), _get(high, "orders", "sent_per_s")
     if not low_rate or not high_rate or high_rate - low_rate < 0.2 * low_rate:
+        return {}
+    busy = _get(low, "processes", "whole machine", "cpu_pct")
+    if busy is None or busy >= SATURATED * 100 * cores:
         return {}
     rise = high_rate - low_rate
     low_cpu, high_cpu = low.get("processes") or {}, high.get("processes") or {}
@@ -100,7 +108,8 @@ def cpu_tables(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     tables = {p["phase"]: cpu_per_order(p) for p in results.get("phases", [])}
     loop, rates = closed_loop(results), fixed_rates(results)
     if loop is not None and rates:
-        marginal = marginal_cpu_per_order(rates[0], loop)
+        cores = _get(results, "machine", "nproc") or 1
+        marginal = marginal_cpu_per_order(rates[0], loop, cores)
         if marginal:
             tables[f"marginal, {rates[0]['phase']} → {loop['phase']}"] = marginal
     return tables
