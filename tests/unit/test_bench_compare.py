@@ -18,10 +18,10 @@ from oms.bench.system import Target
 
 
 def _cpu(**pct: float) -> dict[str, dict[str, float]]:
-    return {
-        role.replace("_", " "): {"cpu_pct": value, "rss_mb_max": 0.0, "processes": 1}
-        for role, value in pct.items()
-    }
+    def role(name: str) -> str:
+        return name.replace("postgres_", "postgres-").replace("_", " ")
+
+    return {role(name): {"cpu_pct": value, "rss_mb_max": 0.0, "processes": 1} for name, value in pct.items()}
 
 
 def _phase(name: str, rate: float | None, sent: float, **pct: float) -> dict[str, Any]:
@@ -47,6 +47,13 @@ def test_cpu_per_order_is_a_roles_cpu_over_the_orders_per_second_of_the_same_win
     assert ms["bench client"] == 1.0
     assert ms[SYSTEM_TOTAL] == 5.0  # the system's roles only: not the bench client nor the whole machine
     assert cpu_per_order({**phase, "processes": {}}) == {}
+
+
+def test_a_clusters_postgresql_servers_are_counted_each_and_together() -> None:
+    phase = _phase("closed loop x32", None, 500.0, order=50.0, postgres_order=30.0, postgres_account=20.0)
+    ms = cpu_per_order(phase)
+    assert (ms["postgres-order"], ms["postgres-account"], ms["postgres"]) == (0.6, 0.4, 1.0)
+    assert ms[SYSTEM_TOTAL] == 2.0  # the servers once, not again as `postgres`
 
 
 def test_marginal_cpu_per_order_leaves_out_what_is_spent_whatever_the_load() -> None:

@@ -61,7 +61,16 @@ def cpu_per_order(phase: dict[str, Any]) -> dict[str, float]:
     if not rate or not processes:
         return {}
     ms = {role: round(10 * figures["cpu_pct"] / rate, 3) for role, figures in processes.items()}
+    return _totals(ms)
+
+
+def _totals(ms: dict[str, float]) -> dict[str, float]:
+    """`ms` with the system's total, and — when PostgreSQL was counted by server (a cluster) — all servers
+    as `postgres` too, beside a single node's one server (left out of the total: counted already)."""
     system = [v for role, v in ms.items() if role not in NOT_THE_SYSTEM]
+    servers = [v for role, v in ms.items() if role.startswith("postgres-")]
+    if servers and "postgres" not in ms:
+        ms["postgres"] = round(sum(servers), 3)
     if system:
         ms[SYSTEM_TOTAL] = round(sum(system), 3)
     return ms
@@ -88,10 +97,7 @@ def marginal_cpu_per_order(low: dict[str, Any], high: dict[str, Any], cores: int
         if role in ("whole machine", "others (not the system)"):
             continue
         ms[role] = round(10 * (high_cpu[role]["cpu_pct"] - low_cpu[role]["cpu_pct"]) / rise, 3)
-    system = [v for role, v in ms.items() if role not in NOT_THE_SYSTEM]
-    if system:
-        ms[SYSTEM_TOTAL] = round(sum(system), 3)
-    return ms
+    return _totals(ms)
 
 
 def closed_loop(results: dict[str, Any]) -> dict[str, Any] | None:

@@ -146,7 +146,7 @@ async def run_bench(
         )
     client = Client(target, connections=max(64, (options.concurrency or 0) + 16))
     observer = Observer(target) if target.has_database else None
-    sampler = ProcessSampler(target.processes)
+    sampler = ProcessSampler(target.processes, servers={port: s for s, port in target.pg_ports.items()})
     stop_sampling, stop_quotes = asyncio.Event(), asyncio.Event()
     publisher: QuotePublisher | None = None
     try:
