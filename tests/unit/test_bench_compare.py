@@ -14,12 +14,14 @@ from oms.bench.compare import (
     rows,
 )
 from oms.bench.pair import ONE, PAIR
+from oms.bench.projection import bounds, projection
+from oms.bench.projection import markdown as projection_markdown
 from oms.bench.system import Target
 
 
 def _cpu(**pct: float) -> dict[str, dict[str, float]]:
     def role(name: str) -> str:
-        return name.replace("postgres_", "postgres-").replace("_", " ")
+        return name.replace("postgres_", "postgres-").replace("relay_", "relay-").replace("_", " ")
 
     return {role(name): {"cpu_pct": value, "rss_mb_max": 0.0, "processes": 1} for name, value in pct.items()}
 
@@ -146,3 +148,35 @@ def test_a_clusters_scratch_databases_live_on_a_named_services_server() -> None:
     assert (
         single.database_url("x", server="order") == single.database_url("x") == "postgresql://oms:pw@h:5999/x"
     )
+
+
+def test_the_projection_is_arithmetic_on_the_measured_figures_and_says_so() -> None:
+    cluster = {
+        "machine": {"nproc": 2},
+        "phases": [
+            {
+                **_phase("closed loop x32", None, 500.0, order=100.0, postgres_order=50.0, relay_order=10.0),
+                "relay": {"events_per_order": 3.0},
+            }
+        ],
+        "limits": {"jetstream": {"acked_per_s": 9000.0, "replicas": 3}},
+    }
+    # CPU per order: order 2 ms, postgres-order 1 ms, relay-order 0.2 ms: 3.2 ms in all.
+    total, found = bounds(cluster, headroom=0.5)
+    assert total == 3.2
+    limits = {b.part: b.orders_per_s for b in found}
+    assert limits["postgres-order (one server, a machine of its own)"] == 1000.0  # 2 cores × 500 ms / 1 ms
+    assert limits["relay-order (one active process: one core)"] == 2500.0  # 500 ms / 0.2 ms
+    assert limits["the events stream (one R3 leader)"] == 3000.0  # 9,000 acked/s / 3 events per order
+    result = projection({"phases": []}, cluster, machines=(3, 12), headroom=0.5)
+    assert result["label"].startswith("projection")
+    three, twelve = result["rows"]
+    assert three["by_cpu"] == 940.0  # 3 × 2 × 500 / 3.2 = 937.5
+    assert (three["unpartitioned"], three["bound_by"]) == (940.0, "CPU")
+    assert twelve["by_cpu"] == 3750.0
+    assert (twelve["unpartitioned"], twelve["bound_by"]) == (
+        1000.0,
+        "postgres-order (one server, a machine of its own)",
+    )
+    assert (twelve["shards"], twelve["partitioned"]) == (4, 3750.0)  # shards lift the bounds: CPU again
+    assert "not a measurement" in projection_markdown(result)

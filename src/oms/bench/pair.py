@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
-from oms.bench import compare, report
+from oms.bench import compare, projection, report
 from oms.bench.cli import run_loop
 from oms.bench.run import BenchOptions, run_bench
 from oms.bench.system import LaunchedSystem
@@ -68,31 +68,44 @@ def run_pair(options: BenchOptions, console: Console, work_dir: Path) -> dict[st
 
 def finish_pair(results: dict[str, Any], options: BenchOptions, console: Console) -> None:
     """Print the side-by-side table and write `<stamp>-pair.json` / `.md` (and each system's own report)."""
-    single, cluster = results["single_node"], results["cluster"]
-    compare.print_table(single, cluster, console)
+    compare.print_table(results["single_node"], results["cluster"], console)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     directory = options.output_dir
-    for name, one in results.items():
-        report.save(one, directory, f"{stamp}-{name.replace('_', '-')}")
-    combined = {
+    for name in ("single_node", "cluster"):
+        report.save(results[name], directory, f"{stamp}-{name.replace('_', '-')}")
+    combined = summary(results)
+    json_path = directory / f"{stamp}-pair.json"
+    json_path.write_text(json.dumps(combined, indent=2, default=str) + "\n")
+    md_path = directory / f"{stamp}-pair.md"
+    md_path.write_text(pair_markdown(combined))
+    console.print(f"results: {json_path}, {md_path}")
+
+
+def summary(results: dict[str, Any]) -> dict[str, Any]:
+    """Both systems' results with the comparison, the CPU per order tables and the projection."""
+    single, cluster = results["single_node"], results["cluster"]
+    return {
         **results,
         "comparison": [row.as_dict() for row in compare.rows(single, cluster)],
         "cpu_ms_per_order": {
             "single_node": compare.cpu_tables(single),
             "cluster": compare.cpu_tables(cluster),
         },
+        "projection": projection.projection(single, cluster),
     }
-    json_path = directory / f"{stamp}-pair.json"
-    json_path.write_text(json.dumps(combined, indent=2, default=str) + "\n")
-    md_path = directory / f"{stamp}-pair.md"
-    md_path.write_text(
+
+
+def pair_markdown(combined: dict[str, Any]) -> str:
+    single, cluster = combined["single_node"], combined["cluster"]
+    return (
         "## Single node vs cluster\n\n"
         + compare.markdown(single, cluster)
         + "\n## CPU milliseconds per order, by component\n\n"
         + compare.cpu_markdown(single, cluster)
+        + "\n## Orders/s against machines: a projection, not a measurement\n\n"
+        + projection.markdown(combined["projection"])
         + "\n## Single node\n\n"
         + report.markdown(single)
         + "\n## Cluster\n\n"
         + report.markdown(cluster)
     )
-    console.print(f"results: {json_path}, {md_path}")
