@@ -14,7 +14,7 @@ from oms.bench.compare import (
     rows,
 )
 from oms.bench.pair import ONE, PAIR
-from oms.bench.projection import bounds, projection
+from oms.bench.projection import bounds, costs, projection
 from oms.bench.projection import markdown as projection_markdown
 from oms.bench.system import Target
 
@@ -155,28 +155,47 @@ def test_the_projection_is_arithmetic_on_the_measured_figures_and_says_so() -> N
         "machine": {"nproc": 2},
         "phases": [
             {
-                **_phase("closed loop x32", None, 500.0, order=100.0, postgres_order=50.0, relay_order=10.0),
+                **_phase(
+                    "closed loop x32",
+                    None,
+                    500.0,
+                    order=100.0,
+                    nats=20.0,
+                    postgres_order=50.0,
+                    relay_order=10.0,
+                ),
                 "relay": {"events_per_order": 3.0},
             }
         ],
         "limits": {"jetstream": {"acked_per_s": 9000.0, "replicas": 3}},
     }
-    # CPU per order: order 2 ms, postgres-order 1 ms, relay-order 0.2 ms: 3.2 ms in all.
-    total, found = bounds(cluster, headroom=0.5)
-    assert total == 3.2
-    limits = {b.part: b.orders_per_s for b in found}
+    single = {
+        "phases": [
+            _phase("closed loop x32", None, 1000.0, order=50.0, nats=5.0, postgres=25.0, relay_order=5.0)
+        ]
+    }
+    found = costs(single, cluster)
+    # The cluster's own: order 2 ms, nats 0.4, postgres-order 1 ms, relay-order 0.2 ms.
+    assert found["cluster"][SYSTEM_TOTAL] == 3.6
+    # The single node's (order 0.5, postgres 0.25 — all on the order server here —, relay 0.05) with the
+    # cluster's NATS (0.4): 1.2 ms.
+    assert found["single + R3"]["postgres-order"] == 0.25
+    assert found["single + R3"][SYSTEM_TOTAL] == 1.2
+    limits = {b.part: b.orders_per_s for b in bounds(found["cluster"], cluster, headroom=0.5)}
     assert limits["postgres-order (one server, a machine of its own)"] == 1000.0  # 2 cores × 500 ms / 1 ms
     assert limits["relay-order (one active process: one core)"] == 2500.0  # 500 ms / 0.2 ms
-    assert limits["the events stream (one R3 leader)"] == 3000.0  # 9,000 acked/s / 3 events per order
-    result = projection({"phases": []}, cluster, machines=(3, 12), headroom=0.5)
-    assert result["label"].startswith("projection")
-    three, twelve = result["rows"]
-    assert three["by_cpu"] == 940.0  # 3 × 2 × 500 / 3.2 = 937.5
-    assert (three["unpartitioned"], three["bound_by"]) == (940.0, "CPU")
-    assert twelve["by_cpu"] == 3750.0
+    assert limits["the events stream (one R3 leader, measured on the one machine)"] == 3000.0  # 9,000 / 3
+    result = projection(single, cluster, machines=(3, 12), headroom=0.5)
+    assert result["label"].startswith("projection") and "not a measurement" in projection_markdown(result)
+    three, twelve = result["scenarios"]["cluster"]["rows"]
+    assert (three["by_cpu"], three["unpartitioned"], three["bound_by"]) == (
+        830.0,
+        830.0,
+        "CPU",
+    )  # 3×2×500/3.6
+    assert twelve["by_cpu"] == 3330.0
     assert (twelve["unpartitioned"], twelve["bound_by"]) == (
         1000.0,
         "postgres-order (one server, a machine of its own)",
     )
-    assert (twelve["shards"], twelve["partitioned"]) == (4, 3750.0)  # shards lift the bounds: CPU again
-    assert "not a measurement" in projection_markdown(result)
+    assert (twelve["shards"], twelve["partitioned"]) == (4, 3330.0)  # the shards lift the bounds: CPU again

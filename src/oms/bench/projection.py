@@ -1,6 +1,6 @@
 """A projection — arithmetic on measured figures, not a measurement — of orders/s against machines, from
-`oms bench --cluster`: the cluster's CPU per order by component (R3 and both replicas included) and the
-limits of the parts that one more machine does not multiply until they are partitioned.
+`oms bench --cluster`: CPU per order by component and the limits of the parts that one more machine does
+not multiply until they are partitioned.
 
 The model, stated so that it can be checked:
 - every machine is like the one measured (`nproc` cores) and is kept at `HEADROOM` of its CPU (the rest is
@@ -8,11 +8,18 @@ The model, stated so that it can be checked:
 - stateless services (auth, order, account, market, back office replicas) spread over every machine, so the
   CPU bound is machines × cores × HEADROOM / (system CPU ms per order);
 - unpartitioned, each of these is one process or one server, so its throughput is bounded whatever the
-  number of machines: a service's PostgreSQL server (a whole machine of its own), a database's active relay
-  (one Python process: one core), the events stream (one Raft leader: the acked publishes/s R3 measured
-  in the same run, over the events per order);
+  number of machines: a service's PostgreSQL server (a machine of its own), a database's active relay (one
+  Python process: one core), the events stream (one Raft leader: the acked publishes/s measured in the same
+  run, over the events per order — on the one shared machine, so low);
 - partitioned into `shards` (the order and account databases and their relays by customer, the events
-  stream by subject), those bounds are multiplied by the shards.
+  stream by subject; a shard per `MACHINES_PER_SHARD` machines), those bounds are multiplied by the shards.
+
+Two costs per order, because the one machine measured cannot give the cost on many:
+- "cluster": the cluster's own, measured on one machine — every replica and R3 included, but also 25 processes
+  contending for 2 cores, and each replica's batches half as large (pessimistic);
+- "single + R3": the single node's, with the cluster's NATS cost (replication is work on any layout) and its
+  PostgreSQL shared out in the cluster's proportions between the servers (optimistic: batches as large as
+  one process gets them).
 """
 
 from __future__ import annotations
@@ -24,41 +31,68 @@ from oms.bench.compare import SYSTEM_TOTAL, closed_loop, cpu_per_order
 
 HEADROOM = 0.7
 MACHINES = (3, 6, 12, 24)
-PER_MACHINE_PARTS = 3  # machines per shard when partitioned (a shard's NATS cluster of 3, its servers)
+MACHINES_PER_SHARD = 3  # a shard's databases, relays and stream leader on its own 3 machines
 
 
 @dataclass(frozen=True)
 class Bound:
-    """What limits orders/s: a part of the system and the orders/s it allows."""
+    """A part that does not spread over more machines, and the orders/s it allows."""
 
     part: str
     orders_per_s: float
-    scales_with_shards: bool
 
 
-def bounds(cluster: dict[str, Any], headroom: float = HEADROOM) -> tuple[float, list[Bound]]:
-    """(system CPU ms per order, the bounds of the parts that do not spread) from a cluster's results."""
-    loop = closed_loop(cluster)
-    if loop is None:
-        return 0.0, []
-    ms = cpu_per_order(loop)
+def costs(single: dict[str, Any], cluster: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """CPU ms per order by role in each scenario ("cluster", "single + R3"); a scenario without figures is
+    left out."""
+    found: dict[str, dict[str, float]] = {}
+    loop, alone = closed_loop(cluster), closed_loop(single)
+    clustered = cpu_per_order(loop) if loop else {}
+    if clustered:
+        found["cluster"] = clustered
+    base = cpu_per_order(alone) if alone else {}
+    if base and clustered:
+        mixed = {role: v for role, v in base.items() if role != SYSTEM_TOTAL}
+        mixed["nats"] = clustered.get("nats", mixed.get("nats", 0.0))
+        servers = {r: v for r, v in clustered.items() if r.startswith("postgres-")}
+        if servers and sum(servers.values()) and "postgres" in base:
+            share = base["postgres"] / sum(servers.values())
+            mixed |= {role: round(v * share, 3) for role, v in servers.items()}
+        system = [v for role, v in mixed.items() if _in_system(role, mixed)]
+        mixed[SYSTEM_TOTAL] = round(sum(system), 3)
+        found["single + R3"] = mixed
+    return found
+
+
+def _in_system(role: str, ms: dict[str, float]) -> bool:
+    if role in ("bench client", "whole machine", "others (not the system)", SYSTEM_TOTAL):
+        return False
+    # PostgreSQL once: by server when split, else as one.
+    return not (role == "postgres" and any(r.startswith("postgres-") for r in ms))
+
+
+def bounds(ms: dict[str, float], cluster: dict[str, Any], headroom: float = HEADROOM) -> list[Bound]:
+    """The bounds of the parts that do not spread, given CPU ms per order by role."""
     cores = int(cluster.get("machine", {}).get("nproc") or 1)
     found: list[Bound] = []
     for role, cost in sorted(ms.items()):
-        if not cost or cost <= 0:
+        if cost <= 0:
             continue
         if role.startswith("postgres-"):
-            found.append(
-                Bound(f"{role} (one server, a machine of its own)", cores * 1000 * headroom / cost, True)
-            )
+            found.append(Bound(f"{role} (one server, a machine of its own)", cores * 1000 * headroom / cost))
         elif role.startswith("relay-"):
-            found.append(Bound(f"{role} (one active process: one core)", 1000 * headroom / cost, True))
+            found.append(Bound(f"{role} (one active process: one core)", 1000 * headroom / cost))
+    loop = closed_loop(cluster) or {}
     acked = cluster.get("limits", {}).get("jetstream", {}).get("acked_per_s")
     per_order = loop.get("relay", {}).get("events_per_order")
     if acked and per_order:
         replicas = cluster["limits"]["jetstream"].get("replicas", 1)
-        found.append(Bound(f"the events stream (one R{replicas} leader)", acked / per_order, True))
-    return ms.get(SYSTEM_TOTAL, 0.0), found
+        found.append(
+            Bound(
+                f"the events stream (one R{replicas} leader, measured on the one machine)", acked / per_order
+            )
+        )
+    return found
 
 
 def projection(
@@ -67,68 +101,87 @@ def projection(
     machines: tuple[int, ...] = MACHINES,
     headroom: float = HEADROOM,
 ) -> dict[str, Any]:
-    """Projected orders/s for each number of machines, unpartitioned and partitioned; the inputs with it."""
-    total_ms, limits = bounds(cluster, headroom)
+    """Projected orders/s for each number of machines and each cost, unpartitioned and partitioned."""
     cores = int(cluster.get("machine", {}).get("nproc") or 1)
-    measured_single = (closed_loop(single) or {}).get("orders", {}).get("terminal_per_s_steady")
-    rows = []
-    for n in machines:
-        by_cpu = n * cores * 1000 * headroom / total_ms if total_ms else None
-        shards = max(1, n // PER_MACHINE_PARTS)
-        tight = min(limits, key=lambda b: b.orders_per_s, default=None)
-        unpartitioned = min([by_cpu or 0.0, *(b.orders_per_s for b in limits)]) if by_cpu else None
-        partitioned_bounds = [b.orders_per_s * (shards if b.scales_with_shards else 1) for b in limits]
-        partitioned = min([by_cpu or 0.0, *partitioned_bounds]) if by_cpu else None
-        rows.append(
-            {
-                "machines": n,
-                "by_cpu": _round(by_cpu),
-                "unpartitioned": _round(unpartitioned),
-                "bound_by": "CPU" if tight is None or (by_cpu or 0) <= tight.orders_per_s else tight.part,
-                "shards": shards,
-                "partitioned": _round(partitioned),
-            }
-        )
+    scenarios = {}
+    for name, ms in costs(single, cluster).items():
+        total, limits = ms.get(SYSTEM_TOTAL, 0.0), bounds(ms, cluster, headroom)
+        rows = []
+        for n in machines:
+            by_cpu = n * cores * 1000 * headroom / total if total else 0.0
+            shards = max(1, n // MACHINES_PER_SHARD)
+            tight = min(limits, key=lambda b: b.orders_per_s, default=None)
+            bound_by = "CPU" if tight is None or by_cpu <= tight.orders_per_s else tight.part
+            rows.append(
+                {
+                    "machines": n,
+                    "by_cpu": _round(by_cpu),
+                    "unpartitioned": _round(min([by_cpu, *(b.orders_per_s for b in limits)])),
+                    "bound_by": bound_by,
+                    "shards": shards,
+                    "partitioned": _round(min([by_cpu, *(b.orders_per_s * shards for b in limits)])),
+                }
+            )
+        scenarios[name] = {
+            "system_cpu_ms_per_order": total,
+            "bounds": {b.part: _round(b.orders_per_s) for b in limits},
+            "rows": rows,
+        }
     return {
         "label": "projection (arithmetic on the figures measured in this run, not a measurement)",
-        "inputs": {
-            "cores_per_machine": cores,
-            "headroom": headroom,
-            "system_cpu_ms_per_order_cluster": total_ms,
-            "bounds": {b.part: _round(b.orders_per_s) for b in limits},
-            "measured_single_node_orders_per_s": measured_single,
-        },
-        "rows": rows,
+        "cores_per_machine": cores,
+        "headroom": headroom,
+        "machines_per_shard": MACHINES_PER_SHARD,
+        "measured_single_node_orders_per_s": (closed_loop(single) or {})
+        .get("orders", {})
+        .get("terminal_per_s_steady"),
+        "scenarios": scenarios,
     }
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, -1) if value >= 100 else round(value, 1)
+def _round(value: float) -> float:
+    return round(value, -1) if value >= 100 else round(value, 1)
 
 
 def markdown(result: dict[str, Any]) -> str:
-    inputs = result["inputs"]
+    scenarios = result["scenarios"]
     lines = [
-        f"**{result['label'].capitalize()}.** Machines of {inputs['cores_per_machine']} cores kept at "
-        f"{inputs['headroom']:.0%} CPU; {inputs['system_cpu_ms_per_order_cluster']} CPU ms per order (the "
-        f"cluster's closed loop, every replica and R3 included); one machine measured: "
-        f"{inputs['measured_single_node_orders_per_s']} orders/s (single node, closed loop).",
+        f"**{result['label'].capitalize()}.** Machines of {result['cores_per_machine']} cores kept at "
+        f"{result['headroom']:.0%} CPU; a shard per {result['machines_per_shard']} machines. One machine "
+        f"measured: {result['measured_single_node_orders_per_s']} orders/s (single node, closed loop). "
+        "CPU ms per order: "
+        + "; ".join(f"{name} {s['system_cpu_ms_per_order']}" for name, s in scenarios.items())
+        + ".",
         "",
-        "| part that one more machine does not multiply | its bound, orders/s |",
-        "| --- | ---: |",
+        "| part that one more machine does not multiply | "
+        + " | ".join(f"bound, {n}" for n in scenarios)
+        + " |",
+        "| --- |" + " ---: |" * len(scenarios),
     ]
-    lines += [f"| {part} | {value:,.0f} |" for part, value in inputs["bounds"].items() if value is not None]
-    lines += [
-        "",
-        "| machines | by CPU alone | unpartitioned (bound by) | partitioned: shards | partitioned |",
-        "| ---: | ---: | --- | ---: | ---: |",
-    ]
-    for row in result["rows"]:
+    parts = sorted({p for s in scenarios.values() for p in s["bounds"]})
+    for part in parts:
+        cells = [_fmt(s["bounds"].get(part)) for s in scenarios.values()]
+        lines.append(f"| {part} | " + " | ".join(cells) + " |")
+    lines += ["", "| machines | " + " | ".join(f"unpartitioned, {n}" for n in scenarios) + " | shards | "]
+    lines[-1] += " | ".join(f"partitioned, {n}" for n in scenarios) + " |"
+    lines.append("| ---: |" + " --- |" * len(scenarios) + " ---: |" + " ---: |" * len(scenarios))
+    count = len(next(iter(scenarios.values()))["rows"]) if scenarios else 0
+    for i in range(count):
+        rows = [s["rows"][i] for s in scenarios.values()]
+        unpartitioned = [f"{_fmt(r['unpartitioned'])} ({_short(r['bound_by'])})" for r in rows]
+        partitioned = [_fmt(r["partitioned"]) for r in rows]
         lines.append(
-            f"| {row['machines']} | {_fmt(row['by_cpu'])} | {_fmt(row['unpartitioned'])} ({row['bound_by']}) "
-            f"| {row['shards']} | {_fmt(row['partitioned'])} |"
+            f"| {rows[0]['machines']} | "
+            + " | ".join(unpartitioned)
+            + f" | {rows[0]['shards']} | "
+            + " | ".join(partitioned)
+            + " |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _short(part: str) -> str:
+    return part.split(" (")[0]
 
 
 def _fmt(value: float | None) -> str:
