@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Coroutine
 from enum import StrEnum
 from pathlib import Path
@@ -182,7 +183,8 @@ def bench(
         if cluster:
             if any(urls.values()):
                 raise TargetError("--cluster starts both systems itself: it takes no running system's URLs")
-            finish_pair(run_pair(options, console, work_dir), options, console)
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            finish_pair(run_pair(options, console, work_dir, stamp), options, console, stamp)
             return
         if any(urls.values()):
             if not all(urls.values()) or not admin_username or not admin_password:

@@ -14,11 +14,14 @@ from typing import Any
 
 import nats
 import nats.errors
+import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
 from oms.bench.stats import latency_summary
 from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.topology import EVENTS_STREAM, SUBJECT_ROOT, subject_of
+
+UNAVAILABLE_RETRIES = 10
 
 
 async def last_seq(access: NatsAccess, stream: str = EVENTS_STREAM) -> int:
@@ -53,11 +56,19 @@ async def read_stream(
             max_waiting=1,
         )
         subscription = await js.pull_subscribe(subjects, stream=stream, config=config)
+        unavailable = 0
         while True:
             try:
                 messages = await subscription.fetch(1000, timeout=2)
             except (nats.errors.TimeoutError, TimeoutError):
                 break
+            except nats.js.errors.ServiceUnavailableError:
+                # A replicated stream's consumer may answer 503 a moment (its leader busy or being elected).
+                unavailable += 1
+                if unavailable > UNAVAILABLE_RETRIES:
+                    raise
+                await asyncio.sleep(1)
+                continue
             for message in messages:
                 metadata = message.metadata
                 if metadata.sequence.stream > until_seq:

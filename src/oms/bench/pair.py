@@ -40,8 +40,9 @@ ONE = Sizes(
 PAIR = Sizes(duration=20.0, resting=0, absorb_seconds=0.0, list_orders=0, rates=(250.0,), concurrency=32)
 
 
-def run_pair(options: BenchOptions, console: Console, work_dir: Path) -> dict[str, Any]:
-    """Start each system in turn in its own folder under `work_dir`, bench it, stop it."""
+def run_pair(options: BenchOptions, console: Console, work_dir: Path, stamp: str) -> dict[str, Any]:
+    """Start each system in turn in its own folder under `work_dir`, bench it, stop it; each system's own
+    report is written as soon as it is done (`<stamp>-single-node`, `<stamp>-cluster`)."""
     results: dict[str, Any] = {}
     for name, cluster in SYSTEMS:
         folder = work_dir / name
@@ -63,16 +64,15 @@ def run_pair(options: BenchOptions, console: Console, work_dir: Path) -> dict[st
         one["system"] = f"started by the bench: oms up{' --cluster' if cluster else ''}"
         one["start_s"] = round(time.monotonic() - started, 1)
         results[name] = one
+        json_path, _ = report.save(one, options.output_dir, f"{stamp}-{name.replace('_', '-')}")
+        console.print(f"{name.replace('_', ' ')}: {json_path}")
     return results
 
 
-def finish_pair(results: dict[str, Any], options: BenchOptions, console: Console) -> None:
-    """Print the side-by-side table and write `<stamp>-pair.json` / `.md` (and each system's own report)."""
+def finish_pair(results: dict[str, Any], options: BenchOptions, console: Console, stamp: str) -> None:
+    """Print the side-by-side table and write `<stamp>-pair.json` / `.md`."""
     compare.print_table(results["single_node"], results["cluster"], console)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
     directory = options.output_dir
-    for name in ("single_node", "cluster"):
-        report.save(results[name], directory, f"{stamp}-{name.replace('_', '-')}")
     combined = summary(results)
     json_path = directory / f"{stamp}-pair.json"
     json_path.write_text(json.dumps(combined, indent=2, default=str) + "\n")
