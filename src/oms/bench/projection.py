@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oms.bench.compare import SYSTEM_TOTAL, closed_loop, cpu_per_order
+from oms.kernel.topology import RELAYED
 
 HEADROOM = 0.7
 MACHINES = (3, 6, 12, 24)
@@ -72,11 +73,13 @@ def _in_system(role: str, ms: dict[str, float]) -> bool:
 
 
 def bounds(ms: dict[str, float], cluster: dict[str, Any], headroom: float = HEADROOM) -> list[Bound]:
-    """The bounds of the parts that do not spread, given CPU ms per order by role."""
+    """The bounds of the parts of the order's flow that do not spread (the order and account databases'
+    servers and relays, the events stream), given CPU ms per order by role."""
     cores = int(cluster.get("machine", {}).get("nproc") or 1)
     found: list[Bound] = []
+    flow = {f"{kind}-{service}" for kind in ("postgres", "relay") for service in RELAYED}
     for role, cost in sorted(ms.items()):
-        if cost <= 0:
+        if cost <= 0 or role not in flow:  # auth's and market's servers see no order
             continue
         if role.startswith("postgres-"):
             found.append(Bound(f"{role} (one server, a machine of its own)", cores * 1000 * headroom / cost))
