@@ -148,6 +148,8 @@ def _round(value: float) -> float:
 
 def markdown(result: dict[str, Any]) -> str:
     scenarios = result["scenarios"]
+    if not scenarios:
+        return "No projection: it needs both systems' closed-loop phase.\n"
     lines = [
         f"**{result['label'].capitalize()}.** Machines of {result['cores_per_machine']} cores kept at "
         f"{result['headroom']:.0%} CPU; a shard per {result['machines_per_shard']} machines. One machine "
