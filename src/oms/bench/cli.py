@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Coroutine
 from enum import StrEnum
 from pathlib import Path
@@ -46,13 +47,20 @@ class Execution(StrEnum):
 
 def bench(
     duration: Annotated[
-        float, typer.Option(help="Seconds of load per phase (0: limits and lists only)")
-    ] = 30.0,
+        float | None,
+        typer.Option(
+            help="Seconds of load per phase (0: limits and lists only) [default: 30; --cluster: 20]"
+        ),
+    ] = None,
     rate: Annotated[
-        list[float] | None, typer.Option(help="Orders/s of a fixed-rate phase (repeatable)")
+        list[float] | None,
+        typer.Option(help="Orders/s of a fixed-rate phase (repeatable) [default: none; --cluster: 250]"),
     ] = None,
     concurrency: Annotated[
-        int | None, typer.Option(help="Clients of a closed-loop phase (the default phase, 32)")
+        int | None,
+        typer.Option(
+            help="Clients of a closed-loop phase (the default phase, 32; with --cluster always run)"
+        ),
     ] = None,
     customers: Annotated[int, typer.Option(help="Customers sending orders")] = 50,
     list_rate: Annotated[float, typer.Option(help="list-orders requests/s during the load")] = 5.0,
@@ -68,8 +76,12 @@ def bench(
         float, typer.Option(help="Quotes/s per symbol the bench publishes as the system's quote source")
     ] = 0.2,
     resting: Annotated[
-        int, typer.Option(help="Orders resting on one symbol in the resting phase (0: no such phase)")
-    ] = 10_000,
+        int | None,
+        typer.Option(
+            help="Orders resting on one symbol in the resting phase (0: no such phase) [default: 10000;"
+            " --cluster: 0]"
+        ),
+    ] = None,
     resting_quotes_per_second: Annotated[
         float, typer.Option(help="Quotes/s of that symbol during the resting phase")
     ] = 100.0,
@@ -81,17 +93,23 @@ def bench(
         list[float] | None, typer.Option(help="Quotes/s of a step of the absorb phase (repeatable)")
     ] = None,
     absorb_seconds: Annotated[
-        float, typer.Option(help="Seconds per step of the absorb phase (0: no such phase)")
-    ] = 10.0,
+        float | None,
+        typer.Option(
+            help="Seconds per step of the absorb phase (0: no such phase) [default: 10; --cluster: 0]"
+        ),
+    ] = None,
     limits: Annotated[bool, typer.Option(help="Measure PostgreSQL, JetStream and relay limits")] = True,
     pgbench_clients: Annotated[int, typer.Option(help="pgbench clients")] = 16,
     pgbench_seconds: Annotated[float, typer.Option(help="pgbench duration")] = 10.0,
     relay_rate: Annotated[int, typer.Option(help="Events/s offered to the relay")] = 10_000,
     relay_events_per_tx: Annotated[int, typer.Option(help="Outbox rows per transaction")] = 1,
     relay_backlog: Annotated[int, typer.Option(help="Events in the relay's drain test")] = 100_000,
-    list_orders: Annotated[int, typer.Option(help="Orders bulk-loaded for the list benchmark (0: skip)")] = (
-        1_000_000
-    ),
+    list_orders: Annotated[
+        int | None,
+        typer.Option(
+            help="Orders bulk-loaded for the list benchmark (0: skip) [default: 1000000; --cluster: 0]"
+        ),
+    ] = None,
     list_customers: Annotated[int, typer.Option(help="Customers the loaded orders belong to")] = 10_000,
     output_dir: Annotated[Path, typer.Option(help="Where results are written")] = Path("bench-results"),
     plot: Annotated[bool, typer.Option("--plot", help="Also write a PNG (needs the `plot` extra)")] = False,
@@ -99,6 +117,13 @@ def bench(
         list[str] | None, typer.Option(help="KEY=VALUE for the system the bench starts (repeatable)")
     ] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the started system's data folder")] = False,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            help="Bench a single node, then `oms up --cluster`, with the same load; report them side by side",
+        ),
+    ] = False,
     auth_url: Annotated[str | None, typer.Option(help="A running system's auth URL")] = None,
     order_url: Annotated[str | None, typer.Option(help="A running system's order URL")] = None,
     account_url: Annotated[str | None, typer.Option(help="A running system's account URL")] = None,
@@ -116,34 +141,36 @@ def bench(
     """Measure orders/s end to end, latencies, relay and memory, beside this machine's limits."""
     from oms.bench.absorb import AbsorbConfig
     from oms.bench.http import TransportError
+    from oms.bench.pair import ONE, PAIR, finish_pair, run_pair
     from oms.bench.run import BenchOptions, finish, run_bench
     from oms.bench.system import LaunchedSystem, TargetError, attach
 
     console = Console(width=None if sys.stdout.isatty() else 150)
+    sizes = PAIR if cluster else ONE
     options = BenchOptions(
         customers=customers,
-        duration=duration,
-        rates=list(rate or []),
-        concurrency=concurrency,
+        duration=sizes.duration if duration is None else duration,
+        rates=list(rate or sizes.rates),
+        concurrency=concurrency or sizes.concurrency,
         list_rate=list_rate,
         reject_ratio=reject_ratio,
         market_ratio=market_ratio,
         execution=execution.value,
         symbols=symbols,
         quotes_per_second=quotes_per_second,
-        resting=resting,
+        resting=sizes.resting if resting is None else resting,
         resting_quotes_per_second=resting_quotes_per_second,
         resting_rate=resting_rate,
         resting_duration=resting_duration,
         absorb_rates=list(absorb_rate) if absorb_rate else list(AbsorbConfig.rates),
-        absorb_seconds=absorb_seconds,
+        absorb_seconds=sizes.absorb_seconds if absorb_seconds is None else absorb_seconds,
         limits=limits,
         pgbench_clients=pgbench_clients,
         pgbench_seconds=pgbench_seconds,
         relay_rate=relay_rate,
         relay_events_per_tx=relay_events_per_tx,
         relay_backlog=relay_backlog,
-        list_orders=list_orders,
+        list_orders=sizes.list_orders if list_orders is None else list_orders,
         list_customers=list_customers,
         output_dir=output_dir,
         plot=plot,
@@ -153,6 +180,12 @@ def bench(
     work_dir = Path(tempfile.mkdtemp(prefix="oms-bench-"))
     launched: LaunchedSystem | None = None
     try:
+        if cluster:
+            if any(urls.values()):
+                raise TargetError("--cluster starts both systems itself: it takes no running system's URLs")
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            finish_pair(run_pair(options, console, work_dir, stamp), options, console, stamp)
+            return
         if any(urls.values()):
             if not all(urls.values()) or not admin_username or not admin_password:
                 raise TargetError(

@@ -14,10 +14,14 @@ from typing import Any
 
 import nats
 import nats.errors
+import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
+from oms.bench.stats import latency_summary
 from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.topology import EVENTS_STREAM, SUBJECT_ROOT, subject_of
+
+UNAVAILABLE_RETRIES = 10
 
 
 async def last_seq(access: NatsAccess, stream: str = EVENTS_STREAM) -> int:
@@ -52,11 +56,19 @@ async def read_stream(
             max_waiting=1,
         )
         subscription = await js.pull_subscribe(subjects, stream=stream, config=config)
+        unavailable = 0
         while True:
             try:
                 messages = await subscription.fetch(1000, timeout=2)
             except (nats.errors.TimeoutError, TimeoutError):
                 break
+            except nats.js.errors.ServiceUnavailableError:
+                # A replicated stream's consumer may answer 503 a moment (its leader busy or being elected).
+                unavailable += 1
+                if unavailable > UNAVAILABLE_RETRIES:
+                    raise
+                await asyncio.sleep(1)
+                continue
             for message in messages:
                 metadata = message.metadata
                 if metadata.sequence.stream > until_seq:
@@ -106,19 +118,43 @@ async def matched_stored_at(
     return stored
 
 
+async def stream_replicas(access: NatsAccess, stream: str = EVENTS_STREAM) -> int:
+    """How many replicas the system's `stream` has (1 on a single node, 3 in `oms up --cluster`)."""
+    nc = await connect_nats(access, once=True)
+    try:
+        info = await nc.jetstream().stream_info(stream)
+        return int(info.config.num_replicas or 1)
+    finally:
+        await nc.close()
+
+
 async def publish_limit(
-    access: NatsAccess, seconds: float = 5.0, in_flight: int = 4000, payload_bytes: int = 450
+    access: NatsAccess,
+    seconds: float = 5.0,
+    in_flight: int = 4000,
+    payload_bytes: int = 450,
+    replicas: int = 1,
+    acks: int = 300,
 ) -> dict[str, Any]:
-    """Acked publishes/s to a scratch file-stored stream on the same server (the server's own fsync
-    setting applies), pipelined with `in_flight` unacknowledged publishes, each with a unique message id."""
+    """Acked publishes/s to a scratch file-stored stream of `replicas` replicas on the same broker (the
+    servers' own fsync setting applies), pipelined with `in_flight` unacknowledged publishes, each with a
+    unique message id; first, the round trip of `acks` publishes one at a time (publish → stored on a
+    majority of the replicas → ack), which is what one event waits for."""
     stream = f"BENCH_LIMIT_{uuid.uuid4().hex[:8].upper()}"
     subject = f"bench_limit.{stream.lower()}"
     nc = await connect_nats(access, once=True)
     js = nc.jetstream(publish_async_max_pending=in_flight)
-    await js.add_stream(StreamConfig(name=stream, subjects=[subject], storage=StorageType.FILE))
+    await js.add_stream(
+        StreamConfig(name=stream, subjects=[subject], storage=StorageType.FILE, num_replicas=replicas)
+    )
     payload = b"x" * payload_bytes
     acked = failed = 0
+    round_trips: list[float] = []
     try:
+        for n in range(acks):
+            sent_at = time.perf_counter()
+            await js.publish(subject, payload, headers={"Nats-Msg-Id": f"{stream}-ack-{n}"})
+            round_trips.append(time.perf_counter() - sent_at)
         started = time.perf_counter()
         deadline = started + seconds
         pending: set[asyncio.Future[Any]] = set()
@@ -150,4 +186,6 @@ async def publish_limit(
         "in_flight": in_flight,
         "payload_bytes": payload_bytes,
         "seconds": round(elapsed, 2),
+        "replicas": replicas,
+        "ack_round_trip": latency_summary(round_trips),
     }

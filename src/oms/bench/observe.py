@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -144,14 +145,18 @@ class Observer:
 
 
 async def _metrics(client: Client, service: str) -> list[Metric] | None:
-    """The metric families a service exposes on /metrics (None: unreadable)."""
-    try:
-        response = await client.request("GET", client.url(service, "/metrics"))
-    except TransportError:
-        return None
-    if response.status_code != 200:
-        return None
-    return list(text_string_to_metric_families(response.text))
+    """The metric families a service exposes on /metrics, of each of its replicas in a cluster (each on its
+    own port: the shared one would answer from either); None: unreadable."""
+    families: list[Metric] = []
+    for base in client.target.replica_urls(service):
+        try:
+            response = await client.request("GET", f"{base}/metrics")
+        except TransportError:
+            return None
+        if response.status_code != 200:
+            return None
+        families += text_string_to_metric_families(response.text)
+    return families
 
 
 async def consumer_retries(client: Client) -> int | None:
@@ -177,13 +182,13 @@ async def histogram_buckets(client: Client, service: str, name: str) -> dict[flo
     families = await _metrics(client, service)
     if families is None:
         return None
-    return {
-        float(sample.labels["le"]): sample.value
-        for family in families
-        if family.name == name
-        for sample in family.samples
-        if sample.name == f"{name}_bucket"
-    }
+    buckets: dict[float, float] = defaultdict(float)  # summed over the replicas
+    for family in families:
+        if family.name == name:
+            for sample in family.samples:
+                if sample.name == f"{name}_bucket":
+                    buckets[float(sample.labels["le"])] += sample.value
+    return dict(buckets)
 
 
 async def outcomes_by_api(

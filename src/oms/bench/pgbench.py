@@ -2,7 +2,7 @@
 PATH) on the same server, running a script with the same four commits per order as the real flow — create
 (order + outbox), reserve (inbox + balance + reservation + ledger + outbox), match (inbox + order + outbox),
 settle (inbox + reservation + two balances + two ledger entries) — in a scratch database, dropped
-afterwards.
+afterwards. In a cluster (a server per service) the scratch databases live on the order service's server.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from oms.bench.system import Target
 from oms.runtime.postgres import bin_dir
 
 DATABASE = "oms_bench_limits"
+SCRATCH_SERVER = "order"  # whose PostgreSQL server holds the bench's scratch databases (a cluster has four)
 COMMITS_PER_ORDER = 4
 CUSTOMERS = 1000
 
@@ -89,7 +90,7 @@ COMMIT;
 
 
 def _admin(target: Target, database: str = "postgres") -> Any:
-    url = target.database_url(database)
+    url = target.database_url(database, server=SCRATCH_SERVER)
     assert url is not None, "pgbench needs the PostgreSQL server"
     conn = psycopg2.connect(url)
     conn.autocommit = True
@@ -133,13 +134,14 @@ def run_pgbench(
     extra: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run `script` with pgbench; returns transactions (script runs) per second, latency and failures."""
-    assert target.pg_host and target.pg_port and target.pg_password
+    port = target.port_of_database(SCRATCH_SERVER)
+    assert target.pg_host and port and target.pg_password
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
         f.write(script)
     try:
         argv = [
             str(bin_dir() / "pgbench"),
-            *("-h", target.pg_host, "-p", str(target.pg_port), "-U", target.pg_user),
+            *("-h", target.pg_host, "-p", str(port), "-U", target.pg_user),
             *("-n", "-f", f.name, "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(int(seconds))),
             *(extra or []),
             database,

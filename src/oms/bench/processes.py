@@ -61,6 +61,20 @@ def child_name(process: psutil.Process, replicas: dict[str, int], pg_ports: dict
     return role
 
 
+def server_port(process: psutil.Process) -> int | None:
+    """The port of the PostgreSQL server a postgres process belongs to: its postmaster's `-c port=N` (a
+    backend's or worker's postmaster is its parent)."""
+    try:
+        parent = process.parent()
+        postmaster = parent if parent is not None and role_of(parent) == "postgres" else process
+        for arg in postmaster.cmdline():
+            if arg.startswith("port="):
+                return int(arg.removeprefix("port="))
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return None
+    return None
+
+
 def _cpu_seconds(process: psutil.Process) -> float:
     times = process.cpu_times()
     return float(times.user + times.system)
@@ -73,8 +87,23 @@ class ProcessSampler:
     processes: Callable[[], list[psutil.Process]]
     every: float = 1.0
     include_self: bool = True
+    # A cluster's PostgreSQL servers by port → service: its postgres processes are then counted by server
+    # (`postgres-order`, …) rather than as one role.
+    servers: dict[int, str] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
     _last_cpu: dict[int, float] = field(default_factory=dict)
+    _roles: dict[int, str] = field(default_factory=dict)  # by pid: a process keeps its role
+
+    def role(self, process: psutil.Process) -> str:
+        if (known := self._roles.get(process.pid)) is not None:
+            return known
+        role = role_of(process)
+        if role == "postgres" and self.servers:
+            service = self.servers.get(server_port(process) or 0)
+            role = f"postgres-{service}" if service else role
+        if role != "gone":
+            self._roles[process.pid] = role
+        return role
 
     def _all(self) -> list[psutil.Process]:
         found = self.processes()
@@ -90,7 +119,7 @@ class ProcessSampler:
         me = os.getpid()
         for process in self._all():
             try:
-                role = "bench client" if process.pid == me else role_of(process)
+                role = "bench client" if process.pid == me else self.role(process)
                 used = _cpu_seconds(process)
                 rss[role] += process.memory_info().rss
             except (psutil.NoSuchProcess, psutil.AccessDenied):

@@ -27,7 +27,7 @@ import psycopg2
 from nats.js.api import StorageType, StreamConfig
 
 from oms.bench.jetstream import read_stream
-from oms.bench.pgbench import drop_database, recreate_database, run_pgbench
+from oms.bench.pgbench import SCRATCH_SERVER, drop_database, recreate_database, run_pgbench
 from oms.bench.stats import latency_summary
 from oms.bench.system import Target
 from oms.kernel.nats_access import NatsAccess, connect_nats
@@ -47,7 +47,7 @@ INSERT INTO outbox (id, subject, payload)
 
 
 def _connect(target: Target) -> Any:
-    url = target.database_url(DATABASE)
+    url = target.database_url(DATABASE, server=SCRATCH_SERVER)
     assert url is not None
     conn = psycopg2.connect(url)
     conn.autocommit = True
@@ -55,7 +55,7 @@ def _connect(target: Target) -> Any:
 
 
 def _start_relay(target: Target, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    url, access = target.database_url(DATABASE), target.nats
+    url, access = target.database_url(DATABASE, server=SCRATCH_SERVER), target.nats
     assert url and access
     argv = [sys.executable, "-m", "oms.kernel.relay", "--service", SERVICE, "--database-url", url]
     # The bench relay publishes its own scratch subjects: it runs as the operator.
@@ -201,20 +201,24 @@ async def relay_bench(
     clients: int = 8,
     backlog: int = 100_000,
     env: dict[str, str] | None = None,
+    replicas: int = 1,
 ) -> dict[str, Any]:
-    """Latency at each steady rate, then the backlog drain rate, of one relay process; cleans up its
-    database, slot and stream."""
+    """Latency at each steady rate, then the backlog drain rate, of one relay process publishing to a stream
+    of `replicas` replicas (the system's own streams' number: the cost of replication is in the figures);
+    cleans up its database, slot and stream."""
     assert target.nats
     stream = f"BENCH_RELAY_{uuid.uuid4().hex[:8].upper()}"
     nc = await connect_nats(target.nats, once=True)
-    await nc.jetstream().add_stream(StreamConfig(name=stream, subjects=[SUBJECTS], storage=StorageType.FILE))
+    await nc.jetstream().add_stream(
+        StreamConfig(name=stream, subjects=[SUBJECTS], storage=StorageType.FILE, num_replicas=replicas)
+    )
     await asyncio.to_thread(_drop, target)
     await asyncio.to_thread(
         recreate_database, target, DATABASE, OUTBOX_DDL + RELAY_SLOTS_DDL + PUBLICATION_DDL
     )
     log = work_dir / "bench-relay.log"
     relays = [_start_relay(target, log, env or {})]
-    results: dict[str, Any] = {"steady": []}
+    results: dict[str, Any] = {"steady": [], "stream_replicas": replicas}
     try:
         await asyncio.to_thread(_wait_slot_active, target)
         seq = 0
@@ -235,7 +239,7 @@ async def relay_bench(
 
 def _drop(target: Target) -> None:
     """Remove the scratch slot (a database with a logical slot cannot be dropped), then the database."""
-    url = target.database_url("postgres")
+    url = target.database_url("postgres", server=SCRATCH_SERVER)
     assert url is not None
     conn = psycopg2.connect(url)
     conn.autocommit = True

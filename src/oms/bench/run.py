@@ -146,7 +146,7 @@ async def run_bench(
         )
     client = Client(target, connections=max(64, (options.concurrency or 0) + 16))
     observer = Observer(target) if target.has_database else None
-    sampler = ProcessSampler(target.processes)
+    sampler = ProcessSampler(target.processes, servers={port: s for s, port in target.pg_ports.items()})
     stop_sampling, stop_quotes = asyncio.Event(), asyncio.Event()
     publisher: QuotePublisher | None = None
     try:
@@ -291,14 +291,23 @@ async def _limits(options: BenchOptions, target: Target, console: Console, work_
     limits: dict[str, Any] = {}
     if target.has_database:
         console.print(
-            f"PostgreSQL limit: pgbench, {options.pgbench_clients} clients, {options.pgbench_seconds:g}s …"
+            f"PostgreSQL limit: pgbench, {options.pgbench_clients} clients, {options.pgbench_seconds:g}s"
+            + (" (on the order service's server)" if target.cluster else "")
+            + " …"
         )
         limits["postgres"] = await asyncio.to_thread(
             pgbench.commit_limit, target, clients=options.pgbench_clients, seconds=options.pgbench_seconds
         )
+    replicas = 1
     if target.nats:
-        console.print("JetStream limit: acked publishes …")
-        limits["jetstream"] = await jetstream.publish_limit(target.nats)
+        # The limit the system's events meet: a stream of as many replicas as theirs. With more than one
+        # (a cluster), the same broker with one replica beside it isolates what replication costs.
+        replicas = await jetstream.stream_replicas(target.nats)
+        console.print(f"JetStream limit: acked publishes, R{replicas} …")
+        limits["jetstream"] = await jetstream.publish_limit(target.nats, replicas=replicas)
+        if replicas > 1:
+            console.print("JetStream limit: acked publishes, R1 on the same servers …")
+            limits["jetstream_r1"] = await jetstream.publish_limit(target.nats, replicas=1)
     if target.has_database and target.nats:
         rates = [options.relay_rate]
         broker = _get_limit(limits, "jetstream", "acked_per_s")
@@ -312,6 +321,7 @@ async def _limits(options: BenchOptions, target: Target, console: Console, work_
             per_tx=options.relay_events_per_tx,
             backlog=options.relay_backlog,
             env=options.env,
+            replicas=replicas,
         )
     return limits
 

@@ -58,8 +58,10 @@ class Target:
     def port_of_database(self, database: str) -> int | None:
         return self.pg_ports.get(database, self.pg_port)
 
-    def database_url(self, database: str) -> str | None:
-        port = self.port_of_database(database)
+    def database_url(self, database: str, *, server: str | None = None) -> str | None:
+        """`database` on its service's server, or on the server of the service `server` (a scratch database
+        the bench creates: in a cluster it needs a server to live on)."""
+        port = self.port_of_database(server or database)
         if port is None or self.pg_password is None:
             return None
         password = quote(self.pg_password)
