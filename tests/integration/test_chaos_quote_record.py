@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from nats.js import JetStreamContext
 
-from oms.chaos.market import QUOTE_RECORD, record_quotes, recorded_quotes
+from oms.chaos.market import QUOTE_RECORD, QuoteTap, record_quotes, recorded_quotes
 from oms.kernel.market import MARKET_STREAM, Quote, quote_subject
 from oms.kernel.money import Side
 from oms.kernel.nats_access import NatsAccess
@@ -54,4 +54,29 @@ async def test_the_record_keeps_every_quote_the_market_stream_replaced(
         assert not history.quoted("AAPL", Side.SELL, Decimal("100.03"), now)  # an ask, never a bid
         assert (history.gaps("AAPL"), history.gaps("MSFT")) == (1, 0)
     finally:
+        await js.delete_stream(QUOTE_RECORD)
+
+
+async def test_what_the_mirror_missed_the_tap_heard(js: JetStreamContext, operator: NatsAccess) -> None:
+    await record_quotes(operator)
+    tap = QuoteTap()
+    await tap.start(operator)
+    try:
+        await publish(js, quote("AAPL", 1, "100.00"), quote("AAPL", 2, "100.01"), quote("AAPL", 3, "100.02"))
+        for _ in range(100):
+            if (await js.stream_info(QUOTE_RECORD)).state.messages == 3 and len(tap.heard) == 3:
+                break
+            await asyncio.sleep(0.05)
+        await js.delete_msg(QUOTE_RECORD, 2)  # as a mirror that lagged while a server was down misses one
+        await tap.stop()
+        history = await recorded_quotes(operator, heard=tap.quotes())
+        assert sorted((q.symbol, q.sequence) for q in history.quotes) == [
+            ("AAPL", 1),
+            ("AAPL", 2),
+            ("AAPL", 3),
+        ]
+        assert history.gaps("AAPL") == 0
+        assert history.quoted("AAPL", Side.SELL, Decimal("100.01"), datetime.now(UTC))
+    finally:
+        await tap.stop()
         await js.delete_stream(QUOTE_RECORD)

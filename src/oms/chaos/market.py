@@ -5,7 +5,9 @@ The market service keeps no quote history (OMS_MARKET keeps each symbol's last q
 013), so the run records one itself before the first order: a mirror stream of the quote subjects, on the
 broker's file storage, that keeps every quote. A mirror copies what OMS_MARKET stores as it stores it, and
 goes on after a NATS crash from where it was; a quote replaced in OMS_MARKET before the mirror copied it is
-lost to the record — seen as a gap in the symbol's sequence, so an execution the record cannot confirm
+lost to the mirror. So the run also listens to the quotes as they are published, on each NATS server of a
+cluster (`QuoteTap`): while one server is down the others hear them. The record is the union of both; a
+quote neither has is seen as a gap in the symbol's sequence, and an execution the record cannot confirm
 there is counted as unverifiable, not as a violation.
 """
 
@@ -15,6 +17,7 @@ import asyncio
 import contextlib
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -59,8 +62,11 @@ async def record_quotes(access: NatsAccess, replicas: int = 1) -> None:
         await nc.close()
 
 
-async def recorded_quotes(access: NatsAccess, settle: float = 10.0) -> QuoteHistory:
-    """Every quote recorded, once the mirror has caught up with OMS_MARKET (or `settle` seconds passed)."""
+async def recorded_quotes(
+    access: NatsAccess, settle: float = 10.0, heard: Sequence[Quote] = ()
+) -> QuoteHistory:
+    """Every quote recorded, once the mirror has caught up with OMS_MARKET (or `settle` seconds passed), with
+    those `heard` by a `QuoteTap`."""
     nc = await connect_nats(access, once=True)
     try:
         js = nc.jetstream(timeout=10)
@@ -82,9 +88,40 @@ async def recorded_quotes(access: NatsAccess, settle: float = 10.0) -> QuoteHist
             quotes += [Quote.model_validate_json(m.data) for m in batch]
             read = batch[-1].metadata.sequence.stream
         await reader.unsubscribe()
-        return QuoteHistory(quotes)
+        return QuoteHistory([*quotes, *heard])
     finally:
         await nc.close()
+
+
+class QuoteTap:
+    """The quotes as the feed publishes them, heard on every server of `access` (one connection each): what
+    a server that is down misses, the others hear."""
+
+    def __init__(self) -> None:
+        self.heard: set[bytes] = set()  # the same quote heard twice is one
+        self.connections: list[Any] = []
+
+    async def start(self, access: NatsAccess) -> None:
+        async def hear(msg: Any) -> None:
+            self.heard.add(msg.data)
+
+        for server in access.servers:
+            nc = await connect_nats(access.with_servers(server), error_cb=_quiet)
+            await nc.subscribe(QUOTE_SUBJECTS, cb=hear)
+            self.connections.append(nc)
+
+    async def stop(self) -> None:
+        connections, self.connections = self.connections, []
+        for nc in connections:
+            with contextlib.suppress(nats.errors.Error):
+                await nc.close()
+
+    def quotes(self) -> list[Quote]:
+        return [Quote.model_validate_json(data) for data in self.heard]
+
+
+async def _quiet(_: Exception) -> None:
+    """A server down on purpose: its tap waits for it, another hears the quotes meanwhile."""
 
 
 @dataclass
@@ -96,6 +133,7 @@ class QuoteHistory:
     _by_symbol: dict[str, list[Quote]] = field(default_factory=lambda: defaultdict(list), repr=False)
 
     def __post_init__(self) -> None:
+        self.quotes = list({(q.symbol, q.sequence, q.bid, q.ask): q for q in self.quotes}.values())
         for quote in sorted(self.quotes, key=lambda q: (q.symbol, q.sequence)):
             self._by_symbol[quote.symbol].append(quote)
             for side in Side:

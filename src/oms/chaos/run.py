@@ -19,7 +19,7 @@ from oms.bench.client import Client
 from oms.bench.system import Target
 from oms.chaos.availability import availability
 from oms.chaos.faults import FaultInjector, FaultLog, duplicate_events, schedule
-from oms.chaos.market import MarketWatch, closes_in, record_quotes, recorded_quotes
+from oms.chaos.market import MarketWatch, QuoteTap, closes_in, record_quotes, recorded_quotes
 from oms.chaos.observe import ConsumerMetrics, consumer_stats, sweep_resting, wait_quiet
 from oms.chaos.verify import Rules, verify
 from oms.chaos.workload import Cast, Ledger, Workload
@@ -133,10 +133,12 @@ async def run_chaos(config: ChaosConfig, target: Target, console: Console) -> di
     stop_metrics = asyncio.Event()
     report: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "config": asdict(config)}
     stop_quotes = asyncio.Event()
+    tap = QuoteTap()
     try:
         assert target.nats
         # before the first order: every execution's quote is recorded
         await record_quotes(target.nats, replicas=3 if config.cluster else 1)
+        await tap.start(target.nats)
         admin = await client.admin()
         market = MarketWatch(client, admin)
         symbols = await market.choose(config.symbols, rng, Decimal(20), Decimal(200))
@@ -195,7 +197,9 @@ async def run_chaos(config: ChaosConfig, target: Target, console: Console) -> di
         assert target.nats
         consumers = await consumer_stats(target.nats)
         console.print("verifying …")
-        rules = Rules(config.execution, config.close, await recorded_quotes(target.nats))
+        await tap.stop()
+        quotes = await recorded_quotes(target.nats, heard=tap.quotes())
+        rules = Rules(config.execution, config.close, quotes)
         verdict = await verify(target, workload.book, faults, rules)
         verdict.figures["resting_orders_swept"] = swept
         verdict.figures["market"] |= {
@@ -211,6 +215,7 @@ async def run_chaos(config: ChaosConfig, target: Target, console: Console) -> di
     finally:
         stop_metrics.set()
         stop_quotes.set()
+        await tap.stop()
         await client.close()
     report.update(
         {
