@@ -45,6 +45,7 @@ def availability(book: Ledger, faults: FaultLog, load_start: float, load_end: fl
         "longest_without_a_create_s": round(gap, 2),
         "longest_without_a_create_from_s": round(began - load_start, 1),
         "relay_takeover": _spread(faults.takeovers),
+        "relay_taken_back_by_the_killed_one": faults.taken_back,
         "leader_kills": faults.leader_kills,
         "leader_election": _spread(elections),
         "publish_stall": _spread(stalls),

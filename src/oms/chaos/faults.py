@@ -60,7 +60,8 @@ class FaultLog:
     duplicates: list[dict[str, Any]] = field(default_factory=list)  # what was published twice, where
     duplicate_failures: int = 0
     busy_kills: int = 0  # service kills while its consumer held unacknowledged deliveries
-    takeovers: list[float] = field(default_factory=list)  # active relay killed → its standby ready (s)
+    takeovers: list[float] = field(default_factory=list)  # active relay killed → a relay streams again (s)
+    taken_back: int = 0  # … by the killed relay, restarted, before its standby took the slot
     leader_kills: list[dict[str, Any]] = field(default_factory=list)  # events stream leader killed: stalls
 
     @property
@@ -212,16 +213,20 @@ class FaultInjector:
                 self.last_kill[name] = time.monotonic()
                 self.log.kills[name] += 1
                 if self.target.cluster and component_of(name).startswith("relay-"):
-                    self._track(self.timing, self._time_takeover(self._twins(name), time.monotonic()))
+                    relays = [name, *self._twins(name)]
+                    self._track(self.timing, self._time_takeover(relays, time.monotonic()))
                 return name
         return None
 
-    async def _time_takeover(self, standbys: list[str], killed_at: float) -> None:
-        """Seconds from the active relay's kill until a standby streams the slot (ready)."""
+    async def _time_takeover(self, relays: list[str], killed_at: float) -> None:
+        """Seconds from the active relay's kill until a relay of its database streams the slot (ready) again:
+        its standby, as a rule, or the killed one restarted if it took the slot first (counted apart)."""
+        killed = relays[0]
         while time.monotonic() - killed_at < MEASURE_WITHIN:
-            for standby in standbys:
-                if await self._answers(standby, "readyz"):
+            for relay in relays:
+                if await self._answers(relay, "readyz"):
                     self.log.takeovers.append(round(time.monotonic() - killed_at, 2))
+                    self.log.taken_back += relay == killed
                     return
             await asyncio.sleep(PROBE_EVERY)
 

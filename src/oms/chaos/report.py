@@ -58,7 +58,12 @@ def _availability_lines(report: dict[str, Any]) -> list[str]:
         f"(from {seen['longest_without_a_create_from_s']} s into the load) |",
     ]
     if seen["relay_takeover"].get("count"):
-        lines.append(f"| active relay killed → standby streaming | {_spread(seen['relay_takeover'])} |")
+        back = seen.get("relay_taken_back_by_the_killed_one", 0)
+        first = f"; {back} times the killed one, restarted, took the slot first" if back else ""
+        lines.append(
+            "| active relay killed → a relay of its database streams again "
+            f"| {_spread(seen['relay_takeover'])}{first} |"
+        )
     if seen["leader_kills"]:
         lines += [
             f"| events stream leader killed → a leader again | {_spread(seen['leader_election'])} |",
