@@ -31,6 +31,19 @@ def test_replicas_share_a_port_only_when_each_asks_for_it() -> None:
         second.close()
 
 
+def test_a_port_handed_out_is_never_handed_out_again_though_still_free(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Picks that start at the same place: before, both got the first free port from there (auth's and the
+    # market's ports of one system were once the same).
+    monkeypatch.setattr("random.randrange", lambda start, stop: start + 4_321)
+    picked = [free_port() for _ in range(50)]
+    assert len(set(picked)) == 50
+    env = free_port_env()
+    assert len(set(env.values())) == len(env)
+    assert not set(picked) & {int(port) for port in env.values()}
+
+
 def test_a_shared_port_held_by_a_process_that_does_not_share_it_is_refused_with_the_setting() -> None:
     port = free_port()
     holder = bound("127.0.0.1", port, "something", "X")

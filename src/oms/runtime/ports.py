@@ -49,15 +49,24 @@ _PICK_FROM: Final = 20_000
 _EPHEMERAL_RANGE: Final = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
+# Ports this process has handed out: free until their server binds them, so another pick must not get one
+# (two settings of one `free_port_env` were once given the same port: auth's and market's).
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that is free at this moment (for tests and temporary servers), outside the ephemeral range."""
+    """A port that is free at this moment (for tests and temporary servers), outside the ephemeral range,
+    and never one this process handed out before."""
     below = _ephemeral_low()
     if below - _PICK_FROM >= 1_000:
         start = random.randrange(_PICK_FROM, below)  # noqa: S311 (spreads concurrent picks; not a secret)
         for offset in range(below - _PICK_FROM):
             port = _PICK_FROM + (start - _PICK_FROM + offset) % (below - _PICK_FROM)
+            if port in _handed_out:
+                continue
             with contextlib.suppress(PortUnavailable):
                 check_bindable(host, port, "a free port", "")
+                _handed_out.add(port)
                 return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
