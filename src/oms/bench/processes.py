@@ -52,8 +52,8 @@ def child_name(process: psutil.Process, replicas: dict[str, int], pg_ports: dict
     if role == "nats" and "--config" in argv:
         return os.path.basename(os.path.dirname(argv[argv.index("--config") + 1]))
     if role == "postgres":
-        ports = {f"port={port}": database for database, port in pg_ports.items()}
-        return next((f"postgres-{ports[a]}" for a in argv if a in ports), role)
+        database = {port: database for database, port in pg_ports.items()}.get(server_port(process) or 0)
+        return f"postgres-{database}" if database else role
     by_port = {str(port): name for name, port in replicas.items()}
     for flag in ("--replica-port", "--port"):
         if flag in argv[:-1]:

@@ -29,6 +29,13 @@ ADMIN_USERNAME = "bench-admin"
 ADMIN_PASSWORD = "bench-admin-password"  # a throw-away system's; never a real one's
 
 
+def component_of(name: str) -> str:
+    """`order` of a cluster's replica `order-2`, `relay-order` of `relay-order-1`; a single node's role is its
+    own."""
+    head, _, number = name.rpartition("-")
+    return head if head and number.isdigit() else name
+
+
 class TargetError(RuntimeError):
     """The system under test could not be started or reached."""
 
@@ -70,7 +77,7 @@ class Target:
     def replica_urls(self, component: str) -> list[str]:
         """Where each replica of `component` answers alone (a single node's: its one URL)."""
         host = urlsplit(self.urls[component]).hostname or "127.0.0.1"
-        ports = [port for name, port in sorted(self.replicas.items()) if name.rsplit("-", 1)[0] == component]
+        ports = [port for name, port in sorted(self.replicas.items()) if component_of(name) == component]
         return [f"http://{host}:{port}" for port in ports] or [self.urls[component]]
 
     @property

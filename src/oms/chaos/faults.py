@@ -31,7 +31,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from oms.bench.processes import child_name
-from oms.bench.system import Target
+from oms.bench.system import Target, component_of
 from oms.kernel.nats_access import NatsAccess, connect_nats
 from oms.kernel.topology import CONSUMERS, EVENTS_STREAM
 
@@ -41,12 +41,6 @@ NATS_NODES = ("nats-1", "nats-2", "nats-3")  # a cluster's (runtime/cluster.py)
 DUPLICATE_HEADER = "Oms-Chaos-Duplicate-Of"
 PROBE_EVERY = 0.05  # seconds between looks while a takeover or an election is timed
 MEASURE_WITHIN = 120.0
-
-
-def component_of(name: str) -> str:
-    """`order` of the replica `order-2`, `relay-order` of `relay-order-1`; a single node's role is its own."""
-    head, _, number = name.rpartition("-")
-    return head if head and number.isdigit() else name
 
 
 @dataclass

@@ -30,6 +30,11 @@ RECENT = timedelta(seconds=15)  # an outbox row older than this is not "on its w
 _COUNTER = re.compile(r'^oms_consumer_messages_total\{consumer="(\w+)",outcome="(\w+)"\} ([0-9.e+]+)$', re.M)
 
 
+def consuming(target: Target) -> list[str]:
+    """The URLs of the services that consume events, each replica's own on a cluster."""
+    return [url for service in ("order", "account") for url in target.replica_urls(service)]
+
+
 class ConsumerMetrics:
     """Sums `oms_consumer_messages_total` of the order and account services (of each replica, on a cluster)
     over their lifetimes: a counter that went down belongs to a restarted process, so what the last one had
@@ -37,7 +42,7 @@ class ConsumerMetrics:
     bounds.)"""
 
     def __init__(self, target: Target) -> None:
-        self.urls = [url for service in ("order", "account") for url in target.replica_urls(service)]
+        self.urls = consuming(target)
         self.last: dict[tuple[str, str, str], float] = {}
         self.base: dict[tuple[str, str, str], float] = defaultdict(float)
 
@@ -94,8 +99,7 @@ async def consumer_stats(access: NatsAccess) -> dict[str, dict[str, Any]]:
 
 async def _healthy(http: httpx.AsyncClient, target: Target) -> bool:
     try:
-        urls = [url for service in ("order", "account") for url in target.replica_urls(service)]
-        answers = [await http.get(f"{url}/health", timeout=2) for url in urls]
+        answers = [await http.get(f"{url}/health", timeout=2) for url in consuming(target)]
     except httpx.HTTPError:
         return False
     return all(a.status_code == 200 for a in answers)
