@@ -15,11 +15,14 @@ $(STAMP): pyproject.toml
 up: $(STAMP)
 	$(BIN)/oms up $(ARGS)
 
+# The tests run on TEST_JOBS workers, a whole module at a time, the longest first (tests/conftest.py).
+TEST_JOBS ?= 2
+
 test: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Mutation testing (docs/quality.md), not part of `make test`: mutmut mutates the modules below, one at a time,
 # and runs the fast tests that reach each mutant, MUTATION_JOBS runs at once (the machine is shared: keep it

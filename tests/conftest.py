@@ -1,8 +1,11 @@
 """Real servers for the whole test session: an embedded PostgreSQL and a NATS JetStream server, started
-on free ports under a temporary folder (never the machine's own 5432/4222)."""
+on free ports under a temporary folder (never the machine's own 5432/4222). `make test` runs the tests on
+parallel workers (pytest-xdist, whole modules at a time): each worker has its own servers and picks ports
+in its own range."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,9 +16,29 @@ import pytest
 from oms.kernel.nats_access import NatsAccess
 from oms.kernel.permissions import OPERATOR
 from oms.runtime.nats import EmbeddedNats
-from oms.runtime.ports import free_port
+from oms.runtime.ports import FREE_PORTS_VARIABLE, free_port, split_pick_range
 from oms.runtime.postgres import EmbeddedPostgres
 from tests import mutation_runs
+
+TIERS = ("e2e", "integration", "unit")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if worker := os.environ.get("PYTEST_XDIST_WORKER"):
+        workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+        os.environ[FREE_PORTS_VARIABLE] = split_pick_range(int(worker.removeprefix("gw")), workers)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest modules first — those marked `long`, then the other e2e, integration, unit — so that a
+    parallel run, which hands out whole modules as its workers free up, does not start a long one last.
+    (A stable sort: each module's tests stay together and in their order.)"""
+
+    def weight(item: pytest.Item) -> tuple[bool, int]:
+        tier = item.path.parent.name
+        return item.get_closest_marker("long") is None, TIERS.index(tier) if tier in TIERS else len(TIERS)
+
+    items.sort(key=weight)
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from tests.e2e.api import CENT, Api
 from tests.e2e.conftest import RunningSystem, system_env
 from tests.e2e.desk import PHONE, Desk, cash, last_price, serious_accessibility_problems
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
 WIDE: ViewportSize = {"width": 1366, "height": 900}
 

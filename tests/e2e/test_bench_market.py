@@ -15,7 +15,7 @@ from oms.bench.run import BenchOptions, run_bench
 from oms.bench.system import LaunchedSystem, Target
 from tests.conftest import execute
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
 RESTING = 200
 

@@ -37,7 +37,7 @@ from oms.kernel.settings import MarketClose
 from oms.runtime.nats import EmbeddedNats
 from tests.conftest import execute
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["single", "cluster"])

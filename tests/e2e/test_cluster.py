@@ -41,7 +41,7 @@ from tests.e2e.test_crash import (
     wait_restarted,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
 ORDERS = 300
 SERVICES = ("auth", "order", "account", "market", "backoffice")

@@ -25,7 +25,7 @@ import pytest
 from tests.e2e.api import CENT, Api, User, is_terminal
 from tests.e2e.conftest import RunningSystem
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
 CUSTOMERS = 20
 ORDERS = 1000

@@ -25,7 +25,7 @@ from oms.runtime.roles import connections, env_name
 from tests.conftest import execute
 from tests.e2e.conftest import RunningSystem, system_env
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
 
 def login(system: RunningSystem, username: str, password: str) -> httpx.Response:

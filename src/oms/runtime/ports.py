@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import random
 import socket
 from pathlib import Path
@@ -47,6 +48,7 @@ def bound(host: str, port: int, what: str, setting: str, *, shared: bool = False
 # server binds it (seen in CI: a relay's metrics port, taken while the system was starting).
 _PICK_FROM: Final = 20_000
 _EPHEMERAL_RANGE: Final = Path("/proc/sys/net/ipv4/ip_local_port_range")
+FREE_PORTS_VARIABLE: Final = "OMS_FREE_PORTS"
 
 
 # Ports this process has handed out: free until their server binds them, so another pick must not get one
@@ -57,11 +59,11 @@ _handed_out: set[int] = set()
 def free_port(host: str = "127.0.0.1") -> int:
     """A port that is free at this moment (for tests and temporary servers), outside the ephemeral range,
     and never one this process handed out before."""
-    below = _ephemeral_low()
-    if below - _PICK_FROM >= 1_000:
-        start = random.randrange(_PICK_FROM, below)  # noqa: S311 (spreads concurrent picks; not a secret)
-        for offset in range(below - _PICK_FROM):
-            port = _PICK_FROM + (start - _PICK_FROM + offset) % (below - _PICK_FROM)
+    low, high = _pick_range()
+    if high - low >= 100:
+        start = random.randrange(low, high)  # noqa: S311 (spreads concurrent picks; not a secret)
+        for offset in range(high - low):
+            port = low + (start - low + offset) % (high - low)
             if port in _handed_out:
                 continue
             with contextlib.suppress(PortUnavailable):
@@ -72,6 +74,23 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         picked: int = sock.getsockname()[1]
         return picked
+
+
+def _pick_range() -> tuple[int, int]:
+    """Where ports are picked: `OMS_FREE_PORTS` ("low-high", high excluded) when set — processes that pick
+    at the same time on one machine (parallel test workers) each get their own range, since a port one has
+    picked is free until its server binds it — else from `_PICK_FROM` to the ephemeral range."""
+    if chosen := os.environ.get(FREE_PORTS_VARIABLE):
+        low, _, high = chosen.partition("-")
+        return int(low), int(high)
+    return _PICK_FROM, _ephemeral_low()
+
+
+def split_pick_range(part: int, parts: int) -> str:
+    """The `OMS_FREE_PORTS` value of the `part`-th (from 0) of `parts` processes picking at once."""
+    low, high = _PICK_FROM, _ephemeral_low()
+    size = (high - low) // parts
+    return f"{low + part * size}-{low + (part + 1) * size}"
 
 
 def _ephemeral_low() -> int:
