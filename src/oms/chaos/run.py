@@ -53,9 +53,9 @@ class ChaosConfig:
 
     @classmethod
     def ci(cls) -> ChaosConfig:
-        """The size `make test` runs: ≥ 1,000 orders, ≥ 10 kills, one restart of each server, ~3 minutes."""
+        """The size `make test` runs: ≥ 1,000 orders, ≥ 10 kills, one restart of each server, ~2 minutes."""
         return cls(
-            orders=1000, customers=50, duration=80.0, kills=12, nats_restarts=1, pg_restarts=1, duplicates=40
+            orders=1000, customers=50, duration=50.0, kills=12, nats_restarts=1, pg_restarts=1, duplicates=40
         )
 
     @classmethod
