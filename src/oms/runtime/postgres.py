@@ -86,16 +86,27 @@ def _link_or_copy(source: str, destination: str) -> None:
         shutil.copy2(source, destination)
 
 
-def _ensure_system_user() -> str:
-    try:
-        pwd.getpwnam(SYSTEM_USER)
-    except KeyError:
-        subprocess.run(
+def _ensure_system_user(attempts: int = 100) -> str:
+    """`SYSTEM_USER`, added if it is not there yet. Processes that start at once on a new machine (parallel
+    test workers) may all find it missing: the one that loses the race finds it there, or `/etc/passwd`
+    locked by the winner, and looks again."""
+    failure = ""
+    for _ in range(attempts):
+        try:
+            pwd.getpwnam(SYSTEM_USER)
+            return SYSTEM_USER
+        except KeyError:
+            pass
+        added = subprocess.run(
             ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
-            check=True,
             capture_output=True,
+            text=True,
         )
-    return SYSTEM_USER
+        if added.returncode == 0:
+            return SYSTEM_USER
+        failure = added.stderr.strip()
+        time.sleep(0.1)
+    raise PostgresError(f"cannot add the system user {SYSTEM_USER} to run PostgreSQL as root: {failure}")
 
 
 @contextmanager
