@@ -7,6 +7,7 @@ import itertools
 import math
 import statistics
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from decimal import Decimal as D
 
 import pytest
@@ -69,16 +70,17 @@ def test_the_walk_moves_with_the_instruments_daily_volatility_and_stays_around_i
 
 
 class FakeMarket:
-    """The Listed interface over a fixed list of instruments."""
+    """The Listed interface over a fixed list of instruments and the quotes set as published."""
 
     def __init__(self, *instruments: Instrument) -> None:
         self.listings = [Listing(i, D("0.02")) for i in instruments]
+        self.quotes: dict[str, Quote] = {}  # the latest published, by symbol
 
     def quoted(self) -> list[Listing]:
         return self.listings
 
     def latest(self, symbol: str) -> Quote | None:
-        return None
+        return self.quotes.get(symbol)
 
 
 class Clock:
@@ -119,6 +121,21 @@ async def test_a_slow_rate_per_symbol_over_many_symbols_gives_the_rate_asked_for
     quotes = await take(source.prices(FakeMarket(*listed)), 1000)
     assert 9.9 <= clock.now <= 10.1  # 500 symbols × 0.2 a second: 100 a second, not 100 every 5 s
     assert len({q.symbol for q in quotes}) == 500
+
+
+async def test_a_feed_that_takes_the_turn_again_goes_on_from_the_market_not_from_where_it_left() -> None:
+    """A market replica quotes, loses the feed lock, the other replica moves the price on, and the first
+    takes the lock back: its walk goes on from the latest quote published, not from its own old path."""
+    clock, market = Clock(), FakeMarket(AAPL)
+    source = SimSource(seed=1, quotes_per_second=10, clock=clock, sleep=clock.sleep)
+    first_turn = await take(source.prices(market), 20)
+    assert all(abs(p.last - D("249.64")) < 5 for p in first_turn)
+    moved = Quote(
+        symbol="AAPL", bid=D("299.99"), ask=D("300.01"), last=D("300.00"), time=datetime.now(UTC), sequence=99
+    )
+    market.quotes["AAPL"] = moved  # published by the other replica meanwhile
+    next_turn = await take(source.prices(market), 1)
+    assert abs(next_turn[0].last - moved.last) < 2
 
 
 @pytest.mark.parametrize(

@@ -60,6 +60,9 @@ class SimSource:
         self._walks: dict[str, tuple[Listing, RandomWalk]] = {}
 
     async def prices(self, market: Listed) -> AsyncIterator[list[Prices]]:
+        # Each run (the feed takes the turn) walks on from the latest published quotes, not from where this
+        # one left off: another market replica may have quoted meanwhile.
+        self._walks.clear()
         owed, turn, woke = 0.0, 0, self._clock()
         while True:
             # Woken by the rate of all symbols together (the symbol's own rate would batch a second's worth
